@@ -1,0 +1,5 @@
+"""`python -m wxgate` runs the CLI."""
+
+from wxgate.cli import main
+
+main()

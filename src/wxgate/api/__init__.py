@@ -1,0 +1,1 @@
+"""The HTTP API (aiohttp): routes, auth, error mapping, OpenAPI and the dashboard."""

@@ -1,0 +1,219 @@
+"""The data wxgate moves around, as msgspec Structs: messages, their status, results and API bodies.
+
+Times are epoch seconds (float). Message ids double as WeChat's `client_msg_id`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from enum import Enum
+from typing import Annotated, Any
+
+import msgspec
+
+
+class MessageKind(str, Enum):
+    TEMPLATE = "template"  # Official Account template message
+    SUBSCRIBE = "subscribe"  # mini-program subscribe message
+
+
+class Status(str, Enum):
+    QUEUED = "queued"
+    SCHEDULED = "scheduled"
+    SENDING = "sending"
+    RETRYING = "retrying"
+    SENT = "sent"
+    DELIVERED = "delivered"
+    BLOCKED = "blocked"
+    FAILED = "failed"
+    DEAD = "dead"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+
+
+# Waiting to be leased (due now or later).
+PENDING_STATUSES = frozenset({Status.QUEUED, Status.SCHEDULED, Status.RETRYING})
+# Nothing more will happen to the message (a `sent` one may still get a receipt).
+FINAL_STATUSES = frozenset(
+    {
+        Status.SENT,
+        Status.DELIVERED,
+        Status.BLOCKED,
+        Status.FAILED,
+        Status.DEAD,
+        Status.CANCELLED,
+        Status.EXPIRED,
+    }
+)
+
+
+def new_id() -> str:
+    """A 24-char hex id, time-ordered (ms) then random; short enough for client_msg_id."""
+    return f"{int(time.time() * 1000):012x}{os.urandom(6).hex()}"
+
+
+class MiniProgram(msgspec.Struct, frozen=True):
+    appid: str
+    pagepath: str = ""
+
+
+class Message(msgspec.Struct, kw_only=True):
+    """One message to one recipient, as stored."""
+
+    id: str
+    app: str
+    kind: MessageKind = MessageKind.TEMPLATE
+    touser: str
+    template_id: str
+    # WeChat's shape: {"keyword": {"value": "...", "color": "#hex"?}}
+    data: dict[str, dict[str, str]]
+    url: str | None = None
+    miniprogram: MiniProgram | None = None
+    page: str | None = None
+    miniprogram_state: str | None = None
+    lang: str | None = None
+    idempotency_key: str | None = None
+    batch_id: str | None = None
+    callback_url: str | None = None
+    priority: str = "normal"
+    created_at: float
+    not_before: float  # not leased before this time (send_at, or a retry's backoff)
+    expire_at: float | None = None  # never sent after this time: becomes `expired`
+    status: Status = Status.QUEUED
+    attempts: int = 0  # sends that counted against max_attempts
+    last_errcode: int | None = None
+    last_errmsg: str | None = None
+    wechat_msgid: int | None = None  # 64-bit; from the send answer, echoed by the receipt
+    receipt: str | None = None  # TEMPLATESENDJOBFINISH Status, verbatim
+    sent_at: float | None = None
+    finished_at: float | None = None
+    updated_at: float | None = None
+    # Set by Store.lease: the fencing token that ack/retry/dead/release must present.
+    lease_token: int = 0
+
+
+class SendResult(msgspec.Struct, frozen=True):
+    """What a successful send recorded."""
+
+    wechat_msgid: int | None
+    sent_at: float
+
+
+class ErrorInfo(msgspec.Struct, frozen=True):
+    errcode: int
+    errmsg: str
+
+
+class EnqueueResult(msgspec.Struct, frozen=True):
+    id: str
+    status: Status
+    created: bool  # False when (app, idempotency_key) already existed: `id` is the original
+
+
+class Batch(msgspec.Struct, kw_only=True):
+    id: str
+    app: str
+    template_id: str
+    total: int
+    created_at: float
+    status: str = "running"  # running | paused | cancelled | done
+    rate_per_s: float | None = None
+
+
+class AppPause(msgspec.Struct, frozen=True):
+    """An app is not sent to until `until` (epoch s); messages stay queued."""
+
+    app: str
+    until: float
+    reason: str
+    errcode: int | None = None
+
+
+class TokenEntry(msgspec.Struct, frozen=True):
+    """A cached access_token. Never logged; `repr` hides it."""
+
+    access_token: str
+    expires_at: float
+    fetched_at: float
+
+    def __repr__(self) -> str:
+        return f"TokenEntry(access_token='***', expires_at={self.expires_at:.0f})"
+
+
+class StoreStats(msgspec.Struct):
+    by_status: dict[str, int]
+    by_app: dict[str, dict[str, int]]
+    oldest_pending_at: float | None = None
+
+
+# ---------------------------------------------------------------- HTTP API bodies
+
+NonEmpty = Annotated[str, msgspec.Meta(min_length=1, max_length=512)]
+# Data values are accepted as {"k": {"value": "v"}} or the shorthand {"k": "v"}.
+DataIn = dict[str, Any]
+
+
+class MessageIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """POST /v1/messages."""
+
+    touser: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+    template_id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+    data: DataIn
+    app: str | None = None
+    kind: MessageKind = MessageKind.TEMPLATE
+    url: Annotated[str, msgspec.Meta(max_length=2048)] | None = None
+    miniprogram: MiniProgram | None = None
+    page: Annotated[str, msgspec.Meta(max_length=1024)] | None = None
+    miniprogram_state: str | None = None
+    lang: str | None = None
+    send_at: float | None = None
+    expire_at: float | None = None
+    idempotency_key: Annotated[str, msgspec.Meta(min_length=1, max_length=256)] | None = None
+    callback_url: Annotated[str, msgspec.Meta(max_length=2048)] | None = None
+    priority: str = "normal"
+
+
+class Recipient(msgspec.Struct, forbid_unknown_fields=True):
+    touser: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+    data: DataIn | None = None
+
+
+class BatchIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """POST /v1/batches: one template, many recipients; per-recipient data overrides shared."""
+
+    template_id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+    recipients: list[Recipient]
+    data: DataIn = msgspec.field(default_factory=dict)
+    app: str | None = None
+    kind: MessageKind = MessageKind.TEMPLATE
+    url: str | None = None
+    miniprogram: MiniProgram | None = None
+    page: str | None = None
+    send_at: float | None = None
+    expire_at: float | None = None
+    callback_url: str | None = None
+
+
+class Accepted(msgspec.Struct):
+    id: str
+    status: Status
+
+
+class BatchAccepted(msgspec.Struct):
+    id: str
+    total: int
+    status: str
+
+
+class BatchProgress(msgspec.Struct):
+    id: str
+    status: str
+    total: int
+    counts: dict[str, int]
+
+
+class ErrorBody(msgspec.Struct):
+    error: str
+    message: str
+    field: str | None = None

@@ -1,0 +1,1 @@
+"""Durable state behind one contract (base.Store): the SQLite and Redis backends."""

@@ -1,0 +1,146 @@
+"""The Store contract every backend implements and `tests/store/` checks (DESIGN.md section 4).
+
+Rules every backend keeps:
+- `enqueue` commits all or nothing, and only returns after the commit is durable.
+- A leased message carries `lease_token`; ack/retry/dead/release/expire succeed only while the
+  message is `sending` under that token (fencing). A lease that expired without being re-leased
+  still accepts its holder's outcome; once re-leased, the old holder's calls return False and
+  change nothing, so a late ack can never resurrect or duplicate a message.
+- Token cache, locks, pauses and quota counters live here so every process shares them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+from wxgate.models import (
+    AppPause,
+    Batch,
+    EnqueueResult,
+    ErrorInfo,
+    Message,
+    SendResult,
+    StoreStats,
+    TokenEntry,
+)
+
+
+class CancelOutcome:
+    CANCELLED = "cancelled"
+    NOT_FOUND = "not_found"
+    CONFLICT = "conflict"  # already in flight or finished
+
+
+@runtime_checkable
+class Store(Protocol):
+    # ---- lifecycle
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    async def ping(self) -> None:
+        """Raise StoreUnavailable when the store cannot serve requests."""
+
+    # ---- messages
+    async def enqueue(
+        self, messages: Sequence[Message], batch: Batch | None = None
+    ) -> list[EnqueueResult]:
+        """Commit all (and the batch record, if given) or none; dedupe by (app, idempotency_key).
+
+        Results are in input order; a duplicate key returns the existing id with created=False.
+        Messages with not_before > now are stored as `scheduled`, else `queued`.
+        """
+
+    async def lease(
+        self, n: int, lease_s: float, now: float, exclude_apps: frozenset[str] = frozenset()
+    ) -> list[Message]:
+        """Up to n due messages (not_before <= now), fair across apps, marked `sending`.
+
+        Messages whose lease expired (sending, lease ended before now) are due again.
+        Each returned message has a fresh `lease_token`. Apps in `exclude_apps` are skipped.
+        Messages of paused or cancelled batches are skipped.
+        """
+
+    async def ack(self, msg_id: str, lease_token: int, result: SendResult) -> bool:
+        """sending -> sent. Applies a receipt that arrived before the ack (see record_receipt)."""
+
+    async def retry(
+        self,
+        msg_id: str,
+        lease_token: int,
+        at: float,
+        error: ErrorInfo | None,
+        count_attempt: bool,
+    ) -> bool:
+        """sending -> retrying, due at `at`; attempts += 1 only when count_attempt.
+
+        count_attempt=False with error=None is a release: the message goes back unharmed.
+        """
+
+    async def dead(self, msg_id: str, lease_token: int, error: ErrorInfo) -> bool:
+        """sending -> dead (a dead letter), attempts += 1."""
+
+    async def expire(self, msg_id: str, lease_token: int) -> bool:
+        """sending -> expired (its expire_at passed before it could be sent)."""
+
+    async def cancel(self, msg_id: str) -> str:
+        """A CancelOutcome value; only queued/scheduled/retrying messages can be cancelled."""
+
+    async def get(self, msg_id: str) -> Message | None: ...
+
+    async def find_by_wechat_msgid(self, app: str, wechat_msgid: int) -> Message | None: ...
+
+    async def record_receipt(
+        self, app: str, wechat_msgid: int, receipt: str, event_key: str
+    ) -> Message | None:
+        """Apply a TEMPLATESENDJOBFINISH: sent -> delivered | blocked | failed.
+
+        `receipt` is WeChat's Status string; "success" -> delivered, a "user block" failure ->
+        blocked, any other failure -> failed. Idempotent by `event_key` (FromUserName+CreateTime).
+        If no message has that msgid yet (the receipt beat our ack), keep it and apply it at ack.
+        Returns the updated message, or None when it was kept for later or a duplicate.
+        """
+
+    async def stats(self) -> StoreStats: ...
+
+    async def dead_letters(
+        self,
+        app: str | None = None,
+        errcode: int | None = None,
+        cursor: str | None = None,
+        limit: int = 100,
+    ) -> tuple[list[Message], str | None]:
+        """Dead messages, newest first; the second item is the cursor for the next page."""
+
+    async def requeue(
+        self,
+        ids: Sequence[str] | None = None,
+        app: str | None = None,
+        errcode: int | None = None,
+    ) -> int:
+        """dead -> queued with attempts reset, by ids or by filter; returns how many moved."""
+
+    # ---- batches
+    async def get_batch(self, batch_id: str) -> Batch | None: ...
+    async def batch_counts(self, batch_id: str) -> dict[str, int]:
+        """How many of the batch's messages are in each status now (each counted once)."""
+
+    async def set_batch_status(self, batch_id: str, status: str) -> bool:
+        """running | paused | cancelled; cancelling also cancels its pending messages."""
+
+    # ---- shared state across processes
+    async def get_token(self, app: str) -> TokenEntry | None: ...
+    async def set_token(self, app: str, entry: TokenEntry) -> None: ...
+    async def invalidate_token(self, app: str, access_token: str) -> bool:
+        """Delete the cached token only if it is still `access_token` (compare-and-delete)."""
+
+    async def acquire_lock(self, name: str, owner: str, ttl_s: float) -> bool: ...
+    async def release_lock(self, name: str, owner: str) -> None: ...
+
+    async def get_pauses(self) -> list[AppPause]:
+        """Pauses still in force (until > now)."""
+
+    async def set_pause(self, pause: AppPause) -> None: ...
+    async def clear_pause(self, app: str) -> None: ...
+
+    async def incr_quota(self, app: str, day: str, n: int = 1) -> int:
+        """Add n to the app's send count for `day` (YYYY-MM-DD, Asia/Shanghai); the new total."""

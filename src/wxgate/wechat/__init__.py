@@ -1,0 +1,1 @@
+"""Everything that speaks to WeChat: sans-IO protocol, pooled client, token broker, callbacks."""
