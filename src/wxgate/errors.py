@@ -1,25 +1,25 @@
 """The error tree. Every failure wxgate raises is a WxgateError:
 
-    WxgateError
-    ├── ConfigError              settings invalid or an app misconfigured
-    ├── ValidationError          bad input from a caller (field + reason)
-    ├── NotFound                 unknown message, batch or app
-    ├── Conflict                 a state change that is no longer allowed (cancel of a sent message)
-    ├── StoreError               the store failed
-    │   └── StoreUnavailable     the store cannot be reached right now (HTTP 503)
-    └── WeChatError              WeChat answered with a non-zero errcode (knows its disposition)
-        └── TransportError       no usable answer from WeChat
-            ├── NotSent          the request never left (connect failed): safe to resend
-            └── OutcomeUnknown   the request was written but no answer came: resend with the
-                                 same client_msg_id so WeChat drops the duplicate
+WxgateError
+├── ConfigError              settings invalid or an app misconfigured
+├── ValidationError          bad input from a caller (field + reason)
+├── NotFound                 unknown message, batch or app
+├── Conflict                 a state change that is no longer allowed (cancel of a sent message)
+├── StoreError               the store failed
+│   └── StoreUnavailable     the store cannot be reached right now (HTTP 503)
+└── WeChatError              WeChat answered with a non-zero errcode (knows its disposition)
+    └── TransportError       no usable answer from WeChat
+        ├── NotSent          the request never left (connect failed): safe to resend
+        └── OutcomeUnknown   the request was written but no answer came: resend with the
+                             same client_msg_id so WeChat drops the duplicate
 """
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 
-class Disposition(str, Enum):
+class Disposition(StrEnum):
     """What to do about one WeChat answer (DESIGN.md principle 3)."""
 
     OK = "ok"

@@ -7,18 +7,18 @@ from __future__ import annotations
 
 import os
 import time
-from enum import Enum
+from enum import StrEnum
 from typing import Annotated, Any
 
 import msgspec
 
 
-class MessageKind(str, Enum):
+class MessageKind(StrEnum):
     TEMPLATE = "template"  # Official Account template message
     SUBSCRIBE = "subscribe"  # mini-program subscribe message
 
 
-class Status(str, Enum):
+class Status(StrEnum):
     QUEUED = "queued"
     SCHEDULED = "scheduled"
     SENDING = "sending"

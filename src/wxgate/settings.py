@@ -26,6 +26,8 @@ class ServerSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # Plain keys, or "sha256:<hex>" to keep only a hash in the file. See [[server.keys]] for scopes.
     api_keys: list[str] = msgspec.field(default_factory=list)
     max_body_bytes: int = 1_048_576
+    # POST /v1/batches only: 10,000 recipients with their own data do not fit in 1 MiB.
+    max_batch_body_bytes: int = 16_777_216
     max_batch_recipients: int = 10_000
     # 429 once this many messages are waiting (0 = no limit).
     max_queue_depth: int = 0

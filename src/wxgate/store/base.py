@@ -7,6 +7,9 @@ Rules every backend keeps:
   still accepts its holder's outcome; once re-leased, the old holder's calls return False and
   change nothing, so a late ack can never resurrect or duplicate a message.
 - Token cache, locks, pauses and quota counters live here so every process shares them.
+- Time rules without a `now` argument (scheduled vs queued, lock and pause expiry) are judged by
+  the clock the store was built with.
+- Lease tokens only grow: a message's new lease always carries a larger token than its last.
 """
 
 from __future__ import annotations
@@ -21,9 +24,24 @@ from wxgate.models import (
     ErrorInfo,
     Message,
     SendResult,
+    Status,
     StoreStats,
     TokenEntry,
 )
+
+
+def receipt_status(receipt: str) -> Status:
+    """The final status a receipt's Status string means (wechat-api.md 5.3).
+
+    "success" -> delivered; "failed:user block" (with or without spaces) -> blocked; anything
+    else -> failed. Whitespace is normalised because SDKs disagree on "failed: user block".
+    """
+    norm = " ".join(receipt.replace(":", ": ").split()).lower()
+    if norm == "success":
+        return Status.DELIVERED
+    if "user block" in norm:
+        return Status.BLOCKED
+    return Status.FAILED
 
 
 class CancelOutcome:
@@ -47,7 +65,8 @@ class Store(Protocol):
         """Commit all (and the batch record, if given) or none; dedupe by (app, idempotency_key).
 
         Results are in input order; a duplicate key returns the existing id with created=False.
-        Messages with not_before > now are stored as `scheduled`, else `queued`.
+        Messages with not_before > now are stored as `scheduled`, else `queued`. A message id
+        that already exists fails the whole call with StoreError (nothing is stored).
         """
 
     async def lease(
@@ -117,7 +136,11 @@ class Store(Protocol):
         app: str | None = None,
         errcode: int | None = None,
     ) -> int:
-        """dead -> queued with attempts reset, by ids or by filter; returns how many moved."""
+        """dead -> queued with attempts reset, by ids or by filter; returns how many moved.
+
+        With no ids and no filter, every dead letter is requeued. The last error is kept (it
+        says why the message died; the status says it is queued again).
+        """
 
     # ---- batches
     async def get_batch(self, batch_id: str) -> Batch | None: ...
@@ -144,3 +167,13 @@ class Store(Protocol):
 
     async def incr_quota(self, app: str, day: str, n: int = 1) -> int:
         """Add n to the app's send count for `day` (YYYY-MM-DD, Asia/Shanghai); the new total."""
+
+    async def take_rate(
+        self, app: str, rate_per_s: float, burst: float, n: int, now: float
+    ) -> float:
+        """Reserve n tokens of the app's bucket; seconds to wait until they are valid (0 = now).
+
+        A token bucket refilled continuously at `rate_per_s` up to `burst`. The reservation
+        always succeeds (the bucket may go into debt), so callers sleep the returned time and
+        send. SQLite keeps the bucket in this process; Redis shares it across processes.
+        """

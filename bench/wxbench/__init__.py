@@ -1,0 +1,1 @@
+"""The wxgate benchmark harness (bench/run.py): processes, load, scenarios, report, plots."""

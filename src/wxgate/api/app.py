@@ -1,0 +1,114 @@
+"""The aiohttp Application: the route table with each route's scope, and one middleware that
+authenticates /v1 calls and maps every exception to a JSON error (api/errors.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from wxgate.api.auth import KeyRing, Scope
+from wxgate.api.batches import BatchRoutes
+from wxgate.api.callback import CallbackRoutes
+from wxgate.api.context import GATEWAY, Gateway, StatsExtra, TokenSource
+from wxgate.api.deadletters import DeadLetterRoutes
+from wxgate.api.depth import DepthGuard
+from wxgate.api.errors import ApiError, response_for
+from wxgate.api.messages import MessageRoutes
+from wxgate.api.openapi import document
+from wxgate.api.ops import OpsRoutes
+from wxgate.api.responses import JSON, encode
+from wxgate.api.tokens import TokenRoutes
+from wxgate.clock import Clock
+from wxgate.settings import Settings
+from wxgate.store.base import Store
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_SCOPES = web.AppKey("wxgate.scopes", dict[web.AbstractRoute, Scope])
+_UNAUTHORIZED = {"WWW-Authenticate": 'Bearer realm="wxgate"'}
+
+
+@web.middleware
+async def gateway_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Auth for routes that carry a scope, then the handler; any exception becomes JSON."""
+    try:
+        scope = request.app[_SCOPES].get(request.match_info.route)
+        if scope is not None:
+            key = request.app[GATEWAY].keys.authenticate(request.headers.get("Authorization"))
+            if key is None:
+                raise ApiError(
+                    401, "unauthorized", "missing or unknown API key", headers=_UNAUTHORIZED
+                )
+            if not key.allows(scope):
+                raise ApiError(403, "forbidden", f"this key lacks the {scope.value!r} scope")
+        return await handler(request)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # the one place exceptions turn into answers
+        return response_for(exc, request)
+
+
+def create_app(
+    settings: Settings,
+    store: Store,
+    clock: Clock,
+    broker: TokenSource | None = None,
+    stats_extra: StatsExtra | None = None,
+) -> web.Application:
+    server = settings.server
+    gw = Gateway(
+        settings=settings,
+        store=store,
+        clock=clock,
+        keys=KeyRing.from_settings(server),
+        apps={a.name: a for a in settings.apps},
+        depth=DepthGuard(store, clock, server.max_queue_depth),
+        broker=broker,
+        stats_extra=stats_extra,
+    )
+    # Routes read bodies through body.read_limited with their own limit (batches may be larger
+    # than single messages); client_max_size is the backstop for anything using request.read().
+    app = web.Application(
+        middlewares=[gateway_middleware],
+        client_max_size=max(server.max_body_bytes, server.max_batch_body_bytes),
+    )
+    app[GATEWAY] = gw
+    messages, batches = MessageRoutes(gw), BatchRoutes(gw)
+    dead, ops = DeadLetterRoutes(gw), OpsRoutes(gw)
+    callback = CallbackRoutes(gw)
+    tokens = TokenRoutes(gw)
+
+    table: list[tuple[str, str, Handler, Scope | None]] = [
+        ("POST", "/v1/messages", messages.create, Scope.SEND),
+        ("GET", "/v1/messages/{id}", messages.get, Scope.READ),
+        ("DELETE", "/v1/messages/{id}", messages.cancel, Scope.SEND),
+        ("POST", "/v1/batches", batches.create, Scope.SEND),
+        ("GET", "/v1/batches/{id}", batches.get, Scope.READ),
+        ("POST", "/v1/batches/{id}/cancel", batches.cancel, Scope.SEND),
+        ("GET", "/v1/dead-letters", dead.list, Scope.READ),
+        ("POST", "/v1/dead-letters/requeue", dead.requeue, Scope.ADMIN),
+        ("GET", "/v1/stats", ops.stats, Scope.READ),
+        ("GET", "/v1/apps/{app}/access-token", tokens.get, Scope.TOKEN),
+        ("POST", "/v1/apps/{app}/access-token/invalidate", tokens.invalidate, Scope.TOKEN),
+        ("GET", "/wechat/callback/{app}", callback.verify, None),
+        ("POST", "/wechat/callback/{app}", callback.push, None),
+        ("GET", "/healthz", ops.healthz, None),
+        ("GET", "/readyz", ops.readyz, None),
+        ("GET", "/metrics", ops.metrics, None),
+    ]
+    openapi_body = encode(
+        document([(m, p, s) for m, p, _, s in table] + [("GET", "/openapi.json", None)])
+    )
+
+    async def openapi(request: web.Request) -> web.Response:
+        return web.Response(body=openapi_body, content_type=JSON)
+
+    table.append(("GET", "/openapi.json", openapi, None))
+    scopes: dict[web.AbstractRoute, Scope] = {}
+    for method, path, handler, scope in table:
+        route = app.router.add_route(method, path, handler)
+        if scope is not None:
+            scopes[route] = scope
+    app[_SCOPES] = scopes
+    return app

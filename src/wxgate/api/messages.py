@@ -1,0 +1,60 @@
+"""POST /v1/messages (the ingest hot path), GET and DELETE /v1/messages/{id}."""
+
+from __future__ import annotations
+
+import msgspec
+from aiohttp import web
+
+from wxgate.api.body import read_json
+from wxgate.api.context import Gateway
+from wxgate.api.errors import ApiError
+from wxgate.api.intake import idempotency_key, message_from, resolve_app
+from wxgate.api.responses import json_response
+from wxgate.api.schemas import MessageView
+from wxgate.models import Accepted, MessageIn, Status, new_id
+from wxgate.store.base import CancelOutcome
+
+_DECODER = msgspec.json.Decoder(MessageIn)
+
+
+def _not_found(msg_id: str) -> ApiError:
+    return ApiError(404, "not_found", f"no message {msg_id!r}", "id")
+
+
+class MessageRoutes:
+    def __init__(self, gw: Gateway) -> None:
+        self.gw = gw
+
+    async def create(self, request: web.Request) -> web.Response:
+        """Validate, then answer 202 only once the store has committed (accepted = durable)."""
+        gw = self.gw
+        body = await read_json(request, _DECODER, gw.max_body_bytes)
+        app = resolve_app(gw.apps, body.app)
+        key = idempotency_key(body.idempotency_key, request.headers.get("Idempotency-Key"))
+        message = message_from(body, app, gw.clock.now(), new_id(), key)
+        await gw.depth.admit(1)
+        (result,) = await gw.store.enqueue((message,))
+        status = result.status
+        if result.created:
+            gw.depth.accepted(1)
+            if message.status is Status.EXPIRED:
+                status = Status.EXPIRED  # whatever the store filed it as, it is never sent
+        return json_response(Accepted(result.id, status), status=202)
+
+    async def get(self, request: web.Request) -> web.Response:
+        msg_id = request.match_info["id"]
+        message = await self.gw.store.get(msg_id)
+        if message is None:
+            raise _not_found(msg_id)
+        return json_response(MessageView.of(message, self.gw.clock.now()))
+
+    async def cancel(self, request: web.Request) -> web.Response:
+        msg_id = request.match_info["id"]
+        outcome = await self.gw.store.cancel(msg_id)
+        if outcome == CancelOutcome.CANCELLED:
+            return json_response(Accepted(msg_id, Status.CANCELLED))
+        if outcome == CancelOutcome.NOT_FOUND:
+            raise _not_found(msg_id)
+        current = await self.gw.store.get(msg_id)
+        status = current.status.value if current is not None else "unknown"
+        raise ApiError(409, "conflict", f"message is {status}; only pending ones can be cancelled")

@@ -1,0 +1,264 @@
+"""The OpenAPI 3.1 document, generated from the msgspec models so it cannot drift from them.
+
+app.py registers each route with the operation named here; a route without an entry in
+OPERATIONS fails at startup, so the document always lists every route.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+import wxgate
+from wxgate.api.auth import Scope
+from wxgate.api.schemas import (
+    AccessToken,
+    DeadLetterPage,
+    Health,
+    Invalidated,
+    InvalidateIn,
+    MessageView,
+    Requeued,
+    RequeueIn,
+    Stats,
+)
+from wxgate.models import (
+    Accepted,
+    BatchAccepted,
+    BatchIn,
+    BatchProgress,
+    ErrorBody,
+    MessageIn,
+)
+
+_MODELS: tuple[type[msgspec.Struct], ...] = (
+    MessageIn,
+    BatchIn,
+    Accepted,
+    BatchAccepted,
+    BatchProgress,
+    MessageView,
+    DeadLetterPage,
+    RequeueIn,
+    Requeued,
+    AccessToken,
+    InvalidateIn,
+    Invalidated,
+    Health,
+    Stats,
+    ErrorBody,
+)
+
+_ERRORS = {
+    "400": "Invalid request; `field` names the offending input",
+    "401": "Missing or unknown API key",
+    "403": "The key lacks the scope this route needs",
+    "404": "Not found",
+    "409": "Conflict with the current state",
+    "413": "Body over the size limit",
+    "415": "Body is not JSON",
+    "429": "Queue depth limit reached; see Retry-After",
+    "503": "Store unavailable; see Retry-After",
+}
+
+
+@dataclass(frozen=True)
+class Op:
+    summary: str
+    ok: tuple[str, type[msgspec.Struct] | str]  # (status, model or a text media type)
+    body: type[msgspec.Struct] | str | None = None  # model, or a media type for raw bodies
+    errors: tuple[str, ...] = ()
+    params: tuple[tuple[str, str, str, str], ...] = ()  # (name, in, type, description)
+    description: str = ""
+    headers: tuple[tuple[str, str], ...] = field(default=())  # (name, description) in-header
+
+
+_ID = (("id", "path", "string", "Message or batch id"),)
+_APP = (("app", "path", "string", "App name from the gateway's settings"),)
+_SIG = (
+    ("signature", "query", "string", "sha1 signature (plain mode)"),
+    ("timestamp", "query", "string", ""),
+    ("nonce", "query", "string", ""),
+)
+
+OPERATIONS: dict[tuple[str, str], Op] = {
+    ("POST", "/v1/messages"): Op(
+        "Enqueue one message",
+        ("202", Accepted),
+        MessageIn,
+        ("400", "401", "403", "413", "415", "429", "503"),
+        headers=(("Idempotency-Key", "Same key, same message: a repeat returns the first id"),),
+        description="Answered only after the message is committed to the store.",
+    ),
+    ("GET", "/v1/messages/{id}"): Op(
+        "Status of one message", ("200", MessageView), None, ("401", "403", "404"), _ID
+    ),
+    ("DELETE", "/v1/messages/{id}"): Op(
+        "Cancel a message not yet sent",
+        ("200", Accepted),
+        None,
+        ("401", "403", "404", "409"),
+        _ID,
+    ),
+    ("POST", "/v1/batches"): Op(
+        "Enqueue one template to many recipients in one commit",
+        ("202", BatchAccepted),
+        BatchIn,
+        ("400", "401", "403", "413", "415", "429", "503"),
+    ),
+    ("GET", "/v1/batches/{id}"): Op(
+        "Batch progress by status", ("200", BatchProgress), None, ("401", "403", "404"), _ID
+    ),
+    ("POST", "/v1/batches/{id}/cancel"): Op(
+        "Cancel the batch's pending messages",
+        ("200", BatchProgress),
+        None,
+        ("401", "403", "404", "409"),
+        _ID,
+    ),
+    ("GET", "/v1/dead-letters"): Op(
+        "Dead letters, newest first",
+        ("200", DeadLetterPage),
+        None,
+        ("400", "401", "403"),
+        (
+            ("app", "query", "string", "Only this app"),
+            ("errcode", "query", "integer", "Only this last errcode"),
+            ("cursor", "query", "string", "next_cursor of the previous page"),
+            ("limit", "query", "integer", "1-1000, default 100"),
+        ),
+    ),
+    ("POST", "/v1/dead-letters/requeue"): Op(
+        "Requeue dead letters by ids or filter",
+        ("200", Requeued),
+        RequeueIn,
+        ("400", "401", "403", "415"),
+    ),
+    ("GET", "/v1/stats"): Op("Queue depth, pauses, delivery state", ("200", Stats), None),
+    ("GET", "/v1/apps/{app}/access-token"): Op(
+        "The app's current access_token (token service)",
+        ("200", AccessToken),
+        None,
+        ("401", "403", "404", "503"),
+        _APP,
+    ),
+    ("POST", "/v1/apps/{app}/access-token/invalidate"): Op(
+        "Drop the cached token if it is still the one that failed",
+        ("200", Invalidated),
+        InvalidateIn,
+        ("400", "401", "403", "404", "503"),
+        _APP,
+    ),
+    ("GET", "/wechat/callback/{app}"): Op(
+        "WeChat server URL verification: echoes echostr",
+        ("200", "text/plain"),
+        None,
+        ("403", "404"),
+        (*_APP, *_SIG, ("echostr", "query", "string", "")),
+    ),
+    ("POST", "/wechat/callback/{app}"): Op(
+        "WeChat event push (delivery receipts); answers `success`",
+        ("200", "text/plain"),
+        "text/xml",
+        ("400", "403", "404", "503"),
+        (
+            *_APP,
+            *_SIG,
+            ("msg_signature", "query", "string", "AES safe mode signature"),
+            ("encrypt_type", "query", "string", "aes in safe mode"),
+        ),
+    ),
+    ("GET", "/healthz"): Op("The process is up", ("200", Health)),
+    ("GET", "/readyz"): Op("The store is reachable", ("200", Health), None, ("503",)),
+    ("GET", "/openapi.json"): Op("This document", ("200", "application/json")),
+    ("GET", "/metrics"): Op("Prometheus metrics", ("200", "text/plain"), None, ("404",)),
+}
+
+
+def _content(model: type[msgspec.Struct] | str) -> dict[str, Any]:
+    if isinstance(model, str):
+        return {model: {"schema": {"type": "string"}}}
+    return {"application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}
+
+
+def _operation(method: str, path: str, op: Op, scope: Scope | None) -> dict[str, Any]:
+    ok_status, ok_model = op.ok
+    responses: dict[str, Any] = {ok_status: {"description": "OK", "content": _content(ok_model)}}
+    errors = list(op.errors)
+    if scope is not None:
+        errors += [e for e in ("401", "403") if e not in errors]
+    for code in sorted(errors):
+        responses[code] = {"description": _ERRORS[code], "content": _content(ErrorBody)}
+    out: dict[str, Any] = {
+        "operationId": re.sub(r"[^a-z0-9]+", "_", f"{method} {path}".lower()).strip("_"),
+        "summary": op.summary,
+        "responses": responses,
+    }
+    description = op.description
+    if scope is not None:
+        description = f"{description} Needs scope `{scope.value}`.".strip()
+        out["security"] = [{"bearer": []}]
+        out["x-wxgate-scope"] = scope.value
+    else:
+        out["security"] = []
+    if description:
+        out["description"] = description
+    params = [
+        {
+            "name": name,
+            "in": where,
+            "required": where == "path",
+            "schema": {"type": typ},
+            **({"description": desc} if desc else {}),
+        }
+        for name, where, typ, desc in op.params
+    ]
+    params += [
+        {
+            "name": name,
+            "in": "header",
+            "required": False,
+            "schema": {"type": "string"},
+            "description": desc,
+        }
+        for name, desc in op.headers
+    ]
+    if params:
+        out["parameters"] = params
+    if op.body is not None:
+        out["requestBody"] = {"required": True, "content": _content(op.body)}
+    return out
+
+
+def document(routes: Iterable[tuple[str, str, Scope | None]]) -> dict[str, Any]:
+    """The OpenAPI 3.1 document for the registered (method, path, scope) routes."""
+    _, components = msgspec.json.schema_components(
+        _MODELS, ref_template="#/components/schemas/{name}"
+    )
+    paths: dict[str, dict[str, Any]] = {}
+    for method, path, scope in routes:
+        op = OPERATIONS[(method, path)]
+        paths.setdefault(path, {})[method.lower()] = _operation(method, path, op, scope)
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "wxgate",
+            "version": wxgate.__version__,
+            "description": "Push gateway for WeChat template and subscribe messages.",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": components,
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "An API key from server.api_keys",
+                }
+            },
+        },
+    }

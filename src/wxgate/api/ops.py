@@ -1,0 +1,59 @@
+"""Operational routes: /healthz (process up), /readyz (store reachable), /v1/stats, /metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import msgspec
+from aiohttp import web
+
+from wxgate.api.context import Gateway
+from wxgate.api.errors import ApiError
+from wxgate.api.responses import json_response
+from wxgate.api.schemas import Health, Stats
+from wxgate.errors import StoreUnavailable
+from wxgate.models import PENDING_STATUSES
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# The lead's runtime sets app[METRICS_HANDLER] before the app starts; until then 404.
+METRICS_HANDLER: web.AppKey[Handler] = web.AppKey("wxgate.metrics_handler")
+
+
+class OpsRoutes:
+    def __init__(self, gw: Gateway) -> None:
+        self.gw = gw
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return json_response(Health("ok"))
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        try:
+            await self.gw.store.ping()
+        except StoreUnavailable:
+            return json_response(
+                Health("store_unavailable"), status=503, headers={"Retry-After": "5"}
+            )
+        return json_response(Health("ready"))
+
+    async def stats(self, request: web.Request) -> web.Response:
+        store_stats = await self.gw.store.stats()
+        pauses = await self.gw.store.get_pauses()
+        delivery = await self.gw.stats_extra() if self.gw.stats_extra is not None else None
+        depth = sum(store_stats.by_status.get(s.value, 0) for s in PENDING_STATUSES)
+        body = Stats(
+            by_status=store_stats.by_status,
+            by_app=store_stats.by_app,
+            oldest_pending_at=store_stats.oldest_pending_at,
+            queue_depth=depth,
+            pauses=pauses,
+            delivery=msgspec.to_builtins(delivery) if delivery is not None else None,
+        )
+        return json_response(body)
+
+    async def metrics(self, request: web.Request) -> web.StreamResponse:
+        handler: Handler | None = request.app.get(METRICS_HANDLER) or request.app.get(
+            "metrics_handler"
+        )
+        if handler is None:
+            raise ApiError(404, "not_found", "metrics are not enabled in this process")
+        return await handler(request)

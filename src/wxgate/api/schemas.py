@@ -1,0 +1,122 @@
+"""Response and request bodies that only the HTTP API uses (the shared ones live in models).
+
+Imports nothing but msgspec and models, so `wxgate.client` can decode with them cheaply.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+
+from wxgate.models import PENDING_STATUSES, AppPause, Message, MessageKind, Status
+
+
+class MessageView(msgspec.Struct, kw_only=True):
+    """GET /v1/messages/{id}: where a message is. Never carries the lease token."""
+
+    id: str
+    app: str
+    kind: MessageKind
+    status: Status
+    touser: str
+    template_id: str
+    batch_id: str | None = None
+    idempotency_key: str | None = None
+    attempts: int = 0
+    last_errcode: int | None = None
+    last_errmsg: str | None = None
+    wechat_msgid: int | None = None
+    receipt: str | None = None
+    created_at: float
+    not_before: float
+    expire_at: float | None = None
+    sent_at: float | None = None
+    finished_at: float | None = None
+    updated_at: float | None = None
+
+    @classmethod
+    def of(cls, m: Message, now: float) -> MessageView:
+        status = m.status
+        # A waiting message whose deadline passed will never be sent: a worker expires it when
+        # it next reaches it (the store may not have recorded that yet), so show it as expired.
+        if status in PENDING_STATUSES and m.expire_at is not None and m.expire_at <= now:
+            status = Status.EXPIRED
+        return cls(
+            id=m.id,
+            app=m.app,
+            kind=m.kind,
+            status=status,
+            touser=m.touser,
+            template_id=m.template_id,
+            batch_id=m.batch_id,
+            idempotency_key=m.idempotency_key,
+            attempts=m.attempts,
+            last_errcode=m.last_errcode,
+            last_errmsg=m.last_errmsg,
+            wechat_msgid=m.wechat_msgid,
+            receipt=m.receipt,
+            created_at=m.created_at,
+            not_before=m.not_before,
+            expire_at=m.expire_at,
+            sent_at=m.sent_at,
+            finished_at=m.finished_at,
+            updated_at=m.updated_at,
+        )
+
+
+class DeadLetterPage(msgspec.Struct):
+    """GET /v1/dead-letters: newest first; pass `next_cursor` as `cursor` for the next page."""
+
+    items: list[MessageView]
+    next_cursor: str | None = None
+
+
+class RequeueIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """POST /v1/dead-letters/requeue: by ids, or by app and/or errcode."""
+
+    ids: Annotated[list[str], msgspec.Meta(max_length=10_000)] | None = None
+    app: str | None = None
+    errcode: int | None = None
+
+
+class Requeued(msgspec.Struct):
+    requeued: int
+
+
+class AccessToken(msgspec.Struct):
+    access_token: str
+    expires_at: float | None
+
+    def __repr__(self) -> str:
+        return f"AccessToken(access_token='***', expires_at={self.expires_at})"
+
+
+class InvalidateIn(msgspec.Struct, forbid_unknown_fields=True):
+    """The token the caller saw fail; the cached one is dropped only if it is still this one."""
+
+    access_token: Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]
+
+    def __repr__(self) -> str:
+        return "InvalidateIn(access_token='***')"
+
+
+class Invalidated(msgspec.Struct):
+    app: str
+    status: str = "invalidated"
+
+
+class Health(msgspec.Struct):
+    status: str
+
+
+class Stats(msgspec.Struct, kw_only=True):
+    """GET /v1/stats: the store's counts, pauses in force and the delivery pool's view."""
+
+    by_status: dict[str, int]
+    by_app: dict[str, dict[str, int]]
+    oldest_pending_at: float | None = None
+    queue_depth: int
+    pauses: list[AppPause]
+    # Per-app breaker / rate / in-flight states from the running worker pool, when there is one.
+    delivery: dict[str, Any] | None = None

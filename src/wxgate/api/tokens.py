@@ -1,0 +1,46 @@
+"""The access-token service: other systems of the same company borrow our token instead of
+fetching their own (every fetch by someone else would kill ours)."""
+
+from __future__ import annotations
+
+import msgspec
+from aiohttp import web
+
+from wxgate.api.body import read_json
+from wxgate.api.context import Gateway, TokenSource
+from wxgate.api.errors import ApiError
+from wxgate.api.responses import json_response
+from wxgate.api.schemas import AccessToken, Invalidated, InvalidateIn
+from wxgate.settings import AppSettings
+
+_DECODER = msgspec.json.Decoder(InvalidateIn)
+_NO_STORE = {"Cache-Control": "no-store"}
+
+
+class TokenRoutes:
+    def __init__(self, gw: Gateway) -> None:
+        self.gw = gw
+
+    def _resolve(self, request: web.Request) -> tuple[TokenSource, AppSettings]:
+        name = request.match_info["app"]
+        app = self.gw.apps.get(name)
+        if app is None:
+            raise ApiError(404, "not_found", f"no app {name!r}", "app")
+        if self.gw.broker is None:
+            raise ApiError(
+                503, "token_service_unavailable", "this process runs without a token broker"
+            )
+        return self.gw.broker, app
+
+    async def get(self, request: web.Request) -> web.Response:
+        broker, app = self._resolve(request)
+        token = await broker.get(app)
+        entry = await broker.peek(app)
+        expires_at = entry.expires_at if entry is not None and entry.access_token == token else None
+        return json_response(AccessToken(token, expires_at), headers=_NO_STORE)
+
+    async def invalidate(self, request: web.Request) -> web.Response:
+        broker, app = self._resolve(request)
+        body = await read_json(request, _DECODER, self.gw.max_body_bytes)
+        await broker.invalidate(app, body.access_token)
+        return json_response(Invalidated(app.name))

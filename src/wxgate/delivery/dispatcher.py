@@ -1,0 +1,303 @@
+"""One leased message through pause -> breaker -> rate limit -> quota -> send -> classify -> store.
+
+Every path ends in exactly one store call under the message's lease token (ack, retry, dead,
+expire, or a release = retry without error or attempt). If the store itself fails, the
+message is left alone: its lease expires and it is leased again, and a re-send is harmless
+because WeChat drops a repeated client_msg_id (= message.id) within 10 minutes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from wxgate.clock import Clock
+from wxgate.delivery.app_state import AppState
+from wxgate.delivery.hooks import DeliveryMetrics, NoMetrics
+from wxgate.delivery.outcome import Outcome
+from wxgate.errors import Disposition, WeChatError
+from wxgate.models import AppPause, ErrorInfo, Message, SendResult
+from wxgate.policy.backoff import delay_s
+from wxgate.policy.breaker import CircuitBreaker
+from wxgate.policy.errcodes import describe
+from wxgate.policy.ratelimit import next_minute, next_shanghai_midnight, shanghai_day
+from wxgate.settings import AppSettings, WorkerSettings
+from wxgate.store.base import Store
+from wxgate.wechat.tokens import TokenBroker
+
+log = logging.getLogger("wxgate.delivery")
+
+# Pauses live in the store (shared by every process); re-read them at most this often.
+PAUSE_CACHE_S = 0.5
+# A message released because its app is paused comes due again after at most this long, so
+# clearing a pause (say after /cgi-bin/clear_quota) resumes sending at once; until then the
+# pool keeps the paused app out of its leases, so the early due time costs nothing.
+PAUSE_RECHECK_S = 1.0
+# A config error (bad secret, IP not whitelisted, api unauthorized) pauses the app this long.
+CONFIG_PAUSE_S = 60.0
+# Messages for an app that is not configured here stay queued and are looked at again later.
+UNKNOWN_APP_RETRY_S = 60.0
+ERRCODE_MINUTE_QUOTA = 45011
+ERRCODE_INTERNAL = -5  # a bug of ours while sending: counted like a transport failure
+MAX_ERRMSG = 500
+
+
+class Dispatcher:
+    """Decides and records what happens to one leased message (DESIGN.md section 7).
+
+    `send_timeout_s` is the WeChat client's total timeout; a send may take two of them (the
+    broker retries once on a token error), and a message is only sent while its lease has at
+    least that budget left (the invariant: lease_s > 2 * send_timeout_s + rate-limit wait).
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        broker: TokenBroker,
+        apps: Mapping[str, AppSettings],
+        worker_settings: WorkerSettings,
+        clock: Clock,
+        metrics: DeliveryMetrics | None = None,
+        *,
+        send_timeout_s: float = 10.0,
+    ) -> None:
+        self._store = store
+        self._broker = broker
+        self._settings = worker_settings
+        self._clock = clock
+        self._metrics: DeliveryMetrics = metrics if metrics is not None else NoMetrics()
+        self.send_budget_s = 2 * send_timeout_s
+        self._states = {
+            name: AppState(app, CircuitBreaker(worker_settings.breaker, clock))
+            for name, app in apps.items()
+        }
+        self._pauses: dict[str, AppPause] = {}
+        self._pauses_read_at: float | None = None  # monotonic
+        self._pause_gen = 0  # bumped by local set_pause, so a slower read cannot undo it
+        self._refreshing = False
+        self._warned_unknown: set[str] = set()
+
+    # ------------------------------------------------------------------ state for the pool
+
+    def app_state(self, app: str) -> AppState | None:
+        return self._states.get(app)
+
+    def app_states(self) -> dict[str, dict[str, Any]]:
+        now = self._clock.now()
+        return {name: st.snapshot(now) for name, st in self._states.items()}
+
+    @property
+    def states(self) -> Mapping[str, AppState]:
+        return self._states
+
+    def blocked_apps(self) -> frozenset[str]:
+        """Apps not worth leasing for now: paused, breaker open, or rate limit saturated."""
+        now = self._clock.now()
+        mono = self._clock.monotonic()
+        blocked = {app for app, p in self._pauses.items() if p.until > now}
+        for name, st in self._states.items():
+            if st.breaker_open() or st.rate_saturated(mono):
+                blocked.add(name)
+        return frozenset(blocked)
+
+    async def refresh_pauses(self, force: bool = False) -> None:
+        """Re-read the shared pauses if the cached copy is older than PAUSE_CACHE_S."""
+        mono = self._clock.monotonic()
+        fresh = self._pauses_read_at is not None and mono - self._pauses_read_at < PAUSE_CACHE_S
+        if self._refreshing or (fresh and not force):
+            return
+        self._refreshing = True
+        gen = self._pause_gen
+        try:
+            pauses = await self._store.get_pauses()
+        finally:
+            self._refreshing = False
+        if gen != self._pause_gen:
+            return  # a pause was set meanwhile; this read may predate it, read again next time
+        self._pauses_read_at = mono
+        self._pauses = {p.app: p for p in pauses}
+        for name, st in self._states.items():
+            st.pause = self._pauses.get(name)
+
+    # ------------------------------------------------------------------ one message
+
+    async def handle(self, message: Message, *, lease_deadline: float | None = None) -> Outcome:
+        """Deliver or reschedule one leased message; never raises except on cancellation.
+
+        `lease_deadline` (clock.monotonic()) is when the lease runs out; a message that could
+        not be sent before then is released instead of sent under an expired lease.
+        """
+        state = self._states.get(message.app)
+        if state is not None:
+            state.in_flight += 1
+        try:
+            return await self._handle(message, state, lease_deadline)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception(
+                "store failed on message %s (app %s); its lease will expire and redeliver it",
+                message.id,
+                message.app,
+            )
+            return Outcome.STORE_ERROR
+        finally:
+            if state is not None:
+                state.in_flight -= 1
+
+    async def release(self, message: Message, reason: str, at: float | None = None) -> Outcome:
+        """Put a leased message back unharmed (no error, no attempt), due at `at` (default now)."""
+        due = self._clock.now() if at is None else at
+        if not await self._store.retry(message.id, message.lease_token, due, None, False):
+            return Outcome.FENCED
+        state = self._states.get(message.app)
+        if state is not None:
+            state.released += 1
+        self._metrics.on_released(message.app, reason)
+        return Outcome.RELEASED
+
+    async def _handle(
+        self, message: Message, state: AppState | None, lease_deadline: float | None
+    ) -> Outcome:
+        now = self._clock.now()
+        if state is None:
+            if message.app not in self._warned_unknown:
+                self._warned_unknown.add(message.app)
+                log.warning("messages for unknown app %r stay queued", message.app)
+            return await self.release(message, "unknown app", now + UNKNOWN_APP_RETRY_S)
+        if self._expired(message, now):
+            return await self._expire(message)
+
+        await self.refresh_pauses()
+        until = state.paused_until(now)
+        if until is not None:
+            return await self.release(message, "paused", min(until, now + PAUSE_RECHECK_S))
+        # A half-open breaker hands out a limited number of probes here, and each one must end
+        # in record(); the rare releases between here and the send leave a probe unreported,
+        # which the breaker recovers from by itself after open_s.
+        if not state.breaker.allow():
+            return await self.release(message, "breaker", self._breaker_due(state, now))
+
+        # Rate limit: wait for a token, never fail for one and never count it as an attempt.
+        app = state.settings
+        wait = await self._store.take_rate(message.app, app.rate_per_s, state.burst, 1, now)
+        mono = self._clock.monotonic()
+        state.rate_free_at = max(state.rate_free_at, mono + wait)
+        if lease_deadline is not None and mono + wait + self.send_budget_s > lease_deadline:
+            return await self.release(message, "lease", now + wait)
+        if wait > 0:
+            self._metrics.on_rate_wait(message.app, wait)
+            await self._clock.sleep(wait)
+            now = self._clock.now()
+            if self._expired(message, now):
+                return await self._expire(message)
+
+        used = await self._store.incr_quota(message.app, shanghai_day(now))
+        if used > app.daily_quota:
+            pause = AppPause(message.app, next_shanghai_midnight(now), "daily quota")
+            await self._set_pause(state, pause)
+            return await self.release(message, "quota", min(pause.until, now + PAUSE_RECHECK_S))
+
+        started = self._clock.monotonic()
+        try:
+            msgid = await self._broker.send(app, message)
+        except WeChatError as exc:
+            return await self._on_error(message, state, exc)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug of ours: count it, so it cannot loop forever
+            log.exception("unexpected error sending message %s (app %s)", message.id, app.name)
+            err = WeChatError(ERRCODE_INTERNAL, f"internal error: {type(exc).__name__}")
+            return await self._on_error(message, state, err)
+        latency_s = self._clock.monotonic() - started
+        state.breaker.record(True)
+        now = self._clock.now()
+        if not await self._store.ack(message.id, message.lease_token, SendResult(msgid, now)):
+            return Outcome.FENCED
+        state.sent += 1
+        self._metrics.on_sent(message.app, latency_s, message.created_at, now)
+        return Outcome.SENT
+
+    async def _on_error(self, message: Message, state: AppState, exc: WeChatError) -> Outcome:
+        disposition = exc.disposition
+        self._metrics.on_failed(message.app, disposition.value, exc.errcode)
+        error = ErrorInfo(exc.errcode, exc.errmsg[:MAX_ERRMSG])
+        now = self._clock.now()
+        # Only "WeChat did not answer properly" counts against the breaker; a definite
+        # answer (bad openid, quota, config) shows WeChat is up.
+        state.breaker.record(disposition is not Disposition.RETRY)
+
+        if disposition is Disposition.THROTTLE:
+            if exc.errcode == ERRCODE_MINUTE_QUOTA:
+                until = next_minute(now)
+            else:
+                until = next_shanghai_midnight(now)
+            await self._set_pause(
+                state, AppPause(message.app, until, describe(exc.errcode), exc.errcode)
+            )
+            return await self.release(message, "throttle", min(until, now + PAUSE_RECHECK_S))
+        if disposition is Disposition.CONFIG:
+            pause = AppPause(message.app, now + CONFIG_PAUSE_S, describe(exc.errcode), exc.errcode)
+            if state.paused_until(now) is None:
+                log.error(
+                    "ALERT app %s misconfigured: errcode %d (%s): %s; paused %.0f s, "
+                    "its messages are kept",
+                    message.app,
+                    exc.errcode,
+                    pause.reason,
+                    error.errmsg,
+                    CONFIG_PAUSE_S,
+                )
+            await self._set_pause(state, pause)
+            return await self.release(message, "config", min(pause.until, now + PAUSE_RECHECK_S))
+        if disposition is Disposition.DROP:
+            return await self._dead(message, state, error)
+
+        # RETRY, and REFRESH_TOKEN that failed again after the broker's one refresh.
+        attempt = message.attempts + 1
+        if attempt >= self._settings.retry.max_attempts:
+            return await self._dead(message, state, error)
+        retry = self._settings.retry
+        at = now + delay_s(attempt, retry.base_s, retry.cap_s)
+        if not await self._store.retry(message.id, message.lease_token, at, error, True):
+            return Outcome.FENCED
+        state.retried += 1
+        self._metrics.on_retry(message.app)
+        return Outcome.RETRY
+
+    async def _dead(self, message: Message, state: AppState, error: ErrorInfo) -> Outcome:
+        if not await self._store.dead(message.id, message.lease_token, error):
+            return Outcome.FENCED
+        state.dead += 1
+        self._metrics.on_dead(message.app)
+        return Outcome.DEAD
+
+    async def _expire(self, message: Message) -> Outcome:
+        if not await self._store.expire(message.id, message.lease_token):
+            return Outcome.FENCED
+        self._metrics.on_expired(message.app)
+        return Outcome.EXPIRED
+
+    async def _set_pause(self, state: AppState, pause: AppPause) -> None:
+        current = state.pause
+        if current is not None and current.until >= pause.until and current.reason == pause.reason:
+            return  # many in-flight sends hit the same limit at once; write it once
+        self._pause_gen += 1
+        state.pause = pause
+        self._pauses[pause.app] = pause
+        await self._store.set_pause(pause)
+
+    @staticmethod
+    def _expired(message: Message, now: float) -> bool:
+        return message.expire_at is not None and now >= message.expire_at
+
+    @staticmethod
+    def _breaker_due(state: AppState, now: float) -> float:
+        until = state.breaker.opened_until
+        return until if until is not None and until > now else now + 1.0
+
+    def __repr__(self) -> str:
+        states = " ".join(repr(st) for st in self._states.values())
+        return f"<Dispatcher apps={len(self._states)} {states}>"

@@ -1,0 +1,339 @@
+"""The worker pool: a lease loop feeding a fixed set of worker tasks, capped globally and per app.
+
+Leased messages wait in a per-app lane until the app has a free slot, then go to one shared
+ready queue that `concurrency` worker tasks read. The lease loop never leases more than the
+free global capacity nor more than the apps it may lease for can take, and leaves out apps
+that are paused, whose breaker is open, whose rate limit is saturated or that hold their cap,
+so one app's backlog never blocks another's.
+
+Leases are not renewed. The invariant that makes that safe: lease_s > the dispatcher's send
+budget (2 x the client's total timeout) + the rate-limit look-ahead; a message whose lease
+is too close to its end when its turn comes is released instead of sent late.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Awaitable
+from typing import Any
+
+from wxgate.clock import Clock
+from wxgate.delivery.app_state import RATE_LOOKAHEAD_S
+from wxgate.delivery.dispatcher import Dispatcher
+from wxgate.models import Message
+from wxgate.settings import WorkerSettings
+from wxgate.store.base import Store
+
+log = logging.getLogger("wxgate.delivery")
+
+# Idle polling doubles from idle_poll_s up to this while nothing is due.
+IDLE_POLL_CAP_S = 0.5
+# After a store error in the lease loop, wait this long before trying again.
+LEASE_ERROR_PAUSE_S = 1.0
+# A drain waits at least this long for a lease call in progress to return.
+LEASE_FINISH_S = 1.0
+
+_Item = tuple[Message, float]  # the message and its lease deadline (clock.monotonic())
+
+
+class _Lane:
+    """One app's leased messages: `active` are queued for or inside a worker, `waiting` are not."""
+
+    __slots__ = ("active", "waiting")
+
+    def __init__(self) -> None:
+        self.waiting: deque[_Item] = deque()
+        self.active = 0
+
+    @property
+    def held(self) -> int:
+        return self.active + len(self.waiting)
+
+
+class WorkerPool:
+    """Leases due messages and runs them through the dispatcher; `drain` stops it cleanly."""
+
+    def __init__(
+        self, store: Store, dispatcher: Dispatcher, worker_settings: WorkerSettings, clock: Clock
+    ) -> None:
+        self._store = store
+        self._dispatcher = dispatcher
+        self._settings = worker_settings
+        self._clock = clock
+        self._concurrency = worker_settings.concurrency
+        self._lanes: dict[str, _Lane] = {}
+        self._ready: asyncio.Queue[_Item] = asyncio.Queue()
+        self._running: dict[str, Message] = {}  # inside dispatcher.handle, by message id
+        self._aborted: list[Message] = []  # cancelled mid-handle by a drain timeout
+        self._held = 0
+        self._freed = 0  # slots freed since the last lease
+        self._wake = asyncio.Event()
+        self._idle_done = asyncio.Event()  # set whenever nothing is running
+        self._idle_done.set()
+        self._workers: list[asyncio.Task[None]] = []
+        self._lease_task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._drain_abort = asyncio.Event()
+        self.leased_total = 0
+        self.leases = 0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        need_s = self._dispatcher.send_budget_s + RATE_LOOKAHEAD_S
+        if self._settings.lease_s <= need_s:
+            log.warning(
+                "workers.lease_s=%.1f is not above the send budget + rate look-ahead (%.1f s): "
+                "messages will be released instead of sent",
+                self._settings.lease_s,
+                need_s,
+            )
+        self._workers = [
+            asyncio.create_task(self._worker(), name=f"wxgate-worker-{i}")
+            for i in range(self._concurrency)
+        ]
+        self._lease_task = asyncio.create_task(self._lease_loop(), name="wxgate-lease-loop")
+
+    async def drain(self, timeout_s: float) -> None:
+        """Stop leasing, let in-flight sends finish for up to `timeout_s`, release the rest.
+
+        A second call (or a cancel of the first) stops waiting at once. Messages released
+        here go back unharmed: no error, no attempt counted.
+        """
+        if self._stopping:
+            self._drain_abort.set()
+            return
+        self._stopping = True
+        self._wake.set()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        try:
+            if self._lease_task is not None:
+                # Let a lease in progress finish, so what it took is released, not orphaned
+                # until its lease expires; a store that hangs does not hold up the drain.
+                task = self._lease_task
+                await self._wait_or_abort(task, max(timeout_s, LEASE_FINISH_S))
+                task.cancel()
+                await asyncio.wait({task})
+            await self._release_all(self._take_waiting())
+            if self._running:
+                idle = asyncio.ensure_future(self._idle_done.wait())
+                try:
+                    await self._wait_or_abort(idle, deadline - loop.time())
+                finally:
+                    idle.cancel()
+            await self._stop_workers()
+            await self._release_all(self._aborted + self._take_waiting())
+            self._aborted.clear()
+        except asyncio.CancelledError:
+            self._cancel_all()
+            raise
+
+    async def _wait_or_abort(self, fut: asyncio.Future[Any], timeout_s: float) -> None:
+        if timeout_s <= 0 or self._drain_abort.is_set():
+            return
+        abort = asyncio.ensure_future(self._drain_abort.wait())
+        try:
+            await asyncio.wait({fut, abort}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            abort.cancel()
+
+    def wake(self) -> None:
+        """Lease now instead of at the next idle poll (call after an enqueue in this process)."""
+        self._wake.set()
+
+    # ------------------------------------------------------------------ views
+
+    @property
+    def held(self) -> int:
+        return self._held
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._running)
+
+    def app_states(self) -> dict[str, dict[str, Any]]:
+        """Per configured app: breaker, pause, in-flight and held counts, rate (for /v1/stats)."""
+        return self._dispatcher.app_states()
+
+    def __repr__(self) -> str:
+        state = "draining" if self._stopping else "running"
+        waiting = sum(len(lane.waiting) for lane in self._lanes.values())
+        return (
+            f"<WorkerPool {state} workers={len(self._workers)} held={self._held} "
+            f"in_flight={len(self._running)} ready={self._ready.qsize()} waiting={waiting} "
+            f"leased={self.leased_total} leases={self.leases}>"
+        )
+
+    # ------------------------------------------------------------------ leasing
+
+    def _plan(self) -> tuple[int, frozenset[str]]:
+        """How many to lease now, and which apps to leave out."""
+        excluded = set(self._dispatcher.blocked_apps())
+        room = 0
+        for name, st in self._dispatcher.states.items():
+            lane = self._lanes.get(name)
+            held = lane.held if lane is not None else 0
+            if name in excluded or held >= st.max_held:
+                excluded.add(name)
+            else:
+                room += st.max_held - held
+        n = min(self._concurrency - self._held, room, self._settings.lease_batch)
+        return n, frozenset(excluded)
+
+    def _refill_at(self) -> int:
+        """Wait for this many freed slots before leasing again while busy (fewer, larger leases)."""
+        cap = sum(st.max_held for st in self._dispatcher.states.values())
+        return max(1, min(self._concurrency, cap, self._settings.lease_batch) // 4)
+
+    async def _lease_loop(self) -> None:
+        idle_s = self._settings.idle_poll_s
+        while not self._stopping:
+            try:
+                await self._dispatcher.refresh_pauses()
+                n, excluded = self._plan()
+                if n <= 0 or (self._held and self._freed < self._refill_at()):
+                    # Busy: wait for slots to free up (or for a pause/breaker to change).
+                    await self._sleep_or_wake(self._settings.idle_poll_s)
+                    if n <= 0 or self._stopping:
+                        continue
+                    n, excluded = self._plan()
+                    if n <= 0:
+                        continue
+                now = self._clock.now()
+                deadline = self._clock.monotonic() + self._settings.lease_s
+                messages = await self._store.lease(n, self._settings.lease_s, now, excluded)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("lease failed; trying again in %.1f s", LEASE_ERROR_PAUSE_S)
+                await self._clock.sleep(LEASE_ERROR_PAUSE_S)
+                continue
+            self._freed = 0
+            self.leases += 1
+            if messages:
+                self._accept(messages, deadline)
+                idle_s = self._settings.idle_poll_s
+                if len(messages) < n:
+                    await self._sleep_or_wake(idle_s)  # drained what was due: don't spin
+            else:
+                await self._sleep_or_wake(idle_s)
+                idle_s = min(idle_s * 2, max(IDLE_POLL_CAP_S, self._settings.idle_poll_s))
+
+    def _accept(self, messages: list[Message], deadline: float) -> None:
+        self.leased_total += len(messages)
+        for message in messages:
+            lane = self._lanes.get(message.app)
+            if lane is None:
+                lane = self._lanes[message.app] = _Lane()
+            self._held += 1
+            self._set_app_held(message.app, lane)
+            if lane.active < self._cap(message.app):
+                lane.active += 1
+                self._ready.put_nowait((message, deadline))
+            else:
+                lane.waiting.append((message, deadline))
+            self._set_app_held(message.app, lane)
+
+    def _cap(self, app: str) -> int:
+        st = self._dispatcher.app_state(app)
+        return st.max_held if st is not None else 1
+
+    def _set_app_held(self, app: str, lane: _Lane) -> None:
+        st = self._dispatcher.app_state(app)
+        if st is not None:
+            st.held = lane.held
+
+    async def _sleep_or_wake(self, seconds: float) -> None:
+        if self._stopping:
+            return
+        if self._wake.is_set():
+            self._wake.clear()
+            return
+        sleeper = asyncio.ensure_future(self._clock.sleep(seconds))
+        waker = asyncio.ensure_future(self._wake.wait())
+        try:
+            await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeper.cancel()
+            waker.cancel()
+        self._wake.clear()
+
+    # ------------------------------------------------------------------ working
+
+    async def _worker(self) -> None:
+        while True:
+            message, deadline = await self._ready.get()
+            if self._stopping:
+                self._aborted.append(message)  # a drain releases it
+                self._finish(message.app)
+                continue
+            self._running[message.id] = message
+            self._idle_done.clear()
+            try:
+                await self._dispatcher.handle(message, lease_deadline=deadline)
+            except asyncio.CancelledError:
+                self._aborted.append(message)
+                raise
+            except Exception:  # handle() catches its own; this keeps the worker alive anyway
+                log.exception("worker: unexpected error on message %s", message.id)
+            finally:
+                del self._running[message.id]
+                if not self._running:
+                    self._idle_done.set()
+                self._finish(message.app)
+
+    def _finish(self, app: str) -> None:
+        lane = self._lanes[app]
+        lane.active -= 1
+        self._held -= 1
+        self._freed += 1
+        if lane.waiting and not self._stopping:
+            lane.active += 1
+            self._ready.put_nowait(lane.waiting.popleft())
+        self._set_app_held(app, lane)
+        if self._freed >= self._refill_at():
+            self._wake.set()
+
+    # ------------------------------------------------------------------ draining
+
+    def _take_waiting(self) -> list[Message]:
+        """Everything leased that no worker has started, removed from the pool's books."""
+        taken: list[Message] = []
+        while not self._ready.empty():
+            message, _ = self._ready.get_nowait()
+            lane = self._lanes[message.app]
+            lane.active -= 1
+            taken.append(message)
+        for app, lane in self._lanes.items():
+            taken.extend(m for m, _ in lane.waiting)
+            lane.waiting.clear()
+            self._set_app_held(app, lane)
+        self._held -= len(taken)
+        return taken
+
+    async def _release_all(self, messages: list[Message]) -> None:
+        if not messages:
+            return
+        calls: list[Awaitable[object]] = [self._dispatcher.release(m, "drain") for m in messages]
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        failed = sum(isinstance(r, BaseException) for r in results)
+        if failed:
+            log.warning("drain: %d releases failed; those leases will expire instead", failed)
+
+    async def _stop_workers(self) -> None:
+        for task in self._workers:
+            task.cancel()
+        for task in self._workers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._workers = []
+
+    def _cancel_all(self) -> None:
+        for task in self._workers:
+            task.cancel()
+        if self._lease_task is not None:
+            self._lease_task.cancel()

@@ -1,0 +1,97 @@
+"""WeChat errcode -> disposition (wechat-api.md section 4, DESIGN.md principle 3).
+
+Branch on errcode only: errmsg wording changes and carries a `rid`.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, NamedTuple
+
+from wxgate.errors import Disposition, NotSent, OutcomeUnknown, TransportError
+
+Context = Literal["send", "token"]
+
+_OK = Disposition.OK
+_REFRESH = Disposition.REFRESH_TOKEN
+_RETRY = Disposition.RETRY
+_THROTTLE = Disposition.THROTTLE
+_DROP = Disposition.DROP
+_CONFIG = Disposition.CONFIG
+
+
+class _Entry(NamedTuple):
+    send: Disposition  # answer from a message API (template/send, subscribe/send)
+    token: Disposition  # answer from /cgi-bin/token or /cgi-bin/stable_token
+    meaning: str
+
+
+_TABLE: dict[int, _Entry] = {
+    0: _Entry(_OK, _OK, "ok"),
+    -1: _Entry(_RETRY, _RETRY, "system busy"),
+    # Transport outcomes use negative codes of our own so they can be stored like errcodes.
+    TransportError.errcode_value: _Entry(_RETRY, _RETRY, "no usable answer from WeChat"),
+    NotSent.errcode_value: _Entry(_RETRY, _RETRY, "request not sent (connect failed)"),
+    OutcomeUnknown.errcode_value: _Entry(
+        _RETRY, _RETRY, "outcome unknown (timeout, reset or HTTP 5xx)"
+    ),
+    # The token is dead: refetch and retry once. From the token endpoint itself 40001 means the
+    # AppSecret is wrong, and refetching cannot fix that.
+    40001: _Entry(_REFRESH, _CONFIG, "access_token invalid or not latest / AppSecret wrong"),
+    40014: _Entry(_REFRESH, _RETRY, "invalid access_token"),
+    42001: _Entry(_REFRESH, _RETRY, "access_token expired"),
+    40002: _Entry(_CONFIG, _CONFIG, "invalid grant_type"),
+    40013: _Entry(_CONFIG, _CONFIG, "invalid appid"),
+    40125: _Entry(_CONFIG, _CONFIG, "invalid AppSecret"),
+    40164: _Entry(_CONFIG, _CONFIG, "caller IP not in the whitelist"),
+    # Permanent for this message or recipient: dead-letter it, keep the app running.
+    40003: _Entry(_DROP, _DROP, "invalid openid"),
+    41028: _Entry(_DROP, _DROP, "invalid form_id (deprecated API)"),
+    41029: _Entry(_DROP, _DROP, "form_id already used (deprecated API)"),
+    43004: _Entry(_DROP, _DROP, "recipient does not follow the account"),
+    43019: _Entry(_DROP, _DROP, "recipient is in the blacklist"),
+    43101: _Entry(_DROP, _DROP, "user refused or cancelled the subscription"),
+    47003: _Entry(_DROP, _DROP, "template data invalid"),
+    # Empty body / malformed JSON are bugs on our side, but they show in one message's body:
+    # dead-letter that message (with the errcode, for a human) rather than stop the whole app.
+    44002: _Entry(_DROP, _DROP, "empty POST body"),
+    47001: _Entry(_DROP, _DROP, "malformed JSON/XML body"),
+    # The app (or one of its templates) is misconfigured: pause the app, alert, keep messages.
+    40036: _Entry(_CONFIG, _CONFIG, "invalid template_id length"),
+    40037: _Entry(_CONFIG, _CONFIG, "invalid template_id"),
+    41030: _Entry(_CONFIG, _CONFIG, "invalid page (not in the live mini program)"),
+    43100: _Entry(_CONFIG, _CONFIG, "template changed too frequently or gone"),
+    48001: _Entry(_CONFIG, _CONFIG, "api unauthorized"),
+    48004: _Entry(_CONFIG, _CONFIG, "api banned for violations"),
+    50002: _Entry(_CONFIG, _CONFIG, "user limited (account banned)"),
+    # Admin confirmation / IP rejected by the admin (unconfirmed for OA token calls).
+    89501: _Entry(_CONFIG, _CONFIG, "admin confirmation pending"),
+    89503: _Entry(_CONFIG, _CONFIG, "admin confirmation required"),
+    89506: _Entry(_CONFIG, _CONFIG, "IP rejected by admin (24 h)"),
+    89507: _Entry(_CONFIG, _CONFIG, "IP rejected by admin (1 h)"),
+    # Quota windows: pause the app until the window resets; not counted as an attempt.
+    45009: _Entry(_THROTTLE, _THROTTLE, "daily quota reached"),
+    45011: _Entry(_THROTTLE, _THROTTLE, "minute quota reached, retry next minute"),
+}
+
+# An errcode we have never seen is most likely a new transient or platform-side condition, so
+# it is retried with backoff: the message's bounded max_attempts dead-letters it eventually.
+# `drop` would lose messages WeChat might still deliver, and `config` would stall a whole app
+# on what may concern one recipient; a bounded retry costs a few calls and loses nothing.
+_UNKNOWN = _Entry(_RETRY, _RETRY, "unknown errcode")
+
+
+def disposition(errcode: int, context: Context = "send") -> Disposition:
+    """What to do about `errcode`, answered by a message API ("send") or a token endpoint."""
+    entry = _TABLE.get(errcode, _UNKNOWN)
+    return entry.token if context == "token" else entry.send
+
+
+def describe(errcode: int) -> str:
+    """A short English meaning for dashboards and error bodies."""
+    entry = _TABLE.get(errcode)
+    return entry.meaning if entry is not None else f"unknown errcode {errcode}"
+
+
+def known_codes() -> list[int]:
+    """Every errcode with an explicit entry (for docs and tests)."""
+    return sorted(_TABLE)

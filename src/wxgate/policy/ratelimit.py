@@ -1,0 +1,121 @@
+"""Rate limits: a reserving token bucket, and the Asia/Shanghai day and minute windows that
+WeChat's quotas (45009 daily, 45011 per minute) reset on."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from wxgate.clock import Clock
+
+
+def _shanghai() -> tzinfo:
+    try:
+        return ZoneInfo("Asia/Shanghai")
+    except ZoneInfoNotFoundError:
+        # No tzdata on this machine. China has kept UTC+8 without DST since 1991, so a fixed
+        # offset gives the same answer for every time wxgate will ever see.
+        return timezone(timedelta(hours=8), "CST")
+
+
+SHANGHAI = _shanghai()
+
+
+def shanghai_day(epoch_s: float) -> str:
+    """The Beijing-time calendar day of `epoch_s` as YYYY-MM-DD (the daily quota's key)."""
+    return datetime.fromtimestamp(epoch_s, SHANGHAI).strftime("%Y-%m-%d")
+
+
+def next_shanghai_midnight(epoch_s: float) -> float:
+    """Epoch seconds of the next 00:00 Beijing time strictly after `epoch_s`."""
+    local = datetime.fromtimestamp(epoch_s, SHANGHAI)
+    midnight = datetime(local.year, local.month, local.day, tzinfo=SHANGHAI) + timedelta(days=1)
+    return midnight.astimezone(UTC).timestamp()
+
+
+def next_minute(epoch_s: float) -> float:
+    """Epoch seconds of the next whole minute strictly after `epoch_s` (UTC+8 is whole hours,
+    so minute boundaries are the same in every zone WeChat could mean)."""
+    return (math.floor(epoch_s / 60.0) + 1) * 60.0
+
+
+DAILY_QUOTA_ERRCODE = 45009
+MINUTE_QUOTA_ERRCODE = 45011
+
+
+def pause_until(errcode: int, now: float) -> float | None:
+    """When an app throttled by `errcode` may send again, or None for other codes.
+
+    45009 (daily quota) resets at Beijing midnight (the reset time zone is unconfirmed, see
+    wechat-api.md 6.1; midnight Beijing is the documented presumption); 45011 at the next minute.
+    """
+    if errcode == DAILY_QUOTA_ERRCODE:
+        return next_shanghai_midnight(now)
+    if errcode == MINUTE_QUOTA_ERRCODE:
+        return next_minute(now)
+    return None
+
+
+class TokenBucket:
+    """A token bucket with reserve semantics.
+
+    `reserve(n)` always takes the tokens, letting the balance go negative, and returns how long
+    the caller must wait before using them. Each later caller therefore waits behind the debt of
+    the ones before it: waiters are served in arrival order at exactly `rate_per_s`, with no
+    thundering herd of retries. Refill is continuous and capped at `burst`.
+    """
+
+    def __init__(self, rate_per_s: float, burst: float, clock: Clock) -> None:
+        if rate_per_s <= 0:
+            raise ValueError("rate_per_s must be > 0")
+        if burst <= 0:
+            raise ValueError("burst must be > 0")
+        self._rate = float(rate_per_s)
+        self._burst = float(burst)
+        self._clock = clock
+        self._tokens = float(burst)
+        self._last = clock.monotonic()
+        self.reserved = 0  # tokens handed out, for metrics
+
+    @property
+    def rate_per_s(self) -> float:
+        return self._rate
+
+    @property
+    def burst(self) -> float:
+        return self._burst
+
+    def _refill(self) -> None:
+        now = self._clock.monotonic()
+        elapsed = now - self._last
+        if elapsed > 0:
+            self._tokens = min(self._burst, self._tokens + elapsed * self._rate)
+        self._last = now
+
+    def available(self) -> float:
+        """Tokens available now; negative while callers are queued on debt."""
+        self._refill()
+        return self._tokens
+
+    def reserve(self, n: int = 1) -> float:
+        """Take `n` tokens; return seconds to wait until they are valid (0.0 = now)."""
+        self._refill()
+        self._tokens -= n
+        self.reserved += n
+        if self._tokens >= 0:
+            return 0.0
+        return -self._tokens / self._rate
+
+    def set_rate(self, rate_per_s: float) -> None:
+        """Change the rate from now on; tokens earned so far were earned at the old rate."""
+        if rate_per_s <= 0:
+            raise ValueError("rate_per_s must be > 0")
+        self._refill()
+        self._rate = float(rate_per_s)
+
+    def __repr__(self) -> str:
+        return (
+            f"<TokenBucket rate={self._rate:g}/s burst={self._burst:g} "
+            f"tokens={self._tokens:.2f} reserved={self.reserved}>"
+        )

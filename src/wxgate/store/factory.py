@@ -1,0 +1,57 @@
+"""open_store(url): the one place a store URL becomes a backend (imported lazily)."""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qsl
+
+from wxgate.clock import Clock
+from wxgate.errors import ConfigError
+from wxgate.store.base import Store
+
+SQLITE_PREFIX = "sqlite://"
+_SQLITE_OPTIONS = frozenset({"synchronous"})
+
+
+def sqlite_path(url: str) -> str:
+    """The file path of a sqlite:// URL, SQLAlchemy style.
+
+    sqlite:///relative/path.db -> relative/path.db; sqlite:////abs/path.db -> /abs/path.db.
+    In-memory databases are refused: they would lose every accepted message on exit.
+    """
+    return _parse_sqlite(url)[0]
+
+
+def _parse_sqlite(url: str) -> tuple[str, dict[str, str]]:
+    rest = url[len(SQLITE_PREFIX) :]
+    if not rest.startswith("/"):
+        raise ConfigError(
+            f"store.url {url!r}: use sqlite:///relative/path.db or sqlite:////absolute/path.db"
+        )
+    path, _, query = rest[1:].partition("?")
+    if not path or path == ":memory:" or path.startswith("file::memory:") or path.endswith("/"):
+        raise ConfigError(f"store.url {url!r}: needs a database file (in-memory is not durable)")
+    options = dict(parse_qsl(query, keep_blank_values=True))
+    unknown = set(options) - _SQLITE_OPTIONS
+    if unknown:
+        raise ConfigError(f"store.url: unknown SQLite option(s) {', '.join(sorted(unknown))}")
+    return path, options
+
+
+def open_store(url: str, clock: Clock, retention_s: float) -> Store:
+    """A store for `url`, not opened yet (call `await store.open()`).
+
+    sqlite:///wxgate.db (add ?synchronous=FULL to fsync every commit) or redis://host:port/db.
+    """
+    if url.startswith(SQLITE_PREFIX):
+        from wxgate.store.sqlite import SQLiteStore
+
+        path, options = _parse_sqlite(url)
+        synchronous = options.get("synchronous", "NORMAL")
+        return SQLiteStore(path, clock, retention_s=retention_s, synchronous=synchronous)
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        # Written alongside this module; the ignore only matters while it is absent.
+        from wxgate.store.redis import RedisStore  # type: ignore[import-not-found, unused-ignore]
+
+        store: Store = RedisStore(url, clock, retention_s=retention_s)
+        return store
+    raise ConfigError(f"store.url {url!r}: must start with sqlite:// or redis://")

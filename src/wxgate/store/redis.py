@@ -1,0 +1,380 @@
+"""The Redis store: many wxgate processes on many machines share one Redis.
+
+Due work sits in one Stream per app read through one consumer group per deployment; everything
+time-based (scheduled sends, retries, lease expiry) sits in sorted sets judged by the `now`
+callers pass, so the store keeps the contract under a fake clock too. Every transition is one
+Lua script (redis_scripts.py) that checks the fencing token, changes the message hash, moves it
+between indexes, acks its stream entry and updates the counters in one step: a crash between
+two commands cannot lose, duplicate or half-move a message.
+
+Keys under the prefix P (default "wxgate"; tokens, locks, pauses, quotas: redis_shared.py):
+  P:msg:{id}              hash    a message (redis_codec.py); Redis drops it retention_s + 1 day
+                                  after it finished, a safety net behind the lease's prune
+  P:due:{app}, P:apps     stream per app + the set of apps; consumer group `group`; acked
+                                  entries are trimmed below the oldest unacked one
+  P:delayed               zset    scheduled/retrying messages by not_before, moved to the
+                                  stream by the lease script once due
+  P:inflight              zset    leased messages by lease_until. An expired lease goes back to
+                                  its stream and is re-leased with a new, larger token from
+                                  P:seq: what XAUTOCLAIM would do, but in the callers' time
+                                  rather than Redis idle time (the contract, fake clocks)
+  P:pending               zset    waiting messages by created_at (oldest_pending_at)
+  P:done                  list    "{finished_at}|{id}" in finishing order, pruned after
+                                  retention together with counts, indexes and the idem key
+  P:dead                  zset    dead letters, member "{time:020.6f}:{id}" (lex = time order,
+                                  the member is the page cursor)
+  P:counts                hash    counts by status and app+status (stats() is O(1))
+  P:idem:{app}:{key}      string  idempotency key -> id
+  P:msgid:{app}           hash    WeChat msgid -> id
+  P:receipt:{app}:{msgid} hash    a receipt that beat the ack, applied by the ack script
+  P:event:{app}:{key}     string  receipt event already seen (1 hour)
+  P:batch:{id}            hash    batch doc + status; :counts, :ids, :parked beside it
+
+Fairness: the lease script reads the apps round-robin in equal shares (the start rotates per
+call); an app that runs dry gives its share to the others. Messages of a paused batch are
+parked in `P:batch:{id}:parked` when read and go back to P:delayed when it runs again, so a
+long pause costs nothing per lease; a cancelled batch's leftovers are cancelled when read.
+
+Round trips: concurrent enqueue and ack calls are coalesced into one script call each (group
+commit); lease takes n messages per call. Durability is Redis's: run it with `appendonly yes`
+and `appendfsync always` (or `everysec`, risking a second on a machine crash) for "accepted
+means durable".
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import secrets
+import socket
+from collections.abc import Sequence
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from wxgate.clock import Clock
+from wxgate.errors import StoreError
+from wxgate.models import Batch, EnqueueResult, ErrorInfo, Message, SendResult, Status, StoreStats
+from wxgate.store import redis_scripts as lua
+from wxgate.store.base import receipt_status
+from wxgate.store.coalesce import Coalescer
+from wxgate.store.redis_codec import (
+    MESSAGE_FIELDS,
+    dead_member,
+    decode_batch,
+    decode_counts,
+    decode_message,
+    decode_messages,
+    encode_batch,
+    message_record,
+    pack,
+)
+from wxgate.store.redis_shared import RedisSharedState, guarded, text
+
+# Calls with more messages than this go alone (a 10,000-recipient batch is one script call).
+_COALESCE_MAX_MESSAGES = 256
+_COALESCE_MAX_CALLS = 256
+# Per lease call: due messages promoted / expired leases returned, and stream entries read.
+_PROMOTE_CAP = 2000
+_READ_CAP_FACTOR = 8
+_PRUNE_EVERY_S = 60.0
+_PRUNE_CHUNK = 1000
+_DEAD_SCAN_BUDGET = 10_000
+_REQUEUE_CHUNK = 1000
+_EVENT_TTL_S = 3600  # WeChat retries a callback push three times within ~15 s
+_EARLY_RECEIPT_TTL_S = 86400  # a receipt that beat its ack waits this long for it
+_BATCH_STATUSES = frozenset({"running", "paused", "cancelled"})
+
+
+def _default_consumer() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+class RedisStore(RedisSharedState):
+    """Store (store/base.py) on Redis >= 7.0, standalone or Sentinel (not Cluster)."""
+
+    def __init__(
+        self,
+        url: str,
+        clock: Clock,
+        *,
+        retention_s: float,
+        group: str = "wxgate",
+        consumer: str | None = None,
+        key_prefix: str = "wxgate",
+        max_connections: int = 64,
+        socket_timeout_s: float = 10.0,
+        connect_timeout_s: float = 2.0,
+    ) -> None:
+        super().__init__(
+            url,
+            clock,
+            key_prefix=key_prefix,
+            max_connections=max_connections,
+            socket_timeout_s=socket_timeout_s,
+            connect_timeout_s=connect_timeout_s,
+        )
+        self._retention_s = retention_s
+        # Redis drops a finished message a day after prune should have: only if prune stalls.
+        self._finished_ttl_s = max(1, math.ceil(retention_s + 86400))
+        self._group = group
+        self.consumer = consumer or _default_consumer()
+        self._enqueues: Coalescer[bytes, list[Any]] = Coalescer(
+            self._run_enqueues, _COALESCE_MAX_CALLS
+        )
+        self._acks: Coalescer[list[str], int] = Coalescer(self._run_acks, _COALESCE_MAX_CALLS)
+        self._next_prune = 0.0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def close(self) -> None:
+        if self._redis is None:
+            return
+        await self._enqueues.wait_idle()
+        await self._acks.wait_idle()
+        await self._leave_group(self._redis)
+        await super().close()
+
+    async def _leave_group(self, redis: Redis) -> None:
+        """Drop this process's consumer from every app's group, so restarts do not pile them up.
+
+        Safe with leases still held: lease expiry is tracked in P:inflight, not in the group's
+        pending list, so another process re-leases them on time either way. Best effort: a
+        process that dies without closing leaves its (empty) consumer behind.
+        """
+        try:
+            apps = await redis.smembers(f"{self._p}:apps")
+            async with redis.pipeline(transaction=False) as pipe:
+                for app in apps:
+                    pipe.xgroup_delconsumer(
+                        f"{self._p}:due:{text(app)}", self._group, self.consumer
+                    )
+                await pipe.execute(raise_on_error=False)
+        except (RedisError, OSError):
+            pass
+
+    async def _msg_script(self, source: str, *args: Any) -> Any:
+        """Run a message script with the shared leading arguments (see redis_scripts.PRELUDE)."""
+        return await self._script(
+            source,
+            (),
+            [self._p, self._group, repr(self._clock.now()), self._finished_ttl_s, *args],
+        )
+
+    # ------------------------------------------------------------------ messages
+
+    @guarded
+    async def enqueue(
+        self, messages: Sequence[Message], batch: Batch | None = None
+    ) -> list[EnqueueResult]:
+        if not messages and batch is None:
+            return []
+        now = self._clock.now()
+        records = [
+            message_record(msg, Status.SCHEDULED if msg.not_before > now else Status.QUEUED)
+            for msg in messages
+        ]
+        group = pack([batch.id if batch else "", encode_batch(batch) if batch else "", records])
+        if len(messages) > _COALESCE_MAX_MESSAGES:
+            [reply] = await self._run_enqueues([group])
+        else:
+            reply = await self._enqueues.submit(group)
+        if reply[0] != b"ok":
+            raise StoreError(f"enqueue refused: {text(reply[1])}")
+        return [
+            EnqueueResult(
+                id=text(reply[i]), status=Status(text(reply[i + 1])), created=bool(reply[i + 2])
+            )
+            for i in range(1, len(reply), 3)
+        ]
+
+    async def _run_enqueues(self, groups: list[bytes]) -> list[list[Any]]:
+        replies: list[list[Any]] = await self._msg_script(lua.ENQUEUE, len(groups), *groups)
+        return replies
+
+    @guarded
+    async def lease(
+        self, n: int, lease_s: float, now: float, exclude_apps: frozenset[str] = frozenset()
+    ) -> list[Message]:
+        if n <= 0:
+            return []
+        if now >= self._next_prune:
+            self._next_prune = now + _PRUNE_EVERY_S
+            await self._prune(now)
+        replies = await self._script(
+            lua.LEASE,
+            (),
+            [
+                self._p,
+                self._group,
+                repr(now),
+                self._finished_ttl_s,
+                self.consumer,
+                n,
+                repr(now + lease_s),
+                _PROMOTE_CAP,
+                max(1000, n * _READ_CAP_FACTOR),
+                *sorted(exclude_apps),
+            ],
+        )
+        return decode_messages(replies)
+
+    async def _prune(self, now: float) -> None:
+        """Drop messages finished more than retention_s ago, with their counts and indexes."""
+        cutoff = repr(now - self._retention_s)
+        while await self._msg_script(lua.PRUNE, cutoff, _PRUNE_CHUNK) == _PRUNE_CHUNK:
+            pass
+
+    @guarded
+    async def ack(self, msg_id: str, lease_token: int, result: SendResult) -> bool:
+        msgid = "" if result.wechat_msgid is None else str(result.wechat_msgid)
+        ack = [msg_id, str(lease_token), msgid, repr(result.sent_at)]
+        return bool(await self._acks.submit(ack))
+
+    async def _run_acks(self, acks: list[list[str]]) -> list[int]:
+        results: list[int] = await self._msg_script(lua.ACK, pack(acks))
+        return results
+
+    @guarded
+    async def retry(
+        self,
+        msg_id: str,
+        lease_token: int,
+        at: float,
+        error: ErrorInfo | None,
+        count_attempt: bool,
+    ) -> bool:
+        # A release (no error, not counted) is `retrying` too, as in SQLite: stats agree.
+        done = await self._msg_script(
+            lua.RETRY,
+            msg_id,
+            lease_token,
+            repr(at),
+            1 if count_attempt else 0,
+            "" if error is None else error.errcode,
+            "" if error is None else error.errmsg,
+        )
+        return bool(done)
+
+    @guarded
+    async def dead(self, msg_id: str, lease_token: int, error: ErrorInfo) -> bool:
+        member = dead_member(self._clock.now(), msg_id)
+        done = await self._msg_script(
+            lua.DEAD, msg_id, lease_token, error.errcode, error.errmsg, member
+        )
+        return bool(done)
+
+    @guarded
+    async def expire(self, msg_id: str, lease_token: int) -> bool:
+        return bool(await self._msg_script(lua.EXPIRE, msg_id, lease_token))
+
+    @guarded
+    async def cancel(self, msg_id: str) -> str:
+        return text(await self._msg_script(lua.CANCEL, msg_id))
+
+    @guarded
+    async def get(self, msg_id: str) -> Message | None:
+        return decode_message(await self._r.hmget(f"{self._p}:msg:{msg_id}", MESSAGE_FIELDS))
+
+    @guarded
+    async def find_by_wechat_msgid(self, app: str, wechat_msgid: int) -> Message | None:
+        flat = await self._script(
+            lua.FIND_BY_MSGID, [f"{self._p}:msgid:{app}"], [f"{self._p}:msg:", str(wechat_msgid)]
+        )
+        return decode_message(flat) if flat else None
+
+    @guarded
+    async def record_receipt(
+        self, app: str, wechat_msgid: int, receipt: str, event_key: str
+    ) -> Message | None:
+        flat = await self._msg_script(
+            lua.RECEIPT,
+            app,
+            str(wechat_msgid),
+            event_key,
+            receipt_status(receipt).value,
+            receipt,
+            _EVENT_TTL_S,
+            _EARLY_RECEIPT_TTL_S,
+        )
+        return decode_message(flat) if flat else None
+
+    @guarded
+    async def stats(self) -> StoreStats:
+        async with self._r.pipeline(transaction=False) as pipe:
+            pipe.hgetall(f"{self._p}:counts")
+            pipe.zrange(f"{self._p}:pending", 0, 0, withscores=True)
+            counts, oldest = await pipe.execute()
+        by_status, by_app = decode_counts(counts)
+        return StoreStats(
+            by_status=by_status,
+            by_app=by_app,
+            oldest_pending_at=float(oldest[0][1]) if oldest else None,
+        )
+
+    @guarded
+    async def dead_letters(
+        self,
+        app: str | None = None,
+        errcode: int | None = None,
+        cursor: str | None = None,
+        limit: int = 100,
+    ) -> tuple[list[Message], str | None]:
+        reply = await self._msg_script(
+            lua.DEAD_LETTERS,
+            app or "",
+            "" if errcode is None else errcode,
+            cursor or "",
+            max(1, limit),
+            _DEAD_SCAN_BUDGET,
+        )
+        next_cursor = text(reply[0]) or None
+        return decode_messages(reply[1:]), next_cursor
+
+    @guarded
+    async def requeue(
+        self,
+        ids: Sequence[str] | None = None,
+        app: str | None = None,
+        errcode: int | None = None,
+    ) -> int:
+        filters = (app or "", "" if errcode is None else errcode)
+        if ids is not None:
+            moved, _ = await self._msg_script(lua.REQUEUE, "ids", *filters, "", 0, *ids)
+            return int(moved)
+        total, cursor = 0, ""
+        while True:
+            moved, cursor = await self._msg_script(
+                lua.REQUEUE, "filter", *filters, cursor, _REQUEUE_CHUNK
+            )
+            total += int(moved)
+            if not cursor:
+                return total
+
+    # ------------------------------------------------------------------ batches
+
+    @guarded
+    async def get_batch(self, batch_id: str) -> Batch | None:
+        doc, status = await self._r.hmget(f"{self._p}:batch:{batch_id}", ["doc", "status"])
+        if doc is None or status is None:
+            return None
+        return decode_batch(doc, status)
+
+    @guarded
+    async def batch_counts(self, batch_id: str) -> dict[str, int]:
+        raw = await self._r.hgetall(f"{self._p}:batch:{batch_id}:counts")
+        return {text(k): int(v) for k, v in raw.items() if int(v)}
+
+    @guarded
+    async def set_batch_status(self, batch_id: str, status: str) -> bool:
+        if status not in _BATCH_STATUSES:
+            raise ValueError(f"batch status must be one of {sorted(_BATCH_STATUSES)}")
+        return bool(await self._msg_script(lua.BATCH_STATUS, batch_id, status))
+
+    def __repr__(self) -> str:
+        state = "open" if self._redis is not None else "closed"
+        return (
+            f"<RedisStore {state} prefix={self._p!r} consumer={self.consumer!r} "
+            f"enqueue={self._enqueues!r} ack={self._acks!r}>"
+        )

@@ -1,0 +1,146 @@
+"""Messages and batches to and from the Redis store's hashes (no I/O).
+
+A message hash holds `doc`, the msgspec JSON of the Message as enqueued (its immutable fields,
+`data` included), beside one field per mutable value that the Lua scripts change in place.
+Floats travel as Python's repr, so every timestamp round-trips exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import msgspec
+
+from wxgate.models import Batch, Message, Status
+
+_message_decoder = msgspec.json.Decoder(Message)
+_batch_decoder = msgspec.json.Decoder(Batch)
+_encoder = msgspec.json.Encoder()
+_packer = msgspec.msgpack.Encoder()
+
+# A dead-letter member is "{finished_at:020.6f}:{id}": fixed width, so lexical order is time
+# order and the member itself is the page cursor.
+DEAD_TIME_WIDTH = 20
+
+
+def dead_member(finished_at: float, msg_id: str) -> str:
+    return f"{finished_at:0{DEAD_TIME_WIDTH}.6f}:{msg_id}"
+
+
+# What a script returns for a message (HMGET in this order); decode_message reads it back.
+MESSAGE_FIELDS = (
+    "doc",
+    "status",
+    "not_before",
+    "attempts",
+    "lease_token",
+    "last_errcode",
+    "last_errmsg",
+    "wechat_msgid",
+    "receipt",
+    "sent_at",
+    "finished_at",
+    "updated_at",
+)
+
+
+def message_record(msg: Message, status: Status) -> list[str]:
+    """One message's fields for the enqueue script (see redis_scripts.ENQUEUE)."""
+    return [
+        msg.id,
+        msg.app,
+        msg.idempotency_key or "",
+        msg.batch_id or "",
+        status.value,
+        repr(float(msg.not_before)),
+        repr(float(msg.created_at)),
+        _encoder.encode(msg).decode(),
+    ]
+
+
+def pack(value: object) -> bytes:
+    """One script argument carrying many values: redis-py packs each argument in Python, which
+    cost more than the script itself. Strings only, because Redis's Lua msgpack has no bin."""
+    return _packer.encode(value)
+
+
+def encode_batch(batch: Batch) -> str:
+    return _encoder.encode(batch).decode()
+
+
+# Replies are bytes (decode_responses=False); str is accepted for redis-py's typing.
+def _text(raw: bytes | str) -> str:
+    return raw.decode() if isinstance(raw, bytes) else raw
+
+
+def _opt_float(raw: bytes | str | None) -> float | None:
+    return float(raw) if raw else None
+
+
+def _opt_int(raw: bytes | str | None) -> int | None:
+    return int(raw) if raw else None
+
+
+def _opt_str(raw: bytes | str | None) -> str | None:
+    return _text(raw) if raw else None
+
+
+def decode_message(values: Sequence[bytes | str | None]) -> Message | None:
+    """A Message from the MESSAGE_FIELDS values of its hash; None when it does not exist."""
+    (
+        doc,
+        status,
+        not_before,
+        attempts,
+        lease_token,
+        last_errcode,
+        last_errmsg,
+        wechat_msgid,
+        receipt,
+        sent_at,
+        finished_at,
+        updated_at,
+    ) = values
+    if not doc or not status or not not_before:
+        return None
+    msg = _message_decoder.decode(doc)
+    msg.status = Status(_text(status))
+    msg.not_before = float(not_before)
+    msg.attempts = int(attempts or 0)
+    msg.lease_token = int(lease_token or 0)
+    msg.last_errcode = _opt_int(last_errcode)
+    msg.last_errmsg = _opt_str(last_errmsg)
+    msg.wechat_msgid = _opt_int(wechat_msgid)
+    msg.receipt = _opt_str(receipt)
+    msg.sent_at = _opt_float(sent_at)
+    msg.finished_at = _opt_float(finished_at)
+    msg.updated_at = _opt_float(updated_at)
+    return msg
+
+
+def decode_messages(replies: Sequence[Sequence[bytes | str | None]]) -> list[Message]:
+    return [m for m in map(decode_message, replies) if m is not None]
+
+
+def decode_batch(doc: bytes | str, status: bytes | str) -> Batch:
+    batch = _batch_decoder.decode(doc)
+    batch.status = _text(status)
+    return batch
+
+
+def decode_counts(raw: dict[bytes, bytes]) -> tuple[dict[str, int], dict[str, dict[str, int]]]:
+    """The P:counts hash as (by status, by app and status); every status appears in the first
+    (as SQLite reports them), only non-zero ones in the second."""
+    by_status: dict[str, int] = {s.value: 0 for s in Status}
+    by_app: dict[str, dict[str, int]] = {}
+    for field, value in raw.items():
+        n = int(value)
+        if not n:
+            continue
+        name = field.decode()
+        if name.startswith("s:"):
+            by_status[name[2:]] = n
+        elif name.startswith("a:"):
+            app, status = name[2:].rsplit(":", 1)
+            by_app.setdefault(app, {})[status] = n
+    return by_status, by_app

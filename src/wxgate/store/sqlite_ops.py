@@ -1,0 +1,430 @@
+"""The SQLite write operations: plain functions of (connection, args) run by the writer thread.
+
+Each runs inside the writer's transaction (shared with other callers' operations), so it must
+neither BEGIN nor COMMIT, and must be safe to rerun after a rollback. `now` always comes from
+the caller (the event loop's clock), never from the writer thread.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+
+from wxgate.models import (
+    Batch,
+    EnqueueResult,
+    ErrorInfo,
+    Message,
+    SendResult,
+    Status,
+)
+from wxgate.store.base import CancelOutcome, receipt_status
+from wxgate.store.sqlite_schema import (
+    ACTIVE_SQL,
+    COLUMNS,
+    FINAL_SQL,
+    INSERT_MESSAGE,
+    PENDING_SQL,
+    STATUSES,
+    message_row,
+    row_message,
+    to_i64,
+)
+
+Conn = sqlite3.Connection
+
+# ---------------------------------------------------------------- enqueue
+
+_FIND_KEY = "SELECT id, status FROM messages WHERE app = ? AND idempotency_key = ?"
+_COUNT_ADD = (
+    "INSERT INTO counts VALUES (?, ?, ?) ON CONFLICT (app, status) DO UPDATE SET n = n + excluded.n"
+)
+_INSERT_BATCH = (
+    "INSERT INTO batches (id, app, template_id, total, created_at, status, rate_per_s) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+EnqueueArgs = tuple[Sequence[Message], Batch | None, float]
+
+
+def enqueue(
+    conn: Conn, messages: Sequence[Message], batch: Batch | None, now: float
+) -> list[EnqueueResult]:
+    return enqueue_many(conn, [(messages, batch, now)])[0]
+
+
+def enqueue_many(conn: Conn, calls: Sequence[EnqueueArgs]) -> list[list[EnqueueResult]]:
+    """Several callers' enqueues as one: one executemany and one counts update for all.
+
+    Calls are handled in order, so an idempotency key seen in an earlier call (or earlier in
+    the same call) makes the later message a duplicate of the first.
+    """
+    out: list[list[EnqueueResult]] = []
+    rows = []
+    counts: dict[tuple[str, str], int] = {}
+    by_key: dict[tuple[str, str], EnqueueResult] = {}
+    for messages, batch, now in calls:
+        results: list[EnqueueResult] = []
+        for m in messages:
+            key = m.idempotency_key
+            if key is not None:
+                app_key = (m.app, key)
+                prior = by_key.get(app_key)
+                if prior is None:
+                    found = conn.execute(_FIND_KEY, app_key).fetchall()
+                    if found:
+                        prior = EnqueueResult(found[0][0], STATUSES[found[0][1]], False)
+                        by_key[app_key] = prior
+                if prior is not None:
+                    results.append(EnqueueResult(prior.id, prior.status, False))
+                    continue
+            status = Status.SCHEDULED if m.not_before > now else Status.QUEUED
+            rows.append(message_row(m, status, now))
+            result = EnqueueResult(m.id, status, True)
+            if key is not None:
+                by_key[(m.app, key)] = result
+            results.append(result)
+            count_key = (m.app, status.value)
+            counts[count_key] = counts.get(count_key, 0) + 1
+        if batch is not None:
+            conn.execute(_INSERT_BATCH, _batch_row(batch))
+        out.append(results)
+    if len(rows) == 1:
+        conn.execute(INSERT_MESSAGE, rows[0])
+    elif rows:
+        conn.executemany(INSERT_MESSAGE, rows)
+    for (app, status_value), n in counts.items():
+        conn.execute(_COUNT_ADD, (app, status_value, n))
+    return out
+
+
+def _batch_row(b: Batch) -> tuple[object, ...]:
+    return (b.id, b.app, b.template_id, b.total, b.created_at, b.status, b.rate_per_s)
+
+
+BATCHED = {enqueue: enqueue_many}
+
+
+# ---------------------------------------------------------------- lease
+
+_ACTIVE_APPS = f"SELECT DISTINCT app FROM counts WHERE n > 0 AND status IN {ACTIVE_SQL}"
+_BLOCKED_BATCHES = "SELECT id, status FROM batches WHERE status IN ('paused', 'cancelled')"
+_DUE = "SELECT rowid, batch_id FROM messages WHERE app = ? AND due_at <= ? ORDER BY due_at LIMIT ?"
+_NEXT_TOKEN = "UPDATE meta SET value = value + 1 WHERE key = 'lease_token' RETURNING value"
+_TAKE = (
+    "UPDATE messages SET status = 'sending', lease_token = ?, lease_until = ?, due_at = ?, "
+    f"updated_at = ? WHERE rowid IN (SELECT value FROM json_each(?)) RETURNING {COLUMNS}"
+)
+_PARK = "UPDATE messages SET due_at = NULL WHERE rowid = ?"
+_CANCEL_ROW = (
+    "UPDATE messages SET status = 'cancelled', due_at = NULL, lease_until = NULL, "
+    "finished_at = ?, updated_at = ? WHERE rowid = ?"
+)
+
+
+def lease(
+    conn: Conn, n: int, lease_s: float, now: float, exclude_apps: frozenset[str]
+) -> list[Message]:
+    """Round-robin over apps with due work: each gets its fair share, the rest fills up.
+
+    One lease token per call: new for every message it takes, and larger than any before
+    (a counter in the database, so processes sharing the file never reuse one).
+    """
+    if n <= 0:
+        return []
+    apps = [r[0] for r in conn.execute(_ACTIVE_APPS) if r[0] not in exclude_apps]
+    if not apps:
+        return []
+    blocked = dict(conn.execute(_BLOCKED_BATCHES).fetchall())
+    token = conn.execute(_NEXT_TOKEN).fetchall()[0][0]
+    queues: list[list[int]] = []
+    for app in apps:
+        rows = conn.execute(_DUE, (app, now, n)).fetchall()
+        if blocked:
+            rows = _drop_blocked(conn, rows, blocked, now)
+        if rows:
+            queues.append([r[0] for r in rows])
+    if not queues:
+        return []
+    start = token % len(queues)  # rotate who goes first, so leftovers are shared over time
+    queues = queues[start:] + queues[:start]
+    picked: list[int] = []
+    depth = 0
+    while len(picked) < n:
+        took = False
+        for q in queues:
+            if depth < len(q):
+                picked.append(q[depth])
+                took = True
+                if len(picked) == n:
+                    break
+        if not took:
+            break
+        depth += 1
+    until = now + lease_s
+    rows = conn.execute(_TAKE, (token, until, until, now, json.dumps(picked))).fetchall()
+    return [row_message(r) for r in rows]
+
+
+def _drop_blocked(
+    conn: Conn, rows: list[tuple[int, str | None]], blocked: dict[str, str], now: float
+) -> list[tuple[int, str | None]]:
+    """Skip messages of paused/cancelled batches, and take them off the due index for good.
+
+    Pending messages were already taken off when the batch was paused or cancelled; what
+    shows up here is a lease that expired since. In a paused batch it waits for resume; in a
+    cancelled one it is cancelled (its holder is gone or late, and the batch must stop).
+    """
+    keep = []
+    for rowid, batch_id in rows:
+        status = None if batch_id is None else blocked.get(batch_id)
+        if status is None:
+            keep.append((rowid, batch_id))
+        elif status == "paused":
+            conn.execute(_PARK, (rowid,))
+        else:
+            conn.execute(_CANCEL_ROW, (now, now, rowid))
+    return keep
+
+
+# ---------------------------------------------------------------- outcomes (fenced)
+
+_FENCE = "WHERE id = ? AND status = 'sending' AND lease_token = ?"
+_ACK = (
+    "UPDATE messages SET status = 'sent', wechat_msgid = ?, sent_at = ?, finished_at = ?, "
+    f"updated_at = ?, due_at = NULL, lease_until = NULL {_FENCE} RETURNING app"
+)
+_WAITING_RECEIPT = (
+    # INDEXED BY: without ANALYZE statistics the planner would scan the app's whole primary key.
+    "SELECT event_key, receipt FROM receipts INDEXED BY receipts_waiting "
+    "WHERE app = ? AND wechat_msgid = ? AND applied = 0"
+)
+_APPLY_RECEIPT = (
+    "UPDATE messages SET status = ?, receipt = ?, finished_at = ?, updated_at = ? WHERE id = ?"
+)
+_RECEIPT_APPLIED = "UPDATE receipts SET applied = 1 WHERE app = ? AND event_key = ?"
+
+
+def ack(conn: Conn, msg_id: str, lease_token: int, result: SendResult, now: float) -> bool:
+    msgid = None if result.wechat_msgid is None else to_i64(result.wechat_msgid)
+    rows = conn.execute(_ACK, (msgid, result.sent_at, now, now, msg_id, lease_token)).fetchall()
+    if not rows:
+        return False
+    if msgid is not None:
+        # WeChat's receipt can beat this commit; it waited for us in `receipts`.
+        app = rows[0][0]
+        waiting = conn.execute(_WAITING_RECEIPT, (app, msgid)).fetchall()
+        if waiting:
+            receipt = waiting[0][1]
+            status = receipt_status(receipt)
+            conn.execute(_APPLY_RECEIPT, (status, receipt, now, now, msg_id))
+            for key, _ in waiting:
+                conn.execute(_RECEIPT_APPLIED, (app, key))
+    return True
+
+
+_FENCED_BATCH = f"SELECT batch_id FROM messages {_FENCE}"
+_BATCH_STATUS = "SELECT status FROM batches WHERE id = ?"
+_RETRY_WITH_ERROR = (
+    "UPDATE messages SET status = ?, not_before = ?, due_at = ?, lease_until = NULL, "
+    "attempts = attempts + ?, last_errcode = ?, last_errmsg = ?, updated_at = ?, "
+    f"finished_at = ? {_FENCE}"
+)
+_RETRY_KEEP_ERROR = (
+    "UPDATE messages SET status = ?, not_before = ?, due_at = ?, lease_until = NULL, "
+    f"attempts = attempts + ?, updated_at = ?, finished_at = ? {_FENCE}"
+)
+
+
+def retry(
+    conn: Conn,
+    msg_id: str,
+    lease_token: int,
+    at: float,
+    error: ErrorInfo | None,
+    count_attempt: bool,
+    now: float,
+) -> bool:
+    found = conn.execute(_FENCED_BATCH, (msg_id, lease_token)).fetchall()
+    if not found:
+        return False
+    status = Status.RETRYING.value
+    due_at: float | None = at
+    finished_at: float | None = None
+    batch_id = found[0][0]
+    if batch_id is not None:
+        batch = conn.execute(_BATCH_STATUS, (batch_id,)).fetchall()
+        batch_status = batch[0][0] if batch else None
+        if batch_status == "paused":
+            due_at = None  # set again when the batch resumes
+        elif batch_status == "cancelled":
+            status, due_at, finished_at = Status.CANCELLED.value, None, now
+    inc = 1 if count_attempt else 0
+    if error is None:
+        params: tuple[object, ...] = (status, at, due_at, inc, now, finished_at)
+        conn.execute(_RETRY_KEEP_ERROR, (*params, msg_id, lease_token))
+    else:
+        params = (status, at, due_at, inc, error.errcode, error.errmsg, now, finished_at)
+        conn.execute(_RETRY_WITH_ERROR, (*params, msg_id, lease_token))
+    return True
+
+
+_DEAD = (
+    "UPDATE messages SET status = 'dead', attempts = attempts + 1, last_errcode = ?, "
+    f"last_errmsg = ?, finished_at = ?, updated_at = ?, due_at = NULL, lease_until = NULL {_FENCE}"
+)
+_EXPIRE = (
+    "UPDATE messages SET status = 'expired', finished_at = ?, updated_at = ?, due_at = NULL, "
+    f"lease_until = NULL {_FENCE}"
+)
+
+
+def dead(conn: Conn, msg_id: str, lease_token: int, error: ErrorInfo, now: float) -> bool:
+    params = (error.errcode, error.errmsg, now, now, msg_id, lease_token)
+    return conn.execute(_DEAD, params).rowcount == 1
+
+
+def expire(conn: Conn, msg_id: str, lease_token: int, now: float) -> bool:
+    return conn.execute(_EXPIRE, (now, now, msg_id, lease_token)).rowcount == 1
+
+
+_CANCEL = (
+    "UPDATE messages SET status = 'cancelled', due_at = NULL, finished_at = ?, updated_at = ? "
+    f"WHERE id = ? AND status IN {PENDING_SQL}"
+)
+_EXISTS = "SELECT 1 FROM messages WHERE id = ?"
+
+
+def cancel(conn: Conn, msg_id: str, now: float) -> str:
+    if conn.execute(_CANCEL, (now, now, msg_id)).rowcount == 1:
+        return CancelOutcome.CANCELLED
+    if conn.execute(_EXISTS, (msg_id,)).fetchall():
+        return CancelOutcome.CONFLICT
+    return CancelOutcome.NOT_FOUND
+
+
+# ---------------------------------------------------------------- receipts
+
+_INSERT_RECEIPT = (
+    "INSERT OR IGNORE INTO receipts (app, event_key, wechat_msgid, receipt, received_at, applied) "
+    "VALUES (?, ?, ?, ?, ?, 0)"
+)
+_RECEIPT_TO_MESSAGE = (
+    "UPDATE messages SET status = ?, receipt = ?, finished_at = ?, updated_at = ? "
+    f"WHERE app = ? AND wechat_msgid = ? AND status = 'sent' RETURNING {COLUMNS}"
+)
+_MSGID_EXISTS = "SELECT 1 FROM messages WHERE app = ? AND wechat_msgid = ? LIMIT 1"
+
+
+def record_receipt(
+    conn: Conn, app: str, wechat_msgid: int, receipt: str, event_key: str, now: float
+) -> Message | None:
+    msgid = to_i64(wechat_msgid)
+    if conn.execute(_INSERT_RECEIPT, (app, event_key, msgid, receipt, now)).rowcount == 0:
+        return None  # this event was seen before
+    status = receipt_status(receipt)
+    rows = conn.execute(_RECEIPT_TO_MESSAGE, (status, receipt, now, now, app, msgid)).fetchall()
+    if rows:
+        conn.execute(_RECEIPT_APPLIED, (app, event_key))
+        return row_message(rows[0])
+    if conn.execute(_MSGID_EXISTS, (app, msgid)).fetchall():
+        # Already final (an earlier receipt decided it): nothing to wait for.
+        conn.execute(_RECEIPT_APPLIED, (app, event_key))
+    # Else no message has this msgid yet: ack will apply the receipt when it arrives.
+    return None
+
+
+# ---------------------------------------------------------------- dead letters
+
+_REQUEUE = (
+    "UPDATE messages SET status = 'queued', attempts = 0, not_before = ?, due_at = ?, "
+    "finished_at = NULL, lease_until = NULL, updated_at = ? WHERE status = 'dead'"
+)
+
+
+def requeue(
+    conn: Conn,
+    ids: Sequence[str] | None,
+    app: str | None,
+    errcode: int | None,
+    now: float,
+) -> int:
+    """dead -> queued. The last error stays: it tells an operator why the message died."""
+    if ids is not None:
+        if not ids:
+            return 0
+        cur = conn.executemany(_REQUEUE + " AND id = ?", [(now, now, now, i) for i in ids])
+        return cur.rowcount
+    sql = _REQUEUE
+    params: list[object] = [now, now, now]
+    if app is not None:
+        sql += " AND app = ?"
+        params.append(app)
+    if errcode is not None:
+        sql += " AND last_errcode = ?"
+        params.append(errcode)
+    return conn.execute(sql, params).rowcount
+
+
+# ---------------------------------------------------------------- batches
+
+_BATCH_SET = "UPDATE batches SET status = ? WHERE id = ?"
+_BATCH_PARK = f"UPDATE messages SET due_at = NULL WHERE batch_id = ? AND status IN {PENDING_SQL}"
+_BATCH_RESUME = (
+    "UPDATE messages SET due_at = CASE status WHEN 'sending' THEN lease_until "
+    f"ELSE not_before END WHERE batch_id = ? AND status IN {ACTIVE_SQL} AND due_at IS NULL"
+)
+_BATCH_CANCEL = (
+    "UPDATE messages SET status = 'cancelled', due_at = NULL, finished_at = ?, updated_at = ? "
+    f"WHERE batch_id = ? AND status IN {PENDING_SQL}"
+)
+BATCH_STATUSES = frozenset({"running", "paused", "cancelled"})
+
+
+def set_batch_status(conn: Conn, batch_id: str, status: str, now: float) -> bool:
+    """running | paused | cancelled. Cancelled is final: it cannot be resumed."""
+    found = conn.execute(_BATCH_STATUS, (batch_id,)).fetchall()
+    if not found:
+        return False
+    current = found[0][0]
+    if current == "cancelled":
+        return status == "cancelled"
+    conn.execute(_BATCH_SET, (status, batch_id))
+    if status == "paused":
+        conn.execute(_BATCH_PARK, (batch_id,))
+    elif status == "running":
+        conn.execute(_BATCH_RESUME, (batch_id,))
+    elif status == "cancelled":
+        conn.execute(_BATCH_CANCEL, (now, now, batch_id))
+    return True
+
+
+# ---------------------------------------------------------------- retention
+
+_PRUNE_MESSAGES = (
+    "DELETE FROM messages WHERE rowid IN (SELECT rowid FROM messages "
+    f"WHERE finished_at < ? AND status IN {FINAL_SQL} LIMIT ?)"
+)
+_PRUNE_RECEIPTS = (
+    "DELETE FROM receipts WHERE (app, event_key) IN "
+    "(SELECT app, event_key FROM receipts WHERE received_at < ? LIMIT ?)"
+)
+
+
+def prune(conn: Conn, cutoff: float, now: float, limit: int) -> int:
+    """Delete up to `limit` finished messages older than `cutoff`, and other stale rows.
+
+    Bounded so the writer never stalls callers for long; called again until it returns < limit.
+    """
+    deleted = conn.execute(_PRUNE_MESSAGES, (cutoff, limit)).rowcount
+    conn.execute(_PRUNE_RECEIPTS, (cutoff, limit))
+    conn.execute("DELETE FROM locks WHERE expires_at < ?", (now,))
+    conn.execute(
+        "DELETE FROM batches WHERE created_at < ? AND NOT EXISTS "
+        "(SELECT 1 FROM messages WHERE messages.batch_id = batches.id)",
+        (cutoff,),
+    )
+    conn.execute("DELETE FROM counts WHERE n = 0")
+    return deleted

@@ -1,0 +1,134 @@
+"""The SQLite reads: plain functions of (connection, args) run on the reader thread.
+
+In WAL mode a reader sees the last commit and never waits for the writer, so reads here do
+not slow down group commits and always see every write that has returned to its caller.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from wxgate.errors import ValidationError
+from wxgate.models import AppPause, Batch, Message, Status, StoreStats, TokenEntry
+from wxgate.store.sqlite_schema import COLUMNS, PENDING_SQL, row_message, to_i64
+
+Conn = sqlite3.Connection
+
+
+def get(conn: Conn, msg_id: str) -> Message | None:
+    rows = conn.execute(f"SELECT {COLUMNS} FROM messages WHERE id = ?", (msg_id,)).fetchall()
+    return row_message(rows[0]) if rows else None
+
+
+def find_by_wechat_msgid(conn: Conn, app: str, wechat_msgid: int) -> Message | None:
+    rows = conn.execute(
+        f"SELECT {COLUMNS} FROM messages WHERE app = ? AND wechat_msgid = ? LIMIT 1",
+        (app, to_i64(wechat_msgid)),
+    ).fetchall()
+    return row_message(rows[0]) if rows else None
+
+
+def stats(conn: Conn) -> StoreStats:
+    """From the counts table (maintained on every write) plus one index lookup."""
+    conn.execute("BEGIN")  # one snapshot for both queries
+    try:
+        rows = conn.execute("SELECT app, status, n FROM counts WHERE n != 0").fetchall()
+        oldest = conn.execute(
+            f"SELECT min(created_at) FROM messages WHERE status IN {PENDING_SQL}"
+        ).fetchall()[0][0]
+    finally:
+        conn.execute("COMMIT")
+    by_status = {s.value: 0 for s in Status}
+    by_app: dict[str, dict[str, int]] = {}
+    for app, status, n in rows:
+        by_status[status] = by_status.get(status, 0) + n
+        by_app.setdefault(app, {})[status] = n
+    return StoreStats(by_status=by_status, by_app=by_app, oldest_pending_at=oldest)
+
+
+def _encode_cursor(finished_at: float, msg_id: str) -> str:
+    return f"{finished_at!r}~{msg_id}"
+
+
+def _decode_cursor(cursor: str) -> tuple[float, str]:
+    at, sep, msg_id = cursor.partition("~")
+    try:
+        if not sep or not msg_id:
+            raise ValueError(cursor)
+        return float(at), msg_id
+    except ValueError:
+        raise ValidationError("cursor", "not a cursor this store returned") from None
+
+
+def dead_letters(
+    conn: Conn, app: str | None, errcode: int | None, cursor: str | None, limit: int
+) -> tuple[list[Message], str | None]:
+    """Newest death first; the cursor is the (finished_at, id) of the last row returned."""
+    sql = f"SELECT {COLUMNS}, finished_at FROM messages WHERE status = 'dead'"
+    params: list[object] = []
+    if app is not None:
+        sql += " AND app = ?"
+        params.append(app)
+    if errcode is not None:
+        sql += " AND last_errcode = ?"
+        params.append(errcode)
+    if cursor is not None:
+        sql += " AND (finished_at, id) < (?, ?)"
+        params.extend(_decode_cursor(cursor))
+    limit = max(1, limit)
+    sql += " ORDER BY finished_at DESC, id DESC LIMIT ?"
+    params.append(limit + 1)
+    rows = conn.execute(sql, params).fetchall()
+    page = [row_message(r) for r in rows[:limit]]
+    if len(rows) <= limit:
+        return page, None
+    last = rows[limit - 1]
+    return page, _encode_cursor(last[-1], last[0])
+
+
+def get_batch(conn: Conn, batch_id: str) -> Batch | None:
+    rows = conn.execute(
+        "SELECT id, app, template_id, total, created_at, status, rate_per_s "
+        "FROM batches WHERE id = ?",
+        (batch_id,),
+    ).fetchall()
+    if not rows:
+        return None
+    r = rows[0]
+    return Batch(
+        id=r[0],
+        app=r[1],
+        template_id=r[2],
+        total=r[3],
+        created_at=r[4],
+        status=r[5],
+        rate_per_s=r[6],
+    )
+
+
+def batch_counts(conn: Conn, batch_id: str) -> dict[str, int]:
+    rows = conn.execute(
+        "SELECT status, count(*) FROM messages WHERE batch_id = ? GROUP BY status", (batch_id,)
+    ).fetchall()
+    return {status: n for status, n in rows}
+
+
+def get_token(conn: Conn, app: str) -> TokenEntry | None:
+    rows = conn.execute(
+        "SELECT access_token, expires_at, fetched_at FROM tokens WHERE app = ?", (app,)
+    ).fetchall()
+    if not rows:
+        return None
+    token, expires_at, fetched_at = rows[0]
+    return TokenEntry(access_token=token, expires_at=expires_at, fetched_at=fetched_at)
+
+
+def get_pauses(conn: Conn, now: float) -> list[AppPause]:
+    rows = conn.execute(
+        "SELECT app, until, reason, errcode FROM pauses WHERE until > ? ORDER BY app", (now,)
+    ).fetchall()
+    return [AppPause(app=a, until=u, reason=r, errcode=e) for a, u, r, e in rows]
+
+
+def ping(conn: Conn) -> None:
+    conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchall()

@@ -1,0 +1,307 @@
+"""The SQLite schema and the row <-> Message mapping shared by the writer and the readers.
+
+`due_at` is the one column leasing looks at: not_before while a message waits, lease_until
+while it is in flight (an expired lease is simply due again), NULL once it is final or its
+batch is paused. One partial index on (app, due_at) then serves every lease query.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+import msgspec
+
+from wxgate.models import Message, MessageKind, MiniProgram, Status
+
+SCHEMA_VERSION = 1
+WAL_AUTOCHECKPOINT_PAGES = 20_000  # ~80 MB of log
+
+PENDING_SQL = "('queued', 'scheduled', 'retrying')"
+ACTIVE_SQL = "('queued', 'scheduled', 'retrying', 'sending')"
+FINAL_SQL = "('sent', 'delivered', 'blocked', 'failed', 'dead', 'cancelled', 'expired')"
+
+DDL = f"""
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+) WITHOUT ROWID;
+INSERT OR IGNORE INTO meta VALUES ('schema_version', {SCHEMA_VERSION}), ('lease_token', 0);
+
+CREATE TABLE IF NOT EXISTS messages (
+    id TEXT PRIMARY KEY,
+    app TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    touser TEXT NOT NULL,
+    template_id TEXT NOT NULL,
+    data BLOB NOT NULL,              -- msgspec JSON
+    url TEXT,
+    miniprogram BLOB,                -- msgspec JSON
+    page TEXT,
+    miniprogram_state TEXT,
+    lang TEXT,
+    idempotency_key TEXT,
+    batch_id TEXT,
+    callback_url TEXT,
+    priority TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    not_before REAL NOT NULL,
+    expire_at REAL,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_errcode INTEGER,
+    last_errmsg TEXT,
+    wechat_msgid INTEGER,            -- unsigned 64-bit stored as signed (see to_i64)
+    receipt TEXT,
+    sent_at REAL,
+    finished_at REAL,
+    updated_at REAL,
+    lease_token INTEGER NOT NULL DEFAULT 0,
+    lease_until REAL,
+    due_at REAL                      -- see the module docstring
+);
+CREATE INDEX IF NOT EXISTS messages_due
+    ON messages (app, due_at, batch_id) WHERE due_at IS NOT NULL;
+CREATE UNIQUE INDEX IF NOT EXISTS messages_idempotency
+    ON messages (app, idempotency_key) WHERE idempotency_key IS NOT NULL;
+CREATE INDEX IF NOT EXISTS messages_msgid
+    ON messages (app, wechat_msgid) WHERE wechat_msgid IS NOT NULL;
+CREATE INDEX IF NOT EXISTS messages_batch
+    ON messages (batch_id, status) WHERE batch_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS messages_pending_created
+    ON messages (created_at) WHERE status IN {PENDING_SQL};
+CREATE INDEX IF NOT EXISTS messages_dead
+    ON messages (finished_at, id) WHERE status = 'dead';
+CREATE INDEX IF NOT EXISTS messages_finished
+    ON messages (finished_at) WHERE finished_at IS NOT NULL;
+
+-- Counts by (app, status) so stats() never scans messages. Inserts are counted by enqueue
+-- itself (one upsert per group instead of one per row); changes and deletes by triggers.
+CREATE TABLE IF NOT EXISTS counts (
+    app TEXT NOT NULL,
+    status TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    PRIMARY KEY (app, status)
+) WITHOUT ROWID;
+CREATE TRIGGER IF NOT EXISTS messages_count_update
+AFTER UPDATE OF status ON messages WHEN OLD.status IS NOT NEW.status
+BEGIN
+    UPDATE counts SET n = n - 1 WHERE app = OLD.app AND status = OLD.status;
+    INSERT INTO counts VALUES (NEW.app, NEW.status, 1)
+        ON CONFLICT (app, status) DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER IF NOT EXISTS messages_count_delete
+AFTER DELETE ON messages
+BEGIN
+    UPDATE counts SET n = n - 1 WHERE app = OLD.app AND status = OLD.status;
+END;
+
+CREATE TABLE IF NOT EXISTS batches (
+    id TEXT PRIMARY KEY,
+    app TEXT NOT NULL,
+    template_id TEXT NOT NULL,
+    total INTEGER NOT NULL,
+    created_at REAL NOT NULL,
+    status TEXT NOT NULL,
+    rate_per_s REAL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS batches_blocked
+    ON batches (status) WHERE status IN ('paused', 'cancelled');
+
+-- Receipts by event key (dedupe); applied = 0 while waiting for the ack that names its msgid.
+CREATE TABLE IF NOT EXISTS receipts (
+    app TEXT NOT NULL,
+    event_key TEXT NOT NULL,
+    wechat_msgid INTEGER NOT NULL,
+    receipt TEXT NOT NULL,
+    received_at REAL NOT NULL,
+    applied INTEGER NOT NULL,
+    PRIMARY KEY (app, event_key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS receipts_waiting
+    ON receipts (app, wechat_msgid) WHERE applied = 0;
+CREATE INDEX IF NOT EXISTS receipts_received ON receipts (received_at);
+
+CREATE TABLE IF NOT EXISTS tokens (
+    app TEXT PRIMARY KEY,
+    access_token TEXT NOT NULL,
+    expires_at REAL NOT NULL,
+    fetched_at REAL NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS locks (
+    name TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    expires_at REAL NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS pauses (
+    app TEXT PRIMARY KEY,
+    until REAL NOT NULL,
+    reason TEXT NOT NULL,
+    errcode INTEGER
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS quota (
+    app TEXT NOT NULL,
+    day TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    PRIMARY KEY (app, day)
+) WITHOUT ROWID;
+"""
+
+# Message fields in Message's order; every SELECT of a message uses exactly this list.
+COLUMNS = (
+    "id, app, kind, touser, template_id, data, url, miniprogram, page, miniprogram_state, "
+    "lang, idempotency_key, batch_id, callback_url, priority, created_at, not_before, "
+    "expire_at, status, attempts, last_errcode, last_errmsg, wechat_msgid, receipt, sent_at, "
+    "finished_at, updated_at, lease_token"
+)
+
+INSERT_MESSAGE = (
+    "INSERT INTO messages (id, app, kind, touser, template_id, data, url, miniprogram, page, "
+    "miniprogram_state, lang, idempotency_key, batch_id, callback_url, priority, created_at, "
+    "not_before, expire_at, status, updated_at, due_at) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.decode
+_decode_mp = msgspec.json.Decoder(MiniProgram).decode
+_KINDS = {k.value: k for k in MessageKind}
+STATUSES = {s.value: s for s in Status}
+
+_U64 = 1 << 64
+_I64_MAX = (1 << 63) - 1
+
+
+def to_i64(value: int) -> int:
+    """WeChat msgids are unsigned 64-bit; SQLite integers are signed: wrap the top half."""
+    return value - _U64 if value > _I64_MAX else value
+
+
+def from_i64(value: int) -> int:
+    return value + _U64 if value < 0 else value
+
+
+def message_row(m: Message, status: str, now: float) -> tuple[Any, ...]:
+    """The INSERT_MESSAGE parameters for a new message (status and times set by the store)."""
+    mp = m.miniprogram
+    return (
+        m.id,
+        m.app,
+        m.kind,
+        m.touser,
+        m.template_id,
+        _encode(m.data),
+        m.url,
+        None if mp is None else _encode(mp),
+        m.page,
+        m.miniprogram_state,
+        m.lang,
+        m.idempotency_key,
+        m.batch_id,
+        m.callback_url,
+        m.priority,
+        m.created_at,
+        m.not_before,
+        m.expire_at,
+        status,
+        now,
+        m.not_before,
+    )
+
+
+def row_message(r: Any) -> Message:
+    """A Message from a row selected as COLUMNS."""
+    return Message(
+        id=r[0],
+        app=r[1],
+        kind=_KINDS[r[2]],
+        touser=r[3],
+        template_id=r[4],
+        data=_decode(r[5]),
+        url=r[6],
+        miniprogram=None if r[7] is None else _decode_mp(r[7]),
+        page=r[8],
+        miniprogram_state=r[9],
+        lang=r[10],
+        idempotency_key=r[11],
+        batch_id=r[12],
+        callback_url=r[13],
+        priority=r[14],
+        created_at=r[15],
+        not_before=r[16],
+        expire_at=r[17],
+        status=STATUSES[r[18]],
+        attempts=r[19],
+        last_errcode=r[20],
+        last_errmsg=r[21],
+        wechat_msgid=None if r[22] is None else from_i64(r[22]),
+        receipt=r[23],
+        sent_at=r[24],
+        finished_at=r[25],
+        updated_at=r[26],
+        lease_token=r[27],
+    )
+
+
+def connect(
+    path: str,
+    synchronous: str,
+    busy_timeout_s: float,
+    *,
+    read_only: bool = False,
+    cache_kib: int = 2048,
+) -> sqlite3.Connection:
+    """A connection with our pragmas; autocommit mode, transactions are explicit.
+
+    busy_timeout_s bounds how long a call waits for another process's write lock before it
+    fails with StoreUnavailable.
+    """
+    conn = sqlite3.connect(
+        path,
+        isolation_level=None,
+        check_same_thread=not read_only,
+        cached_statements=256,
+        timeout=busy_timeout_s,
+    )
+    if read_only:
+        conn.execute("PRAGMA query_only = 1")
+    else:
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            conn.close()
+            raise sqlite3.OperationalError(f"could not switch {path} to WAL (got {mode})")
+        # The Checkpointer thread keeps the log short; this is only the safety net if it stops.
+        conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES}")
+        conn.execute(f"PRAGMA journal_size_limit = {64 << 20}")
+    conn.execute(f"PRAGMA synchronous = {synchronous}")
+    conn.execute("PRAGMA temp_store = MEMORY")
+    # Page cache per connection (KiB): the writer's keeps the hot index pages; RSS budget
+    # (DESIGN.md P6) is why it is not bigger.
+    conn.execute(f"PRAGMA cache_size = -{cache_kib}")
+    return conn
+
+
+def create_schema(conn: sqlite3.Connection) -> None:
+    conn.execute("BEGIN IMMEDIATE")
+    for statement in _split(DDL):
+        conn.execute(statement)
+    conn.execute("COMMIT")
+
+
+def _split(script: str) -> list[str]:
+    """Statements of DDL (executescript would COMMIT on its own; triggers contain ';')."""
+    out: list[str] = []
+    buf = ""
+    for line in script.splitlines(keepends=True):
+        if line.lstrip().startswith("--"):
+            continue
+        buf += line
+        if sqlite3.complete_statement(buf):
+            out.append(buf.strip())
+            buf = ""
+    if buf.strip():
+        out.append(buf.strip())
+    return out

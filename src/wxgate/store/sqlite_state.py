@@ -1,0 +1,59 @@
+"""SQLite writes of the state processes share: token cache, locks, pauses, quota counters.
+
+Run by the writer thread like sqlite_ops (inside its transaction); reads are in sqlite_reads.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from wxgate.models import AppPause, TokenEntry
+
+Conn = sqlite3.Connection
+
+
+def set_token(conn: Conn, app: str, entry: TokenEntry) -> None:
+    conn.execute(
+        "INSERT OR REPLACE INTO tokens VALUES (?, ?, ?, ?)",
+        (app, entry.access_token, entry.expires_at, entry.fetched_at),
+    )
+
+
+def invalidate_token(conn: Conn, app: str, access_token: str) -> bool:
+    cur = conn.execute("DELETE FROM tokens WHERE app = ? AND access_token = ?", (app, access_token))
+    return cur.rowcount == 1
+
+
+_ACQUIRE = (
+    "INSERT INTO locks VALUES (?, ?, ?) ON CONFLICT (name) DO UPDATE SET "
+    "owner = excluded.owner, expires_at = excluded.expires_at "
+    "WHERE locks.expires_at <= ? OR locks.owner = excluded.owner"
+)
+
+
+def acquire_lock(conn: Conn, name: str, owner: str, ttl_s: float, now: float) -> bool:
+    return conn.execute(_ACQUIRE, (name, owner, now + ttl_s, now)).rowcount == 1
+
+
+def release_lock(conn: Conn, name: str, owner: str) -> None:
+    conn.execute("DELETE FROM locks WHERE name = ? AND owner = ?", (name, owner))
+
+
+def set_pause(conn: Conn, pause: AppPause) -> None:
+    conn.execute(
+        "INSERT OR REPLACE INTO pauses VALUES (?, ?, ?, ?)",
+        (pause.app, pause.until, pause.reason, pause.errcode),
+    )
+
+
+def clear_pause(conn: Conn, app: str) -> None:
+    conn.execute("DELETE FROM pauses WHERE app = ?", (app,))
+
+
+def incr_quota(conn: Conn, app: str, day: str, n: int) -> int:
+    rows = conn.execute(
+        "INSERT INTO quota VALUES (?, ?, ?) ON CONFLICT (app, day) DO UPDATE "
+        "SET n = n + excluded.n RETURNING n",
+        (app, day, n),
+    ).fetchall()
+    return int(rows[0][0])

@@ -1,0 +1,15 @@
+"""API tests run the real app against the real SQLiteStore on a tmp file (api_support.py)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from api_support import Gateway, running_gateway
+
+
+@pytest.fixture
+async def gw(tmp_path: Path) -> AsyncIterator[Gateway]:
+    async with running_gateway(tmp_path / "wx.db") as g:
+        yield g

@@ -1,0 +1,73 @@
+"""POST /v1/batches, progress and cancel."""
+
+from __future__ import annotations
+
+from api_support import AUTH, Gateway
+
+
+async def test_batch_one_commit_then_progress(gw: Gateway) -> None:
+    recipients = [{"touser": f"o_{i}"} for i in range(500)]
+    recipients[3]["data"] = {"name": "Ann"}  # type: ignore[assignment]
+    status, body = await gw.post(
+        "/v1/batches",
+        {"template_id": "tpl", "data": {"name": "friend", "n": 1}, "recipients": recipients},
+    )
+    assert status == 202 and body["total"] == 500 and body["status"] == "running"
+    batch_id = body["id"]
+
+    status, progress = await gw.get(f"/v1/batches/{batch_id}")
+    assert status == 200
+    assert progress == {
+        "id": batch_id,
+        "status": "running",
+        "total": 500,
+        "counts": {"queued": 500},
+    }
+
+    leased = await gw.store.lease(1000, 30.0, gw.clock.now())
+    assert len(leased) == 500 and {m.batch_id for m in leased} == {batch_id}
+    by_user = {m.touser: m for m in leased}
+    assert by_user["o_3"].data == {"name": {"value": "Ann"}, "n": {"value": "1"}}
+    assert by_user["o_4"].data == {"name": {"value": "friend"}, "n": {"value": "1"}}
+    _, progress = await gw.get(f"/v1/batches/{batch_id}")
+    assert progress["counts"] == {"sending": 500}
+
+
+async def test_batch_cancel(gw: Gateway) -> None:
+    _, body = await gw.post(
+        "/v1/batches", {"template_id": "tpl", "recipients": [{"touser": "a"}, {"touser": "b"}]}
+    )
+    resp = await gw.client.post(f"/v1/batches/{body['id']}/cancel", headers=AUTH)
+    assert resp.status == 200
+    got = await resp.json()
+    assert got["status"] == "cancelled" and got["counts"] == {"cancelled": 2}
+    assert await gw.store.lease(10, 30.0, gw.clock.now()) == []
+    # Cancelling again is harmless.
+    resp = await gw.client.post(f"/v1/batches/{body['id']}/cancel", headers=AUTH)
+    assert resp.status == 200
+
+
+async def test_batch_done_cannot_be_cancelled(gw: Gateway) -> None:
+    _, body = await gw.post("/v1/batches", {"template_id": "tpl", "recipients": [{"touser": "a"}]})
+    [m] = await gw.store.lease(10, 30.0, gw.clock.now())
+    assert await gw.store.expire(m.id, m.lease_token)
+    _, progress = await gw.get(f"/v1/batches/{body['id']}")
+    assert progress["status"] == "done"
+    resp = await gw.client.post(f"/v1/batches/{body['id']}/cancel", headers=AUTH)
+    assert resp.status == 409
+
+
+async def test_unknown_batch_is_404(gw: Gateway) -> None:
+    status, body = await gw.get("/v1/batches/nope")
+    assert status == 404 and body["error"] == "not_found"
+    resp = await gw.client.post("/v1/batches/nope/cancel", headers=AUTH)
+    assert resp.status == 404
+
+
+async def test_batch_of_max_size_is_accepted(gw: Gateway) -> None:
+    recipients = [{"touser": f"o_{i:06d}"} for i in range(10_000)]
+    status, body = await gw.post(
+        "/v1/batches", {"template_id": "tpl", "data": {"k": "v"}, "recipients": recipients}
+    )
+    assert status == 202 and body["total"] == 10_000
+    assert (await gw.store.stats()).by_status["queued"] == 10_000

@@ -1,0 +1,116 @@
+"""GET|POST /wechat/callback/{app}: URL check and receipts, plain and AES safe mode."""
+
+from __future__ import annotations
+
+from api_support import AES_KEY, SHOP, Gateway, msg_body
+
+from wxgate.models import SendResult
+from wxgate.wechat import crypto
+
+MSGID = 2**60 + 12345
+
+
+def receipt_xml(msgid: int, status: str, create_time: int) -> bytes:
+    return (
+        "<xml><ToUserName><![CDATA[gh_shop]]></ToUserName>"
+        "<FromUserName><![CDATA[o_user_1]]></FromUserName>"
+        f"<CreateTime>{create_time}</CreateTime><MsgType><![CDATA[event]]></MsgType>"
+        "<Event><![CDATA[TEMPLATESENDJOBFINISH]]></Event>"
+        f"<MsgID>{msgid}</MsgID><Status><![CDATA[{status}]]></Status></xml>"
+    ).encode()
+
+
+def signed(gw: Gateway, token: str = SHOP.callback_token) -> dict[str, str]:
+    ts, nonce = str(int(gw.clock.now())), "n0nce"
+    return {"timestamp": ts, "nonce": nonce, "signature": crypto.signature(token, ts, nonce)}
+
+
+async def _sent_message(gw: Gateway) -> str:
+    _, body = await gw.post("/v1/messages", msg_body())
+    [m] = await gw.store.lease(10, 30.0, gw.clock.now())
+    assert await gw.store.ack(m.id, m.lease_token, SendResult(MSGID, gw.clock.now()))
+    return str(body["id"])
+
+
+async def test_url_verification(gw: Gateway) -> None:
+    q = {**signed(gw), "echostr": "echo 123"}
+    resp = await gw.client.get("/wechat/callback/shop", params=q)
+    assert resp.status == 200 and await resp.text() == "echo 123"
+    assert resp.content_type == "text/plain"
+    bad = {**q, "signature": "0" * 40}
+    resp = await gw.client.get("/wechat/callback/shop", params=bad)
+    assert resp.status == 403 and "echo" not in await resp.text()
+    resp = await gw.client.get("/wechat/callback/nope", params=q)
+    assert resp.status == 404
+
+
+async def test_plain_receipt_marks_delivered(gw: Gateway) -> None:
+    msg_id = await _sent_message(gw)
+    body = receipt_xml(MSGID, "success", int(gw.clock.now()))
+    resp = await gw.client.post("/wechat/callback/shop", params=signed(gw), data=body)
+    assert resp.status == 200 and await resp.text() == "success"
+    _, got = await gw.get(f"/v1/messages/{msg_id}")
+    assert got["status"] == "delivered" and got["receipt"] == "success"
+    # WeChat retries the same push: still "success", nothing changes.
+    resp = await gw.client.post("/wechat/callback/shop", params=signed(gw), data=body)
+    assert resp.status == 200 and await resp.text() == "success"
+
+
+async def test_aes_receipt_marks_blocked(gw: Gateway) -> None:
+    msg_id = await _sent_message(gw)
+    inner = receipt_xml(MSGID, "failed:user block", int(gw.clock.now()))
+    encrypted = crypto.encrypt(AES_KEY, SHOP.appid, inner)
+    ts, nonce = str(int(gw.clock.now())), "n2"
+    query = {
+        "timestamp": ts,
+        "nonce": nonce,
+        "encrypt_type": "aes",
+        "signature": crypto.signature(SHOP.callback_token, ts, nonce),
+        "msg_signature": crypto.signature(SHOP.callback_token, ts, nonce, encrypted),
+    }
+    outer = f"<xml><ToUserName>gh_shop</ToUserName><Encrypt>{encrypted}</Encrypt></xml>".encode()
+    resp = await gw.client.post("/wechat/callback/shop", params=query, data=outer)
+    assert resp.status == 200 and await resp.text() == "success"
+    _, got = await gw.get(f"/v1/messages/{msg_id}")
+    assert got["status"] == "blocked"
+
+
+async def test_bad_signature_is_403_and_records_nothing(gw: Gateway) -> None:
+    msg_id = await _sent_message(gw)
+    before = await gw.snapshot()
+    body = receipt_xml(MSGID, "success", int(gw.clock.now()))
+    forged = signed(gw, token="not_the_token")
+    resp = await gw.client.post("/wechat/callback/shop", params=forged, data=body)
+    assert resp.status == 403
+    assert await gw.snapshot() == before
+    _, got = await gw.get(f"/v1/messages/{msg_id}")
+    assert got["status"] == "sent"
+
+
+async def test_malformed_xml_is_400_and_unknown_app_404(gw: Gateway) -> None:
+    before = await gw.snapshot()
+    resp = await gw.client.post("/wechat/callback/shop", params=signed(gw), data=b"<xml><oops")
+    assert resp.status == 400
+    resp = await gw.client.post("/wechat/callback/nope", params=signed(gw), data=b"<xml/>")
+    assert resp.status == 404
+    doctype = b'<!DOCTYPE x [<!ENTITY a "b">]><xml>&a;</xml>'
+    resp = await gw.client.post("/wechat/callback/shop", params=signed(gw), data=doctype)
+    assert resp.status == 400
+    assert await gw.snapshot() == before
+
+
+async def test_other_events_are_acknowledged(gw: Gateway) -> None:
+    body = (
+        b"<xml><FromUserName>o_1</FromUserName><CreateTime>1</CreateTime>"
+        b"<MsgType>event</MsgType><Event>subscribe</Event></xml>"
+    )
+    resp = await gw.client.post("/wechat/callback/shop", params=signed(gw), data=body)
+    assert resp.status == 200 and await resp.text() == "success"
+
+
+async def test_oversized_callback_is_413(gw: Gateway) -> None:
+    before = await gw.snapshot()
+    big = b"<xml>" + b"x" * 70_000 + b"</xml>"
+    resp = await gw.client.post("/wechat/callback/shop", params=signed(gw), data=big)
+    assert resp.status == 413
+    assert await gw.snapshot() == before

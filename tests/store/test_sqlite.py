@@ -1,0 +1,301 @@
+"""SQLiteStore: the shared contract, plus what only a file on disk can show."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from contract import LEASE_S, StoreContract, enqueue_one, make_message, must_get
+
+from wxgate.clock import FakeClock
+from wxgate.errors import ConfigError, StoreUnavailable
+from wxgate.models import AppPause, ErrorInfo, SendResult, Status, TokenEntry
+from wxgate.store.base import Store
+from wxgate.store.factory import open_store, sqlite_path
+from wxgate.store.sqlite import SQLiteStore
+
+
+class TestSQLite(StoreContract):
+    @pytest.fixture
+    async def store(self, clock: FakeClock, db_path: str) -> AsyncIterator[Store]:
+        s = SQLiteStore(db_path, clock, retention_s=3600)
+        await s.open()
+        yield s
+        await s.close()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+async def store(clock: FakeClock, db_path: str) -> AsyncIterator[SQLiteStore]:
+    s = SQLiteStore(db_path, clock, retention_s=3600)
+    await s.open()
+    yield s
+    await s.close()
+
+
+async def test_everything_survives_close_and_reopen(clock: FakeClock, db_path: str) -> None:
+    s = SQLiteStore(db_path, clock)
+    await s.open()
+    queued = await enqueue_one(s, clock, idempotency_key="k")
+    sent = await enqueue_one(s, clock)
+    [held] = [m for m in await s.lease(10, LEASE_S, clock.now()) if m.id == sent]
+    await s.ack(sent, held.lease_token, SendResult(42, clock.now()))
+    await s.set_token("app_a", TokenEntry("tok", clock.now() + 7200, clock.now()))
+    await s.close()
+
+    s = SQLiteStore(db_path, clock)
+    await s.open()
+    try:
+        assert (await must_get(s, queued)).status == Status.SENDING  # leased with the other one
+        assert (await must_get(s, sent)).wechat_msgid == 42
+        [again] = await s.enqueue([make_message(clock, idempotency_key="k")])
+        assert (again.id, again.created) == (queued, False)
+        token = await s.get_token("app_a")
+        assert token is not None and token.access_token == "tok"
+        # Lease tokens keep growing across restarts (they live in the file).
+        clock.advance(LEASE_S + 1)
+        [m] = await s.lease(10, LEASE_S, clock.now())
+        assert m.lease_token > held.lease_token
+    finally:
+        await s.close()
+
+
+async def test_two_stores_on_one_file_share_state(clock: FakeClock, db_path: str) -> None:
+    a = SQLiteStore(db_path, clock)
+    b = SQLiteStore(db_path, clock)
+    await a.open()
+    await b.open()
+    try:
+        await a.set_token("app_a", TokenEntry("tok-a", clock.now() + 7200, clock.now()))
+        assert (await b.get_token("app_a")) == (await a.get_token("app_a"))
+        assert await b.invalidate_token("app_a", "tok-a")
+        assert await a.get_token("app_a") is None
+
+        await a.set_pause(AppPause("app_a", clock.now() + 60, "quota", 45009))
+        assert [p.app for p in await b.get_pauses()] == ["app_a"]
+
+        assert await a.acquire_lock("refresh:app_a", "proc-a", 30)
+        assert not await b.acquire_lock("refresh:app_a", "proc-b", 30)
+        await a.release_lock("refresh:app_a", "proc-a")
+        assert await b.acquire_lock("refresh:app_a", "proc-b", 30)
+
+        assert await a.incr_quota("app_a", "2024-05-01", 3) == 3
+        assert await b.incr_quota("app_a", "2024-05-01", 2) == 5
+
+        # Both lease from one queue: no message twice, tokens distinct.
+        await a.enqueue([make_message(clock) for _ in range(50)])
+        got_a, got_b = await asyncio.gather(
+            a.lease(30, LEASE_S, clock.now()), b.lease(30, LEASE_S, clock.now())
+        )
+        ids = [m.id for m in got_a + got_b]
+        assert len(ids) == len(set(ids)) == 50
+    finally:
+        await a.close()
+        await b.close()
+
+
+_CHILD = textwrap.dedent(
+    """
+    import asyncio, sys
+    from wxgate.clock import SystemClock
+    from wxgate.models import Message, new_id
+    from wxgate.store.sqlite import SQLiteStore
+
+    async def main(path):
+        clock = SystemClock()
+        store = SQLiteStore(path, clock)
+        await store.open()
+
+        async def one(i):
+            now = clock.now()
+            msg = Message(id=new_id(), app="app_a", touser=f"o_{i}", template_id="t",
+                          data={"k": {"value": str(i)}}, created_at=now, not_before=now)
+            [res] = await store.enqueue([msg])
+            # Only after the store returned: this is what the caller was told.
+            sys.stdout.write(res.id + "\\n")
+            sys.stdout.flush()
+
+        i = 0
+        while True:
+            await asyncio.gather(*(one(i + k) for k in range(16)))
+            i += 16
+
+    asyncio.run(main(sys.argv[1]))
+    """
+)
+
+
+async def test_kill_9_loses_no_accepted_message(clock: FakeClock, db_path: str) -> None:
+    """A real SIGKILL while enqueues are in flight: every id the child was given is there."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, db_path],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    accepted: list[str] = []
+    try:
+        assert proc.stdout is not None
+        while len(accepted) < 500:
+            line = await asyncio.to_thread(proc.stdout.readline)
+            if not line:
+                break
+            accepted.append(line.strip())
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.kill()
+        _, err = proc.communicate(timeout=10)
+    assert proc.returncode == -signal.SIGKILL, err
+    assert len(accepted) >= 500, err
+
+    s = SQLiteStore(db_path, clock)
+    await s.open()
+    try:
+        missing = [i for i in accepted if await s.get(i) is None]
+        assert missing == []
+        stats = await s.stats()
+        assert stats.by_status["queued"] >= len(accepted)
+    finally:
+        await s.close()
+
+
+async def test_group_commit_shares_transactions(store: SQLiteStore, clock: FakeClock) -> None:
+    before = store._writer.groups
+    await asyncio.gather(*(store.enqueue([make_message(clock)]) for _ in range(300)))
+    assert store._writer.groups - before < 300
+
+
+async def test_retention_prunes_finished_messages(store: SQLiteStore, clock: FakeClock) -> None:
+    await store.enqueue([make_message(clock) for _ in range(3)])
+    sent, dead = await store.lease(2, LEASE_S, clock.now())
+    [waiting] = await store.lease(1, 10 * 3600, clock.now())
+    assert await store.ack(sent.id, sent.lease_token, SendResult(1, clock.now()))
+    assert await store.dead(dead.id, dead.lease_token, ErrorInfo(40003, "bad"))
+    assert await store.record_receipt("app_a", 999, "success", "ev-orphan") is None
+    clock.advance(1800)
+    assert await store.prune() == 0
+    clock.advance(1801)  # retention_s=3600 after finishing
+    assert await store.prune() == 2
+    assert await store.get(sent.id) is None
+    assert await store.get(dead.id) is None
+    assert (await must_get(store, waiting.id)).status == Status.SENDING  # in flight: kept
+    stats = await store.stats()
+    assert sum(stats.by_status.values()) == 1
+
+
+async def test_writer_prunes_on_its_own(clock: FakeClock, db_path: str) -> None:
+    s = SQLiteStore(db_path, clock, retention_s=60, prune_every_s=0.02)
+    await s.open()
+    try:
+        msg_id = await enqueue_one(s, clock)
+        [held] = await s.lease(1, LEASE_S, clock.now())
+        await s.ack(msg_id, held.lease_token, SendResult(1, clock.now()))
+        clock.advance(61)
+        for _ in range(200):
+            if await s.get(msg_id) is None:
+                break
+            await asyncio.sleep(0.01)
+        assert await s.get(msg_id) is None
+    finally:
+        await s.close()
+
+
+async def test_wal_is_checkpointed_off_the_writer(store: SQLiteStore, clock: FakeClock) -> None:
+    await store.enqueue([make_message(clock) for _ in range(500)])
+    for _ in range(200):
+        if store._checkpointer.runs:
+            break
+        await asyncio.sleep(0.01)
+    assert store._checkpointer.runs > 0
+
+
+async def test_locked_database_is_unavailable(clock: FakeClock, db_path: str) -> None:
+    s = SQLiteStore(db_path, clock, busy_timeout_s=0.2)
+    await s.open()
+    other = sqlite3.connect(db_path, isolation_level=None)
+    try:
+        other.execute("BEGIN EXCLUSIVE")
+        with pytest.raises(StoreUnavailable, match="locked"):
+            await s.enqueue([make_message(clock)])
+        other.execute("ROLLBACK")
+        await enqueue_one(s, clock)  # and it recovers
+    finally:
+        other.close()
+        await s.close()
+
+
+async def test_closed_store_refuses_reads(store: SQLiteStore) -> None:
+    await store.close()
+    with pytest.raises(StoreUnavailable):
+        await store.get("x")
+    await store.close()
+
+
+def test_in_memory_database_is_refused(clock: FakeClock) -> None:
+    with pytest.raises(ConfigError):
+        SQLiteStore(":memory:", clock)
+    with pytest.raises(ConfigError):
+        SQLiteStore("x.db", clock, synchronous="OFF")
+
+
+@pytest.mark.parametrize(
+    ("url", "path"),
+    [
+        ("sqlite:///wxgate.db", "wxgate.db"),
+        ("sqlite:///data/q.db", "data/q.db"),
+        ("sqlite:////var/lib/wxgate/q.db", "/var/lib/wxgate/q.db"),
+    ],
+)
+def test_sqlite_urls(url: str, path: str) -> None:
+    assert sqlite_path(url) == path
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sqlite://:memory:",
+        "sqlite:///:memory:",
+        "sqlite://",
+        "sqlite:///",
+        "sqlite:///q.db?journal=off",
+        "sqlite:///q.db?synchronous=OFF",
+        "mysql://x",
+    ],
+)
+def test_bad_store_urls(url: str, clock: FakeClock) -> None:
+    with pytest.raises(ConfigError):
+        open_store(url, clock, 3600)
+
+
+async def test_open_store_builds_sqlite(clock: FakeClock, tmp_path: Path) -> None:
+    s = open_store(f"sqlite:///{tmp_path}/sub/dir/q.db", clock, 3600)
+    assert isinstance(s, SQLiteStore)
+    await s.open()
+    try:
+        await enqueue_one(s, clock)
+        assert (tmp_path / "sub" / "dir" / "q.db").exists()
+    finally:
+        await s.close()
+
+
+async def test_synchronous_full(clock: FakeClock, db_path: str) -> None:
+    s = open_store(f"sqlite:///{db_path}?synchronous=FULL", clock, 3600)
+    assert isinstance(s, SQLiteStore) and s._synchronous == "FULL"
+    await s.open()
+    try:
+        msg_id = await enqueue_one(s, clock)
+        assert (await must_get(s, msg_id)).status == Status.QUEUED
+    finally:
+        await s.close()

@@ -1,0 +1,333 @@
+"""Callbacks: URL check, plain and AES pushes, receipts, and the hardened XML parser.
+
+Known vectors are from wechatpy's tests/test_crypto.py (wechatpy/wechatpy, commit 3d56072,
+CryptoTestCase: token "123456", EncodingAESKey "kWxPEV2U...", id "wx49f0ab532d5d035a"); the
+scheme (random16 + length + msg + id, AES-256-CBC, 32-byte PKCS#7) is the same as the
+Official Account safe mode.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from wxgate.settings import AppSettings
+from wxgate.wechat import crypto
+from wxgate.wechat.callback import (
+    CallbackError,
+    Receipt,
+    normalise_status,
+    parse_push,
+    parse_xml,
+    verify_url,
+)
+
+TOKEN = "cb_token"
+AES_KEY = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
+NOW = 1_700_000_000
+APP = AppSettings(name="shop", appid="wx_shop", secret="x", callback_token=TOKEN)
+AES_APP = AppSettings(
+    name="shop", appid="wx_shop", secret="x", callback_token=TOKEN, encoding_aes_key=AES_KEY
+)
+
+# wechatpy tests/test_crypto.py, CryptoTestCase
+WPY_TOKEN = "123456"
+WPY_KEY = "kWxPEV2UEDyxWpmPdKC3F4dgPDmOvfKX1HGnEUDS1aR"
+WPY_ID = "wx49f0ab532d5d035a"
+WPY_REPLY = """<xml>
+<MsgType><![CDATA[text]]></MsgType>
+<Content><![CDATA[test]]></Content>
+<FromUserName><![CDATA[wx49f0ab532d5d035a]]></FromUserName>
+<ToUserName><![CDATA[messense]]></ToUserName>
+<AgentID>1</AgentID>
+<CreateTime>1411525903</CreateTime>
+</xml>"""
+WPY_REPLY_ENCRYPT = (
+    "9s4gMv99m88kKTh/H8IdkOiMg6bisoy3ypwy9H4hvSPe9nsGaqyw5hhSjdYbcrKk+j3nba4HMOTzHrluLBYqxgNcBq"
+    "GsL8GqxlhZgURnAtObvesEl5nZ+uBE8bviY0LWke8Zy9V/QYKxNV2FqllNXcfmstttyIkMKCCmVbCFM2JTF5wY0nFh"
+    "HZSjPUL2Q1qvSUCUld+/WIXrx0oyKQmpB6o8NRrrNrsDf03oxI1p9FxUgMnwKKZeOA/uu+2IEvEBtb7muXsVbwbgX0"
+    "5UPPJvFurDXafG0RQyPR+mf1nDnAtQmmNOuiR5MIkdQ39xn1vWwi1O5oazPoQJz0nTYjxxEE8kv3kFxtAGVRe3ypD3"
+    "WeK2XeFYFMNMpatF9XiKzHo3"
+)
+WPY_PUSH = (
+    b"<xml><ToUserName><![CDATA[wx49f0ab532d5d035a]]></ToUserName>\n<Encrypt><![CDATA["
+    b"RgqEoJj5A4EMYlLvWO1F86ioRjZfaex/gePD0gOXTxpsq5Yj4GNglrBb8I2BAJVODGajiFnXBu7mCPatfjsu6IHCrs"
+    b"TyeDXzF6Bv283dGymzxh6ydJRvZsryDyZbLTE7rhnus50qGPMfp2wASFlzEgMW9z1ef/RD8XzaFYgm7iTdaXpXaG4+B"
+    b"iYyolBug/gYNx410cvkKR2/nPwBiT+P4hIiOAQqGp/TywZBtDh1yCF2KOd0gpiMZ5jSw3e29mTvmUHzkVQiMS6td7v"
+    b"XUaWOMZnYZlF3So2SjHnwh4jYFxdgpkHHqIrH/54SNdshoQgWYEvccTKe7FS709/5t6NMxuGhcUGAPOQipvWTT4dShy"
+    b"qio7mlsl5noTrb++x6En749zCpQVhDpbV6GDnTbcX2e8K9QaNWHp91eBdCRxthuL0="
+    b"]]></Encrypt>\n<AgentID><![CDATA[1]]></AgentID>\n</xml>"
+)
+
+
+def _query(ts: int = NOW, nonce: str = "n0nce", token: str = TOKEN) -> dict[str, str]:
+    return {
+        "timestamp": str(ts),
+        "nonce": nonce,
+        "signature": crypto.signature(token, str(ts), nonce),
+    }
+
+
+def _template_push(
+    status: str = "success", msgid_tag: str = "MsgID", msgid: int = 200163836
+) -> bytes:
+    return (
+        "<xml><ToUserName><![CDATA[gh_sandbox]]></ToUserName>"
+        "<FromUserName><![CDATA[o_user]]></FromUserName>"
+        "<CreateTime>1395658920</CreateTime><MsgType><![CDATA[event]]></MsgType>"
+        "<Event><![CDATA[TEMPLATESENDJOBFINISH]]></Event>"
+        f"<{msgid_tag}>{msgid}</{msgid_tag}>"
+        f"<Status><![CDATA[{status}]]></Status></xml>"
+    ).encode()
+
+
+def _aes_query(encrypted: str, ts: int = NOW, nonce: str = "n0nce") -> dict[str, str]:
+    return {
+        "timestamp": str(ts),
+        "nonce": nonce,
+        "encrypt_type": "aes",
+        "msg_signature": crypto.signature(TOKEN, str(ts), nonce, encrypted),
+        "signature": crypto.signature(TOKEN, str(ts), nonce),
+    }
+
+
+def _aes_body(encrypted: str) -> bytes:
+    return (
+        "<xml><ToUserName><![CDATA[gh_sandbox]]></ToUserName>"
+        f"<Encrypt><![CDATA[{encrypted}]]></Encrypt></xml>"
+    ).encode()
+
+
+# ---------------------------------------------------------------- URL check
+
+
+def test_verify_url_returns_echostr_verbatim() -> None:
+    q = _query()
+    echo = "  5837397749  +/= "
+    assert verify_url(TOKEN, q["signature"], q["timestamp"], q["nonce"], echo) == echo
+
+
+def test_verify_url_rejects_a_bad_signature() -> None:
+    q = _query()
+    with pytest.raises(CallbackError):
+        verify_url("other", q["signature"], q["timestamp"], q["nonce"], "x")
+
+
+# ---------------------------------------------------------------- plain pushes
+
+
+def test_template_receipt() -> None:
+    receipts = parse_push(APP, _query(), _template_push(), now=NOW)
+    assert receipts == [
+        Receipt(
+            msgid=200163836,
+            openid="o_user",
+            status="success",
+            event_key="o_user:1395658920:200163836",
+            create_time=1395658920,
+        )
+    ]
+
+
+def test_msgid_tag_is_case_insensitive_and_64_bit() -> None:
+    big = 2**63 - 1
+    [receipt] = parse_push(APP, _query(), _template_push(msgid_tag="MsgId", msgid=big), now=NOW)
+    assert receipt.msgid == big
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("success", "success"),
+        (" success\n", "success"),
+        ("failed:user block", "failed:user block"),
+        ("failed: user block", "failed:user block"),
+        ("failed:  user   block ", "failed:user block"),
+        ("failed: system failed", "failed: system failed"),
+        ("failed:system failed", "failed: system failed"),
+        ("failed", "failed"),
+        ("something new", "something new"),
+    ],
+)
+def test_status_normalisation(raw: str, expected: str) -> None:
+    assert normalise_status(raw) == expected
+    [receipt] = parse_push(APP, _query(), _template_push(status=raw), now=NOW)
+    assert receipt.status == expected
+
+
+def test_subscribe_msg_sent_event_single_and_repeated_list() -> None:
+    body = (
+        b"<xml><ToUserName><![CDATA[gh_sandbox]]></ToUserName>"
+        b"<FromUserName><![CDATA[o_sub]]></FromUserName><CreateTime>1620963428</CreateTime>"
+        b"<MsgType><![CDATA[event]]></MsgType><Event><![CDATA[subscribe_msg_sent_event]]></Event>"
+        b"<SubscribeMsgSentEvent>"
+        b"<List><TemplateId><![CDATA[t1]]></TemplateId><MsgID>1700827132819554304</MsgID>"
+        b"<ErrorCode>0</ErrorCode><ErrorStatus><![CDATA[success]]></ErrorStatus></List>"
+        b"<List><TemplateId><![CDATA[t2]]></TemplateId><MsgId>1700827132819554305</MsgId>"
+        b"<ErrorCode>20001</ErrorCode><ErrorStatus><![CDATA[failed:user refuse]]></ErrorStatus>"
+        b"</List><List><TemplateId>t3</TemplateId><MsgID>5</MsgID><ErrorCode>7</ErrorCode></List>"
+        b"</SubscribeMsgSentEvent></xml>"
+    )
+    receipts = parse_push(APP, _query(), body, now=NOW)
+    assert [(r.msgid, r.status) for r in receipts] == [
+        (1700827132819554304, "success"),
+        (1700827132819554305, "failed: user refuse"),
+        (5, "failed: errorcode 7"),
+    ]
+    assert receipts[0].event_key == "o_sub:1620963428:1700827132819554304"
+    assert {r.openid for r in receipts} == {"o_sub"}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"<xml><MsgType>event</MsgType><Event>subscribe</Event>"
+        b"<FromUserName>o</FromUserName><CreateTime>1</CreateTime></xml>",
+        b"<xml><MsgType>text</MsgType><Content>hi</Content></xml>",
+        b"<xml/>",
+    ],
+)
+def test_other_events_carry_no_receipts(body: bytes) -> None:
+    assert parse_push(APP, _query(), body, now=NOW) == []
+
+
+def test_receipt_without_msgid_is_rejected() -> None:
+    body = _template_push().replace(b"<MsgID>200163836</MsgID>", b"")
+    with pytest.raises(CallbackError, match="msgid"):
+        parse_push(APP, _query(), body, now=NOW)
+
+
+def test_bad_signature_is_rejected() -> None:
+    q = _query()
+    q["signature"] = "0" * 40
+    with pytest.raises(CallbackError, match="signature"):
+        parse_push(APP, q, _template_push(), now=NOW)
+    with pytest.raises(CallbackError):
+        parse_push(APP, {}, _template_push(), now=NOW)
+
+
+def test_timestamp_window() -> None:
+    old = _query(ts=NOW - 90_000)
+    with pytest.raises(CallbackError, match="window"):
+        parse_push(APP, old, _template_push(), now=NOW)
+    future = _query(ts=NOW + 90_000)
+    with pytest.raises(CallbackError, match="window"):
+        parse_push(APP, future, _template_push(), now=NOW)
+    assert parse_push(APP, old, _template_push(), now=NOW, max_age_s=None)
+    assert parse_push(APP, _query(ts=NOW - 60), _template_push(), now=NOW, max_age_s=300)
+    with pytest.raises(CallbackError):
+        parse_push(APP, _query(ts=NOW - 301), _template_push(), now=NOW, max_age_s=300)
+
+
+# ---------------------------------------------------------------- hardened XML
+
+BILLION_LAUGHS = b"""<?xml version="1.0"?>
+<!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;">]>
+<xml><MsgType>&lol2;</MsgType></xml>"""
+XXE = b"""<?xml version="1.0"?><!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]>
+<xml><FromUserName>&e;</FromUserName></xml>"""
+
+
+@pytest.mark.parametrize(
+    "body", [BILLION_LAUGHS, XXE, b"<!doctype xml><xml/>", b"<xml><!ENTITY x 'y'></xml>"]
+)
+def test_declarations_are_rejected(body: bytes) -> None:
+    with pytest.raises(CallbackError, match="declarations"):
+        parse_xml(body)
+    with pytest.raises(CallbackError):
+        parse_push(APP, _query(), body, now=NOW)
+
+
+def test_utf16_cannot_smuggle_a_doctype() -> None:
+    body = '<?xml version="1.0" encoding="UTF-16"?><!DOCTYPE x><xml/>'.encode("utf-16")
+    with pytest.raises(CallbackError):
+        parse_xml(body)
+
+
+def test_size_is_bounded() -> None:
+    with pytest.raises(CallbackError, match="bytes"):
+        parse_xml(b"<xml>" + b"a" * 70_000 + b"</xml>")
+    assert parse_xml(b"<xml>ok</xml>", max_bytes=100).text == "ok"
+
+
+@pytest.mark.parametrize("body", [b"<xml>", b"not xml", b"\xff\xfe<xml/>", b""])
+def test_malformed_is_rejected(body: bytes) -> None:
+    with pytest.raises(CallbackError):
+        parse_xml(body)
+
+
+def test_cdata_and_comments_are_fine() -> None:
+    root = parse_xml(b"<xml><!-- hi --><A><![CDATA[<b>&amp;]]></A></xml>")
+    assert root.findtext("A") == "<b>&amp;"
+
+
+# ---------------------------------------------------------------- AES safe mode
+
+
+def test_aes_push_round_trip() -> None:
+    encrypted = crypto.encrypt(AES_KEY, "wx_shop", _template_push(msgid=42))
+    receipts = parse_push(AES_APP, _aes_query(encrypted), _aes_body(encrypted), now=NOW)
+    assert [(r.msgid, r.status) for r in receipts] == [(42, "success")]
+
+
+def test_aes_push_for_another_appid_is_rejected() -> None:
+    encrypted = crypto.encrypt(AES_KEY, "wx_other", _template_push())
+    with pytest.raises(CallbackError, match="decrypt"):
+        parse_push(AES_APP, _aes_query(encrypted), _aes_body(encrypted), now=NOW)
+
+
+def test_aes_push_with_a_bad_msg_signature_is_rejected() -> None:
+    encrypted = crypto.encrypt(AES_KEY, "wx_shop", _template_push())
+    q = _aes_query(encrypted)
+    q["msg_signature"] = q["signature"]  # the plain signature does not cover Encrypt
+    with pytest.raises(CallbackError, match="msg_signature"):
+        parse_push(AES_APP, q, _aes_body(encrypted), now=NOW)
+
+
+def test_aes_push_without_a_key_or_encrypt_is_rejected() -> None:
+    encrypted = crypto.encrypt(AES_KEY, "wx_shop", _template_push())
+    with pytest.raises(CallbackError, match="encoding_aes_key"):
+        parse_push(APP, _aes_query(encrypted), _aes_body(encrypted), now=NOW)
+    with pytest.raises(CallbackError, match="Encrypt"):
+        parse_push(AES_APP, _aes_query(""), b"<xml><ToUserName>x</ToUserName></xml>", now=NOW)
+
+
+def test_aes_inner_xml_is_hardened_too() -> None:
+    encrypted = crypto.encrypt(AES_KEY, "wx_shop", BILLION_LAUGHS)
+    with pytest.raises(CallbackError, match="declarations"):
+        parse_push(AES_APP, _aes_query(encrypted), _aes_body(encrypted), now=NOW)
+
+
+def test_known_vector_encrypt() -> None:
+    encrypted = crypto.encrypt(WPY_KEY, WPY_ID, WPY_REPLY.encode(), nonce16=b"1234567890123456")
+    assert encrypted == WPY_REPLY_ENCRYPT
+    signature = crypto.signature(WPY_TOKEN, "1411525903", "461056294", encrypted)
+    assert signature == "407518b7649e86ef23978113f92d27afa9296533"
+
+
+def test_known_vector_decrypt_through_parse_push() -> None:
+    app = AppSettings(
+        name="wpy", appid=WPY_ID, secret="x", callback_token=WPY_TOKEN, encoding_aes_key=WPY_KEY
+    )
+    query = {
+        "timestamp": "1411525903",
+        "nonce": "461056294",
+        "encrypt_type": "aes",
+        "msg_signature": "74d92dfeb87ba7c714f89d98870ae5eb62dff26d",
+    }
+    # A text message, not an event: verified and decrypted, no receipts.
+    assert parse_push(app, query, WPY_PUSH, now=1411525903) == []
+    encrypted = WPY_PUSH.split(b"CDATA[")[2].split(b"]]")[0].decode()
+    plain = crypto.decrypt(WPY_KEY, WPY_ID, encrypted)
+    assert b"<Content><![CDATA[test]]></Content>" in plain
+    assert b"<MsgId>4363689963896700987</MsgId>" in plain
+    query["msg_signature"] = "74d92dfeb87ba7c714f89d98870ae5eb62dff26e"
+    with pytest.raises(CallbackError):
+        parse_push(app, query, WPY_PUSH, now=1411525903)
+
+
+def test_our_encrypt_our_decrypt() -> None:
+    for size in (0, 1, 31, 32, 33, 1000):
+        message = bytes(range(256)) * (size // 256) + bytes(range(size % 256))
+        assert crypto.decrypt(AES_KEY, "wx_shop", crypto.encrypt(AES_KEY, "wx_shop", message)) == (
+            message
+        )
