@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-fast check lint typecheck bench bench-full clean
+.PHONY: install chromium demo test test-fast check lint typecheck bench bench-full clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -12,15 +12,19 @@ $(STAMP): pyproject.toml
 	@$(PY) -m pip install -q -e '.[test,dev]'
 	@touch $(STAMP)
 
-install: $(STAMP)
+install: $(STAMP) chromium
+
+# tests/browser drive Debian's Chromium through Playwright (Playwright's own download is not used).
+chromium:
+	@command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
 
 demo: $(STAMP)
 	$(PY) -m wxgate demo
 
-test: $(STAMP)
+test: $(STAMP) chromium
 	$(PY) -m pytest -q -p no:cacheprovider
 
-test-fast: $(STAMP)
+test-fast: $(STAMP) chromium
 	$(PY) -m pytest -q -p no:cacheprovider -m "not slow"
 
 check: lint typecheck

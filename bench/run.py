@@ -34,7 +34,9 @@ from wxbench.procs import BENCH, REPO, stop_all, venv_python
 from wxbench.scenarios import SCENARIOS, Ctx
 from wxbench.services import redis_ready
 
-QUICK_DEFAULT = ("SIM", "P1", "P2", "P3", "P4", "P5", "P6")
+# --quick is what `make bench` runs: a few minutes. P6 (memory) and the Redis rows of P1/P3
+# are in --full, or in quick sizes with --only P6 / --redis.
+QUICK_DEFAULT = ("SIM", "P1", "P2", "P3", "P4", "P5")
 FULL_DEFAULT = ("SIM", "P1", "P2", "P3", "P4", "P5", "P6")
 
 
@@ -133,7 +135,12 @@ def main() -> int:
         action="store_true",
         help="one extra py-spy-profiled run of each variant that misses a target",
     )
-    ap.add_argument("--no-redis", action="store_true", help="skip the Redis rows")
+    ap.add_argument(
+        "--redis",
+        action="store_true",
+        help="add the Redis rows of P1/P3 in --quick mode (on by default in --full)",
+    )
+    ap.add_argument("--no-redis", action="store_true", help="skip the Redis rows in --full")
     ap.add_argument(
         "--max-minutes",
         type=float,
@@ -167,7 +174,10 @@ def main() -> int:
 
     ensure_bench_extra()
     ensure_wrk()
-    redis_why = "--no-redis" if args.no_redis else redis_ready()
+    if args.no_redis or not (args.full or args.redis):
+        redis_why: str | None = "not asked for (--redis, or --full)"
+    else:
+        redis_why = redis_ready()
     if redis_why:
         print(f"note: Redis rows are skipped ({redis_why})", flush=True)
 
@@ -177,6 +187,8 @@ def main() -> int:
     cmd = f".venv/bin/python bench/run.py --{mode_name}"
     if args.runs != 3:
         cmd += f" --runs {args.runs}"
+    if args.redis and not args.full:
+        cmd += " --redis"
     ctx = Ctx(
         mode=mode_name,
         runs=args.runs,

@@ -62,6 +62,10 @@ def fmt(v: float | None, unit: str = "") -> str:
     return f"{v:,.2f}"
 
 
+def _us(v: float) -> str:
+    return f"{v / 1000:,.2f} ms" if v >= 1000 else f"{v:,.2f} us"
+
+
 def _cell(s: dict[str, Any] | None, unit: str) -> str:
     if not s or s.get("median") is None:
         return "-"
@@ -222,6 +226,11 @@ def _details_md(res: dict[str, Any]) -> list[str]:
             "delivered_while_sampled",
             "enqueue_s",
             "sim_delivered",
+            "rss_first_mb",
+            "rss_at_warmup_end_mb",
+            "rss_end_mb",
+            "ingest_p99_ms",
+            "accept_to_sent_histogram",
         ):
             vals = [r[extra] for r in runs if r.get(extra) is not None]
             if vals:
@@ -310,6 +319,26 @@ def render() -> str:
             else:
                 for label, p in prof.items():
                     out += _profile_md(p, label)
+    micro = RESULTS_DIR / "micro.json"
+    if micro.exists():
+        data = json.loads(micro.read_text())
+        m = data.get("machine", {})
+        out += [
+            "",
+            "## Micro benchmarks (pytest-benchmark, bench/micro/)",
+            "",
+            f"Reproduce: `.venv/bin/python bench/run.py --micro` (measured {m.get('date', '?')}, "
+            f"git {m.get('git', '?')}, load average {m.get('loadavg_at_start', 0):.2f}).",
+            "",
+            "| benchmark | median | min | per message (median) |",
+            "|---|---:|---:|---:|",
+        ]
+        for b in data["benchmarks"]:
+            per = b.get("extra", {}).get("per_message_us")
+            out.append(
+                f"| {b['group']}: `{b['name']}` | {_us(b['median_us'])} | {_us(b['min_us'])} | "
+                f"{_us(per) if per is not None else '-'} |"
+            )
     if NOTES.exists():
         out += ["", "## Analysis", "", NOTES.read_text().strip(), ""]
     if HISTORY.exists():

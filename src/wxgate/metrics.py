@@ -6,6 +6,7 @@ matched pattern, never the raw path), statuses. Never a label per openid or mess
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
@@ -19,6 +20,8 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+
+from wxgate.errors import StoreError
 
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 E2E_BUCKETS_S = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600)
@@ -176,11 +179,30 @@ class Metrics:
         if result == "delivered" and created_at is not None:
             self.e2e_delivered.labels(app).observe(max(0.0, now - created_at))
 
+    def failures_by_errcode(self) -> dict[int, dict[str, int]]:
+        """Failed send attempts since start: errcode -> disposition -> count (all apps)."""
+        out: dict[int, dict[str, int]] = {}
+        for family in self.failed.collect():
+            for sample in family.samples:
+                if not sample.name.endswith("_total") or not sample.value:
+                    continue
+                code = int(sample.labels["errcode"])
+                by = out.setdefault(code, {})
+                disposition = sample.labels["disposition"]
+                by[disposition] = by.get(disposition, 0) + int(sample.value)
+        return out
+
     # ---- scrape
     async def refresh(self) -> None:
-        """Pull gauges from the store and the pool right before a scrape."""
+        """Pull gauges from the store and the pool right before a scrape.
+
+        With the store unreachable the store's gauges keep their last values: the scrape
+        still answers, with this process's own counters, when they matter most."""
+        stats = None
         if self._store is not None:
-            stats = await self._store.stats()
+            with contextlib.suppress(StoreError):
+                stats = await self._store.stats()
+        if stats is not None:
             self.queue_depth.clear()
             for app, counts in stats.by_app.items():
                 for status, n in counts.items():

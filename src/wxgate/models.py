@@ -145,6 +145,9 @@ class StoreStats(msgspec.Struct):
     by_status: dict[str, int]
     by_app: dict[str, dict[str, int]]
     oldest_pending_at: float | None = None
+    # Finished messages dropped after retention, by app and final status: added to by_app they
+    # give counts that retention never lowers (so rates from their deltas stay right).
+    pruned_by_app: dict[str, dict[str, int]] = msgspec.field(default_factory=dict)
 
 
 # ---------------------------------------------------------------- HTTP API bodies
@@ -211,6 +214,9 @@ class BatchProgress(msgspec.Struct):
     status: str
     total: int
     counts: dict[str, int]
+    app: str | None = None
+    template_id: str | None = None
+    created_at: float | None = None
 
 
 class ErrorBody(msgspec.Struct):

@@ -3,6 +3,10 @@
 Lifecycles nest in `async with` and close in reverse: store -> WeChat client -> token broker ->
 worker pool -> HTTP site. SIGTERM drains (stop leasing, finish or release in-flight sends); a
 second signal exits at once.
+
+Roles split one deployment into ingest and delivery: `api` serves the whole HTTP API and runs
+no workers; `worker` runs the delivery pool and serves only /healthz, /readyz and /metrics on
+its port (probes and scrapes need one; it takes no API traffic); `all` does both.
 """
 
 from __future__ import annotations
@@ -20,9 +24,12 @@ from aiohttp import web
 
 from wxgate.api.app import create_app
 from wxgate.api.ops import METRICS_HANDLER
+from wxgate.api.responses import json_response
+from wxgate.api.schemas import Health
 from wxgate.clock import Clock, SystemClock
 from wxgate.delivery.dispatcher import Dispatcher
 from wxgate.delivery.workers import WorkerPool
+from wxgate.errors import ConfigError, StoreUnavailable
 from wxgate.metrics import Metrics
 from wxgate.settings import Settings
 from wxgate.store.base import Store
@@ -33,6 +40,44 @@ from wxgate.wechat.tokens import TokenBroker
 log = logging.getLogger("wxgate")
 
 Role = Literal["api", "worker", "all"]
+ROLES: tuple[Role, ...] = ("api", "worker", "all")
+# Stopping the HTTP site waits this long at most for requests in progress (each one is a
+# store round trip; a hung store must not eat the drain's time).
+HTTP_SHUTDOWN_S = 5.0
+
+
+def parse_role(value: str) -> Role:
+    for role in ROLES:
+        if value == role:
+            return role
+    raise ConfigError(f"role {value!r}: must be api, worker or all")
+
+
+def ops_app(store: Store) -> web.Application:
+    """The HTTP face of a worker-only process: liveness, readiness and (set by the caller)
+    metrics. No /v1 routes, so a worker behind a load balancer by mistake takes no API
+    traffic; its 404s say so."""
+
+    async def healthz(request: web.Request) -> web.Response:
+        return json_response(Health("ok"))
+
+    async def readyz(request: web.Request) -> web.Response:
+        try:
+            await store.ping()
+        except StoreUnavailable:
+            return json_response(
+                Health("store_unavailable"), status=503, headers={"Retry-After": "5"}
+            )
+        return json_response(Health("ready"))
+
+    async def metrics(request: web.Request) -> web.StreamResponse:
+        return await request.app[METRICS_HANDLER](request)
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    return app
 
 
 class Gateway:
@@ -49,7 +94,7 @@ class Gateway:
     ) -> None:
         self.settings = settings
         self.clock: Clock = clock or SystemClock()
-        self.role = role
+        self.role = parse_role(role)
         self.reuse_port = reuse_port
         self._sock = sock
         self.metrics = Metrics()
@@ -99,18 +144,31 @@ class Gateway:
             self.metrics.bind_pool(self.pool)
             await self.pool.start()
         self.metrics.bind_store(self.store)
-        stats_extra: Callable[[], Awaitable[dict[str, Any]]] | None = None
-        if self.pool is not None:
-            pool = self.pool
+        if self.role == "worker":
+            self.app = ops_app(self.store)
+        else:
+            stats_extra: Callable[[], Awaitable[dict[str, Any]]] | None = None
+            if self.pool is not None:
+                pool = self.pool
 
-            async def _extra() -> dict[str, Any]:
-                return {"apps": pool.app_states()}
+                async def _extra() -> dict[str, Any]:
+                    return {"apps": pool.app_states()}
 
-            stats_extra = _extra
-        self.app = create_app(s, self.store, self.clock, self.broker, stats_extra)
+                stats_extra = _extra
+            self.app = create_app(
+            s,
+            self.store,
+            self.clock,
+            self.broker,
+            stats_extra,
+            self.metrics,
+            wake=self.pool.wake if self.pool is not None else None,
+        )
         self.app[METRICS_HANDLER] = self.metrics.handler
         self.metrics.instrument(self.app)
-        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(
+            self.app, access_log=None, handle_signals=False, shutdown_timeout=HTTP_SHUTDOWN_S
+        )
         await self._runner.setup()
         site: web.BaseSite
         if self._sock is not None:
@@ -153,8 +211,21 @@ def install_uvloop() -> None:
         uvloop.install()
 
 
-async def serve_until_signal(gateway: Gateway, on_ready: Callable[[Gateway], None]) -> None:
-    """Run until SIGTERM/SIGINT; the first signal drains, a second one exits at once."""
+async def serve_until_signal(
+    gateway: Gateway,
+    on_ready: Callable[[Gateway], None],
+    *,
+    supervised: bool = False,
+    parent_fd: int | None = None,
+) -> None:
+    """Run until SIGTERM/SIGINT; the first signal drains, a second one exits at once.
+
+    `supervised` (a child of `wxgate serve --processes N`): SIGTERM drains, SIGINT and repeated
+    signals are ignored. Ctrl-C reaches the whole process group, and systemd may signal every
+    process of the unit; the parent forwards one SIGTERM and escalates to SIGKILL itself, so
+    a second signal must not cut the drain short. `parent_fd` turning readable (the parent's
+    end of a pipe closed: it died) drains too, so no child outlives its supervisor.
+    """
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     hits = 0
@@ -163,14 +234,31 @@ async def serve_until_signal(gateway: Gateway, on_ready: Callable[[Gateway], Non
         nonlocal hits
         hits += 1
         if hits == 1:
-            log.info("signal received: draining (send it again to exit at once)")
+            log.info(
+                "signal received: draining%s",
+                "" if supervised else " (send it again to exit at once)",
+            )
             stop.set()
-        else:
+        elif not supervised:
             log.warning("second signal: exiting now; leases expire and redeliver")
             os._exit(1)
 
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, _on_signal)
+    def _on_parent_gone(fd: int) -> None:
+        nonlocal hits
+        loop.remove_reader(fd)
+        if not stop.is_set():
+            log.warning("the supervising process is gone: draining")
+            hits += 1
+            stop.set()
+
+    if supervised:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        loop.add_signal_handler(signal.SIGTERM, _on_signal)
+    else:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, _on_signal)
+    if parent_fd is not None:
+        loop.add_reader(parent_fd, _on_parent_gone, parent_fd)
     async with gateway:
         on_ready(gateway)
         await stop.wait()

@@ -1,24 +1,21 @@
 """`wxgate serve`: one gateway process, N processes sharing the port, and sandbox mode.
 
 Sandbox mode runs the simulator in this (parent) process and points every gateway at it, so
-`--sandbox --processes 4` is one simulator and four gateways, as in production.
+`--sandbox --processes 4` is one simulator and four gateways, as in production. N processes are
+kept by supervisor.Supervisor (restarts, drains); they need a shared store (Redis).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import multiprocessing
-import os
-import signal
 import sys
 from dataclasses import dataclass
-from typing import cast
 
 import msgspec
 
 from wxgate.errors import ConfigError
-from wxgate.runtime import Gateway, Role, install_uvloop, serve_until_signal
+from wxgate.runtime import Gateway, install_uvloop, parse_role, serve_until_signal
 from wxgate.sandbox import (
     SANDBOX_APP,
     SANDBOX_APPID,
@@ -32,6 +29,7 @@ from wxgate.sandbox import (
 from wxgate.settings import Settings, validate
 from wxgate.sim.config import Faults, SimApp, SimConfig
 from wxgate.sim.runner import Simulator
+from wxgate.supervisor import Supervisor, check_port_free
 
 log = logging.getLogger("wxgate")
 
@@ -65,7 +63,9 @@ def _banner(gw: Gateway, sandbox: bool, sim_url: str | None, processes: int) -> 
     lines = [
         f"wxgate listening on {gw.url} (store {s.masked()['store']['url']}, "
         f"role {gw.role}, processes {processes})",
-        f"  API:       {gw.url}/v1/messages   stats: {gw.url}/v1/stats   metrics: {gw.url}/metrics",
+        f"  API:       {gw.url}/v1/messages   stats: {gw.url}/v1/stats   metrics: {gw.url}/metrics"
+        if gw.role != "worker"
+        else f"  probes:    {gw.url}/healthz  {gw.url}/readyz  {gw.url}/metrics (no API here)",
     ]
     if sandbox:
         lines += [
@@ -75,17 +75,6 @@ def _banner(gw: Gateway, sandbox: bool, sim_url: str | None, processes: int) -> 
             f'"data":{{"thing1":"Your order shipped"}}}}\'',
         ]
     print("\n".join(lines), flush=True)
-
-
-def _child_main(settings_raw: bytes, role: str, reuse_port: bool) -> None:
-    """Entry point of a gateway child process (spawned, so no inherited event loop)."""
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    settings = msgspec.msgpack.decode(settings_raw, type=Settings)
-    install_uvloop()
-    gw = Gateway(settings, role=cast(Role, role), reuse_port=reuse_port)
-    asyncio.run(serve_until_signal(gw, lambda _g: None))
 
 
 async def _start_sandbox_sim(gateway_port: int, latency_ms: float, sim_port: int) -> Simulator:
@@ -103,78 +92,77 @@ async def _start_sandbox_sim(gateway_port: int, latency_ms: float, sim_port: int
     return sim
 
 
-async def _serve_async(base: Settings, opts: ServeOptions) -> None:
+def check_options(base: Settings, opts: ServeOptions) -> Settings:
+    """The settings `opts` make of `base`, or ConfigError before anything has started."""
+    parse_role(opts.role)
+    if opts.processes < 1:
+        raise ConfigError("--processes must be >= 1")
     settings = apply_overrides(base, opts)
+    if opts.processes > 1:
+        store_url = opts.store if opts.sandbox else settings.store.url
+        if store_url is None and opts.sandbox:
+            raise ConfigError("--sandbox --processes N needs --store redis://host:port/db")
+        if store_url is None or not store_url.startswith(("redis://", "rediss://")):
+            raise ConfigError("--processes > 1 needs a shared store: --store redis://host:port/db")
+        check_port_free(settings.server.host, settings.server.port)
+    return settings
+
+
+async def _serve_async(settings: Settings, opts: ServeOptions) -> int:
     sim: Simulator | None = None
     if opts.sandbox:
-        if settings.server.port == 0:
-            settings = msgspec.structs.replace(
-                settings, server=msgspec.structs.replace(settings.server, port=free_port())
-            )
         sim = await _start_sandbox_sim(
             settings.server.port, opts.sim_latency_ms, opts.sim_port or free_port()
         )
         settings = sandbox_settings(settings, sim.base_url, opts.store)
     try:
-        if opts.processes <= 1:
-            gw = Gateway(settings, role=cast(Role, opts.role))
+        if opts.processes == 1:
+            gw = Gateway(settings, role=parse_role(opts.role))
             await serve_until_signal(
                 gw, lambda g: _banner(g, opts.sandbox, sim.base_url if sim else None, 1)
             )
-        else:
-            await _run_children(settings, opts, sim)
+            return 0
+        return await _run_group(settings, opts, sim)
     finally:
         if sim is not None:
             await sim.close()
 
 
-async def _run_children(settings: Settings, opts: ServeOptions, sim: Simulator | None) -> None:
-    """N gateway processes on one port (SO_REUSEPORT); the parent forwards signals and waits."""
-    if not settings.store.url.startswith(("redis://", "rediss://")):
-        raise ConfigError("--processes > 1 needs a shared store: --store redis://host:port/db")
-    ctx = multiprocessing.get_context("spawn")
-    raw = msgspec.msgpack.encode(settings)
-    children = [
-        ctx.Process(target=_child_main, args=(raw, opts.role, True), daemon=False)
-        for _ in range(opts.processes)
+def _group_banner(sup: Supervisor, sandbox: bool, sim_url: str | None) -> None:
+    s = sup.settings
+    lines = [
+        f"wxgate listening on {sup.url} (store {s.masked()['store']['url']}, role {sup.role}, "
+        f"processes {len(sup.pids)}: pids {' '.join(map(str, sup.pids))})",
     ]
-    for c in children:
-        c.start()
-    url = f"http://{settings.server.host}:{settings.server.port}"
-    print(
-        f"wxgate: {opts.processes} processes on {url} (store {settings.masked()['store']['url']})"
-        + (
-            f"; sandbox app '{SANDBOX_APP}', key '{SANDBOX_KEY}', simulator {sim.base_url}"
-            if sim
-            else ""
-        ),
-        flush=True,
+    if sup.role != "worker":
+        lines.append(f"  API:       {sup.url}/v1/messages   stats: {sup.url}/v1/stats")
+    if sandbox:
+        lines.append(
+            f"  sandbox:   app '{SANDBOX_APP}', API key '{SANDBOX_KEY}', simulator at {sim_url}"
+        )
+    print("\n".join(lines), flush=True)
+
+
+async def _run_group(settings: Settings, opts: ServeOptions, sim: Simulator | None) -> int:
+    """N gateway processes on one port (SO_REUSEPORT), kept by a Supervisor in this process."""
+    sup = Supervisor(
+        settings,
+        opts.role,
+        opts.processes,
+        log_level=logging.getLogger().getEffectiveLevel(),
+        on_ready=lambda s: _group_banner(s, opts.sandbox, sim.base_url if sim else None),
     )
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    hits = 0
-
-    def _forward() -> None:
-        nonlocal hits
-        hits += 1
-        for c in children:
-            if c.pid is not None and c.is_alive():
-                os.kill(c.pid, signal.SIGTERM if hits == 1 else signal.SIGKILL)
-        stop.set()
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, _forward)
-    while any(c.is_alive() for c in children) and not stop.is_set():
-        await asyncio.sleep(0.2)
-    for c in children:
-        await asyncio.to_thread(c.join)
-    if any(c.exitcode not in (0, None) for c in children) and not stop.is_set():
-        raise SystemExit(1)
+    return await sup.run()
 
 
 def run_serve(base: Settings, opts: ServeOptions) -> None:
+    """Serve until a signal; exits with the group's code (1 if a process could not start or
+    had to be killed)."""
+    settings = check_options(base, opts)
     install_uvloop()
     try:
-        asyncio.run(_serve_async(base, opts))
+        code = asyncio.run(_serve_async(settings, opts))
     except KeyboardInterrupt:
         sys.exit(130)
+    if code:
+        sys.exit(code)

@@ -1,7 +1,8 @@
 """One Settings object: a TOML file, then WXGATE_* environment overrides, then defaults.
 
-Environment overrides use double underscores between levels and are parsed as TOML values
-when they parse, else taken as strings: `WXGATE_SERVER__PORT=9000`,
+Environment overrides use double underscores between levels; a value for a text setting is
+taken as it is (a numeric secret stays a string), any other is parsed as a TOML value:
+`WXGATE_SERVER__PORT=9000`, `WXGATE_SERVER__API_KEYS='["k1", "k2"]'`,
 `WXGATE_STORE__URL=redis://127.0.0.1:6379/0`, `WXGATE_APPS__sandbox__SECRET=...` (apps by name).
 Secrets are masked in `repr` and in `masked()`; library code never reads os.environ itself.
 """
@@ -9,9 +10,10 @@ Secrets are masked in `repr` and in `masked()`; library code never reads os.envi
 from __future__ import annotations
 
 import tomllib
+import types
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Union, get_args, get_origin
 
 import msgspec
 
@@ -150,17 +152,38 @@ def _parse_env_value(raw: str) -> Any:
         return raw
 
 
+def _is_text(cls: Any, path: list[str]) -> bool:
+    """Whether the setting at `path` under Struct `cls` holds text (str or str | None)."""
+    for name in path:
+        if not (isinstance(cls, type) and issubclass(cls, msgspec.Struct)):
+            return False
+        types_by_name = {f.name: f.type for f in msgspec.structs.fields(cls)}
+        if name not in types_by_name:
+            return False
+        cls = types_by_name[name]
+    if cls is str:
+        return True
+    return get_origin(cls) in (Union, types.UnionType) and set(get_args(cls)) == {
+        str,
+        type(None),
+    }
+
+
+def _env_value(raw: str, cls: Any, path: list[str]) -> Any:
+    return raw if _is_text(cls, path) else _parse_env_value(raw)
+
+
 def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> None:
     for key, raw in env.items():
         if not key.startswith("WXGATE_") or "__" not in key:
             continue
         parts = key[len("WXGATE_") :].split("__")
-        value = _parse_env_value(raw)
         section = parts[0].lower()
         if section == "apps":
             if len(parts) != 3:
                 raise ConfigError(f"{key}: use WXGATE_APPS__<name>__<FIELD>")
             name, field = parts[1], parts[2].lower()
+            value = _env_value(raw, AppSettings, [field])
             apps = data.setdefault("apps", [])
             match = next((a for a in apps if a.get("name") == name), None)
             if match is None:
@@ -168,6 +191,7 @@ def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> None:
                 apps.append(match)
             match[field] = value
             continue
+        value = _env_value(raw, Settings, [p.lower() for p in parts])
         node = data
         for part in parts[:-1]:
             node = node.setdefault(part.lower(), {})

@@ -22,6 +22,9 @@ async def test_batch_one_commit_then_progress(gw: Gateway) -> None:
         "status": "running",
         "total": 500,
         "counts": {"queued": 500},
+        "app": "shop",
+        "template_id": "tpl",
+        "created_at": gw.clock.now(),
     }
 
     leased = await gw.store.lease(1000, 30.0, gw.clock.now())
@@ -55,6 +58,47 @@ async def test_batch_done_cannot_be_cancelled(gw: Gateway) -> None:
     assert progress["status"] == "done"
     resp = await gw.client.post(f"/v1/batches/{body['id']}/cancel", headers=AUTH)
     assert resp.status == 409
+
+
+async def test_batch_pause_resume(gw: Gateway) -> None:
+    _, body = await gw.post(
+        "/v1/batches", {"template_id": "tpl", "recipients": [{"touser": "a"}, {"touser": "b"}]}
+    )
+    resp = await gw.client.post(f"/v1/batches/{body['id']}/pause", headers=AUTH)
+    assert resp.status == 200 and (await resp.json())["status"] == "paused"
+    assert await gw.store.lease(10, 30.0, gw.clock.now()) == []
+    resp = await gw.client.post(f"/v1/batches/{body['id']}/pause", headers=AUTH)
+    assert resp.status == 200  # pausing again is harmless
+    resp = await gw.client.post(f"/v1/batches/{body['id']}/resume", headers=AUTH)
+    assert resp.status == 200 and (await resp.json())["status"] == "running"
+    assert len(await gw.store.lease(10, 30.0, gw.clock.now())) == 2
+    await gw.client.post(f"/v1/batches/{body['id']}/cancel", headers=AUTH)
+    for action in ("pause", "resume"):
+        resp = await gw.client.post(f"/v1/batches/{body['id']}/{action}", headers=AUTH)
+        assert resp.status == 409, action
+
+
+async def test_batch_list_newest_first(gw: Gateway) -> None:
+    status, page = await gw.get("/v1/batches")
+    assert status == 200 and page == {"items": []}
+    ids = []
+    for n in (1, 2, 3):
+        recipients = [{"touser": f"o_{i}"} for i in range(n)]
+        _, body = await gw.post("/v1/batches", {"template_id": "tpl", "recipients": recipients})
+        ids.append(body["id"])
+        gw.clock.advance(1.0)
+    status, page = await gw.get("/v1/batches?limit=2")
+    assert status == 200
+    assert [(b["id"], b["total"], b["counts"]) for b in page["items"]] == [
+        (ids[2], 3, {"queued": 3}),
+        (ids[1], 2, {"queued": 2}),
+    ]
+    assert page["items"][0]["app"] == "shop" and page["items"][0]["status"] == "running"
+    for bad in ("0", "101", "x"):
+        status, body = await gw.get(f"/v1/batches?limit={bad}")
+        assert status == 400 and body["field"] == "limit", bad
+    resp = await gw.client.get("/v1/batches")
+    assert resp.status == 401
 
 
 async def test_unknown_batch_is_404(gw: Gateway) -> None:

@@ -19,7 +19,7 @@ from wxgate.settings import (
     WorkerSettings,
 )
 from wxgate.sim.testing import SimHandle
-from wxgate.store.sqlite import SQLiteStore
+from wxgate.store.base import Store
 from wxgate.wechat.client import WeChatClient
 from wxgate.wechat.tokens import TokenBroker
 
@@ -50,7 +50,7 @@ def worker_settings(**kw: Any) -> WorkerSettings:
 class Rig:
     """The real pieces wired together, plus helpers to feed and watch them."""
 
-    store: SQLiteStore
+    store: Store
     sim: SimHandle
     client: WeChatClient
     broker: TokenBroker

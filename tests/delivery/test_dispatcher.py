@@ -155,7 +155,7 @@ async def test_rate_limit_waits_and_never_fails(frig: FakeRig) -> None:
     assert "a" in d.blocked_apps() or d.app_states()["a"]["in_flight"] == 1
     frig.clock.advance(0.5)
     assert await asyncio.wait_for(third, 5) is Outcome.SENT
-    assert (await frig.get(msgs[2].id)).attempts == 0
+    assert (await frig.get(msgs[2].id)).attempts == 1  # the send only; waiting is no attempt
 
 
 async def test_rate_wait_past_the_lease_releases_instead(frig: FakeRig) -> None:

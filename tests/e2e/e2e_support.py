@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import resource
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -32,6 +34,12 @@ from wxgate.sim.testing import SimHandle, running_simulator
 API_KEY = "e2e-key"
 TEMPLATE = "tpl_order"
 DATA = {"thing1": "Your order shipped", "amount2": "12.50"}
+
+
+def cpu_s() -> float:
+    """CPU seconds this process (and its threads) used so far: an in-process gateway's cost."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
 
 
 class JumpClock:
@@ -336,15 +344,6 @@ class SimView:
     def distinct(self) -> set[str]:
         return set(self.ids)
 
-    def repeats(self) -> list[str]:
-        seen: set[str] = set()
-        out = []
-        for i in self.ids:
-            if i in seen:
-                out.append(i)
-            seen.add(i)
-        return out
-
 
 async def sim_view(sim: SimHandle, app: AppSpec | None = None) -> SimView:
     return SimView(await sim.deliveries(app=app.appid if app is not None else None))
@@ -465,3 +464,67 @@ def write_config(path: Path, data: Mapping[str, Any]) -> Path:
     path.write_text(to_toml(data), encoding="utf-8")
     from_dict(dict(data))  # what we wrote must be valid settings
     return path
+
+
+def db_query(db_file: Path, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+    """Read the gateway's SQLite file directly (WAL lets a reader in beside the writer)."""
+    conn = sqlite3.connect(db_file, timeout=10)
+    try:
+        return list(conn.execute(sql, params).fetchall())
+    finally:
+        conn.close()
+
+
+def db_status_counts(db_file: Path) -> dict[str, int]:
+    rows = db_query(db_file, "SELECT status, COUNT(*) FROM messages GROUP BY status")
+    return {str(s): int(n) for s, n in rows}
+
+
+async def send_through_crashes(
+    url: str,
+    keys: Sequence[str],
+    accepted: dict[str, str],
+    *,
+    concurrency: int = 8,
+    pause_s: float = 0.0,
+    give_up_s: float = 60.0,
+) -> int:
+    """POST one message per idempotency key, retrying a key until it gets its 202 even while
+    the gateway is down; `accepted` maps key -> id. Returns how many POSTs got no answer.
+
+    A retried key whose first POST was committed but lost its answer must get the same id.
+    """
+    failures = 0
+    todo = iter(keys)
+    deadline = time.monotonic() + give_up_s
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    timeout = aiohttp.ClientTimeout(total=5)
+
+    async def worker(session: aiohttp.ClientSession) -> None:
+        nonlocal failures
+        for key in todo:
+            body = {"touser": f"o_{key}", "template_id": TEMPLATE, "data": DATA}
+            while True:
+                assert time.monotonic() < deadline, f"no 202 for {key} in {give_up_s}s"
+                try:
+                    async with session.post(
+                        f"{url}/v1/messages",
+                        json=body,
+                        headers={**headers, "Idempotency-Key": key},
+                        timeout=timeout,
+                    ) as resp:
+                        answer = await resp.json(content_type=None)
+                        if resp.status == 202:
+                            accepted[key] = str(answer["id"])
+                            break
+                        assert resp.status in (429, 503), (resp.status, answer)
+                except (aiohttp.ClientError, TimeoutError):
+                    pass
+                failures += 1
+                await asyncio.sleep(0.05)
+            if pause_s:
+                await asyncio.sleep(pause_s)
+
+    async with aiohttp.ClientSession() as session:
+        await asyncio.gather(*(worker(session) for _ in range(concurrency)))
+    return failures

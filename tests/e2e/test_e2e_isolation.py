@@ -75,7 +75,7 @@ async def test_app_in_outage_does_not_slow_another(tmp_path: Path) -> None:
         stats = await rig.api.stats()
         assert stats["by_app"][APP_B.name].get("delivered", 0) == 0
         assert rig.sim.state.http_errors[503] > 0, "b really was failing meanwhile"
-        print(f"ALONE {alone:.0f} BESIDE {beside:.0f}")
+        print(f"a alone {alone:.0f}/s, beside b's outage {beside:.0f}/s")
         assert beside >= 0.7 * alone, f"a alone {alone:.0f}/s, beside b's outage {beside:.0f}/s"
         assert alone < 500, f"{alone:.0f}/s: concurrency, not CPU, should bound the rate"
 

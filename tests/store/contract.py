@@ -325,6 +325,7 @@ class StoreContract:
         assert await store.ack(msg_id, new.lease_token, SendResult(222, clock.now()))
         got = await must_get(store, msg_id)
         assert (got.status, got.wechat_msgid) == (Status.SENT, 222)
+        assert got.attempts == 1  # only the holder's send that worked counts
 
     async def test_late_ack_without_release_is_accepted(
         self, store: Store, clock: FakeClock
@@ -711,6 +712,28 @@ class StoreContract:
         await store.retry(in_flight[1].id, in_flight[1].lease_token, clock.now(), None, True)
         assert await store.lease(10, LEASE_S, clock.now() + 1000) == []
         assert not await store.set_batch_status("missing", "paused")
+
+    async def test_recent_batches_newest_first(self, store: Store, clock: FakeClock) -> None:
+        assert await store.recent_batches(10) == []
+        made = []
+        for total in (1, 2, 3):
+            batch = self._batch(clock, total, app="app_b" if total == 2 else "app_a")
+            msgs = [make_message(clock, batch.app, batch_id=batch.id) for _ in range(total)]
+            await store.enqueue(msgs, batch=batch)
+            made.append(batch)
+            clock.advance(1.0)
+        assert await store.set_batch_status(made[0].id, "paused")
+        got = await store.recent_batches(10)
+        assert [b.id for b in got] == [b.id for b in reversed(made)]
+        assert [(b.app, b.total, b.status) for b in got] == [
+            ("app_a", 3, "running"),
+            ("app_b", 2, "running"),
+            ("app_a", 1, "paused"),
+        ]
+        assert got[0].created_at == made[2].created_at
+        assert [b.id for b in await store.recent_batches(2)] == [made[2].id, made[1].id]
+        await enqueue_one(store, clock)  # a loose message is no batch
+        assert len(await store.recent_batches(10)) == 3
 
     # ------------------------------------------------------------------ tokens
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
 from contract import LEASE_S, StoreContract, enqueue_one, make_message, must_get, send_and_ack
@@ -31,7 +31,7 @@ class TestRedis(StoreContract):
         await s.close()
 
 
-# ---------------------------------------------------------------------- several processes
+# ---------------------------------------------------------------------- Redis-only fixtures
 
 
 @pytest.fixture
@@ -56,6 +56,24 @@ async def stores(redis_url: str, clock: FakeClock, prefix: str) -> AsyncIterator
     yield opened
     for s in opened:
         await s.close()
+
+
+@pytest.fixture
+async def store(redis_url: str, clock: FakeClock, prefix: str) -> AsyncIterator[RedisStore]:
+    s = RedisStore(redis_url, clock, retention_s=3600, key_prefix=prefix)
+    await s.open()
+    yield s
+    await s.close()
+
+
+@pytest.fixture
+def aof_server() -> Iterator[RedisServer]:
+    """A redis-server of our own with AOF (appendfsync always), for kill -9 and restarts."""
+    with RedisServer(appendonly=True) as server:
+        yield server
+
+
+# ---------------------------------------------------------------------- several processes
 
 
 async def test_concurrent_leasers_never_share_a_message(
@@ -123,12 +141,6 @@ async def test_take_rate_is_shared_across_processes(stores: list[RedisStore]) ->
 # ---------------------------------------------------------------------- a server we can kill
 
 
-@pytest.fixture
-def aof_server() -> Iterator[RedisServer]:
-    with RedisServer(appendonly=True) as server:
-        yield server
-
-
 async def test_restart_with_aof_loses_nothing(aof_server: RedisServer, clock: FakeClock) -> None:
     store = RedisStore(aof_server.url(), clock, retention_s=3600)
     await store.open()
@@ -164,17 +176,18 @@ async def test_unavailable_while_down_then_recovers(
     try:
         first = await enqueue_one(store, clock)
         aof_server.kill()
-        for call in (
-            store.ping(),
-            store.enqueue([make_message(clock)]),
-            store.lease(10, LEASE_S, clock.now()),
-            store.ack(first, 1, SendResult(1, clock.now())),
-            store.stats(),
-            store.get(first),
-            store.take_rate("app_a", 10.0, 10.0, 1, clock.now()),
-        ):
+        calls: list[Callable[[], Awaitable[object]]] = [
+            store.ping,
+            lambda: store.enqueue([make_message(clock)]),
+            lambda: store.lease(10, LEASE_S, clock.now()),
+            lambda: store.ack(first, 1, SendResult(1, clock.now())),
+            store.stats,
+            lambda: store.get(first),
+            lambda: store.take_rate("app_a", 10.0, 10.0, 1, clock.now()),
+        ]
+        for call in calls:
             with pytest.raises(StoreUnavailable):
-                await call
+                await call()
         aof_server.start()
         await store.ping()
         second = await enqueue_one(store, clock)
@@ -184,15 +197,7 @@ async def test_unavailable_while_down_then_recovers(
         await store.close()
 
 
-# ---------------------------------------------------------------------- housekeeping
-
-
-@pytest.fixture
-async def store(redis_url: str, clock: FakeClock, prefix: str) -> AsyncIterator[RedisStore]:
-    s = RedisStore(redis_url, clock, retention_s=3600, key_prefix=prefix)
-    await s.open()
-    yield s
-    await s.close()
+# ---------------------------------------------------------------------- housekeeping, lifecycle
 
 
 async def test_finished_messages_leave_after_retention(store: RedisStore, clock: FakeClock) -> None:
@@ -205,6 +210,7 @@ async def test_finished_messages_leave_after_retention(store: RedisStore, clock:
     assert await store.find_by_wechat_msgid("app_a", 4242) is None
     stats = await store.stats()
     assert {k: v for k, v in stats.by_status.items() if v} == {"scheduled": 1}
+    assert stats.pruned_by_app == {"app_a": {"sent": 1}}  # kept for rates
     assert (await must_get(store, waiting)).status == Status.SCHEDULED
     # The idempotency key went with the message: the key makes a new one now.
     [again] = await store.enqueue([make_message(clock, idempotency_key="k-old")])
@@ -239,3 +245,17 @@ async def test_acked_stream_entries_are_trimmed(
         assert await raw.xlen(f"{prefix}:due:app_a") <= 200
     finally:
         await raw.aclose()
+
+
+async def test_open_while_down_fails_then_works(clock: FakeClock) -> None:
+    server = RedisServer()  # not started yet
+    try:
+        store = RedisStore(server.url(), clock, retention_s=3600)
+        with pytest.raises(StoreUnavailable):
+            await store.open()
+        server.start()
+        await store.open()
+        await enqueue_one(store, clock)
+        await store.close()
+    finally:
+        server.close()

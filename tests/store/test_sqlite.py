@@ -193,6 +193,7 @@ async def test_retention_prunes_finished_messages(store: SQLiteStore, clock: Fak
     assert (await must_get(store, waiting.id)).status == Status.SENDING  # in flight: kept
     stats = await store.stats()
     assert sum(stats.by_status.values()) == 1
+    assert stats.pruned_by_app == {"app_a": {"sent": 1, "dead": 1}}  # kept for rates
 
 
 async def test_writer_prunes_on_its_own(clock: FakeClock, db_path: str) -> None:

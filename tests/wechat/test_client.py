@@ -45,7 +45,7 @@ async def test_subscribe_send(sim: SimHandle, client: WeChatClient, token: str) 
         ("o_refused_1", "tpl_order", 43101, Disposition.DROP),
         ("o_baddata_1", "tpl_order", 47003, Disposition.DROP),
         ("o_unauthorized_1", "tpl_order", 48001, Disposition.CONFIG),
-        ("o_alice", "tpl_invalid_x", 40037, Disposition.CONFIG),
+        ("o_alice", "tpl_invalid_x", 40037, Disposition.DROP),
     ],
 )
 async def test_error_dispositions(

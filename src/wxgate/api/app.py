@@ -11,7 +11,15 @@ from aiohttp import web
 from wxgate.api.auth import KeyRing, Scope
 from wxgate.api.batches import BatchRoutes
 from wxgate.api.callback import CallbackRoutes
-from wxgate.api.context import GATEWAY, Gateway, StatsExtra, TokenSource
+from wxgate.api.context import (
+    GATEWAY,
+    ApiMetrics,
+    Gateway,
+    NoApiMetrics,
+    StatsExtra,
+    TokenSource,
+)
+from wxgate.api.dashboard_routes import DashboardRoutes
 from wxgate.api.deadletters import DeadLetterRoutes
 from wxgate.api.depth import DepthGuard
 from wxgate.api.errors import ApiError, response_for
@@ -55,6 +63,8 @@ def create_app(
     clock: Clock,
     broker: TokenSource | None = None,
     stats_extra: StatsExtra | None = None,
+    metrics: ApiMetrics | None = None,
+    wake: Callable[[], None] | None = None,
 ) -> web.Application:
     server = settings.server
     gw = Gateway(
@@ -66,6 +76,8 @@ def create_app(
         depth=DepthGuard(store, clock, server.max_queue_depth),
         broker=broker,
         stats_extra=stats_extra,
+        metrics=metrics or NoApiMetrics(),
+        wake=wake or (lambda: None),
     )
     # Routes read bodies through body.read_limited with their own limit (batches may be larger
     # than single messages); client_max_size is the backstop for anything using request.read().
@@ -78,13 +90,17 @@ def create_app(
     dead, ops = DeadLetterRoutes(gw), OpsRoutes(gw)
     callback = CallbackRoutes(gw)
     tokens = TokenRoutes(gw)
+    dashboard = DashboardRoutes()
 
     table: list[tuple[str, str, Handler, Scope | None]] = [
         ("POST", "/v1/messages", messages.create, Scope.SEND),
         ("GET", "/v1/messages/{id}", messages.get, Scope.READ),
         ("DELETE", "/v1/messages/{id}", messages.cancel, Scope.SEND),
         ("POST", "/v1/batches", batches.create, Scope.SEND),
+        ("GET", "/v1/batches", batches.list, Scope.READ),
         ("GET", "/v1/batches/{id}", batches.get, Scope.READ),
+        ("POST", "/v1/batches/{id}/pause", batches.pause, Scope.SEND),
+        ("POST", "/v1/batches/{id}/resume", batches.resume, Scope.SEND),
         ("POST", "/v1/batches/{id}/cancel", batches.cancel, Scope.SEND),
         ("GET", "/v1/dead-letters", dead.list, Scope.READ),
         ("POST", "/v1/dead-letters/requeue", dead.requeue, Scope.ADMIN),
@@ -96,6 +112,9 @@ def create_app(
         ("GET", "/healthz", ops.healthz, None),
         ("GET", "/readyz", ops.readyz, None),
         ("GET", "/metrics", ops.metrics, None),
+        ("GET", "/dashboard", dashboard.page, None),
+        ("GET", "/dashboard/", dashboard.slash, None),
+        ("GET", "/dashboard/{name}", dashboard.asset, None),
     ]
     openapi_body = encode(
         document([(m, p, s) for m, p, _, s in table] + [("GET", "/openapi.json", None)])

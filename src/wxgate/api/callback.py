@@ -66,5 +66,9 @@ class CallbackRoutes:
         except CallbackError as exc:
             raise _rejected(exc) from None
         for r in receipts:
-            await self.gw.store.record_receipt(app.name, r.msgid, r.status, r.event_key)
+            updated = await self.gw.store.record_receipt(app.name, r.msgid, r.status, r.event_key)
+            if updated is not None:
+                self.gw.metrics.on_receipt(
+                    app.name, updated.status.value, updated.created_at, self.gw.clock.now()
+                )
         return web.Response(text="success", content_type=_TEXT)

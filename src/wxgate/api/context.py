@@ -18,6 +18,27 @@ from wxgate.store.base import Store
 StatsExtra = Callable[[], Awaitable[dict[str, Any]]]
 
 
+class ApiMetrics(Protocol):
+    """What the API reports; wxgate.metrics.Metrics implements it. Must be cheap."""
+
+    def on_accepted(self, app: str, n: int = 1) -> None: ...
+    def on_receipt(self, app: str, result: str, created_at: float | None, now: float) -> None: ...
+    def failures_by_errcode(self) -> dict[int, dict[str, int]]:
+        """Failed send attempts in this process: errcode -> disposition -> count."""
+        ...
+
+
+class NoApiMetrics:
+    def on_accepted(self, app: str, n: int = 1) -> None:
+        pass
+
+    def on_receipt(self, app: str, result: str, created_at: float | None, now: float) -> None:
+        pass
+
+    def failures_by_errcode(self) -> dict[int, dict[str, int]]:
+        return {}
+
+
 class TokenSource(Protocol):
     """The part of wechat.tokens.TokenBroker the token service routes use."""
 
@@ -36,6 +57,10 @@ class Gateway:
     depth: DepthGuard
     broker: TokenSource | None = None
     stats_extra: StatsExtra | None = None
+    metrics: ApiMetrics = NoApiMetrics()
+    # Called after a commit that made work due, so a worker pool in this process leases at
+    # once instead of at its next idle poll (accept -> send latency).
+    wake: Callable[[], None] = lambda: None
 
     @property
     def max_body_bytes(self) -> int:

@@ -54,4 +54,6 @@ class DeadLetterRoutes:
         if body.ids is None and body.app is None and body.errcode is None:
             raise invalid("ids", "give ids, or app and/or errcode to requeue by filter")
         n = await self.gw.store.requeue(ids=body.ids, app=self._app(body.app), errcode=body.errcode)
+        if n:
+            self.gw.wake()
         return json_response(Requeued(n))

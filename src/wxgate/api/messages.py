@@ -37,6 +37,8 @@ class MessageRoutes:
         status = result.status
         if result.created:
             gw.depth.accepted(1)
+            gw.metrics.on_accepted(message.app)
+            gw.wake()
             if message.status is Status.EXPIRED:
                 status = Status.EXPIRED  # whatever the store filed it as, it is never sent
         return json_response(Accepted(result.id, status), status=202)

@@ -17,6 +17,7 @@ import wxgate
 from wxgate.api.auth import Scope
 from wxgate.api.schemas import (
     AccessToken,
+    BatchList,
     DeadLetterPage,
     Health,
     Invalidated,
@@ -41,6 +42,7 @@ _MODELS: tuple[type[msgspec.Struct], ...] = (
     Accepted,
     BatchAccepted,
     BatchProgress,
+    BatchList,
     MessageView,
     DeadLetterPage,
     RequeueIn,
@@ -110,8 +112,30 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         BatchIn,
         ("400", "401", "403", "413", "415", "429", "503"),
     ),
+    ("GET", "/v1/batches"): Op(
+        "The newest batches first, with their progress",
+        ("200", BatchList),
+        None,
+        ("400", "401", "403"),
+        (("limit", "query", "integer", "1-100, default 20"),),
+    ),
     ("GET", "/v1/batches/{id}"): Op(
         "Batch progress by status", ("200", BatchProgress), None, ("401", "403", "404"), _ID
+    ),
+    ("POST", "/v1/batches/{id}/pause"): Op(
+        "Stop sending the batch's messages until it is resumed",
+        ("200", BatchProgress),
+        None,
+        ("401", "403", "404", "409"),
+        _ID,
+        description="Messages already in flight finish; the rest wait in the store.",
+    ),
+    ("POST", "/v1/batches/{id}/resume"): Op(
+        "Send a paused batch's messages again",
+        ("200", BatchProgress),
+        None,
+        ("401", "403", "404", "409"),
+        _ID,
     ),
     ("POST", "/v1/batches/{id}/cancel"): Op(
         "Cancel the batch's pending messages",
@@ -176,6 +200,18 @@ OPERATIONS: dict[tuple[str, str], Op] = {
     ("GET", "/readyz"): Op("The store is reachable", ("200", Health), None, ("503",)),
     ("GET", "/openapi.json"): Op("This document", ("200", "application/json")),
     ("GET", "/metrics"): Op("Prometheus metrics", ("200", "text/plain"), None, ("404",)),
+    ("GET", "/dashboard"): Op(
+        "The operator dashboard (HTML; its data comes from /v1 with the key entered)",
+        ("200", "text/html"),
+    ),
+    ("GET", "/dashboard/"): Op("Redirects to /dashboard", ("301", "text/plain")),
+    ("GET", "/dashboard/{name}"): Op(
+        "The dashboard's static files",
+        ("200", "text/plain"),
+        None,
+        ("404",),
+        (("name", "path", "string", "A file of the dashboard"),),
+    ),
 }
 
 
@@ -183,6 +219,11 @@ def _content(model: type[msgspec.Struct] | str) -> dict[str, Any]:
     if isinstance(model, str):
         return {model: {"schema": {"type": "string"}}}
     return {"application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}
+
+
+def _operation_id(method: str, path: str) -> str:
+    base = re.sub(r"[^a-z0-9]+", "_", f"{method} {path}".lower()).strip("_")
+    return base + "_slash" if path.endswith("/") else base  # /x and /x/ need distinct ids
 
 
 def _operation(method: str, path: str, op: Op, scope: Scope | None) -> dict[str, Any]:
@@ -194,7 +235,7 @@ def _operation(method: str, path: str, op: Op, scope: Scope | None) -> dict[str,
     for code in sorted(errors):
         responses[code] = {"description": _ERRORS[code], "content": _content(ErrorBody)}
     out: dict[str, Any] = {
-        "operationId": re.sub(r"[^a-z0-9]+", "_", f"{method} {path}".lower()).strip("_"),
+        "operationId": _operation_id(method, path),
         "summary": op.summary,
         "responses": responses,
     }

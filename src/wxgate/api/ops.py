@@ -10,13 +10,30 @@ from aiohttp import web
 from wxgate.api.context import Gateway
 from wxgate.api.errors import ApiError
 from wxgate.api.responses import json_response
-from wxgate.api.schemas import Health, Stats
+from wxgate.api.schemas import ErrcodeCount, Health, Stats
 from wxgate.errors import StoreUnavailable
-from wxgate.models import PENDING_STATUSES
+from wxgate.models import FINAL_STATUSES, PENDING_STATUSES, StoreStats
+from wxgate.policy.errcodes import describe
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+TOP_ERRCODES = 20
 # The lead's runtime sets app[METRICS_HANDLER] before the app starts; until then 404.
 METRICS_HANDLER: web.AppKey[Handler] = web.AppKey("wxgate.metrics_handler")
+
+
+_FINAL = tuple(s.value for s in FINAL_STATUSES)
+
+
+def _finished_by_app(stats: StoreStats) -> dict[str, dict[str, int]]:
+    out: dict[str, dict[str, int]] = {}
+    for source in (stats.by_app, stats.pruned_by_app):
+        for app, counts in source.items():
+            mine = out.setdefault(app, {})
+            for status in _FINAL:
+                n = counts.get(status, 0)
+                if n:
+                    mine[status] = mine.get(status, 0) + n
+    return {app: counts for app, counts in out.items() if counts}
 
 
 class OpsRoutes:
@@ -45,10 +62,21 @@ class OpsRoutes:
             by_app=store_stats.by_app,
             oldest_pending_at=store_stats.oldest_pending_at,
             queue_depth=depth,
+            finished_by_app=_finished_by_app(store_stats),
             pauses=pauses,
             delivery=msgspec.to_builtins(delivery) if delivery is not None else None,
+            top_errcodes=self._top_errcodes(),
         )
         return json_response(body)
+
+    def _top_errcodes(self) -> list[ErrcodeCount]:
+        rows = [
+            ErrcodeCount(code, sum(by.values()), describe(code), max(by, key=by.__getitem__))
+            for code, by in self.gw.metrics.failures_by_errcode().items()
+            if by
+        ]
+        rows.sort(key=lambda r: (-r.count, r.errcode))
+        return rows[:TOP_ERRCODES]
 
     async def metrics(self, request: web.Request) -> web.StreamResponse:
         handler: Handler | None = request.app.get(METRICS_HANDLER) or request.app.get(

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-from wxgate.models import PENDING_STATUSES, AppPause, Message, MessageKind, Status
+from wxgate.models import PENDING_STATUSES, AppPause, BatchProgress, Message, MessageKind, Status
 
 
 class MessageView(msgspec.Struct, kw_only=True):
@@ -72,6 +72,12 @@ class DeadLetterPage(msgspec.Struct):
     next_cursor: str | None = None
 
 
+class BatchList(msgspec.Struct):
+    """GET /v1/batches: the newest batches first, each with its progress."""
+
+    items: list[BatchProgress]
+
+
 class RequeueIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """POST /v1/dead-letters/requeue: by ids, or by app and/or errcode."""
 
@@ -110,6 +116,15 @@ class Health(msgspec.Struct):
     status: str
 
 
+class ErrcodeCount(msgspec.Struct):
+    """Failed send attempts with one errcode, and what WeChat means by it."""
+
+    errcode: int
+    count: int
+    meaning: str
+    disposition: str  # what the gateway does about it: retry, throttle, drop, config, ...
+
+
 class Stats(msgspec.Struct, kw_only=True):
     """GET /v1/stats: the store's counts, pauses in force and the delivery pool's view."""
 
@@ -117,6 +132,13 @@ class Stats(msgspec.Struct, kw_only=True):
     by_app: dict[str, dict[str, int]]
     oldest_pending_at: float | None = None
     queue_depth: int
+    # Per app, messages that reached each final status, those retention has pruned included:
+    # counters for rates (successive deltas). Retention never lowers them; a receipt moves one
+    # from sent to delivered/blocked/failed, and a requeue takes one off dead.
+    finished_by_app: dict[str, dict[str, int]] = msgspec.field(default_factory=dict)
     pauses: list[AppPause]
     # Per-app breaker / rate / in-flight states from the running worker pool, when there is one.
     delivery: dict[str, Any] | None = None
+    # Failed send attempts by errcode since this process started (its own workers only), the
+    # most frequent first; empty in a process without workers.
+    top_errcodes: list[ErrcodeCount] = msgspec.field(default_factory=list)

@@ -17,6 +17,7 @@ from wxgate.clock import Clock
 from wxgate.delivery.app_state import AppState
 from wxgate.delivery.hooks import DeliveryMetrics, NoMetrics
 from wxgate.delivery.outcome import Outcome
+from wxgate.delivery.quota import QuotaClaims
 from wxgate.errors import Disposition, WeChatError
 from wxgate.models import AppPause, ErrorInfo, Message, SendResult
 from wxgate.policy.backoff import delay_s
@@ -78,6 +79,7 @@ class Dispatcher:
         self._pause_gen = 0  # bumped by local set_pause, so a slower read cannot undo it
         self._refreshing = False
         self._warned_unknown: set[str] = set()
+        self._quota = QuotaClaims(store)
 
     # ------------------------------------------------------------------ state for the pool
 
@@ -194,8 +196,7 @@ class Dispatcher:
             if self._expired(message, now):
                 return await self._expire(message)
 
-        used = await self._store.incr_quota(message.app, shanghai_day(now))
-        if used > app.daily_quota:
+        if not await self._quota.take(message.app, shanghai_day(now), app.daily_quota):
             pause = AppPause(message.app, next_shanghai_midnight(now), "daily quota")
             await self._set_pause(state, pause)
             return await self.release(message, "quota", min(pause.until, now + PAUSE_RECHECK_S))

@@ -55,10 +55,13 @@ _TABLE: dict[int, _Entry] = {
     # dead-letter that message (with the errcode, for a human) rather than stop the whole app.
     44002: _Entry(_DROP, _DROP, "empty POST body"),
     47001: _Entry(_DROP, _DROP, "malformed JSON/XML body"),
+    # A bad template or page is wrong for the messages that name it, not for the app: pausing
+    # the app would let one caller's typo stop every other template's traffic. Dead-letter
+    # them with the errcode; `requeue --errcode 40037` once the template is fixed.
+    40036: _Entry(_DROP, _CONFIG, "invalid template_id length"),
+    40037: _Entry(_DROP, _CONFIG, "invalid template_id"),
+    41030: _Entry(_DROP, _CONFIG, "invalid page (not in the live mini program)"),
     # The app (or one of its templates) is misconfigured: pause the app, alert, keep messages.
-    40036: _Entry(_CONFIG, _CONFIG, "invalid template_id length"),
-    40037: _Entry(_CONFIG, _CONFIG, "invalid template_id"),
-    41030: _Entry(_CONFIG, _CONFIG, "invalid page (not in the live mini program)"),
     43100: _Entry(_CONFIG, _CONFIG, "template changed too frequently or gone"),
     48001: _Entry(_CONFIG, _CONFIG, "api unauthorized"),
     48004: _Entry(_CONFIG, _CONFIG, "api banned for violations"),

@@ -80,7 +80,10 @@ class Store(Protocol):
         """
 
     async def ack(self, msg_id: str, lease_token: int, result: SendResult) -> bool:
-        """sending -> sent. Applies a receipt that arrived before the ack (see record_receipt)."""
+        """sending -> sent, attempts += 1 (the send that worked counts as an attempt).
+
+        Applies a receipt that arrived before the ack (see record_receipt).
+        """
 
     async def retry(
         self,
@@ -146,6 +149,9 @@ class Store(Protocol):
     async def get_batch(self, batch_id: str) -> Batch | None: ...
     async def batch_counts(self, batch_id: str) -> dict[str, int]:
         """How many of the batch's messages are in each status now (each counted once)."""
+
+    async def recent_batches(self, limit: int = 20) -> list[Batch]:
+        """The newest batches first (by created_at, then id), while the store still keeps them."""
 
     async def set_batch_status(self, batch_id: str, status: str) -> bool:
         """running | paused | cancelled; cancelling also cancels its pending messages."""

@@ -24,16 +24,22 @@ Keys under the prefix P (default "wxgate"; tokens, locks, pauses, quotas: redis_
   P:dead                  zset    dead letters, member "{time:020.6f}:{id}" (lex = time order,
                                   the member is the page cursor)
   P:counts                hash    counts by status and app+status (stats() is O(1))
+  P:pruned                hash    finished messages prune dropped, by app+status
   P:idem:{app}:{key}      string  idempotency key -> id
   P:msgid:{app}           hash    WeChat msgid -> id
   P:receipt:{app}:{msgid} hash    a receipt that beat the ack, applied by the ack script
   P:event:{app}:{key}     string  receipt event already seen (1 hour)
   P:batch:{id}            hash    batch doc + status; :counts, :ids, :parked beside it
+  P:batches               zset    batch ids by created_at (recent_batches), dropped with
+                                  the batch when its last message is pruned
 
 Fairness: the lease script reads the apps round-robin in equal shares (the start rotates per
 call); an app that runs dry gives its share to the others. Messages of a paused batch are
 parked in `P:batch:{id}:parked` when read and go back to P:delayed when it runs again, so a
 long pause costs nothing per lease; a cancelled batch's leftovers are cancelled when read.
+
+Lease expiry compares the lease_until one process wrote with another's `now`: keep the
+machines' clocks synchronised (NTP); skew lengthens or shortens a lease by the skew.
 
 Round trips: concurrent enqueue and ack calls are coalesced into one script call each (group
 commit); lease takes n messages per call. Durability is Redis's: run it with `appendonly yes`
@@ -305,12 +311,14 @@ class RedisStore(RedisSharedState):
         async with self._r.pipeline(transaction=False) as pipe:
             pipe.hgetall(f"{self._p}:counts")
             pipe.zrange(f"{self._p}:pending", 0, 0, withscores=True)
-            counts, oldest = await pipe.execute()
+            pipe.hgetall(f"{self._p}:pruned")
+            counts, oldest, pruned = await pipe.execute()
         by_status, by_app = decode_counts(counts)
         return StoreStats(
             by_status=by_status,
             by_app=by_app,
             oldest_pending_at=float(oldest[0][1]) if oldest else None,
+            pruned_by_app=decode_counts(pruned)[1],
         )
 
     @guarded
@@ -360,6 +368,18 @@ class RedisStore(RedisSharedState):
         if doc is None or status is None:
             return None
         return decode_batch(doc, status)
+
+    @guarded
+    async def recent_batches(self, limit: int = 20) -> list[Batch]:
+        raw = await self._r.zrange(f"{self._p}:batches", 0, max(0, limit - 1), desc=True)
+        ids = [text(b) for b in raw if isinstance(b, bytes | str)]
+        if not ids:
+            return []
+        async with self._r.pipeline(transaction=False) as pipe:
+            for bid in ids:
+                pipe.hmget(f"{self._p}:batch:{bid}", ["doc", "status"])
+            rows = await pipe.execute()
+        return [decode_batch(doc, st) for doc, st in rows if doc is not None and st is not None]
 
     @guarded
     async def batch_counts(self, batch_id: str) -> dict[str, int]:

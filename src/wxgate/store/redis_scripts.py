@@ -229,7 +229,12 @@ for g = 1, tonumber(ARGV[5]) do
       if mbid ~= '' then redis.call('SADD', bkey(mbid) .. ':ids', id) end
       count(app, mbid, status, 1)
     end
-    if bid ~= '' then redis.call('HSET', bkey(bid), 'doc', bdoc, 'status', 'running') end
+    if bid ~= '' then
+      redis.call('HSET', bkey(bid), 'doc', bdoc, 'status', 'running')
+      -- %.17g: a bare Lua number would reach Redis rounded to 14 digits
+      local created = string.format('%.17g', cjson.decode(bdoc).created_at)
+      redis.call('ZADD', P .. ':batches', created, bid)
+    end
     out[g] = res
   end
 end
@@ -354,7 +359,9 @@ while remaining > 0 and #active > 0 and reads < read_cap do
           skipped[#skipped + 1] = e[1]
         end
       end
-      if #skipped > 0 then redis.call('XACK', sk, G, unpack(skipped)) end
+      for i = 1, #skipped, 500 do  -- unpack() has a stack limit
+        redis.call('XACK', sk, G, unpack(skipped, i, math.min(i + 499, #skipped)))
+      end
       if #entries > 0 then last_read[sk] = entries[#entries][1] end
       if #entries == want then still[#still + 1] = app end
     elseif want == 0 then
@@ -393,6 +400,7 @@ for _, a in ipairs(cmsgpack.unpack(ARGV[5])) do
     end
     fields[#fields + 1] = 'status'; fields[#fields + 1] = to
     redis.call('HSET', m.key, unpack(fields))
+    redis.call('HINCRBY', m.key, 'attempts', 1)
     move(m.app, m.batch, 'sending', to)
     finish(m)
     out[#out + 1] = 1
@@ -606,6 +614,7 @@ while n < limit do
   local m = load(id)
   if m and FINAL[m.status] and m.raw[IX.finished_at] == at then
     count(m.app, m.batch, m.status, -1)
+    bump(P .. ':pruned', 'a:' .. m.app .. ':' .. m.status, 1)  -- counts + pruned never shrink
     if m.idem ~= '' then
       local ik = P .. ':idem:' .. m.app .. ':' .. m.idem
       if redis.call('GET', ik) == id then redis.call('DEL', ik) end
@@ -622,6 +631,7 @@ while n < limit do
       redis.call('SREM', bk .. ':ids', id)
       if redis.call('SCARD', bk .. ':ids') == 0 then
         redis.call('DEL', bk, bk .. ':counts', bk .. ':parked')
+        redis.call('ZREM', P .. ':batches', m.batch)
       end
     end
     redis.call('DEL', m.key)

@@ -151,8 +151,13 @@ class RedisSharedState:
         if self._redis is not None:
             return
         pool = BlockingConnectionPool.from_url(self._url, **self._pool_kwargs)
-        self._redis = Redis(connection_pool=pool, decode_responses=False)
-        await self._redis.ping()
+        redis = Redis(connection_pool=pool, decode_responses=False)
+        try:
+            await redis.ping()
+        except BaseException:
+            await redis.aclose(close_connection_pool=True)
+            raise
+        self._redis = redis
 
     async def close(self) -> None:
         if self._redis is not None:

@@ -248,6 +248,9 @@ class SQLiteStore:
     async def batch_counts(self, batch_id: str) -> dict[str, int]:
         return await self._read(reads.batch_counts, batch_id)
 
+    async def recent_batches(self, limit: int = 20) -> list[Batch]:
+        return await self._read(reads.recent_batches, limit)
+
     async def set_batch_status(self, batch_id: str, status: str) -> bool:
         if status not in ops.BATCH_STATUSES:
             raise ValueError(f"batch status must be one of {sorted(ops.BATCH_STATUSES)}")

@@ -193,7 +193,8 @@ def _drop_blocked(
 
 _FENCE = "WHERE id = ? AND status = 'sending' AND lease_token = ?"
 _ACK = (
-    "UPDATE messages SET status = 'sent', wechat_msgid = ?, sent_at = ?, finished_at = ?, "
+    "UPDATE messages SET status = 'sent', attempts = attempts + 1, wechat_msgid = ?, "
+    "sent_at = ?, finished_at = ?, "
     f"updated_at = ?, due_at = NULL, lease_until = NULL {_FENCE} RETURNING app"
 )
 _WAITING_RECEIPT = (

@@ -7,6 +7,7 @@ not slow down group commits and always see every write that has returned to its 
 from __future__ import annotations
 
 import sqlite3
+from typing import Any
 
 from wxgate.errors import ValidationError
 from wxgate.models import AppPause, Batch, Message, Status, StoreStats, TokenEntry
@@ -36,6 +37,7 @@ def stats(conn: Conn) -> StoreStats:
         oldest = conn.execute(
             f"SELECT min(created_at) FROM messages WHERE status IN {PENDING_SQL}"
         ).fetchall()[0][0]
+        pruned_rows = conn.execute("SELECT app, status, n FROM pruned WHERE n != 0").fetchall()
     finally:
         conn.execute("COMMIT")
     by_status = {s.value: 0 for s in Status}
@@ -43,7 +45,12 @@ def stats(conn: Conn) -> StoreStats:
     for app, status, n in rows:
         by_status[status] = by_status.get(status, 0) + n
         by_app.setdefault(app, {})[status] = n
-    return StoreStats(by_status=by_status, by_app=by_app, oldest_pending_at=oldest)
+    pruned: dict[str, dict[str, int]] = {}
+    for app, status, n in pruned_rows:
+        pruned.setdefault(app, {})[status] = n
+    return StoreStats(
+        by_status=by_status, by_app=by_app, oldest_pending_at=oldest, pruned_by_app=pruned
+    )
 
 
 def _encode_cursor(finished_at: float, msg_id: str) -> str:
@@ -86,15 +93,10 @@ def dead_letters(
     return page, _encode_cursor(last[-1], last[0])
 
 
-def get_batch(conn: Conn, batch_id: str) -> Batch | None:
-    rows = conn.execute(
-        "SELECT id, app, template_id, total, created_at, status, rate_per_s "
-        "FROM batches WHERE id = ?",
-        (batch_id,),
-    ).fetchall()
-    if not rows:
-        return None
-    r = rows[0]
+_BATCH_COLUMNS = "id, app, template_id, total, created_at, status, rate_per_s"
+
+
+def _row_batch(r: Any) -> Batch:
     return Batch(
         id=r[0],
         app=r[1],
@@ -104,6 +106,21 @@ def get_batch(conn: Conn, batch_id: str) -> Batch | None:
         status=r[5],
         rate_per_s=r[6],
     )
+
+
+def get_batch(conn: Conn, batch_id: str) -> Batch | None:
+    rows = conn.execute(
+        f"SELECT {_BATCH_COLUMNS} FROM batches WHERE id = ?", (batch_id,)
+    ).fetchall()
+    return _row_batch(rows[0]) if rows else None
+
+
+def recent_batches(conn: Conn, limit: int) -> list[Batch]:
+    rows = conn.execute(
+        f"SELECT {_BATCH_COLUMNS} FROM batches ORDER BY created_at DESC, id DESC LIMIT ?",
+        (limit,),
+    ).fetchall()
+    return [_row_batch(r) for r in rows]
 
 
 def batch_counts(conn: Conn, batch_id: str) -> dict[str, int]:

@@ -95,6 +95,19 @@ AFTER DELETE ON messages
 BEGIN
     UPDATE counts SET n = n - 1 WHERE app = OLD.app AND status = OLD.status;
 END;
+-- What retention deleted, by (app, status): counts + pruned never shrink because of pruning.
+CREATE TABLE IF NOT EXISTS pruned (
+    app TEXT NOT NULL,
+    status TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    PRIMARY KEY (app, status)
+) WITHOUT ROWID;
+CREATE TRIGGER IF NOT EXISTS messages_pruned
+AFTER DELETE ON messages
+BEGIN
+    INSERT INTO pruned VALUES (OLD.app, OLD.status, 1)
+        ON CONFLICT (app, status) DO UPDATE SET n = n + 1;
+END;
 
 CREATE TABLE IF NOT EXISTS batches (
     id TEXT PRIMARY KEY,
@@ -107,6 +120,7 @@ CREATE TABLE IF NOT EXISTS batches (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS batches_blocked
     ON batches (status) WHERE status IN ('paused', 'cancelled');
+CREATE INDEX IF NOT EXISTS batches_created ON batches (created_at, id);
 
 -- Receipts by event key (dedupe); applied = 0 while waiting for the ack that names its msgid.
 CREATE TABLE IF NOT EXISTS receipts (

@@ -118,6 +118,9 @@ class TokenBroker:
         self._locks: dict[str, asyncio.Lock] = {}
         self._local: dict[str, tuple[TokenEntry, float]] = {}  # appid -> (entry, checked mono)
         self._failures: dict[str, tuple[WeChatError, float]] = {}  # appid -> (error, until mono)
+        # appid -> the last token WeChat rejected. A cache read that raced with its
+        # invalidation can still return it; it is never handed out again until a fetch.
+        self._rejected: dict[str, str] = {}
         self.fetches: Counter[str] = Counter()  # token endpoint calls per appid, by this broker
         self.invalidations = 0
         self.refresh_retries = 0
@@ -135,12 +138,16 @@ class TokenBroker:
     def _fresh(self, entry: TokenEntry | None) -> bool:
         return entry is not None and self._clock.now() < self._refresh_at(entry)
 
+    def _usable(self, key: str, entry: TokenEntry) -> bool:
+        """Fresh, and not the token WeChat last rejected for this app."""
+        return self._fresh(entry) and entry.access_token != self._rejected.get(key)
+
     def _local_hit(self, key: str) -> TokenEntry | None:
         hit = self._local.get(key)
         if hit is None:
             return None
         entry, checked = hit
-        if self._clock.monotonic() - checked >= self._local_ttl_s or not self._fresh(entry):
+        if self._clock.monotonic() - checked >= self._local_ttl_s or not self._usable(key, entry):
             return None
         return entry
 
@@ -177,6 +184,7 @@ class TokenBroker:
         """Forget `failed_token`, but only if it is still the current one (compare-and-delete):
         a late report about an old token must not throw away the fresh one."""
         key = app.appid
+        self._rejected[key] = failed_token
         local = self._local.get(key)
         if local is not None and local[0].access_token == failed_token:
             del self._local[key]
@@ -222,7 +230,7 @@ class TokenBroker:
             if hit is not None:
                 return hit
             cached = await self._cache.get_token(key)
-            if cached is not None and self._fresh(cached):
+            if cached is not None and self._usable(key, cached):
                 return self._keep_local(key, cached)
             failure = self._remembered_failure(key)
             if failure is None:
@@ -231,7 +239,11 @@ class TokenBroker:
                 except WeChatError as exc:
                     self._remember_failure(key, exc)
                     failure = exc
-            if cached is not None and self._clock.now() < cached.expires_at:
+            if (
+                cached is not None
+                and self._clock.now() < cached.expires_at
+                and cached.access_token != self._rejected.get(key)
+            ):
                 # Refreshing ahead failed, but the current token still works until it expires.
                 return cached
             raise _clone(failure)
@@ -244,7 +256,7 @@ class TokenBroker:
             if await self._cache.acquire_lock(name, self._owner, self._lock_ttl_s):
                 try:
                     cached = await self._cache.get_token(key)
-                    if cached is not None and self._fresh(cached):
+                    if cached is not None and self._usable(key, cached):
                         return cached  # another process refreshed while we queued
                     self.fetches[app.appid] += 1
                     try:
@@ -252,13 +264,15 @@ class TokenBroker:
                     except TransportError as exc:
                         # No message went out: tell the caller it is safe to resend as is.
                         raise NotSent(f"token fetch failed: {exc.errmsg}") from None
+                    # What WeChat just issued is good, even if it is the rejected token again.
+                    self._rejected.pop(key, None)
                     await self._cache.set_token(key, entry)
                     return entry
                 finally:
                     await self._cache.release_lock(name, self._owner)
             await self._clock.sleep(self._lock_poll_s)
             cached = await self._cache.get_token(key)
-            if cached is not None and self._fresh(cached):
+            if cached is not None and self._usable(key, cached):
                 return cached
             if self._clock.monotonic() >= deadline:
                 # The lock's TTL has passed, so a crashed holder cannot be the reason; give up

@@ -1,0 +1,120 @@
+"""`wxgate serve --sandbox --processes 2 --store redis://...` through the real CLI: one simulator
+in the parent, two gateway processes on one port (SO_REUSEPORT). Both take requests, every one
+answers with the deployment's numbers, a child killed with -9 is reported and restarted, and
+SIGTERM drains both and the parent exits 0."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+from pathlib import Path
+
+import aiohttp
+import pytest
+from e2e_support import wait_until
+from mp_support import ServeProcess, metric, scrape
+
+from redis_server import RedisServer
+from wxgate.sandbox import SANDBOX_APP, SANDBOX_KEY, free_port
+
+MESSAGES = 400
+AUTH = {"Authorization": f"Bearer {SANDBOX_KEY}"}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+async def _fresh(method: str, url: str, **kw: object) -> tuple[int, dict[str, object]]:
+    """One request on a connection of its own, so the kernel picks a listener each time."""
+    async with (
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as s,
+        s.request(method, url, headers=AUTH, timeout=aiohttp.ClientTimeout(total=10), **kw) as r,
+    ):
+        return r.status, await r.json(content_type=None)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+async def test_processes_2_with_sandbox_and_redis_via_the_cli(
+    tmp_path: Path, private_redis: RedisServer
+) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    serve = ServeProcess(
+        ["--sandbox", "--processes", "2", "--store", private_redis.url(), "--port", str(port)],
+        port,
+        tmp_path / "serve.log",
+    )
+    pids: list[int] = []
+    try:
+        serve.start()
+        banner = await wait_until(
+            lambda: re.search(r"processes 2: pids (\d+) (\d+)", serve.log()),
+            60,
+            "the banner naming both processes",
+            progress=serve.log,
+        )
+        pids = [int(banner[1]), int(banner[2])]
+        await serve.wait_ready()
+
+        sem = asyncio.Semaphore(16)
+
+        async def send(i: int) -> str:
+            async with sem:
+                status, body = await _fresh(
+                    "POST",
+                    f"{url}/v1/messages",
+                    json={"touser": f"o_{i}", "template_id": "tpl_order", "data": {"thing1": "x"}},
+                )
+            assert status == 202, (status, body)
+            return str(body["id"])
+
+        ids = await asyncio.gather(*(send(i) for i in range(MESSAGES)))
+        assert len(set(ids)) == MESSAGES
+
+        # Each process counts what it accepted; scrapes on fresh connections reach both.
+        seen = {
+            metric(await scrape(url), "wxgate_messages_accepted_total", app=SANDBOX_APP)
+            for _ in range(40)
+        }
+        assert len(seen) == 2 and sum(seen) == MESSAGES and min(seen) > 0, seen
+
+        async def all_delivered() -> bool:  # receipts, posted to either process, included
+            status, body = await _fresh("GET", f"{url}/v1/stats")
+            return status == 200 and body["by_status"]["delivered"] == MESSAGES  # type: ignore[index]
+
+        await wait_until(all_delivered, 60, f"{MESSAGES} delivered")
+        for _ in range(10):  # whichever process answers, the numbers are the deployment's
+            assert await all_delivered()
+
+        # A child killed with -9 is reported and replaced; the group keeps serving.
+        os.kill(pids[0], signal.SIGKILL)
+        back = await wait_until(
+            lambda: re.search(r"gateway process 0 is back \(pid (\d+)\)", serve.log()),
+            30,
+            "the killed process to be restarted",
+            progress=serve.log,
+        )
+        assert "exited unexpectedly (killed by SIGKILL)" in serve.log()
+        pids = [int(back[1]), pids[1]]
+        for i in range(20):
+            status, _ = await _fresh(
+                "POST",
+                f"{url}/v1/messages",
+                json={"touser": f"o_after_{i}", "template_id": "tpl_order", "data": {"t": "x"}},
+            )
+            assert status == 202
+
+        serve.send_signal(signal.SIGTERM)
+        assert await serve.wait_exit(30) == 0, serve.log()
+        assert not any(_alive(p) for p in pids), "the children exited with the parent"
+        assert serve.log().count("signal received: draining") == 3, serve.log()
+    finally:
+        serve.stop(extra_pids=[p for p in pids if _alive(p)])
