@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install chromium demo test test-fast check lint typecheck bench bench-full clean
+.PHONY: install chromium demo test test-fast check lint typecheck rules bench bench-full clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	@$(PY) -m pip install -q -e '.[test,dev]'
 	@touch $(STAMP)
 
-install: $(STAMP) chromium
+install: $(STAMP)
 
 # tests/browser drive Debian's Chromium through Playwright (Playwright's own download is not used).
 chromium:
@@ -27,8 +27,17 @@ test: $(STAMP) chromium
 test-fast: $(STAMP) chromium
 	$(PY) -m pytest -q -p no:cacheprovider -m "not slow"
 
-check: lint typecheck
+check: lint typecheck rules
 	$(VENV)/bin/lint-imports
+
+# Prometheus rules: promtool comes with Debian's `prometheus` package; installed when apt can.
+rules:
+	@command -v promtool >/dev/null || (command -v apt-get >/dev/null && \
+		(apt-get install -y -qq prometheus >/dev/null 2>&1 || \
+		 (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq prometheus >/dev/null 2>&1))) || true
+	@if command -v promtool >/dev/null; then promtool check rules deploy/prometheus/alerts.yml; \
+	else echo "NOTE: promtool not found and not installable here (apt-get install prometheus):" \
+		"deploy/prometheus/alerts.yml was not checked"; fi
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench

@@ -54,6 +54,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         prefix = os.urandom(6).hex()
         rec: dict[str, list[Any]] = {"id": [], "sched": [], "sent": [], "acc": [], "status": []}
         per_second: dict[int, int] = {}
+        lags: list[float] = []  # answer time - scheduled time, seconds (kept even unrecorded)
         errors = 0
         pending: set[asyncio.Task[None]] = set()
 
@@ -80,6 +81,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 return
             sec = int(acc)
             per_second[sec] = per_second.get(sec, 0) + 1
+            lags.append(time.time() - sched)
             if args.record:
                 rec["id"].append(mid)
                 rec["sched"].append(sched)
@@ -104,8 +106,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         if pending:
             await asyncio.wait(pending, timeout=args.drain_s)
         late = len(pending)
+    lags.sort()
+
+    def pct(p: float) -> float | None:
+        return round(lags[min(len(lags) - 1, int(p / 100 * len(lags)))], 4) if lags else None
+
     out: dict[str, Any] = {
         "offered": total,
+        # How far answers trailed the schedule: a server that keeps up stays near 0.
+        "lag_s": {"p50": pct(50), "p99": pct(99), "max": lags[-1] if lags else None},
         "rate": args.rate,
         "duration_s": args.duration,
         "errors": errors,

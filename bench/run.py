@@ -155,6 +155,15 @@ def main() -> int:
     args, rest = ap.parse_known_args()
 
     if args.report_only:
+        import json
+
+        from wxbench import profile
+
+        for path in sorted(report.RESULTS_DIR.glob("*.json")):
+            data = json.loads(path.read_text())
+            if "profile" in data:
+                profile.resummarize(data)
+                path.write_text(json.dumps(data, indent=1))
         print(f"wrote {report.write_results_md()}")
         return 0
     if args.micro:
@@ -201,6 +210,7 @@ def main() -> int:
 
     atexit.register(stop_all)
     signal.signal(signal.SIGTERM, _on_term)
+    signal.signal(signal.SIGINT, _on_term)  # also when started in the background (SIG_IGN)
     signal.signal(signal.SIGALRM, _on_alarm)
     limit_min = args.max_minutes or (180 if args.full else 30)
     signal.alarm(int(limit_min * 60))

@@ -60,6 +60,21 @@ def _short(frame: str) -> str:
     return f"{m.group('func')} ({file}{':' + line if line else ''})"
 
 
+# The entry chain every sample shares (CLI, runner, thread bootstrap): left out of "inclusive".
+_ENTRY = (
+    "<frozen runpy>",
+    "typer/",
+    "_click/",
+    "wxgate/cli.py",
+    "wxgate/__main__.py",
+    "wxgate/serve.py",
+    "asyncio/runners.py)",
+    "threading.py)",
+)
+# A sample whose innermost Python frame is the runner is in uvloop's C code (I/O, callbacks).
+_LOOP = "Runner.run (asyncio/runners.py:118)"
+
+
 def _func(frame: str) -> str:
     """The frame without its line number (inclusive time is per function)."""
     return re.sub(r":\d+\)$", ")", frame)
@@ -113,11 +128,13 @@ def summarize(raw_file: Path, top: int = 15) -> dict[str, Any]:
         frames = [_short(f) for f in frames if f]
         if not frames:
             continue
+        if frames[-1] == _LOOP:
+            frames[-1] = "event loop, in C (uvloop: sockets, callbacks) [Runner.run]"
         total += n
         thread_c[thread] += n
         self_c[frames[-1]] += n
         area_c[_area(frames[-1])] += n
-        for f in {_func(f) for f in frames}:
+        for f in {g for g in map(_func, frames) if not any(e in g for e in _ENTRY)}:
             incl_c[f] += n
 
     def pct(c: Counter[str], k: int) -> list[dict[str, Any]]:
@@ -133,6 +150,21 @@ def summarize(raw_file: Path, top: int = 15) -> dict[str, Any]:
         "self_by_area": pct(area_c, 12),
         "threads": pct(thread_c, 8),
     }
+
+
+def resummarize(result: dict[str, Any]) -> None:
+    """Recompute the profile summaries of a saved result from their raw files, if still there."""
+    prof = result.get("profile")
+    if not prof:
+        return
+    items = [prof] if "raw" in prof else [p for p in prof.values() if isinstance(p, dict)]
+    for p in items:
+        raw = REPO / p.get("raw", "")
+        if p.get("raw") and raw.exists():
+            keep = {k: p[k] for k in ("variant", "rate_while_profiled", "raw") if k in p}
+            p.clear()
+            p.update(summarize(raw))
+            p.update(keep)
 
 
 def finish(proc: Proc | None, out: Path, timeout: float = 30.0) -> dict[str, Any] | None:

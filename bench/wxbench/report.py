@@ -231,6 +231,7 @@ def _details_md(res: dict[str, Any]) -> list[str]:
             "rss_end_mb",
             "ingest_p99_ms",
             "accept_to_sent_histogram",
+            "load_lag_s",
         ):
             vals = [r[extra] for r in runs if r.get(extra) is not None]
             if vals:
@@ -250,7 +251,8 @@ def render() -> str:
         "Written by `bench/run.py` from the latest `bench/results/<scenario>.json`; do not edit "
         "by hand (the analysis comes from `bench/results/notes.md`). Every figure is the "
         "median of the runs with the min-max spread in brackets; every ratio is ours / the "
-        "baseline measured in the same run on the same machine (runs interleaved). "
+        "baseline measured in the same run on the same machine (runs interleaved); for "
+        "throughput above 1 is better, for latency and memory above 1 means ours is higher. "
         "`bench/run.py --quick` is `make bench`; `--full` runs everything longer.",
         "",
     ]

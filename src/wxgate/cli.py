@@ -1,14 +1,15 @@
-"""The `wxgate` command: serve | sim | send | batch | status | dlq | config | demo."""
+"""The `wxgate` command: serve | sim | send | batch (send, follow, pause, resume, cancel, rate,
+results) | status | dlq | config | demo."""
 
 from __future__ import annotations
 
 import asyncio
-import csv
 import json
 import logging
 import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -21,6 +22,7 @@ from rich.table import Table
 from wxgate import settings as settings_mod
 from wxgate.client import Client, GatewayError
 from wxgate.errors import ConfigError
+from wxgate.models import BatchProgress
 from wxgate.sim.cli import sim_command
 
 app = typer.Typer(
@@ -30,8 +32,13 @@ app = typer.Typer(
     add_completion=False,
 )
 dlq_app = typer.Typer(help="Dead letters: list and requeue.", no_args_is_help=True)
+batch_app = typer.Typer(
+    help="Campaigns: send a CSV, follow, pause, resume, cancel, rate, results.",
+    no_args_is_help=True,
+)
 config_app = typer.Typer(help="Settings.", no_args_is_help=True)
 app.add_typer(dlq_app, name="dlq")
+app.add_typer(batch_app, name="batch")
 app.add_typer(config_app, name="config")
 app.command("sim", help="Run the WeChat simulator (api.weixin.qq.com stand-in).")(sim_command)
 
@@ -71,9 +78,18 @@ def serve(
         bool, typer.Option(help="Start the built-in simulator and wire a sandbox app to it")
     ] = False,
     sim_latency_ms: Annotated[float, typer.Option(help="Simulator latency in sandbox mode")] = 0.0,
-    role: Annotated[str, typer.Option(help="api | worker | all")] = "all",
+    role: Annotated[
+        str,
+        typer.Option(
+            help="all | api (HTTP API, no delivery) | worker (delivery; serves only "
+            "/healthz, /readyz and /metrics)"
+        ),
+    ] = "all",
     processes: Annotated[
-        int, typer.Option(help="Gateway processes sharing the port (needs a Redis store)")
+        int,
+        typer.Option(
+            help="Gateway processes sharing the port, restarted if they die (needs a Redis store)"
+        ),
     ] = 1,
     log_level: Annotated[str, typer.Option(help="debug | info | warning")] = "info",
 ) -> None:
@@ -162,81 +178,223 @@ def status(
     console.print_json(msgspec.json.encode(view).decode())
 
 
-def _read_csv(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
-    """Rows of `touser,<field>,<field>...`; each other column fills that template field."""
-    with path.open(newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        if not reader.fieldnames or "touser" not in reader.fieldnames:
-            raise typer.BadParameter(f"{path}: the first row must name a 'touser' column")
-        fields = [c for c in reader.fieldnames if c != "touser"]
-        rows = []
-        for row in reader:
-            touser = (row.get("touser") or "").strip()
-            if not touser:
-                continue
-            data = {c: row[c] for c in fields if row.get(c) not in (None, "")}
-            rows.append({"touser": touser, "data": data} if data else {"touser": touser})
-    return rows, fields
+def _csv_blocks(path: Path, on_rows: Any, block_bytes: int = 65536) -> Iterator[bytes]:
+    """The file in blocks, reporting the rows each one completes (rows = lines after the
+    header; a quoted field spanning lines counts extra, which only the bar notices)."""
+    header_seen = False
+    with path.open("rb") as f:
+        while block := f.read(block_bytes):
+            rows = block.count(b"\n")
+            if not header_seen and rows:
+                rows -= 1
+                header_seen = True
+            yield block
+            on_rows(rows)
 
 
-@app.command()
-def batch(
+def _count_rows(path: Path) -> int:
+    n = 0
+    last = b"\n"
+    with path.open("rb") as f:
+        while block := f.read(1 << 20):
+            n += block.count(b"\n")
+            last = block[-1:]
+    return max(0, n - 1 + (last != b"\n"))
+
+
+_SENT = ("sent", "delivered", "blocked", "failed")
+# Once a batch is done, `follow` waits for receipts until none came for this long.
+RECEIPT_GRACE_S = 5.0
+_GAVE_UP = ("dead", "expired", "cancelled")
+_COLUMNS = (
+    TextColumn("{task.description:>10}"),
+    BarColumn(),
+    MofNCompleteColumn(),
+    TimeElapsedColumn(),
+)
+
+
+def _follow(gw: Client, batch_id: str, timeout: float) -> BatchProgress:
+    """Live bars for a batch until every message is final (or it is cancelled/held)."""
+    first = gw.batch_progress(batch_id)
+    with Progress(*_COLUMNS, TextColumn("{task.fields[note]}"), console=console) as progress:
+        total = max(1, first.total)
+        sent = progress.add_task("sent", total=total, note="")
+        delivered = progress.add_task("delivered", total=total, note="")
+        failed = progress.add_task("not sent", total=total, note="")
+        deadline = time.monotonic() + timeout
+        current = first
+        last_receipts, quiet_since = -1, time.monotonic()
+        while True:
+            counts = current.counts
+            progress.update(
+                sent,
+                total=max(1, current.total),
+                completed=sum(counts.get(st, 0) for st in _SENT),
+                note=current.status,
+            )
+            progress.update(
+                delivered, total=max(1, current.total), completed=counts.get("delivered", 0)
+            )
+            bad = sum(counts.get(st, 0) for st in _GAVE_UP)
+            errs = ", ".join(f"{code}: {n}" for code, n in current.errcodes.items())
+            progress.update(failed, total=max(1, current.total), completed=bad, note=errs)
+            if current.status in ("cancelled", "paused", "incomplete"):
+                break
+            if current.status == "done":
+                # Every message is final; receipts (sent -> delivered) trail the sends. Wait
+                # for them while they still come in.
+                receipts = sum(counts.get(st, 0) for st in ("delivered", "blocked", "failed"))
+                if receipts != last_receipts:
+                    last_receipts, quiet_since = receipts, time.monotonic()
+                if not counts.get("sent") or time.monotonic() - quiet_since > RECEIPT_GRACE_S:
+                    break
+            if time.monotonic() > deadline:
+                err.print(f"[yellow]still {current.status} after {timeout:.0f} s[/yellow]")
+                break
+            time.sleep(0.5)
+            current = gw.batch_progress(batch_id)
+    return current
+
+
+@batch_app.command("send")
+def batch_send(
     template_id: Annotated[str, typer.Argument(help="Template id")],
     csv_file: Annotated[Path, typer.Option("--csv", help="CSV with a touser column")],
     data: Annotated[list[str] | None, typer.Option("--data", help="Shared key=value")] = None,
     app_name: Annotated[str | None, typer.Option("--app", help="App name")] = None,
+    rate: Annotated[float | None, typer.Option("--rate", help="This batch's msg/s")] = None,
     url: UrlOpt = "http://127.0.0.1:8080",
     key: KeyOpt = "sandbox-key",
-    chunk: Annotated[int, typer.Option(help="Recipients per request")] = 5000,
     follow: Annotated[bool, typer.Option(help="Follow delivery until done")] = True,
-    timeout: Annotated[float, typer.Option(help="Give up following after N s")] = 600.0,
+    timeout: Annotated[float, typer.Option(help="Give up following after N s")] = 3600.0,
 ) -> None:
-    """Send one template to every recipient in a CSV, with a live progress bar."""
-    rows, _ = _read_csv(csv_file)
-    if not rows:
-        err.print("[red]no recipients in the CSV[/red]")
-        raise typer.Exit(1)
-    shared = _data_arg(data or [])
-    batch_ids: list[str] = []
-    opts: dict[str, Any] = {"app": app_name} if app_name else {}
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-    )
-    with Client(url, key, timeout=60) as gw, Progress(*columns, console=console) as progress:
-        acc = progress.add_task("accepted", total=len(rows))
+    """Stream a CSV (touser + one column per template field) as one batch, with live bars."""
+    if not csv_file.is_file():
+        err.print(f"[red]{csv_file}: no such file[/red]")
+        raise typer.Exit(2)
+    total = _count_rows(csv_file)
+    opts: dict[str, Any] = {"app": app_name, "rate_per_s": rate}
+    with Client(url, key, timeout=120) as gw:
         try:
-            for i in range(0, len(rows), chunk):
-                part = rows[i : i + chunk]
-                out = gw.send_batch(template_id, part, shared, **opts)
-                batch_ids.append(out.id)
-                progress.advance(acc, len(part))
-            if not follow:
-                return
-            sent = progress.add_task("sent", total=len(rows))
-            delivered = progress.add_task("delivered", total=len(rows))
-            failed = progress.add_task("failed", total=len(rows))
-            deadline = time.monotonic() + timeout
-            while True:
-                counts: dict[str, int] = {}
-                for bid in batch_ids:
-                    for st, n in gw.batch_progress(bid).counts.items():
-                        counts[st] = counts.get(st, 0) + n
-                done_sent = sum(
-                    counts.get(s, 0) for s in ("sent", "delivered", "blocked", "failed")
+            with Progress(*_COLUMNS, console=console) as progress:
+                task = progress.add_task("accepted", total=max(1, total))
+                blocks = _csv_blocks(csv_file, lambda n: progress.advance(task, n))
+                accepted = gw.upload_batch(
+                    template_id, blocks, "text/csv", _data_arg(data or []), **opts
                 )
-                bad = sum(counts.get(s, 0) for s in ("dead", "expired", "cancelled"))
-                progress.update(sent, completed=done_sent)
-                progress.update(delivered, completed=counts.get("delivered", 0))
-                progress.update(failed, completed=bad + counts.get("failed", 0))
-                if done_sent + bad >= len(rows) or time.monotonic() > deadline:
-                    break
-                time.sleep(0.5)
+                progress.update(task, total=max(1, accepted.total), completed=accepted.total)
+            console.print(
+                f"batch [bold]{accepted.id}[/bold]: {accepted.total} recipients, {accepted.status}"
+            )
+            if follow:
+                final = _follow(gw, accepted.id, timeout)
+                console.print(f"batch {accepted.id} {final.status}: {_summary(final)}")
         except GatewayError as exc:
             raise _fail(exc) from None
-    console.print(f"batches: {', '.join(batch_ids)}")
+
+
+def _summary(p: BatchProgress) -> str:
+    return ", ".join(f"{n} {st}" for st, n in sorted(p.counts.items()) if n) or "empty"
+
+
+@batch_app.command("follow")
+def batch_follow(
+    batch_id: Annotated[str, typer.Argument(help="Batch id")],
+    url: UrlOpt = "http://127.0.0.1:8080",
+    key: KeyOpt = "sandbox-key",
+    timeout: Annotated[float, typer.Option(help="Give up after N s")] = 3600.0,
+) -> None:
+    """Live progress of an existing batch (sent, delivered, not sent) until it is done."""
+    with Client(url, key) as gw:
+        try:
+            final = _follow(gw, batch_id, timeout)
+        except GatewayError as exc:
+            raise _fail(exc) from None
+    console.print(f"batch {batch_id} {final.status}: {_summary(final)}")
+
+
+def _batch_action(action: str, batch_id: str, url: str, key: str) -> None:
+    with Client(url, key) as gw:
+        try:
+            p = getattr(gw, f"{action}_batch")(batch_id)
+        except GatewayError as exc:
+            raise _fail(exc) from None
+    console.print(f"batch {batch_id} {p.status}: {_summary(p)}")
+
+
+@batch_app.command("pause")
+def batch_pause(
+    batch_id: Annotated[str, typer.Argument(help="Batch id")],
+    url: UrlOpt = "http://127.0.0.1:8080",
+    key: KeyOpt = "sandbox-key",
+) -> None:
+    """Stop sending the batch (in-flight sends finish); resume picks it up again."""
+    _batch_action("pause", batch_id, url, key)
+
+
+@batch_app.command("resume")
+def batch_resume(
+    batch_id: Annotated[str, typer.Argument(help="Batch id")],
+    url: UrlOpt = "http://127.0.0.1:8080",
+    key: KeyOpt = "sandbox-key",
+) -> None:
+    """Send a paused (or incomplete) batch again."""
+    _batch_action("resume", batch_id, url, key)
+
+
+@batch_app.command("cancel")
+def batch_cancel(
+    batch_id: Annotated[str, typer.Argument(help="Batch id")],
+    url: UrlOpt = "http://127.0.0.1:8080",
+    key: KeyOpt = "sandbox-key",
+) -> None:
+    """Cancel every message of the batch not sent yet."""
+    _batch_action("cancel", batch_id, url, key)
+
+
+@batch_app.command("rate")
+def batch_rate(
+    batch_id: Annotated[str, typer.Argument(help="Batch id")],
+    rate: Annotated[str, typer.Argument(help="msg/s for this batch, or 'none'")],
+    url: UrlOpt = "http://127.0.0.1:8080",
+    key: KeyOpt = "sandbox-key",
+) -> None:
+    """Change the batch's own send rate while it runs."""
+    try:
+        value = None if rate.lower() == "none" else float(rate)
+    except ValueError:
+        raise typer.BadParameter(f"{rate!r}: a number or 'none'") from None
+    with Client(url, key) as gw:
+        try:
+            p = gw.set_batch_rate(batch_id, value)
+        except GatewayError as exc:
+            raise _fail(exc) from None
+    console.print(f"batch {batch_id} {p.status}, rate {p.rate_per_s or 'the app rate'}")
+
+
+@batch_app.command("results")
+def batch_results(
+    batch_id: Annotated[str, typer.Argument(help="Batch id")],
+    fmt: Annotated[str, typer.Option("--format", help="csv or ndjson")] = "csv",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="File (- = stdout)")] = None,
+    url: UrlOpt = "http://127.0.0.1:8080",
+    key: KeyOpt = "sandbox-key",
+) -> None:
+    """One row per recipient: final status, errcode, errmsg, WeChat msgid, receipt."""
+    with Client(url, key, timeout=120) as gw:
+        try:
+            if output is None or str(output) == "-":
+                for block in gw.batch_results(batch_id, fmt):
+                    sys.stdout.buffer.write(block)
+                sys.stdout.flush()
+            else:
+                with output.open("wb") as f:
+                    for block in gw.batch_results(batch_id, fmt):
+                        f.write(block)
+                err.print(f"wrote {output}")
+        except GatewayError as exc:
+            raise _fail(exc) from None
 
 
 @dlq_app.command("list")

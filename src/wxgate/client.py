@@ -16,7 +16,7 @@ import http.client
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypedDict, TypeVar, Unpack
@@ -35,6 +35,7 @@ from wxgate.models import (
     MiniProgram,
     Status,
 )
+from wxgate.policy import webhook_signature
 
 if TYPE_CHECKING:  # aiohttp is imported only when an AsyncClient is used
     import aiohttp
@@ -84,7 +85,7 @@ class SendOptions(TypedDict, total=False):
     expire_at: float
     idempotency_key: str
     callback_url: str
-    priority: str
+    priority: str  # "urgent" | "normal" | "low": only urgent goes out during quiet hours
 
 
 class BatchOptions(TypedDict, total=False):
@@ -96,6 +97,38 @@ class BatchOptions(TypedDict, total=False):
     send_at: float
     expire_at: float
     callback_url: str
+    priority: str
+
+
+# ---------------------------------------------------------------- status webhooks
+
+
+def verify_webhook(
+    secret: str,
+    headers: Mapping[str, str],
+    body: bytes | str,
+    tolerance_s: float = webhook_signature.DEFAULT_TOLERANCE_S,
+    *,
+    now: float | None = None,
+) -> bool:
+    """Whether a status webhook wxgate POSTed to you is genuine and recent.
+
+    `headers` are the request's (any case); `body` its raw bytes, exactly as received (parse
+    the JSON only after this returns True). Checks X-Wxgate-Signature, an HMAC-SHA256 of
+    "{X-Wxgate-Timestamp}.{body}" under the app's webhook_secret, and that the timestamp is
+    within `tolerance_s` of `now` (default: the current time). Dedupe deliveries by the
+    event's `id` (also in X-Wxgate-Event-Id): a retry carries the same one.
+    """
+    lower = {k.lower(): v for k, v in headers.items()}
+    raw = body.encode("utf-8") if isinstance(body, str) else body
+    return webhook_signature.verify(
+        secret,
+        lower.get(webhook_signature.TIMESTAMP_HEADER.lower()),
+        lower.get(webhook_signature.SIGNATURE_HEADER.lower()),
+        raw,
+        time.time() if now is None else now,
+        tolerance_s,
+    )
 
 
 # ---------------------------------------------------------------- sans-IO requests and answers
@@ -131,6 +164,27 @@ def _batch_call(
     rcpts = [{"touser": r} if isinstance(r, str) else r for r in recipients]
     body = {"template_id": template_id, "recipients": rcpts, "data": data or {}, **options}
     return _Call("POST", "/v1/batches", BatchAccepted, _ENCODER.encode(body), retry_safe=False)
+
+
+def _batch_action(batch_id: str, action: str) -> _Call:
+    return _Call("POST", f"/v1/batches/{_seg(batch_id)}/{action}", BatchProgress)
+
+
+def _rate_call(batch_id: str, rate_per_s: float | None) -> _Call:
+    body = _ENCODER.encode({"rate_per_s": rate_per_s})
+    return _Call("PATCH", f"/v1/batches/{_seg(batch_id)}", BatchProgress, body)
+
+
+def _upload_path(template_id: str, data: Mapping[str, Any] | None, **options: Any) -> str:
+    """POST /v1/batches for a streamed body: the shared settings travel in the query."""
+    query: dict[str, Any] = {"template_id": template_id, **options}
+    if data:
+        query["data"] = _ENCODER.encode(dict(data)).decode()
+    return "/v1/batches?" + urlencode({k: v for k, v in query.items() if v is not None})
+
+
+def _results_path(batch_id: str, fmt: str) -> str:
+    return f"/v1/batches/{_seg(batch_id)}/results?{urlencode({'format': fmt})}"
 
 
 def _dead_call(app: str | None, errcode: int | None, cursor: str | None, limit: int) -> _Call:
@@ -170,6 +224,11 @@ def _headers(api_key: str, has_body: bool) -> dict[str, str]:
 def _waited_out(msg_id: str, last: MessageView | None, timeout_s: float) -> TimeoutError:
     status = last.status.value if last is not None else "unknown"
     return TimeoutError(f"message {msg_id} still {status} after {timeout_s} s")
+
+
+async def _aiter(blocks: Iterable[bytes]) -> AsyncIterator[bytes]:
+    for block in blocks:
+        yield block
 
 
 # ---------------------------------------------------------------- sync
@@ -274,6 +333,64 @@ class Client:
             _Call("POST", f"/v1/batches/{_seg(batch_id)}/cancel", BatchProgress)
         )
         return out
+
+    def pause_batch(self, batch_id: str) -> BatchProgress:
+        out: BatchProgress = self._do(_batch_action(batch_id, "pause"))
+        return out
+
+    def resume_batch(self, batch_id: str) -> BatchProgress:
+        out: BatchProgress = self._do(_batch_action(batch_id, "resume"))
+        return out
+
+    def set_batch_rate(self, batch_id: str, rate_per_s: float | None) -> BatchProgress:
+        out: BatchProgress = self._do(_rate_call(batch_id, rate_per_s))
+        return out
+
+    def upload_batch(
+        self,
+        template_id: str,
+        body: Iterable[bytes],
+        content_type: str = "text/csv",
+        data: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> BatchAccepted:
+        """A streamed batch: `body` (CSV or NDJSON bytes, any chunking) is sent as it is
+        produced (chunked encoding); the gateway commits it in chunks as it arrives."""
+        path = _upload_path(template_id, data, **options)
+        headers = {**_headers(self._api_key, False), "Content-Type": content_type}
+        with self._lock:
+            conn = self._conn or self._connect()
+            self._conn = None  # a failed upload leaves the connection in an unknown state
+            try:
+                conn.request(
+                    "POST", self._prefix + path, body=body, headers=headers, encode_chunked=True
+                )
+                resp = conn.getresponse()
+                status, answer = resp.status, resp.read()
+                retry_after = resp.getheader("Retry-After")
+            except (OSError, http.client.HTTPException) as exc:
+                conn.close()
+                raise GatewayUnreachable(f"POST /v1/batches: {exc!r}") from None
+            self._conn = conn
+        out: BatchAccepted = _parse(_Call("POST", path, BatchAccepted), status, answer, retry_after)
+        return out
+
+    def batch_results(self, batch_id: str, fmt: str = "csv") -> Iterator[bytes]:
+        """The batch's per-recipient results (CSV or NDJSON) as the gateway streams them."""
+        path = _results_path(batch_id, fmt)
+        with self._lock:
+            conn = self._connect()  # its own connection: the caller reads at its own pace
+        try:
+            conn.request("GET", self._prefix + path, headers=_headers(self._api_key, False))
+            resp = conn.getresponse()
+            if resp.status != 200:
+                _parse(_Call("GET", path, dict), resp.status, resp.read(), None)
+            while block := resp.read(65536):
+                yield block
+        except (OSError, http.client.HTTPException) as exc:
+            raise GatewayUnreachable(f"GET {path}: {exc!r}") from None
+        finally:
+            conn.close()
 
     def dead_letters(
         self,
@@ -424,6 +541,58 @@ class AsyncClient:
             _Call("POST", f"/v1/batches/{_seg(batch_id)}/cancel", BatchProgress)
         )
         return out
+
+    async def pause_batch(self, batch_id: str) -> BatchProgress:
+        out: BatchProgress = await self._do(_batch_action(batch_id, "pause"))
+        return out
+
+    async def resume_batch(self, batch_id: str) -> BatchProgress:
+        out: BatchProgress = await self._do(_batch_action(batch_id, "resume"))
+        return out
+
+    async def set_batch_rate(self, batch_id: str, rate_per_s: float | None) -> BatchProgress:
+        out: BatchProgress = await self._do(_rate_call(batch_id, rate_per_s))
+        return out
+
+    async def upload_batch(
+        self,
+        template_id: str,
+        body: AsyncIterable[bytes] | Iterable[bytes],
+        content_type: str = "text/csv",
+        data: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> BatchAccepted:
+        """A streamed batch (see Client.upload_batch); never retried automatically."""
+        import aiohttp
+
+        path = _upload_path(template_id, data, **options)
+        payload: Any = body if isinstance(body, AsyncIterable) else _aiter(body)
+        try:
+            async with self._open().post(
+                self._base + path, data=payload, headers={"Content-Type": content_type}
+            ) as resp:
+                answer = await resp.read()
+                call = _Call("POST", path, BatchAccepted)
+                out: BatchAccepted = _parse(
+                    call, resp.status, answer, resp.headers.get("Retry-After")
+                )
+                return out
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise GatewayUnreachable(f"POST /v1/batches: {exc!r}") from None
+
+    async def batch_results(self, batch_id: str, fmt: str = "csv") -> AsyncIterator[bytes]:
+        """The batch's per-recipient results (CSV or NDJSON) as the gateway streams them."""
+        import aiohttp
+
+        path = _results_path(batch_id, fmt)
+        try:
+            async with self._open().get(self._base + path) as resp:
+                if resp.status != 200:
+                    _parse(_Call("GET", path, dict), resp.status, await resp.read(), None)
+                async for block in resp.content.iter_chunked(65536):
+                    yield block
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise GatewayUnreachable(f"GET {path}: {exc!r}") from None
 
     async def dead_letters(
         self,

@@ -1,14 +1,16 @@
 """Prometheus collectors for one gateway process, and the /metrics handler.
 
-Label sets are bounded: app names, dispositions, errcodes WeChat can return, routes (the
-matched pattern, never the raw path), statuses. Never a label per openid or message.
+Label sets are bounded: app names, dispositions, errcodes (the known ones; any other is
+"other"), routes (the matched pattern, never the raw path), statuses. Never a label per openid
+or message. Counts that live elsewhere (the token broker's fetches, the store's lease
+expirations) are read at scrape time by a collector of their own (_Scraped).
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -20,6 +22,8 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from wxgate.errors import StoreError
 
@@ -30,17 +34,85 @@ BREAKER_STATES = ("closed", "half_open", "open")
 
 class _StatsSource(Protocol):
     async def stats(self) -> Any: ...
+    async def get_pauses(self) -> Any: ...
+
+
+class _WebhookSource(Protocol):
+    async def webhook_stats(self) -> Any: ...
 
 
 class _PoolSource(Protocol):
     def app_states(self) -> Mapping[str, Mapping[str, Any]]: ...
 
 
+class _BrokerSource(Protocol):
+    """The counters of wechat.tokens.TokenBroker (by appid)."""
+
+    @property
+    def fetches(self) -> Mapping[str, int]: ...
+    @property
+    def fetch_failures(self) -> Mapping[str, int]: ...
+    @property
+    def invalidations(self) -> int: ...
+
+
+# failures_by_errcode keeps at most this many distinct errcodes (the rest only in "other").
+MAX_ERRCODES_KEPT = 256
+
+
+class _Scraped(Collector):
+    """Counters owned by other objects, read when Prometheus scrapes."""
+
+    def __init__(self) -> None:
+        self.broker: _BrokerSource | None = None
+        self.app_of_appid: dict[str, str] = {}
+        self.lease_expirations: dict[str, int] | None = None  # from the store, by refresh()
+
+    def collect(self) -> Iterator[Metric]:
+        broker = self.broker
+        if broker is not None:
+            fetches = CounterMetricFamily(
+                "wxgate_token_fetches",
+                "access_token fetches from WeChat by this process (tries, failed ones included)",
+                labels=["app"],
+            )
+            failures = CounterMetricFamily(
+                "wxgate_token_fetch_failures",
+                "access_token fetches that failed (WeChat error or no answer)",
+                labels=["app"],
+            )
+            for appid, app in self.app_of_appid.items():
+                fetches.add_metric([app], broker.fetches.get(appid, 0))
+                failures.add_metric([app], broker.fetch_failures.get(appid, 0))
+            yield fetches
+            yield failures
+            yield CounterMetricFamily(
+                "wxgate_token_invalidations",
+                "Cached access_tokens dropped after WeChat rejected them",
+                value=broker.invalidations,
+            )
+        if self.lease_expirations is not None:
+            expired = CounterMetricFamily(
+                "wxgate_lease_expirations",
+                "Leases taken over after they expired (a worker crashed or hung): the whole "
+                "deployment's count, read from the store",
+                labels=["app"],
+            )
+            for app in sorted(set(self.app_of_appid.values()) | set(self.lease_expirations)):
+                expired.add_metric([app], self.lease_expirations.get(app, 0))
+            yield expired
+
+
 class Metrics:
     """All collectors on a registry of their own, so tests can run several gateways at once."""
 
-    def __init__(self) -> None:
+    def __init__(self, known_errcodes: Iterable[int] | None = None) -> None:
+        # errcodes kept as label values; None keeps every one (tests), runtime passes the table.
+        self._known = None if known_errcodes is None else frozenset(known_errcodes)
+        self._failures: dict[int, dict[str, int]] = {}
         r = self.registry = CollectorRegistry(auto_describe=True)
+        self._scraped = _Scraped()
+        r.register(self._scraped)
         self.accepted = Counter(
             "wxgate_messages_accepted_total", "Messages accepted (committed)", ["app"], registry=r
         )
@@ -111,9 +183,6 @@ class Metrics:
             buckets=LATENCY_BUCKETS_S,
             registry=r,
         )
-        self.token_fetches = Counter(
-            "wxgate_token_fetches_total", "access_token fetches", ["app", "result"], registry=r
-        )
         self.queue_depth = Gauge(
             "wxgate_queue_messages", "Messages by status and app", ["app", "status"], registry=r
         )
@@ -133,16 +202,59 @@ class Metrics:
             "wxgate_sends_in_flight", "Sends in flight per app", ["app"], registry=r
         )
         self.rate = Gauge(
-            "wxgate_app_rate_per_second", "Current send rate limit per app", ["app"], registry=r
+            "wxgate_app_rate_per_second",
+            "Current send rate limit per app (lowered by adaptive rate while WeChat struggles)",
+            ["app"],
+            registry=r,
+        )
+        # Labelled by the key's configured name, never the key itself.
+        self.token_service = Counter(
+            "wxgate_token_service_requests_total",
+            "Token service calls by API key name and action (get, invalidate)",
+            ["key", "action"],
+            registry=r,
+        )
+        self.key_limited = Counter(
+            "wxgate_api_key_limited_total",
+            "Requests refused with 429 by an API key's rate limit, by key name",
+            ["key"],
+            registry=r,
+        )
+        self.webhooks = Counter(
+            "wxgate_webhooks_total",
+            "Status webhook POSTs by result: delivered, retry (will try again), failed (gave up)",
+            ["result"],
+            registry=r,
+        )
+        self.webhooks_pending = Gauge(
+            "wxgate_webhooks_pending", "Status webhook events waiting to be delivered", registry=r
+        )
+        self.webhooks_failed = Gauge(
+            "wxgate_webhooks_failed",
+            "Status webhook events given up on (kept for the store's retention)",
+            registry=r,
         )
         self._store: _StatsSource | None = None
         self._pool: _PoolSource | None = None
+        self._webhook_source: _WebhookSource | None = None
 
     def bind_store(self, store: _StatsSource) -> None:
         self._store = store
 
     def bind_pool(self, pool: _PoolSource) -> None:
         self._pool = pool
+
+    def bind_broker(self, broker: _BrokerSource, apps: Mapping[str, str]) -> None:
+        """The token broker's fetch counters; `apps` maps appid -> app name (the label)."""
+        self._scraped.broker = broker
+        self._scraped.app_of_appid = dict(apps)
+
+    def bind_webhooks(self, source: _WebhookSource) -> None:
+        """The store's outbox, for the pending/failed gauges."""
+        self._webhook_source = source
+
+    def on_webhook(self, result: str) -> None:
+        self.webhooks.labels(result).inc()
 
     # ---- hooks called by the delivery pipeline (delivery.DeliveryMetrics protocol)
     def on_sent(self, app: str, latency_s: float, created_at: float, now: float) -> None:
@@ -151,7 +263,14 @@ class Metrics:
         self.e2e_sent.labels(app).observe(max(0.0, now - created_at))
 
     def on_failed(self, app: str, disposition: str, errcode: int) -> None:
-        self.failed.labels(app, disposition, str(errcode)).inc()
+        known = self._known is None or errcode in self._known
+        self.failed.labels(app, disposition, str(errcode) if known else "other").inc()
+        by = self._failures.get(errcode)
+        if by is None:
+            if len(self._failures) >= MAX_ERRCODES_KEPT:
+                return
+            by = self._failures[errcode] = {}
+        by[disposition] = by.get(disposition, 0) + 1
 
     def on_retry(self, app: str) -> None:
         self.retries.labels(app).inc()
@@ -168,11 +287,14 @@ class Metrics:
     def on_rate_wait(self, app: str, seconds: float) -> None:
         self.rate_wait.labels(app).inc(seconds)
 
-    def on_token_fetch(self, app: str, ok: bool) -> None:
-        self.token_fetches.labels(app, "ok" if ok else "error").inc()
-
     def on_accepted(self, app: str, n: int = 1) -> None:
         self.accepted.labels(app).inc(n)
+
+    def on_token_service(self, key: str, action: str) -> None:
+        self.token_service.labels(key, action).inc()
+
+    def on_key_limited(self, key: str) -> None:
+        self.key_limited.labels(key).inc()
 
     def on_receipt(self, app: str, result: str, created_at: float | None, now: float) -> None:
         self.receipts.labels(app, result).inc()
@@ -180,17 +302,9 @@ class Metrics:
             self.e2e_delivered.labels(app).observe(max(0.0, now - created_at))
 
     def failures_by_errcode(self) -> dict[int, dict[str, int]]:
-        """Failed send attempts since start: errcode -> disposition -> count (all apps)."""
-        out: dict[int, dict[str, int]] = {}
-        for family in self.failed.collect():
-            for sample in family.samples:
-                if not sample.name.endswith("_total") or not sample.value:
-                    continue
-                code = int(sample.labels["errcode"])
-                by = out.setdefault(code, {})
-                disposition = sample.labels["disposition"]
-                by[disposition] = by.get(disposition, 0) + int(sample.value)
-        return out
+        """Failed send attempts since start: errcode -> disposition -> count (all apps; the
+        real errcodes, where the metric says "other" for unknown ones)."""
+        return {code: dict(by) for code, by in self._failures.items()}
 
     # ---- scrape
     async def refresh(self) -> None:
@@ -198,27 +312,39 @@ class Metrics:
 
         With the store unreachable the store's gauges keep their last values: the scrape
         still answers, with this process's own counters, when they matter most."""
-        stats = None
+        stats = pauses = None
         if self._store is not None:
             with contextlib.suppress(StoreError):
                 stats = await self._store.stats()
+                pauses = await self._store.get_pauses()
         if stats is not None:
+            self._scraped.lease_expirations = dict(stats.lease_expirations)
             self.queue_depth.clear()
             for app, counts in stats.by_app.items():
                 for status, n in counts.items():
                     self.queue_depth.labels(app, status).set(n)
             oldest = stats.oldest_pending_at
             self.oldest_pending_age.set(max(0.0, time.time() - oldest) if oldest else 0.0)
+        if self._webhook_source is not None:
+            with contextlib.suppress(StoreError):
+                hooks = await self._webhook_source.webhook_stats()
+                self.webhooks_pending.set(hooks.pending)
+                self.webhooks_failed.set(hooks.failed)
         if self._pool is not None:
             for app, state in self._pool.app_states().items():
                 current = str(state.get("breaker", "closed"))
                 for st in BREAKER_STATES:
                     self.breaker.labels(app, st).set(1 if st == current else 0)
-                self.paused.labels(app).set(1 if state.get("paused_until") else 0)
+                if pauses is None:
+                    self.paused.labels(app).set(1 if state.get("paused_until") else 0)
                 self.in_flight.labels(app).set(float(state.get("in_flight", 0)))
                 rate = state.get("rate_per_s")
                 if rate is not None:
                     self.rate.labels(app).set(float(rate))
+        if pauses is not None:  # the store's pauses are every process's (a worker's or not)
+            paused = {p.app for p in pauses}
+            for app in set(self._scraped.app_of_appid.values()) | paused:
+                self.paused.labels(app).set(1 if app in paused else 0)
 
     async def handler(self, request: web.Request) -> web.Response:
         await self.refresh()

@@ -91,6 +91,9 @@ class Message(msgspec.Struct, kw_only=True):
     updated_at: float | None = None
     # Set by Store.lease: the fencing token that ack/retry/dead/release must present.
     lease_token: int = 0
+    # What the gateway changed or noticed at accept time, e.g. a value truncated to the
+    # template's limit ("data.thing1: truncated from 35 to 20 chars"). None = nothing.
+    notes: list[str] | None = None
 
 
 class SendResult(msgspec.Struct, frozen=True):
@@ -112,13 +115,26 @@ class EnqueueResult(msgspec.Struct, frozen=True):
 
 
 class Batch(msgspec.Struct, kw_only=True):
+    """A campaign: one template to many recipients, controlled as one.
+
+    Stored status: `loading` (a streamed upload is still arriving: nothing is sent yet),
+    `running`, `paused`, `incomplete` (the upload broke: what arrived waits for resume or
+    cancel) or `cancelled`. `done` is never stored: progress reports it once every message
+    is final. `total` is the number of recipients accepted (it grows while loading).
+    """
+
     id: str
     app: str
     template_id: str
     total: int
     created_at: float
-    status: str = "running"  # running | paused | cancelled | done
-    rate_per_s: float | None = None
+    status: str = "running"
+    rate_per_s: float | None = None  # a send rate for this batch alone, under the app's
+
+
+# Batch statuses whose messages are not leased: held until resumed (or cancelled for good).
+BATCH_HELD = frozenset({"loading", "paused", "incomplete"})
+BATCH_STATUSES = frozenset({"loading", "running", "paused", "incomplete", "cancelled"})
 
 
 class AppPause(msgspec.Struct, frozen=True):
@@ -141,6 +157,36 @@ class TokenEntry(msgspec.Struct, frozen=True):
         return f"TokenEntry(access_token='***', expires_at={self.expires_at:.0f})"
 
 
+class WebhookEvent(msgspec.Struct, kw_only=True):
+    """A final status waiting to be POSTed to a caller's callback_url: one outbox row.
+
+    Written by the store in the same transaction as the status change; `id` is the event id
+    the receiver dedupes by, the same on every retry. The rest is a snapshot taken then.
+    """
+
+    id: str
+    message_id: str
+    app: str
+    status: str
+    url: str
+    occurred_at: float
+    errcode: int | None = None
+    errmsg: str | None = None
+    wechat_msgid: int | None = None
+    batch_id: str | None = None
+    attempts: int = 0  # POSTs that failed so far
+    last_error: str | None = None
+
+
+class WebhookStats(msgspec.Struct):
+    """Outbox counts: waiting (or being POSTed), given up on (kept for retention_s), and
+    delivered since the store was created."""
+
+    pending: int = 0
+    failed: int = 0
+    delivered: int = 0
+
+
 class StoreStats(msgspec.Struct):
     by_status: dict[str, int]
     by_app: dict[str, dict[str, int]]
@@ -148,6 +194,8 @@ class StoreStats(msgspec.Struct):
     # Finished messages dropped after retention, by app and final status: added to by_app they
     # give counts that retention never lowers (so rates from their deltas stay right).
     pruned_by_app: dict[str, dict[str, int]] = msgspec.field(default_factory=dict)
+    # Leases taken over after they expired (their holder crashed or hung), by app, ever.
+    lease_expirations: dict[str, int] = msgspec.field(default_factory=dict)
 
 
 # ---------------------------------------------------------------- HTTP API bodies
@@ -174,7 +222,7 @@ class MessageIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     expire_at: float | None = None
     idempotency_key: Annotated[str, msgspec.Meta(min_length=1, max_length=256)] | None = None
     callback_url: Annotated[str, msgspec.Meta(max_length=2048)] | None = None
-    priority: str = "normal"
+    priority: str = "normal"  # urgent | normal | low (high = urgent): urgent skips quiet hours
 
 
 class Recipient(msgspec.Struct, forbid_unknown_fields=True):
@@ -196,6 +244,8 @@ class BatchIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     send_at: float | None = None
     expire_at: float | None = None
     callback_url: str | None = None
+    priority: str = "normal"  # urgent | normal | low: urgent batches skip quiet hours
+    rate_per_s: float | None = None  # this batch's own send rate (PATCH changes it)
 
 
 class Accepted(msgspec.Struct):
@@ -210,6 +260,9 @@ class BatchAccepted(msgspec.Struct):
 
 
 class BatchProgress(msgspec.Struct):
+    """A batch now: its status (models.Batch, or `done` once every message is final), how
+    many recipients it holds, and how many of them are in each message status."""
+
     id: str
     status: str
     total: int
@@ -217,6 +270,9 @@ class BatchProgress(msgspec.Struct):
     app: str | None = None
     template_id: str | None = None
     created_at: float | None = None
+    rate_per_s: float | None = None
+    # Dead letters by their last errcode ("40003": 12); blocked and failed are in counts.
+    errcodes: dict[str, int] = msgspec.field(default_factory=dict)
 
 
 class ErrorBody(msgspec.Struct):

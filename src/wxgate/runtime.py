@@ -28,13 +28,16 @@ from wxgate.api.responses import json_response
 from wxgate.api.schemas import Health
 from wxgate.clock import Clock, SystemClock
 from wxgate.delivery.dispatcher import Dispatcher
+from wxgate.delivery.webhooks import WebhookSender
 from wxgate.delivery.workers import WorkerPool
 from wxgate.errors import ConfigError, StoreUnavailable
 from wxgate.metrics import Metrics
+from wxgate.policy.errcodes import known_codes
 from wxgate.settings import Settings
 from wxgate.store.base import Store
 from wxgate.store.factory import open_store
 from wxgate.wechat.client import WeChatClient
+from wxgate.wechat.templates import TemplateCatalog
 from wxgate.wechat.tokens import TokenBroker
 
 log = logging.getLogger("wxgate")
@@ -55,8 +58,8 @@ def parse_role(value: str) -> Role:
 
 def ops_app(store: Store) -> web.Application:
     """The HTTP face of a worker-only process: liveness, readiness and (set by the caller)
-    metrics. No /v1 routes, so a worker behind a load balancer by mistake takes no API
-    traffic; its 404s say so."""
+    metrics. No /v1 routes: a worker put behind a load balancer by mistake answers 404
+    rather than taking API traffic."""
 
     async def healthz(request: web.Request) -> web.Response:
         return json_response(Health("ok"))
@@ -97,11 +100,13 @@ class Gateway:
         self.role = parse_role(role)
         self.reuse_port = reuse_port
         self._sock = sock
-        self.metrics = Metrics()
+        self.metrics = Metrics(known_errcodes=known_codes())
         self.store: Store | None = None
         self.client: WeChatClient | None = None
         self.broker: TokenBroker | None = None
         self.pool: WorkerPool | None = None
+        self.webhooks: WebhookSender | None = None
+        self.templates: TemplateCatalog | None = None
         self.app: web.Application | None = None
         self._runner: web.AppRunner | None = None
         self.port: int = settings.server.port
@@ -128,6 +133,9 @@ class Gateway:
         self.client = WeChatClient(s.wechat, self.clock)
         await self.client.start()
         self.broker = TokenBroker(self.client, self.store, self.clock)
+        self.metrics.bind_broker(self.broker, {a.appid: a.name for a in s.apps})
+        if any(a.validate != "off" for a in s.apps):
+            self.templates = TemplateCatalog(self.client, self.broker, s.templates, self.clock)
         if self.role in ("worker", "all"):
             apps = {a.name: a for a in s.apps}
             # The send budget checked against each lease is the client's real timeout.
@@ -143,7 +151,19 @@ class Gateway:
             self.pool = WorkerPool(self.store, dispatcher, s.workers, self.clock)
             self.metrics.bind_pool(self.pool)
             await self.pool.start()
+            # Status webhooks: a loop of their own beside the pool (delivery/webhooks.py).
+            pool, busy_at = self.pool, max(1, s.workers.concurrency // 2)
+            self.webhooks = WebhookSender(
+                self.store,
+                apps,
+                s.webhooks,
+                self.clock,
+                metrics=self.metrics,
+                busy=lambda: pool.held >= busy_at,  # a send backlog: webhooks yield the CPU
+            )
+            await self.webhooks.start()
         self.metrics.bind_store(self.store)
+        self.metrics.bind_webhooks(self.store)
         if self.role == "worker":
             self.app = ops_app(self.store)
         else:
@@ -156,14 +176,15 @@ class Gateway:
 
                 stats_extra = _extra
             self.app = create_app(
-            s,
-            self.store,
-            self.clock,
-            self.broker,
-            stats_extra,
-            self.metrics,
-            wake=self.pool.wake if self.pool is not None else None,
-        )
+                s,
+                self.store,
+                self.clock,
+                self.broker,
+                stats_extra,
+                self.metrics,
+                wake=self.pool.wake if self.pool is not None else None,
+                templates=self.templates,
+            )
         self.app[METRICS_HANDLER] = self.metrics.handler
         self.metrics.instrument(self.app)
         self._runner = web.AppRunner(
@@ -196,6 +217,12 @@ class Gateway:
             else:
                 await self.pool.drain(0)
             self.pool = None
+        if self.webhooks is not None:
+            await self.webhooks.close(timeout_s=2.0 if drain else 0.0)
+            self.webhooks = None
+        if self.templates is not None:
+            await self.templates.close()
+            self.templates = None
         if self.client is not None:
             await self.client.close()
             self.client = None

@@ -3,17 +3,24 @@
 Environment overrides use double underscores between levels; a value for a text setting is
 taken as it is (a numeric secret stays a string), any other is parsed as a TOML value:
 `WXGATE_SERVER__PORT=9000`, `WXGATE_SERVER__API_KEYS='["k1", "k2"]'`,
-`WXGATE_STORE__URL=redis://127.0.0.1:6379/0`, `WXGATE_APPS__sandbox__SECRET=...` (apps by name).
-Secrets are masked in `repr` and in `masked()`; library code never reads os.environ itself.
+`WXGATE_STORE__URL=redis://127.0.0.1:6379/0`, `WXGATE_APPS__sandbox__SECRET=...` (apps by name),
+`WXGATE_SERVER__KEYS='[{name = "ci", key_sha256 = "<hex>", scopes = ["send"]}]'`.
+Secrets (app secrets, callback tokens, AES keys, API keys and their hashes, store passwords)
+are masked in `repr` and in `masked()`; library code never reads os.environ itself.
 """
 
 from __future__ import annotations
 
+import hashlib
+import re
 import tomllib
 import types
 from collections.abc import Mapping
+from datetime import UTC, timedelta, tzinfo
+from datetime import timezone as dt_timezone
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 
@@ -22,18 +29,78 @@ from wxgate.errors import ConfigError
 MASK = "***"
 
 
+ScopeName = Literal["send", "read", "admin", "token"]
+
+
+class KeySettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """One [[server.keys]] table: a named API key with scopes, optional apps and a rate limit.
+
+    The name is what logs and metrics show (never the key). Give `key` (the key itself) or
+    `key_sha256` (its SHA-256 as hex, so the file need not hold the key), not both.
+    """
+
+    name: str
+    key: str | None = None
+    key_sha256: str | None = None
+    scopes: list[ScopeName]
+    apps: list[str] | None = None  # only these apps (403 for any other); None = every app
+    rate_per_s: float = 0.0  # requests per second at ingress, 429 beyond (0 = no limit)
+    burst: float | None = None  # requests at once after an idle spell (default max(1, rate))
+
+    def digest(self) -> bytes:
+        """SHA-256 of the key: what the gateway keeps and compares."""
+        if self.key is not None:
+            return hashlib.sha256(self.key.encode("utf-8")).digest()
+        return _hex_digest(self.key_sha256 or "", f"server.keys.{self.name}.key_sha256")
+
+    def __repr__(self) -> str:
+        return (
+            f"KeySettings(name={self.name!r}, key={MASK!r}, scopes={self.scopes!r}, "
+            f"apps={self.apps!r}, rate_per_s={self.rate_per_s})"
+        )
+
+
+def _hex_digest(hexdigest: str, where: str) -> bytes:
+    try:
+        raw = bytes.fromhex(hexdigest.strip())
+    except ValueError:
+        raise ConfigError(f"{where}: not a sha256 hex digest") from None
+    if len(raw) != 32:
+        raise ConfigError(f"{where}: not a sha256 hex digest (64 hex characters)")
+    return raw
+
+
+def api_key_digest(entry: str, where: str = "server.api_keys") -> bytes:
+    """SHA-256 of one server.api_keys entry: a plain key, or "sha256:<hex>" given as a hash."""
+    if entry.startswith("sha256:"):
+        return _hex_digest(entry[len("sha256:") :], where)
+    if not entry:
+        raise ConfigError(f"{where}: empty key")
+    return hashlib.sha256(entry.encode("utf-8")).digest()
+
+
 class ServerSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     host: str = "127.0.0.1"
     port: int = 8080
-    # Plain keys, or "sha256:<hex>" to keep only a hash in the file. See [[server.keys]] for scopes.
+    # Plain keys, or "sha256:<hex>" to keep only a hash in the file: every scope, no limit.
     api_keys: list[str] = msgspec.field(default_factory=list)
+    # Named keys with scopes, app restrictions and rate limits ([[server.keys]] tables).
+    keys: list[KeySettings] = msgspec.field(default_factory=list)
     max_body_bytes: int = 1_048_576
     # POST /v1/batches only: 10,000 recipients with their own data do not fit in 1 MiB.
     max_batch_body_bytes: int = 16_777_216
     max_batch_recipients: int = 10_000
+    # A streamed batch (NDJSON or CSV body, committed in chunks): at most this many recipients.
+    max_stream_recipients: int = 1_000_000
     # 429 once this many messages are waiting (0 = no limit).
     max_queue_depth: int = 0
     public_url: str | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"ServerSettings(host={self.host!r}, port={self.port}, "
+            f"api_keys=[{len(self.api_keys)} masked], keys={[k.name for k in self.keys]!r})"
+        )
 
 
 class StoreSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -66,7 +133,18 @@ class AppSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     rate_per_s: float = 500.0
     daily_quota: int = 100_000
     max_concurrency: int = 64
+    # Status webhooks: final statuses of this app's messages are POSTed here (a message's or
+    # batch's own callback_url wins), signed with webhook_secret (README "Status webhooks").
     callback_url: str | None = None
+    webhook_secret: str = ""
+    # Template checks at accept time against the app's template list fetched from WeChat:
+    # "off" (accept anything, the default: the checks need the template-list API), "reject"
+    # (400 naming the field) or "truncate" (cut over-long values as WeChat would, noted).
+    validate: Literal["off", "reject", "truncate"] = "off"
+    # "22:00-08:00" in `timezone`: normal and low priority messages due inside the window wait
+    # for its end (urgent ones do not). None = no quiet hours.
+    quiet_hours: str | None = None
+    timezone: str = "Asia/Shanghai"
 
     def __repr__(self) -> str:
         return (
@@ -90,6 +168,20 @@ class BreakerSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     half_open_probes: int = 3
 
 
+class AdaptiveSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """AIMD on each app's send rate: halve it when WeChat struggles (-1, 45011, 5xx, timeouts),
+    add back a step per clean interval, never above the app's rate_per_s nor below floor."""
+
+    enabled: bool = True
+    interval_s: float = 1.0  # at most one change per interval
+    window: int = 100  # recent outcomes the bad ratio is taken over
+    min_samples: int = 10  # no decrease on fewer outcomes than this
+    threshold: float = 0.1  # bad ratio that halves the rate
+    decrease: float = 0.5  # multiply the rate by this on a decrease
+    increase_ratio: float = 0.05  # add this share of rate_per_s per clean interval
+    floor_per_s: float = 1.0
+
+
 class WorkerSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     concurrency: int = 256
     lease_s: float = 60.0
@@ -98,6 +190,33 @@ class WorkerSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     drain_timeout_s: float = 30.0
     retry: RetrySettings = msgspec.field(default_factory=RetrySettings)
     breaker: BreakerSettings = msgspec.field(default_factory=BreakerSettings)
+    adaptive: AdaptiveSettings = msgspec.field(default_factory=AdaptiveSettings)
+
+
+class WebhookSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """The status-webhook sender: its own loop, concurrency and HTTP session."""
+
+    concurrency: int = 32
+    connect_timeout_s: float = 2.0
+    timeout_s: float = 5.0  # one POST, end to end
+    max_attempts: int = 12  # then the event is kept as failed (stats, metrics)
+    base_s: float = 1.0  # backoff: full jitter, doubling from base_s up to cap_s
+    cap_s: float = 600.0
+    lease_s: float = 30.0  # an event being POSTed is not handed out again before this
+    poll_s: float = 0.1  # look for due events this often (backing off to 1 s when idle)
+    # While the worker pool is saturated (a send backlog), POST at most this many events a
+    # second and leave the rest for when sends slack off: a POST costs about as much CPU as
+    # a send. 0 = no such limit (webhooks compete with sends for the CPU).
+    busy_rate_per_s: float = 100.0
+
+
+class TemplateSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """The per-app template lists used by `validate`."""
+
+    ttl_s: float = 600.0  # refreshed in the background once older than this
+    # An unknown template_id refreshes the list at once, but at most this often per app.
+    unknown_refresh_s: float = 30.0
+    fetch_timeout_s: float = 5.0  # a first load longer than this accepts unchecked
 
 
 class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -105,6 +224,8 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     store: StoreSettings = msgspec.field(default_factory=StoreSettings)
     wechat: WeChatSettings = msgspec.field(default_factory=WeChatSettings)
     workers: WorkerSettings = msgspec.field(default_factory=WorkerSettings)
+    webhooks: WebhookSettings = msgspec.field(default_factory=WebhookSettings)
+    templates: TemplateSettings = msgspec.field(default_factory=TemplateSettings)
     apps: list[AppSettings] = msgspec.field(default_factory=list)
 
     def app(self, name: str | None) -> AppSettings:
@@ -122,12 +243,18 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         """The effective settings as plain data with every secret replaced by ***."""
         raw: dict[str, Any] = msgspec.to_builtins(self)
         raw["server"]["api_keys"] = [MASK for _ in raw["server"]["api_keys"]]
+        for key in raw["server"]["keys"]:
+            for field in ("key", "key_sha256"):
+                if key.get(field) is not None:
+                    key[field] = MASK
         for app in raw["apps"]:
             app["secret"] = MASK
             if app.get("callback_token"):
                 app["callback_token"] = MASK
             if app.get("encoding_aes_key"):
                 app["encoding_aes_key"] = MASK
+            if app.get("webhook_secret"):
+                app["webhook_secret"] = MASK
         raw["store"]["url"] = _mask_url(raw["store"]["url"])
         return raw
 
@@ -200,10 +327,86 @@ def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> None:
         node[parts[-1].lower()] = value
 
 
+_QUIET = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)$")
+
+
+def parse_quiet_hours(spec: str, where: str = "quiet_hours") -> tuple[int, int]:
+    """Quiet hours like 22:00-08:00 -> (start, end) in minutes after local midnight; the end
+    may be earlier than the start (the window spans midnight)."""
+    m = _QUIET.match(spec.strip())
+    if m is None:
+        raise ConfigError(f"{where}: expected HH:MM-HH:MM (24-hour), e.g. 22:00-08:00")
+    start = int(m[1]) * 60 + int(m[2])
+    end = int(m[3]) * 60 + int(m[4])
+    if start == end:
+        raise ConfigError(f"{where}: the window is empty (start equals end)")
+    return start, end
+
+
+def load_zone(name: str, where: str = "timezone") -> tzinfo:
+    """An IANA zone; without tzdata on the machine only Asia/Shanghai and UTC are known."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        if name == "Asia/Shanghai":
+            # China has kept UTC+8 without DST since 1991.
+            return dt_timezone(timedelta(hours=8), "CST")
+        if name == "UTC":
+            return UTC
+        raise ConfigError(f"{where}: unknown time zone {name!r}") from None
+
+
+def _validate_keys(settings: Settings) -> None:
+    server = settings.server
+    digests = [api_key_digest(k, f"server.api_keys[{i}]") for i, k in enumerate(server.api_keys)]
+    names: set[str] = set()
+    app_names = {a.name for a in settings.apps}
+    for key in server.keys:
+        where = f"server.keys.{key.name or '?'}"
+        if not key.name:
+            raise ConfigError("server.keys: every key needs a name")
+        if key.name in names:
+            raise ConfigError(f"server.keys: the name {key.name!r} is used twice")
+        names.add(key.name)
+        if (key.key is None) == (key.key_sha256 is None):
+            raise ConfigError(f"{where}: give key or key_sha256, exactly one")
+        if key.key is not None and not key.key:
+            raise ConfigError(f"{where}.key: empty")
+        if not key.scopes:
+            raise ConfigError(f"{where}.scopes: name at least one of send, read, admin, token")
+        if key.apps is not None:
+            if not key.apps:
+                raise ConfigError(f"{where}.apps: name at least one app, or leave it out")
+            unknown = sorted(set(key.apps) - app_names)
+            if unknown:
+                raise ConfigError(f"{where}.apps: unknown app {unknown[0]!r}")
+        if key.rate_per_s < 0:
+            raise ConfigError(f"{where}.rate_per_s: must be >= 0 (0 = no limit)")
+        if key.burst is not None and (key.burst < 1 or key.rate_per_s == 0):
+            raise ConfigError(f"{where}.burst: must be >= 1, and needs rate_per_s")
+        digests.append(key.digest())
+    if len(set(digests)) != len(digests):
+        raise ConfigError("server: the same API key is configured twice")
+
+
+def _validate_adaptive(a: AdaptiveSettings) -> None:
+    where = "workers.adaptive"
+    if a.interval_s <= 0 or a.window < 1 or a.min_samples < 1:
+        raise ConfigError(f"{where}: interval_s must be > 0, window and min_samples >= 1")
+    if not 0 < a.threshold <= 1 or not 0 < a.decrease < 1:
+        raise ConfigError(f"{where}: threshold must be in (0, 1], decrease in (0, 1)")
+    if a.increase_ratio <= 0 or a.floor_per_s <= 0:
+        raise ConfigError(f"{where}: increase_ratio and floor_per_s must be > 0")
+
+
 def validate(settings: Settings) -> Settings:
     names = [a.name for a in settings.apps]
     if len(set(names)) != len(names):
         raise ConfigError("apps: names must be unique")
+    for app in settings.apps:
+        if app.quiet_hours is not None:
+            parse_quiet_hours(app.quiet_hours, f"apps.{app.name}.quiet_hours")
+        load_zone(app.timezone, f"apps.{app.name}.timezone")
     for app in settings.apps:
         if not app.name or not app.appid or not app.secret:
             raise ConfigError("apps: every app needs name, appid and secret")
@@ -221,7 +424,27 @@ def validate(settings: Settings) -> Settings:
         raise ConfigError("workers.concurrency: must be >= 1")
     if settings.workers.retry.max_attempts < 1:
         raise ConfigError("workers.retry.max_attempts: must be >= 1")
+    _validate_keys(settings)
+    _validate_adaptive(settings.workers.adaptive)
+    _validate_webhooks(settings)
     return settings
+
+
+def _validate_webhooks(settings: Settings) -> None:
+    w = settings.webhooks
+    if w.concurrency < 1 or w.max_attempts < 1:
+        raise ConfigError("webhooks: concurrency and max_attempts must be >= 1")
+    if min(w.timeout_s, w.connect_timeout_s, w.base_s, w.poll_s) <= 0 or w.cap_s < w.base_s:
+        raise ConfigError("webhooks: timeouts, base_s and poll_s must be > 0, cap_s >= base_s")
+    if w.busy_rate_per_s < 0:
+        raise ConfigError("webhooks.busy_rate_per_s: must be >= 0 (0 = no limit)")
+    if w.lease_s <= w.timeout_s:
+        raise ConfigError("webhooks.lease_s: must be longer than webhooks.timeout_s")
+    for app in settings.apps:
+        if app.callback_url is not None and not app.callback_url.startswith(
+            ("http://", "https://")
+        ):
+            raise ConfigError(f"apps.{app.name}.callback_url: expected an http(s):// URL")
 
 
 def from_dict(data: dict[str, Any]) -> Settings:

@@ -25,6 +25,8 @@ async def test_batch_one_commit_then_progress(gw: Gateway) -> None:
         "app": "shop",
         "template_id": "tpl",
         "created_at": gw.clock.now(),
+        "rate_per_s": None,
+        "errcodes": {},
     }
 
     leased = await gw.store.lease(1000, 30.0, gw.clock.now())

@@ -101,7 +101,7 @@ def test_message_times() -> None:
         ({"kind": MessageKind.SUBSCRIBE, "lang": "fr_FR"}, "lang"),
         ({"url": "javascript:alert(1)"}, "url"),
         ({"callback_url": "ftp://x"}, "callback_url"),
-        ({"priority": "urgent"}, "priority"),
+        ({"priority": "asap"}, "priority"),
     ],
 )
 def test_message_rules(kw: dict[str, Any], field: str) -> None:

@@ -36,7 +36,7 @@ async def test_token_service(tmp_path: Path) -> None:
                 # A stale report about some other token changes nothing...
                 path = "/v1/apps/shop/access-token/invalidate"
                 status, body = await gw.post(path, {"access_token": "not-the-token"})
-                assert status == 200 and body == {"app": "shop", "status": "invalidated"}
+                assert status == 200 and body == {"app": "shop", "status": "stale"}
                 await gw.get("/v1/apps/shop/access-token")
                 assert broker.fetches[SHOP.appid] == 1
                 # ...the current one is dropped and fetched anew.

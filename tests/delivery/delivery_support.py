@@ -13,6 +13,7 @@ from wxgate.delivery.dispatcher import Dispatcher
 from wxgate.delivery.workers import WorkerPool
 from wxgate.models import FINAL_STATUSES, Message, new_id
 from wxgate.settings import (
+    AdaptiveSettings,
     AppSettings,
     BreakerSettings,
     RetrySettings,
@@ -41,6 +42,9 @@ def worker_settings(**kw: Any) -> WorkerSettings:
         "idle_poll_s": 0.01,
         "retry": RetrySettings(max_attempts=8, base_s=0.01, cap_s=0.05),
         "breaker": BreakerSettings(),
+        # These tests fail a tenth or more of first tries on purpose (o_busy, o_5xx, o_reset),
+        # which adaptive rate would rightly slow to its floor; tests/adaptive covers it.
+        "adaptive": AdaptiveSettings(enabled=False),
     }
     base.update(kw)
     return WorkerSettings(**base)

@@ -189,23 +189,19 @@ async def scrape(url: str) -> str:
         return await r.text()
 
 
-def steady_rate(times: Sequence[float], burst: float) -> float:
-    """Sends per second a token bucket of `burst` let through, measured from the first to the
-    last send: a bucket starts full, so `burst` of the sends cost no time."""
-    ordered = sorted(times)
-    span = ordered[-1] - ordered[0]
-    return (len(ordered) - burst) / span
+def steady_rate(times: Sequence[float], skip_s: float) -> float:
+    """Sends per second from `skip_s` after the first send on: the least-squares slope of
+    sends so far against time.
 
-
-def max_window(times: Sequence[float], window_s: float) -> int:
-    """The most sends inside any window of `window_s` seconds."""
+    Skipping the start leaves out a token bucket's initial burst (it starts full) and the
+    start-up lag; the slope, unlike count / span, does not read a late send at either end of
+    the span (a busy event loop) as extra speed."""
     ordered = sorted(times)
-    best, lo = 0, 0
-    for hi, t in enumerate(ordered):
-        while t - ordered[lo] > window_s:
-            lo += 1
-        best = max(best, hi - lo + 1)
-    return best
+    points = [(t, i) for i, t in enumerate(ordered) if t > ordered[0] + skip_s]
+    mean_t = sum(t for t, _ in points) / len(points)
+    mean_i = sum(i for _, i in points) / len(points)
+    cov = sum((t - mean_t) * (i - mean_i) for t, i in points)
+    return cov / sum((t - mean_t) ** 2 for t, _ in points)
 
 
 async def sim_sends(sim: SimHandle, appid: str | None = None) -> tuple[list[str], list[float]]:

@@ -1,7 +1,8 @@
 """`wxgate serve --sandbox --processes 2 --store redis://...` through the real CLI: one simulator
-in the parent, two gateway processes on one port (SO_REUSEPORT). Both take requests, every one
-answers with the deployment's numbers, a child killed with -9 is reported and restarted, and
-SIGTERM drains both and the parent exits 0."""
+in the parent, two gateway processes on one port (SO_REUSEPORT). Both take requests; every one
+answers with the deployment's numbers (stats, dead letters, batch progress); a child killed
+with -9 is reported and restarted; SIGTERM drains both and the parent exits 0. A group that
+cannot start at all exits 1 rather than restarting forever."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import os
 import re
 import signal
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -19,7 +21,7 @@ from mp_support import ServeProcess, metric, scrape
 from redis_server import RedisServer
 from wxgate.sandbox import SANDBOX_APP, SANDBOX_KEY, free_port
 
-MESSAGES = 400
+GOOD, INVALID, BATCH = 381, 20, 100
 AUTH = {"Authorization": f"Bearer {SANDBOX_KEY}"}
 
 
@@ -31,7 +33,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
-async def _fresh(method: str, url: str, **kw: object) -> tuple[int, dict[str, object]]:
+async def _fresh(method: str, url: str, **kw: Any) -> tuple[int, Any]:
     """One request on a connection of its own, so the kernel picks a listener each time."""
     async with (
         aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as s,
@@ -66,33 +68,59 @@ async def test_processes_2_with_sandbox_and_redis_via_the_cli(
 
         sem = asyncio.Semaphore(16)
 
-        async def send(i: int) -> str:
+        async def send(touser: str) -> str:
             async with sem:
                 status, body = await _fresh(
                     "POST",
                     f"{url}/v1/messages",
-                    json={"touser": f"o_{i}", "template_id": "tpl_order", "data": {"thing1": "x"}},
+                    json={"touser": touser, "template_id": "tpl_order", "data": {"thing1": "x"}},
                 )
             assert status == 202, (status, body)
             return str(body["id"])
 
-        ids = await asyncio.gather(*(send(i) for i in range(MESSAGES)))
-        assert len(set(ids)) == MESSAGES
+        ids = await asyncio.gather(
+            *(send(f"o_{i}") for i in range(GOOD)),
+            *(send(f"o_invalid_{i}") for i in range(INVALID)),
+        )
+        assert len(set(ids)) == GOOD + INVALID
+        status, batch = await _fresh(
+            "POST",
+            f"{url}/v1/batches",
+            json={
+                "template_id": "tpl_order",
+                "data": {"thing1": "x"},
+                "recipients": [{"touser": f"o_batch_{i}"} for i in range(BATCH)],
+            },
+        )
+        assert status == 202, batch
+        accepted = GOOD + INVALID + BATCH  # odd, so the two processes cannot count the same
 
         # Each process counts what it accepted; scrapes on fresh connections reach both.
         seen = {
             metric(await scrape(url), "wxgate_messages_accepted_total", app=SANDBOX_APP)
             for _ in range(40)
         }
-        assert len(seen) == 2 and sum(seen) == MESSAGES and min(seen) > 0, seen
+        assert len(seen) == 2 and sum(seen) == accepted and min(seen) > 0, seen
 
-        async def all_delivered() -> bool:  # receipts, posted to either process, included
-            status, body = await _fresh("GET", f"{url}/v1/stats")
-            return status == 200 and body["by_status"]["delivered"] == MESSAGES  # type: ignore[index]
+        async def settled() -> bool:
+            """Whichever process answers, it has the deployment's numbers: receipts posted to
+            either one, dead letters and batch progress included."""
+            status, stats = await _fresh("GET", f"{url}/v1/stats")
+            assert status == 200, stats
+            counts = stats["by_status"]
+            _, dead = await _fresh("GET", f"{url}/v1/dead-letters?limit=100")
+            _, progress = await _fresh("GET", f"{url}/v1/batches/{batch['id']}")
+            return (
+                counts["delivered"] == GOOD + BATCH
+                and counts["dead"] == INVALID
+                and sorted(m["touser"] for m in dead["items"])
+                == sorted(f"o_invalid_{i}" for i in range(INVALID))
+                and progress["counts"] == {"delivered": BATCH}
+            )
 
-        await wait_until(all_delivered, 60, f"{MESSAGES} delivered")
-        for _ in range(10):  # whichever process answers, the numbers are the deployment's
-            assert await all_delivered()
+        await wait_until(settled, 60, "every message delivered or dead")
+        for _ in range(10):
+            assert await settled()
 
         # A child killed with -9 is reported and replaced; the group keeps serving.
         os.kill(pids[0], signal.SIGKILL)
@@ -118,3 +146,22 @@ async def test_processes_2_with_sandbox_and_redis_via_the_cli(
         assert serve.log().count("signal received: draining") == 3, serve.log()
     finally:
         serve.stop(extra_pids=[p for p in pids if _alive(p)])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+async def test_a_group_that_cannot_start_exits_1_instead_of_restarting(tmp_path: Path) -> None:
+    port = free_port()
+    dead_redis = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    serve = ServeProcess(
+        ["--sandbox", "--processes", "2", "--store", dead_redis, "--port", str(port)],
+        port,
+        tmp_path / "serve.log",
+    )
+    try:
+        serve.start()
+        assert await serve.wait_exit(45) == 1, serve.log()
+        assert "exited before it was ready" in serve.log(), serve.log()
+        assert "restarting" not in serve.log()
+    finally:
+        serve.stop()

@@ -5,6 +5,7 @@
   re-sends of ones the dead process had already handed over.
 - kill -9 of Redis itself (AOF, appendfsync always) mid-run: the API answers 503 while it is
   down, recovers by itself when it is back, and everything accepted is delivered once.
+- a Redis at its maxmemory: 503 (retry later), not 500, until it has room again.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import time
 from pathlib import Path
 
 import pytest
-from e2e_support import APP_A, TEMPLATE, Api, free_port, sim_config, wait_until
+import redis
+from e2e_support import APP_A, TEMPLATE, Api, build_settings, free_port, sim_config, wait_until
 from mp_support import (
     ServeProcess,
     gateway_config,
@@ -28,6 +30,7 @@ from mp_support import (
 )
 
 from redis_server import RedisServer
+from wxgate.runtime import Gateway
 from wxgate.sim.testing import running_simulator
 
 # Short timeouts and leases: a dead process's leases come back within LEASE_S.
@@ -218,3 +221,27 @@ async def test_redis_killed_and_restarted_mid_run_loses_nothing(
                 await api.close()
             for p in procs:
                 p.stop()
+
+
+async def test_a_full_redis_answers_503_until_it_has_room_again(
+    tmp_path: Path, private_redis: RedisServer
+) -> None:
+    settings = build_settings(
+        tmp_path, free_port(), "http://127.0.0.1:9", store={"url": private_redis.url()}
+    )
+    admin = redis.Redis(port=private_redis.port)
+    body = {"touser": "o_full", "template_id": TEMPLATE, "data": {"thing1": "x" * 2000}}
+    async with Gateway(settings, role="api") as gw:
+        api = Api(gw.url)
+        try:
+            used = int(admin.info("memory")["used_memory"])
+            admin.config_set("maxmemory-policy", "noeviction")
+            admin.config_set("maxmemory", str(used + 200_000))
+            statuses = [(await api.post("/v1/messages", body))[0] for _ in range(300)]
+            assert statuses[0] == 202 and statuses[-1] == 503, statuses
+            assert set(statuses) == {202, 503}, set(statuses)
+            admin.config_set("maxmemory", "0")
+            assert (await api.post("/v1/messages", body))[0] == 202
+        finally:
+            await api.close()
+            admin.close()

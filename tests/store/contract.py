@@ -38,11 +38,13 @@ from wxgate.models import (
     SendResult,
     Status,
     TokenEntry,
+    WebhookEvent,
     new_id,
 )
 from wxgate.store.base import CancelOutcome, Store
 
 LEASE_S = 30.0
+HOOK = "https://caller.example/wxgate-events"
 
 
 def make_message(clock: FakeClock, app: str = "app_a", **overrides: Any) -> Message:
@@ -735,6 +737,140 @@ class StoreContract:
         await enqueue_one(store, clock)  # a loose message is no batch
         assert len(await store.recent_batches(10)) == 3
 
+    async def test_lease_expirations_are_counted(self, store: Store, clock: FakeClock) -> None:
+        first = await enqueue_one(store, clock)
+        other = await enqueue_one(store, clock, "app_b")
+        held = await lease_one(store, clock, first)
+        done = await must_get(store, other)
+        assert await store.ack(other, done.lease_token, SendResult(1, clock.now()))
+        assert (await store.stats()).lease_expirations == {}  # fresh leases are no takeover
+        clock.advance(LEASE_S + 1)
+        again = await lease_one(store, clock, first)
+        assert again.lease_token > held.lease_token
+        assert (await store.stats()).lease_expirations == {"app_a": 1}
+        clock.advance(LEASE_S + 1)
+        await lease_one(store, clock, first)
+        assert (await store.stats()).lease_expirations == {"app_a": 2}
+
+    async def test_loading_batch_holds_chunks_until_it_runs(
+        self, store: Store, clock: FakeClock
+    ) -> None:
+        batch = self._batch(clock, 0)
+        batch.status = "loading"
+        assert await store.enqueue([], batch=batch) == []
+        chunks = [
+            [make_message(clock, batch_id=batch.id, touser=f"o_{c}_{i}") for i in range(3)]
+            for c in range(2)
+        ]
+        chunks[1].append(make_message(clock, batch_id=batch.id, delay_s=50))
+        for chunk in chunks:
+            await store.enqueue(chunk)
+        loose = await enqueue_one(store, clock)
+        assert [m.id for m in await store.lease(10, 3600, clock.now())] == [loose]
+        assert await store.set_batch_total(batch.id, 7)
+        assert not await store.set_batch_total("missing", 7)
+        got = await store.get_batch(batch.id)
+        assert got is not None and (got.status, got.total) == ("loading", 7)
+        assert (await store.batch_counts(batch.id)) == {"queued": 6, "scheduled": 1}
+        # Compare-and-set: only a batch still loading becomes running.
+        assert not await store.set_batch_status(batch.id, "running", expect="paused")
+        assert await store.set_batch_status(batch.id, "running", expect="loading")
+        assert not await store.set_batch_status(batch.id, "incomplete", expect="loading")
+        leased = await store.lease(10, 3600, clock.now())
+        assert {m.id for m in leased} == {m.id for m in chunks[0] + chunks[1][:3]}
+        clock.advance(51)
+        assert [m.id for m in await store.lease(10, LEASE_S, clock.now())] == [chunks[1][3].id]
+
+    async def test_incomplete_batch_waits_for_resume_or_cancel(
+        self, store: Store, clock: FakeClock
+    ) -> None:
+        batches = []
+        for _ in range(2):
+            batch = self._batch(clock, 0)
+            batch.status = "loading"
+            await store.enqueue([], batch=batch)
+            await store.enqueue([make_message(clock, batch_id=batch.id) for _ in range(2)])
+            assert await store.set_batch_status(batch.id, "incomplete", expect="loading")
+            batches.append(batch)
+        assert await store.lease(10, LEASE_S, clock.now()) == []
+        resumed, cancelled = batches
+        assert await store.set_batch_status(resumed.id, "running")
+        assert await store.set_batch_status(cancelled.id, "cancelled")
+        assert await store.set_batch_status(cancelled.id, "cancelled")  # idempotent
+        assert not await store.set_batch_status(cancelled.id, "running")
+        leased = await store.lease(10, LEASE_S, clock.now())
+        assert {m.batch_id for m in leased} == {resumed.id} and len(leased) == 2
+        assert await store.batch_counts(cancelled.id) == {"cancelled": 2}
+
+    async def test_batch_messages_page_through_every_message_once(
+        self, store: Store, clock: FakeClock
+    ) -> None:
+        batch = self._batch(clock, 25)
+        msgs = [make_message(clock, batch_id=batch.id, touser=f"o_{i}") for i in range(25)]
+        await store.enqueue(msgs[:10], batch=batch)
+        await enqueue_one(store, clock)  # another message between the batch's chunks
+        await store.enqueue(msgs[10:])
+        [one] = await store.lease(1, LEASE_S, clock.now())
+        assert await store.ack(one.id, one.lease_token, SendResult(77, clock.now()))
+        seen: list[Message] = []
+        cursor: str | None = None
+        pages = 0
+        while True:
+            page, cursor = await store.batch_messages(batch.id, cursor, limit=7)
+            seen += page
+            pages += 1
+            if cursor is None:
+                break
+        assert pages == 4
+        assert sorted(m.id for m in seen) == sorted(m.id for m in msgs)
+        by_id = {m.id: m for m in seen}
+        if one.batch_id == batch.id:
+            assert (by_id[one.id].status, by_id[one.id].wechat_msgid) == (Status.SENT, 77)
+        assert await store.batch_messages("missing") == ([], None)
+
+    async def test_batch_rates(self, store: Store, clock: FakeClock) -> None:
+        assert await store.batch_rates() == {}
+        fast, slow = self._batch(clock, 1), self._batch(clock, 1)
+        slow.rate_per_s = 2.5
+        for b in (fast, slow):
+            await store.enqueue([make_message(clock, batch_id=b.id)], batch=b)
+        assert await store.batch_rates() == {slow.id: 2.5}
+        assert await store.set_batch_rate(fast.id, 10.0)
+        assert await store.set_batch_rate(slow.id, None)
+        assert not await store.set_batch_rate("missing", 1.0)
+        assert await store.batch_rates() == {fast.id: 10.0}
+        got = await store.get_batch(fast.id)
+        assert got is not None and got.rate_per_s == 10.0
+        got = await store.get_batch(slow.id)
+        assert got is not None and got.rate_per_s is None
+        assert await store.set_batch_status(fast.id, "cancelled")
+        assert await store.batch_rates() == {}
+
+    async def test_rate_change_makes_held_back_messages_due(
+        self, store: Store, clock: FakeClock
+    ) -> None:
+        batch = self._batch(clock, 2)
+        batch.rate_per_s = 1.0
+        await store.enqueue([make_message(clock, batch_id=batch.id) for _ in range(2)], batch=batch)
+        for m in await store.lease(2, LEASE_S, clock.now()):  # the rate sends them back for later
+            assert await store.retry(m.id, m.lease_token, clock.now() + 500, None, False)
+        assert await store.lease(10, LEASE_S, clock.now()) == []
+        assert await store.set_batch_rate(batch.id, 100.0)
+        assert len(await store.lease(10, LEASE_S, clock.now())) == 2
+
+    async def test_batch_errcodes_count_its_dead_letters(
+        self, store: Store, clock: FakeClock
+    ) -> None:
+        batch = self._batch(clock, 4)
+        await store.enqueue([make_message(clock, batch_id=batch.id) for _ in range(4)], batch=batch)
+        leased = await store.lease(4, LEASE_S, clock.now())
+        for m, code in zip(leased, (40003, 40003, 43004), strict=False):
+            assert await store.dead(m.id, m.lease_token, ErrorInfo(code, "x"))
+        assert await store.batch_errcodes(batch.id) == {40003: 2, 43004: 1}
+        assert await store.requeue(ids=[leased[2].id]) == 1
+        assert await store.batch_errcodes(batch.id) == {40003: 2}
+        assert await store.batch_errcodes("missing") == {}
+
     # ------------------------------------------------------------------ tokens
 
     async def test_token_cache_compare_and_delete(self, store: Store, clock: FakeClock) -> None:
@@ -806,6 +942,152 @@ class StoreContract:
         # Refill stops at the burst.
         assert await store.take_rate("app_a", 5.0, 10.0, 10, t + 100) == 0
         assert await store.take_rate("app_a", 5.0, 10.0, 1, t + 100) == pytest.approx(0.2)
+
+    # ------------------------------------------------------------------ status webhooks
+
+    async def _events(self, store: Store, clock: FakeClock) -> dict[str, WebhookEvent]:
+        """Every event due now, by message id (leasing them)."""
+        events = await store.lease_webhooks(1000, LEASE_S, clock.now())
+        assert len({e.id for e in events}) == len(events)
+        return {e.message_id: e for e in events}
+
+    async def test_webhook_event_written_with_the_final_status(
+        self, store: Store, clock: FakeClock
+    ) -> None:
+        hooked = await enqueue_one(store, clock, callback_url=HOOK)
+        held = await lease_one(store, clock, hooked)
+        # The failed attempt's error is not in the success event.
+        await store.retry(hooked, held.lease_token, clock.now(), ErrorInfo(-1, "busy"), True)
+        held = await lease_one(store, clock, hooked)
+        assert await store.ack(hooked, held.lease_token, SendResult(2**63 + 5, clock.now()))
+        plain = await enqueue_one(store, clock)
+        await send_and_ack(store, clock, plain, 6)
+        events = await self._events(store, clock)
+        assert set(events) == {hooked}, "no callback_url, no event"
+        event = events[hooked]
+        assert event.id.startswith("evt_")
+        assert (event.app, event.status, event.url) == ("app_a", "sent", HOOK)
+        assert event.wechat_msgid == 2**63 + 5
+        assert (event.errcode, event.errmsg, event.batch_id) == (None, None, None)
+        assert event.occurred_at == pytest.approx(clock.now())
+        assert event.attempts == 0
+        stats = await store.webhook_stats()
+        assert (stats.pending, stats.failed) == (1, 0)
+
+    async def test_webhook_events_for_every_final_status(
+        self, store: Store, clock: FakeClock
+    ) -> None:
+        dead = await enqueue_one(store, clock, callback_url=HOOK)
+        expired = await enqueue_one(store, clock, callback_url=HOOK, expire_at=clock.now() + 1)
+        cancelled = await enqueue_one(store, clock, callback_url=HOOK, delay_s=60)
+        receipted = await enqueue_one(store, clock, callback_url=HOOK)
+        early = await enqueue_one(store, clock, callback_url=HOOK)
+        held = {m.id: m for m in await store.lease(10, LEASE_S, clock.now())}
+        assert await store.dead(dead, held[dead].lease_token, ErrorInfo(40003, "invalid openid"))
+        assert await store.expire(expired, held[expired].lease_token)
+        assert await store.cancel(cancelled) == CancelOutcome.CANCELLED
+        assert await store.ack(receipted, held[receipted].lease_token, SendResult(71, clock.now()))
+        assert await store.record_receipt("app_a", 71, "failed:user block", "ev-71")
+        # A receipt that beats the ack: one event, for the status the message ends in.
+        assert await store.record_receipt("app_a", 72, "success", "ev-72") is None
+        assert await store.ack(early, held[early].lease_token, SendResult(72, clock.now()))
+
+        events = await store.lease_webhooks(100, LEASE_S, clock.now())
+        by_status: dict[str, list[WebhookEvent]] = {}
+        for e in events:
+            by_status.setdefault(e.status, []).append(e)
+        assert {s: [e.message_id for e in es] for s, es in by_status.items()} == {
+            "dead": [dead],
+            "expired": [expired],
+            "cancelled": [cancelled],
+            "sent": [receipted],
+            "blocked": [receipted],
+            "delivered": [early],
+        }
+        assert (by_status["dead"][0].errcode, by_status["dead"][0].errmsg) == (
+            40003,
+            "invalid openid",
+        )
+        assert by_status["blocked"][0].wechat_msgid == 71
+        assert by_status["delivered"][0].wechat_msgid == 72
+
+    async def test_webhook_events_for_a_cancelled_batch(
+        self, store: Store, clock: FakeClock
+    ) -> None:
+        batch = self._batch(clock, 3)
+        msgs = [make_message(clock, batch_id=batch.id, callback_url=HOOK) for _ in range(3)]
+        await store.enqueue(msgs, batch=batch)
+        [in_flight] = await store.lease(1, LEASE_S, clock.now())
+        assert await store.set_batch_status(batch.id, "cancelled")
+        events = await self._events(store, clock)
+        assert set(events) == {m.id for m in msgs} - {in_flight.id}
+        assert {(e.status, e.batch_id) for e in events.values()} == {("cancelled", batch.id)}
+        # The one in flight comes back as a retry: cancelled then, with its event.
+        await store.retry(in_flight.id, in_flight.lease_token, clock.now(), None, False)
+        await store.lease(10, LEASE_S, clock.now())
+        assert (await must_get(store, in_flight.id)).status == Status.CANCELLED
+        [last] = await store.lease_webhooks(10, LEASE_S, clock.now())
+        assert (last.message_id, last.status) == (in_flight.id, "cancelled")
+
+    async def test_no_webhook_event_for_a_fenced_outcome(
+        self, store: Store, clock: FakeClock
+    ) -> None:
+        msg_id = await enqueue_one(store, clock, callback_url=HOOK)
+        held = await lease_one(store, clock, msg_id)
+        assert not await store.ack(msg_id, held.lease_token + 1, SendResult(1, clock.now()))
+        assert not await store.dead(msg_id, held.lease_token + 1, ErrorInfo(1, "x"))
+        assert await store.lease_webhooks(10, LEASE_S, clock.now()) == []
+        assert (await store.webhook_stats()).pending == 0
+
+    async def test_webhook_lease_hides_an_event_and_keeps_its_id(
+        self, store: Store, clock: FakeClock
+    ) -> None:
+        msg_id = await enqueue_one(store, clock, callback_url=HOOK)
+        assert await store.cancel(msg_id) == CancelOutcome.CANCELLED
+        [first] = await store.lease_webhooks(10, LEASE_S, clock.now())
+        assert await store.lease_webhooks(10, LEASE_S, clock.now() + LEASE_S - 1) == []
+        # The holder vanished (a crash): once its lease ends the same event is due again.
+        [again] = await store.lease_webhooks(10, LEASE_S, clock.now() + LEASE_S)
+        assert again == first
+        assert (await store.webhook_stats()).pending == 1
+
+    async def test_webhook_retry_failed_delivered_and_stats(
+        self, store: Store, clock: FakeClock
+    ) -> None:
+        ids = [await enqueue_one(store, clock, callback_url=HOOK) for _ in range(3)]
+        for msg_id in ids:
+            await store.cancel(msg_id)
+        events = await store.lease_webhooks(10, LEASE_S, clock.now())
+        assert len(events) == 3
+        retried, failing, delivered = events
+        t = clock.now()
+        assert await store.webhook_retry(retried.id, t + 5, "HTTP 500")
+        assert await store.lease_webhooks(10, LEASE_S, t + 4) == []
+        [back] = await store.lease_webhooks(10, LEASE_S, t + 5)
+        assert (back.id, back.attempts, back.last_error) == (retried.id, 1, "HTTP 500")
+        assert await store.webhook_failed(failing.id, "HTTP 410")
+        assert not await store.webhook_retry(failing.id, t, "late"), "failed is final"
+        assert await store.webhook_delivered(delivered.id)
+        assert not await store.webhook_delivered(delivered.id), "once only"
+        assert not await store.webhook_delivered("evt_unknown_1")
+        assert not await store.webhook_delivered("nonsense")
+        stats = await store.webhook_stats()
+        assert (stats.pending, stats.failed, stats.delivered) == (1, 1, 1)
+        assert await store.webhook_delivered(retried.id)
+        stats = await store.webhook_stats()
+        assert (stats.pending, stats.failed, stats.delivered) == (0, 1, 2)
+
+    async def test_webhook_event_ids_are_never_reused(self, store: Store, clock: FakeClock) -> None:
+        msg_id = await enqueue_one(store, clock, callback_url=HOOK)
+        seen: set[str] = set()
+        for _ in range(2):  # dead, requeued, dead again: two events, two ids
+            held = await lease_one(store, clock, msg_id)
+            assert await store.dead(msg_id, held.lease_token, ErrorInfo(40003, "no"))
+            [event] = await store.lease_webhooks(10, LEASE_S, clock.now())
+            assert event.id not in seen
+            seen.add(event.id)
+            assert await store.webhook_delivered(event.id)
+            assert await store.requeue([msg_id]) == 1
 
     # ------------------------------------------------------------------ lifecycle
 

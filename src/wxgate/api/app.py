@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from wxgate.api.auth import KeyRing, Scope
+from wxgate.api.auth import KeyRing, Scope, check
 from wxgate.api.batches import BatchRoutes
 from wxgate.api.callback import CallbackRoutes
 from wxgate.api.context import (
@@ -27,6 +27,7 @@ from wxgate.api.messages import MessageRoutes
 from wxgate.api.openapi import document
 from wxgate.api.ops import OpsRoutes
 from wxgate.api.responses import JSON, encode
+from wxgate.api.template_check import TemplateSource
 from wxgate.api.tokens import TokenRoutes
 from wxgate.clock import Clock
 from wxgate.settings import Settings
@@ -43,13 +44,14 @@ async def gateway_middleware(request: web.Request, handler: Handler) -> web.Stre
     try:
         scope = request.app[_SCOPES].get(request.match_info.route)
         if scope is not None:
-            key = request.app[GATEWAY].keys.authenticate(request.headers.get("Authorization"))
+            gw = request.app[GATEWAY]
+            key = gw.keys.authenticate(request.headers.get("Authorization"))
             if key is None:
                 raise ApiError(
                     401, "unauthorized", "missing or unknown API key", headers=_UNAUTHORIZED
                 )
-            if not key.allows(scope):
-                raise ApiError(403, "forbidden", f"this key lacks the {scope.value!r} scope")
+            # The scope, the app named in the path, then the key's rate limit.
+            check(key, scope, request, gw.metrics.on_key_limited)
         return await handler(request)
     except asyncio.CancelledError:
         raise
@@ -65,19 +67,21 @@ def create_app(
     stats_extra: StatsExtra | None = None,
     metrics: ApiMetrics | None = None,
     wake: Callable[[], None] | None = None,
+    templates: TemplateSource | None = None,
 ) -> web.Application:
     server = settings.server
     gw = Gateway(
         settings=settings,
         store=store,
         clock=clock,
-        keys=KeyRing.from_settings(server),
+        keys=KeyRing.from_settings(server, clock),
         apps={a.name: a for a in settings.apps},
         depth=DepthGuard(store, clock, server.max_queue_depth),
         broker=broker,
         stats_extra=stats_extra,
         metrics=metrics or NoApiMetrics(),
         wake=wake or (lambda: None),
+        templates=templates,
     )
     # Routes read bodies through body.read_limited with their own limit (batches may be larger
     # than single messages); client_max_size is the backstop for anything using request.read().
@@ -102,6 +106,8 @@ def create_app(
         ("POST", "/v1/batches/{id}/pause", batches.pause, Scope.SEND),
         ("POST", "/v1/batches/{id}/resume", batches.resume, Scope.SEND),
         ("POST", "/v1/batches/{id}/cancel", batches.cancel, Scope.SEND),
+        ("PATCH", "/v1/batches/{id}", batches.patch, Scope.SEND),
+        ("GET", "/v1/batches/{id}/results", batches.results, Scope.READ),
         ("GET", "/v1/dead-letters", dead.list, Scope.READ),
         ("POST", "/v1/dead-letters/requeue", dead.requeue, Scope.ADMIN),
         ("GET", "/v1/stats", ops.stats, Scope.READ),

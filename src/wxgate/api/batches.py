@@ -1,20 +1,36 @@
-"""POST /v1/batches (one template, many recipients, one commit), the recent ones, progress,
-pause, resume and cancel."""
+"""POST /v1/batches (one template, many recipients: one JSON commit, or a streamed NDJSON/CSV
+upload committed in chunks, see batch_upload.py), the recent ones, progress, pause, resume,
+cancel, rate changes and per-recipient results."""
 
 from __future__ import annotations
 
 import msgspec
 from aiohttp import web
 
+from wxgate.api.auth import allowed_apps, caller, require_app
+from wxgate.api.batch_results import FORMATS, stream_results
+from wxgate.api.batch_stream import CSV_TYPES, NDJSON_TYPES
+from wxgate.api.batch_upload import StreamedBatch, check_rate
 from wxgate.api.body import read_json
 from wxgate.api.context import Gateway
 from wxgate.api.errors import ApiError, invalid
 from wxgate.api.intake import batch_from, resolve_app
 from wxgate.api.responses import json_response
-from wxgate.api.schemas import BatchList
-from wxgate.models import FINAL_STATUSES, Batch, BatchAccepted, BatchIn, BatchProgress, new_id
+from wxgate.api.schemas import BatchList, BatchPatch
+from wxgate.api.template_check import checked_batch
+from wxgate.models import (
+    BATCH_HELD,
+    FINAL_STATUSES,
+    Batch,
+    BatchAccepted,
+    BatchIn,
+    BatchProgress,
+    new_id,
+)
 
 _DECODER = msgspec.json.Decoder(BatchIn)
+_PATCH = msgspec.json.Decoder(BatchPatch)
+_STREAM_TYPES = NDJSON_TYPES | CSV_TYPES
 _FINAL = frozenset(s.value for s in FINAL_STATUSES)
 MAX_LIST = 100
 
@@ -25,11 +41,20 @@ class BatchRoutes:
 
     async def create(self, request: web.Request) -> web.Response:
         gw = self.gw
+        mime = (request.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
+        if mime in _STREAM_TYPES:
+            accepted = await StreamedBatch(gw, request, mime).run()
+            return json_response(accepted, status=202)
         body = await read_json(request, _DECODER, gw.max_batch_body_bytes)
+        check_rate(body.rate_per_s)
         app = resolve_app(gw.apps, body.app)
+        require_app(caller(request), app.name)
         batch, messages = batch_from(
             body, app, gw.clock.now(), new_id(), gw.settings.server.max_batch_recipients
         )
+        batch.rate_per_s = body.rate_per_s
+        if app.validate != "off" and gw.templates is not None:
+            await checked_batch(gw.templates, app, messages, body.recipients)
         await gw.depth.admit(batch.total)
         results = await gw.store.enqueue(messages, batch)
         gw.depth.accepted(batch.total)
@@ -37,19 +62,33 @@ class BatchRoutes:
         gw.wake()
         return json_response(BatchAccepted(batch.id, batch.total, batch.status), status=202)
 
-    async def _progress(self, batch_id: str) -> BatchProgress:
+    async def _progress(self, batch_id: str, request: web.Request | None = None) -> BatchProgress:
         batch = await self.gw.store.get_batch(batch_id)
         if batch is None:
             raise ApiError(404, "not_found", f"no batch {batch_id!r}", "id")
+        if request is not None:
+            require_app(caller(request), batch.app)
         return await self._progress_of(batch)
 
     async def _progress_of(self, batch: Batch) -> BatchProgress:
-        counts = await self.gw.store.batch_counts(batch.id)
+        store = self.gw.store
+        counts = await store.batch_counts(batch.id)
         status = batch.status
-        if status == "running" and sum(n for s, n in counts.items() if s in _FINAL) >= batch.total:
+        # While loading, the recipients committed so far (the total is written per chunk).
+        total = max(batch.total, sum(counts.values())) if status == "loading" else batch.total
+        if status == "running" and sum(n for s, n in counts.items() if s in _FINAL) >= total:
             status = "done"
+        errcodes = await store.batch_errcodes(batch.id) if counts.get("dead") else {}
         return BatchProgress(
-            batch.id, status, batch.total, counts, batch.app, batch.template_id, batch.created_at
+            batch.id,
+            status,
+            total,
+            counts,
+            batch.app,
+            batch.template_id,
+            batch.created_at,
+            batch.rate_per_s,
+            {str(code): n for code, n in sorted(errcodes.items())},
         )
 
     async def list(self, request: web.Request) -> web.Response:
@@ -62,14 +101,17 @@ class BatchRoutes:
         if not 1 <= limit <= MAX_LIST:
             raise invalid("limit", f"expected 1-{MAX_LIST}")
         batches = await self.gw.store.recent_batches(limit)
+        apps = allowed_apps(request)
+        if apps is not None:  # a key limited to apps sees only their batches
+            batches = [b for b in batches if b.app in apps]
         return json_response(BatchList([await self._progress_of(b) for b in batches]))
 
     async def get(self, request: web.Request) -> web.Response:
-        return json_response(await self._progress(request.match_info["id"]))
+        return json_response(await self._progress(request.match_info["id"], request))
 
     async def pause(self, request: web.Request) -> web.Response:
         """Stops leasing the batch's messages; those in flight finish. Resume picks them up."""
-        progress = await self._progress(request.match_info["id"])
+        progress = await self._progress(request.match_info["id"], request)
         if progress.status in ("done", "cancelled"):
             raise ApiError(409, "conflict", f"the batch is {progress.status}")
         if progress.status != "paused":
@@ -77,18 +119,38 @@ class BatchRoutes:
         return json_response(await self._progress(progress.id))
 
     async def resume(self, request: web.Request) -> web.Response:
-        progress = await self._progress(request.match_info["id"])
+        progress = await self._progress(request.match_info["id"], request)
         if progress.status == "cancelled":
             raise ApiError(409, "conflict", "a cancelled batch cannot be resumed")
-        if progress.status == "paused":
-            await self.gw.store.set_batch_status(progress.id, "running")
+        if progress.status in BATCH_HELD:
+            # paused, incomplete (its upload broke) or loading (an upload its gateway died in)
+            await self.gw.store.set_batch_status(progress.id, "running", expect=progress.status)
+            self.gw.wake()
         return json_response(await self._progress(progress.id))
 
     async def cancel(self, request: web.Request) -> web.Response:
         """Cancels the batch's pending messages; ones already sent or in flight stay as they are."""
-        progress = await self._progress(request.match_info["id"])
+        progress = await self._progress(request.match_info["id"], request)
         if progress.status == "done":
             raise ApiError(409, "conflict", "every message of this batch is already final")
         if progress.status != "cancelled":
             await self.gw.store.set_batch_status(progress.id, "cancelled")
         return json_response(await self._progress(progress.id))
+
+    async def patch(self, request: web.Request) -> web.Response:
+        """Change a batch's own send rate while it runs ({"rate_per_s": N}, null = none)."""
+        progress = await self._progress(request.match_info["id"], request)
+        body = await read_json(request, _PATCH, self.gw.max_body_bytes)
+        check_rate(body.rate_per_s)
+        if progress.status in ("done", "cancelled"):
+            raise ApiError(409, "conflict", f"the batch is {progress.status}")
+        await self.gw.store.set_batch_rate(progress.id, body.rate_per_s)
+        return json_response(await self._progress(progress.id))
+
+    async def results(self, request: web.Request) -> web.StreamResponse:
+        """Every recipient's final status, errcode and WeChat msgid, as CSV or NDJSON."""
+        fmt = request.query.get("format", "csv")
+        if fmt not in FORMATS:
+            raise invalid("format", "expected csv or ndjson")
+        progress = await self._progress(request.match_info["id"], request)
+        return await stream_results(request, self.gw.store, progress.id, fmt, self.gw.clock.now())

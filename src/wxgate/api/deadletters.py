@@ -5,6 +5,7 @@ from __future__ import annotations
 import msgspec
 from aiohttp import web
 
+from wxgate.api.auth import allowed_apps, caller, require_app
 from wxgate.api.body import read_json
 from wxgate.api.context import Gateway
 from wxgate.api.errors import invalid
@@ -29,9 +30,17 @@ class DeadLetterRoutes:
     def __init__(self, gw: Gateway) -> None:
         self.gw = gw
 
-    def _app(self, name: str | None) -> str | None:
+    def _app(self, name: str | None, request: web.Request) -> str | None:
         if name is not None and name not in self.gw.apps:
             raise invalid("app", f"unknown app {name!r}")
+        apps = allowed_apps(request)
+        if apps is None:
+            return name
+        if name is None:  # a key limited to apps: its own app, or name one of them
+            if len(apps) == 1:
+                return next(iter(apps))
+            raise invalid("app", f"required for a key limited to apps {', '.join(sorted(apps))}")
+        require_app(caller(request), name)
         return name
 
     async def list(self, request: web.Request) -> web.Response:
@@ -41,7 +50,7 @@ class DeadLetterRoutes:
         if not 1 <= limit <= MAX_LIMIT:
             raise invalid("limit", f"expected 1-{MAX_LIMIT}")
         items, cursor = await self.gw.store.dead_letters(
-            app=self._app(request.query.get("app") or None),
+            app=self._app(request.query.get("app") or None, request),
             errcode=_int_param(request, "errcode"),
             cursor=request.query.get("cursor") or None,
             limit=limit,
@@ -53,7 +62,17 @@ class DeadLetterRoutes:
         body = await read_json(request, _DECODER, self.gw.max_body_bytes)
         if body.ids is None and body.app is None and body.errcode is None:
             raise invalid("ids", "give ids, or app and/or errcode to requeue by filter")
-        n = await self.gw.store.requeue(ids=body.ids, app=self._app(body.app), errcode=body.errcode)
+        key = caller(request)
+        if body.ids is None:
+            app = self._app(body.app, request)
+        else:  # by ids (which the store takes regardless of app): check each one's app first
+            app = self._app(body.app, request) if body.app is not None else None
+            if key is not None and key.apps is not None:
+                for msg_id in body.ids:
+                    found = await self.gw.store.get(msg_id)
+                    if found is not None:
+                        require_app(key, found.app)
+        n = await self.gw.store.requeue(ids=body.ids, app=app, errcode=body.errcode)
         if n:
             self.gw.wake()
         return json_response(Requeued(n))

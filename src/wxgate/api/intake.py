@@ -17,11 +17,12 @@ from msgspec.structs import replace
 
 from wxgate.api.errors import invalid
 from wxgate.models import Batch, BatchIn, Message, MessageIn, MessageKind, Status
+from wxgate.policy.quiet_hours import PRIORITY_ALIASES
+from wxgate.policy.quiet_hours import for_app as quiet_hours_of
 from wxgate.settings import AppSettings
 
 Data = dict[str, dict[str, str]]
 
-PRIORITIES = frozenset({"high", "normal", "low"})
 MINIPROGRAM_STATES = frozenset({"developer", "trial", "formal"})
 LANGS = frozenset({"zh_CN", "en_US", "zh_HK", "zh_TW"})
 # A send_at this far ahead is almost always epoch milliseconds passed as seconds.
@@ -89,15 +90,33 @@ def _check_time(value: float | None, field: str, now: float) -> None:
 
 
 def _times(
-    send_at: float | None, expire_at: float | None, now: float
+    send_at: float | None,
+    expire_at: float | None,
+    now: float,
+    app: AppSettings,
+    priority: str = "normal",
 ) -> tuple[float, float | None, bool]:
-    """(not_before, expire_at, already expired)."""
+    """(not_before, expire_at, already expired). A message that may wait and is due inside
+    the app's quiet hours is held to the window's end; if that is past expire_at it would only
+    ever be sent late, so it is expired at once."""
     _check_time(send_at, "send_at", now)
     _check_time(expire_at, "expire_at", now)
     if send_at is not None and expire_at is not None and expire_at <= send_at:
         raise invalid("expire_at", "must be later than send_at")
     not_before = send_at if send_at is not None and send_at > now else now
-    return not_before, expire_at, expire_at is not None and expire_at <= now
+    expired = expire_at is not None and expire_at <= now
+    quiet = quiet_hours_of(app) if app.quiet_hours is not None else None
+    if quiet is not None and not expired:
+        not_before, expired = quiet.hold(not_before, priority, expire_at)
+    return not_before, expire_at, expired
+
+
+def _priority(value: str) -> str:
+    """urgent | normal | low; "high" is urgent's older spelling and is stored as "urgent"."""
+    priority = PRIORITY_ALIASES.get(value)
+    if priority is None:
+        raise invalid("priority", "expected urgent, normal or low (high means urgent)")
+    return priority
 
 
 def _check_url(value: str | None, field: str) -> None:
@@ -134,11 +153,10 @@ def message_from(
     body: MessageIn, app: AppSettings, now: float, msg_id: str, idem_key: str | None
 ) -> Message:
     _check_kind(body)
-    if body.priority not in PRIORITIES:
-        raise invalid("priority", "expected high, normal or low")
+    priority = _priority(body.priority)
     _check_url(body.url, "url")
     _check_url(body.callback_url, "callback_url")
-    not_before, expire_at, expired = _times(body.send_at, body.expire_at, now)
+    not_before, expire_at, expired = _times(body.send_at, body.expire_at, now, app, priority)
     return Message(
         id=msg_id,
         app=app.name,
@@ -152,8 +170,8 @@ def message_from(
         miniprogram_state=body.miniprogram_state,
         lang=body.lang,
         idempotency_key=idem_key,
-        callback_url=body.callback_url,
-        priority=body.priority,
+        callback_url=body.callback_url or app.callback_url,  # fixed at accept time
+        priority=priority,
         created_at=now,
         not_before=not_before,
         expire_at=expire_at,
@@ -187,7 +205,8 @@ def batch_from(
         raise invalid("page", "only for kind=subscribe")
     _check_url(body.url, "url")
     _check_url(body.callback_url, "callback_url")
-    not_before, expire_at, expired = _times(body.send_at, body.expire_at, now)
+    priority = _priority(body.priority)
+    not_before, expire_at, expired = _times(body.send_at, body.expire_at, now, app, priority)
     shared = normalize_data(body.data)
     # One prototype, copied per recipient: msgspec's replace is several times cheaper than
     # building each Message from a dozen keyword arguments (batch ingest is a hot path).
@@ -202,7 +221,8 @@ def batch_from(
         miniprogram=body.miniprogram,
         page=body.page,
         batch_id=batch_id,
-        callback_url=body.callback_url,
+        callback_url=body.callback_url or app.callback_url,  # fixed at accept time
+        priority=priority,
         created_at=now,
         not_before=not_before,
         expire_at=expire_at,

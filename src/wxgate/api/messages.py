@@ -5,12 +5,14 @@ from __future__ import annotations
 import msgspec
 from aiohttp import web
 
+from wxgate.api.auth import caller, require_app
 from wxgate.api.body import read_json
 from wxgate.api.context import Gateway
 from wxgate.api.errors import ApiError
 from wxgate.api.intake import idempotency_key, message_from, resolve_app
 from wxgate.api.responses import json_response
 from wxgate.api.schemas import MessageView
+from wxgate.api.template_check import checked_message
 from wxgate.models import Accepted, MessageIn, Status, new_id
 from wxgate.store.base import CancelOutcome
 
@@ -30,8 +32,11 @@ class MessageRoutes:
         gw = self.gw
         body = await read_json(request, _DECODER, gw.max_body_bytes)
         app = resolve_app(gw.apps, body.app)
+        require_app(caller(request), app.name)
         key = idempotency_key(body.idempotency_key, request.headers.get("Idempotency-Key"))
         message = message_from(body, app, gw.clock.now(), new_id(), key)
+        if app.validate != "off" and gw.templates is not None:
+            message = await checked_message(gw.templates, app, message)
         await gw.depth.admit(1)
         (result,) = await gw.store.enqueue((message,))
         status = result.status
@@ -48,10 +53,17 @@ class MessageRoutes:
         message = await self.gw.store.get(msg_id)
         if message is None:
             raise _not_found(msg_id)
+        require_app(caller(request), message.app)
         return json_response(MessageView.of(message, self.gw.clock.now()))
 
     async def cancel(self, request: web.Request) -> web.Response:
         msg_id = request.match_info["id"]
+        key = caller(request)
+        if key is not None and key.apps is not None:  # a key limited to apps: check first
+            found = await self.gw.store.get(msg_id)
+            if found is None:
+                raise _not_found(msg_id)
+            require_app(key, found.app)
         outcome = await self.gw.store.cancel(msg_id)
         if outcome == CancelOutcome.CANCELLED:
             return json_response(Accepted(msg_id, Status.CANCELLED))

@@ -18,6 +18,7 @@ from wxgate.api.auth import Scope
 from wxgate.api.schemas import (
     AccessToken,
     BatchList,
+    BatchPatch,
     DeadLetterPage,
     Health,
     Invalidated,
@@ -43,6 +44,7 @@ _MODELS: tuple[type[msgspec.Struct], ...] = (
     BatchAccepted,
     BatchProgress,
     BatchList,
+    BatchPatch,
     MessageView,
     DeadLetterPage,
     RequeueIn,
@@ -58,12 +60,12 @@ _MODELS: tuple[type[msgspec.Struct], ...] = (
 _ERRORS = {
     "400": "Invalid request; `field` names the offending input",
     "401": "Missing or unknown API key",
-    "403": "The key lacks the scope this route needs",
+    "403": "The key lacks the scope this route needs, or may not use this app",
     "404": "Not found",
     "409": "Conflict with the current state",
     "413": "Body over the size limit",
     "415": "Body is not JSON",
-    "429": "Queue depth limit reached; see Retry-After",
+    "429": "The key's rate limit or the queue depth limit reached; see Retry-After",
     "503": "Store unavailable; see Retry-After",
 }
 
@@ -107,10 +109,32 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         _ID,
     ),
     ("POST", "/v1/batches"): Op(
-        "Enqueue one template to many recipients in one commit",
+        "Enqueue one template to many recipients",
         ("202", BatchAccepted),
         BatchIn,
-        ("400", "401", "403", "413", "415", "429", "503"),
+        ("400", "401", "403", "409", "413", "415", "429", "503"),
+        (
+            ("template_id", "query", "string", "Streamed bodies: the template"),
+            ("app", "query", "string", "Streamed bodies: the app"),
+            ("data", "query", "string", "Streamed bodies: shared data as a JSON object"),
+            ("kind", "query", "string", "Streamed bodies: template or subscribe"),
+            ("url", "query", "string", "Streamed bodies"),
+            ("page", "query", "string", "Streamed bodies"),
+            ("send_at", "query", "number", "Streamed bodies: epoch seconds"),
+            ("expire_at", "query", "number", "Streamed bodies: epoch seconds"),
+            ("callback_url", "query", "string", "Streamed bodies"),
+            ("priority", "query", "string", "Streamed bodies: urgent, normal or low"),
+            ("rate_per_s", "query", "number", "Streamed bodies: the batch's own send rate"),
+        ),
+        description=(
+            "A JSON body (BatchIn) is one commit of up to server.max_batch_recipients. "
+            "With Content-Type application/x-ndjson (one {touser, data} per line, optionally "
+            'led by a {"header": {...}} line with the shared settings) or text/csv (a touser '
+            "column; other columns fill the template fields of their names) the body is read "
+            "as it arrives and committed every 5,000 recipients; the batch is held "
+            "(`loading`) until the body ends. Bad input cancels it (400); a broken upload "
+            "leaves it `incomplete` (resume or cancel it)."
+        ),
     ),
     ("GET", "/v1/batches"): Op(
         "The newest batches first, with their progress",
@@ -136,6 +160,20 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         None,
         ("401", "403", "404", "409"),
         _ID,
+    ),
+    ("PATCH", "/v1/batches/{id}"): Op(
+        "Change the batch's own send rate while it runs",
+        ("200", BatchProgress),
+        BatchPatch,
+        ("400", "401", "403", "404", "409", "415"),
+        _ID,
+    ),
+    ("GET", "/v1/batches/{id}/results"): Op(
+        "One row per recipient: final status, errcode, WeChat msgid (streamed)",
+        ("200", "text/csv"),
+        None,
+        ("400", "401", "403", "404"),
+        (*_ID, ("format", "query", "string", "csv (default) or ndjson")),
     ),
     ("POST", "/v1/batches/{id}/cancel"): Op(
         "Cancel the batch's pending messages",
@@ -231,7 +269,7 @@ def _operation(method: str, path: str, op: Op, scope: Scope | None) -> dict[str,
     responses: dict[str, Any] = {ok_status: {"description": "OK", "content": _content(ok_model)}}
     errors = list(op.errors)
     if scope is not None:
-        errors += [e for e in ("401", "403") if e not in errors]
+        errors += [e for e in ("401", "403", "429") if e not in errors]
     for code in sorted(errors):
         responses[code] = {"description": _ERRORS[code], "content": _content(ErrorBody)}
     out: dict[str, Any] = {

@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 import msgspec
 from aiohttp import web
 
+from wxgate.api.auth import allowed_apps
 from wxgate.api.context import Gateway
 from wxgate.api.errors import ApiError
 from wxgate.api.responses import json_response
@@ -34,6 +35,32 @@ def _finished_by_app(stats: StoreStats) -> dict[str, dict[str, int]]:
                 if n:
                     mine[status] = mine.get(status, 0) + n
     return {app: counts for app, counts in out.items() if counts}
+
+
+def _only_apps(body: Stats, apps: frozenset[str]) -> Stats:
+    """The stats a key limited to `apps` may see: its apps' counts, pauses and delivery state.
+    Totals are summed from those apps; what the store keeps only for all apps together (the
+    oldest pending time) and the process-wide errcode counts are left out."""
+    by_app = {a: c for a, c in body.by_app.items() if a in apps}
+    by_status: dict[str, int] = {}
+    for counts in by_app.values():
+        for status, n in counts.items():
+            by_status[status] = by_status.get(status, 0) + n
+    delivery = body.delivery
+    if delivery is not None and isinstance(delivery.get("apps"), dict):
+        mine = {a: v for a, v in delivery["apps"].items() if a in apps}
+        delivery = {**delivery, "apps": mine}
+    return msgspec.structs.replace(
+        body,
+        by_status=by_status,
+        by_app=by_app,
+        oldest_pending_at=None,
+        queue_depth=sum(by_status.get(s.value, 0) for s in PENDING_STATUSES),
+        finished_by_app={a: c for a, c in body.finished_by_app.items() if a in apps},
+        pauses=[p for p in body.pauses if p.app in apps],
+        delivery=delivery,
+        top_errcodes=[],
+    )
 
 
 class OpsRoutes:
@@ -66,7 +93,11 @@ class OpsRoutes:
             pauses=pauses,
             delivery=msgspec.to_builtins(delivery) if delivery is not None else None,
             top_errcodes=self._top_errcodes(),
+            webhooks=await self.gw.store.webhook_stats(),
         )
+        apps = allowed_apps(request)
+        if apps is not None:
+            body = _only_apps(body, apps)
         return json_response(body)
 
     def _top_errcodes(self) -> list[ErrcodeCount]:

@@ -9,7 +9,15 @@ from typing import Annotated, Any
 
 import msgspec
 
-from wxgate.models import PENDING_STATUSES, AppPause, BatchProgress, Message, MessageKind, Status
+from wxgate.models import (
+    PENDING_STATUSES,
+    AppPause,
+    BatchProgress,
+    Message,
+    MessageKind,
+    Status,
+    WebhookStats,
+)
 
 
 class MessageView(msgspec.Struct, kw_only=True):
@@ -34,6 +42,8 @@ class MessageView(msgspec.Struct, kw_only=True):
     sent_at: float | None = None
     finished_at: float | None = None
     updated_at: float | None = None
+    # What the gateway changed at accept time, e.g. a value truncated to the template's limit.
+    notes: list[str] | None = None
 
     @classmethod
     def of(cls, m: Message, now: float) -> MessageView:
@@ -62,6 +72,7 @@ class MessageView(msgspec.Struct, kw_only=True):
             sent_at=m.sent_at,
             finished_at=m.finished_at,
             updated_at=m.updated_at,
+            notes=m.notes,
         )
 
 
@@ -70,6 +81,12 @@ class DeadLetterPage(msgspec.Struct):
 
     items: list[MessageView]
     next_cursor: str | None = None
+
+
+class BatchPatch(msgspec.Struct, forbid_unknown_fields=True):
+    """PATCH /v1/batches/{id}: the batch's own send rate (null: only the app's rate)."""
+
+    rate_per_s: float | None
 
 
 class BatchList(msgspec.Struct):
@@ -108,6 +125,10 @@ class InvalidateIn(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class Invalidated(msgspec.Struct):
+    """`invalidated`: it was the current token and is gone; the next read fetches a new one.
+    `stale`: it was not (already replaced, perhaps after another caller's report): nothing
+    to do, read the current one."""
+
     app: str
     status: str = "invalidated"
 
@@ -142,3 +163,5 @@ class Stats(msgspec.Struct, kw_only=True):
     # Failed send attempts by errcode since this process started (its own workers only), the
     # most frequent first; empty in a process without workers.
     top_errcodes: list[ErrcodeCount] = msgspec.field(default_factory=list)
+    # The status-webhook outbox, all apps together: waiting, given up on, delivered ever.
+    webhooks: WebhookStats | None = None

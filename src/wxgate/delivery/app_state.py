@@ -1,4 +1,5 @@
-"""Per-app delivery state in this process: breaker, cached pause, rate pressure, counts."""
+"""Per-app delivery state in this process: breaker, cached pause, live rate (AIMD), quiet
+hours, rate pressure, counts."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ import math
 from typing import Any
 
 from wxgate.models import AppPause
+from wxgate.policy.adaptive import AimdController
 from wxgate.policy.breaker import CircuitBreaker
+from wxgate.policy.quiet_hours import QuietHours, for_app
 from wxgate.settings import AppSettings
 
 # Hold no more of an app's messages than its rate limit can send in about this long: the
@@ -19,9 +22,17 @@ RATE_BURST_S = 1.0
 class AppState:
     """What the dispatcher and the pool know about one app; `snapshot()` feeds /v1/stats."""
 
-    def __init__(self, settings: AppSettings, breaker: CircuitBreaker) -> None:
+    def __init__(
+        self,
+        settings: AppSettings,
+        breaker: CircuitBreaker,
+        adaptive: AimdController | None = None,
+    ) -> None:
         self.settings = settings
         self.breaker = breaker
+        # None: always the configured rate_per_s.
+        self.adaptive = adaptive
+        self.quiet: QuietHours | None = for_app(settings)
         self.pause: AppPause | None = None  # cached from the store (shared by all processes)
         self.in_flight = 0  # inside Dispatcher.handle right now
         self.held = 0  # leased by the pool and not finished (waiting for a slot, or in flight)
@@ -37,15 +48,21 @@ class AppState:
 
     @property
     def rate_per_s(self) -> float:
-        return self.settings.rate_per_s
+        """The live send rate: the configured maximum, lowered by AIMD while WeChat struggles."""
+        if self.adaptive is None:
+            return self.settings.rate_per_s
+        return self.adaptive.rate_per_s
 
     @property
     def burst(self) -> float:
-        return max(1.0, self.settings.rate_per_s * RATE_BURST_S)
+        return max(1.0, self.rate_per_s * RATE_BURST_S)
 
     @property
     def max_held(self) -> int:
-        """The app's concurrency cap, lowered for slow rates so sleepers don't hog slots."""
+        """The app's concurrency cap, lowered for slow rates so sleepers don't hog slots.
+
+        From the configured rate, not the live one: the pool sizes its leases from this once,
+        and a lowered rate already keeps the app out of leases through rate_saturated()."""
         by_rate = max(1, math.ceil(self.settings.rate_per_s * RATE_LOOKAHEAD_S))
         return min(self.settings.max_concurrency, by_rate)
 
@@ -70,6 +87,9 @@ class AppState:
             "in_flight": self.in_flight,
             "held": self.held,
             "rate_per_s": self.rate_per_s,
+            "max_rate_per_s": self.settings.rate_per_s,
+            "quiet_hours": self.quiet.spec if self.quiet is not None else None,
+            "quiet_until": self.quiet.end_of(now) if self.quiet is not None else None,
             "sent": self.sent,
             "retried": self.retried,
             "dead": self.dead,

@@ -15,11 +15,13 @@ from typing import Any
 
 from wxgate.clock import Clock
 from wxgate.delivery.app_state import AppState
+from wxgate.delivery.batch_rate import HOLD_MAX_S, BatchRates
 from wxgate.delivery.hooks import DeliveryMetrics, NoMetrics
 from wxgate.delivery.outcome import Outcome
 from wxgate.delivery.quota import QuotaClaims
 from wxgate.errors import Disposition, WeChatError
 from wxgate.models import AppPause, ErrorInfo, Message, SendResult
+from wxgate.policy.adaptive import AimdController
 from wxgate.policy.backoff import delay_s
 from wxgate.policy.breaker import CircuitBreaker
 from wxgate.policy.errcodes import describe
@@ -71,7 +73,11 @@ class Dispatcher:
         self._metrics: DeliveryMetrics = metrics if metrics is not None else NoMetrics()
         self.send_budget_s = 2 * send_timeout_s
         self._states = {
-            name: AppState(app, CircuitBreaker(worker_settings.breaker, clock))
+            name: AppState(
+                app,
+                CircuitBreaker(worker_settings.breaker, clock),
+                AimdController(app.rate_per_s, worker_settings.adaptive, clock),
+            )
             for name, app in apps.items()
         }
         self._pauses: dict[str, AppPause] = {}
@@ -80,6 +86,7 @@ class Dispatcher:
         self._refreshing = False
         self._warned_unknown: set[str] = set()
         self._quota = QuotaClaims(store)
+        self._batch_rates = BatchRates(store, clock)
 
     # ------------------------------------------------------------------ state for the pool
 
@@ -171,6 +178,14 @@ class Dispatcher:
             return await self.release(message, "unknown app", now + UNKNOWN_APP_RETRY_S)
         if self._expired(message, now):
             return await self._expire(message)
+        if state.quiet is not None:
+            # Due inside the app's quiet hours (a retry or scheduled send landing there): wait
+            # for the window's end, no attempt counted, or expire if that is too late.
+            at, too_late = state.quiet.hold(now, message.priority, message.expire_at)
+            if too_late:
+                return await self._expire(message)
+            if at > now:
+                return await self.release(message, "quiet_hours", at)
 
         await self.refresh_pauses()
         until = state.paused_until(now)
@@ -184,9 +199,15 @@ class Dispatcher:
 
         # Rate limit: wait for a token, never fail for one and never count it as an attempt.
         app = state.settings
-        wait = await self._store.take_rate(message.app, app.rate_per_s, state.burst, 1, now)
+        batch_wait = 0.0
+        if message.batch_id is not None:  # a batch with a rate of its own (PATCH /v1/batches)
+            batch_wait = await self._batch_rates.take(message.batch_id, now)
+            if batch_wait > HOLD_MAX_S:
+                return await self.release(message, "batch_rate", now + batch_wait)
+        wait = await self._store.take_rate(message.app, state.rate_per_s, state.burst, 1, now)
         mono = self._clock.monotonic()
         state.rate_free_at = max(state.rate_free_at, mono + wait)
+        wait = max(wait, batch_wait)
         if lease_deadline is not None and mono + wait + self.send_budget_s > lease_deadline:
             return await self.release(message, "lease", now + wait)
         if wait > 0:
@@ -214,6 +235,8 @@ class Dispatcher:
             return await self._on_error(message, state, err)
         latency_s = self._clock.monotonic() - started
         state.breaker.record(True)
+        if state.adaptive is not None:
+            state.adaptive.record(False)
         now = self._clock.now()
         if not await self._store.ack(message.id, message.lease_token, SendResult(msgid, now)):
             return Outcome.FENCED
@@ -229,6 +252,8 @@ class Dispatcher:
         # Only "WeChat did not answer properly" counts against the breaker; a definite
         # answer (bad openid, quota, config) shows WeChat is up.
         state.breaker.record(disposition is not Disposition.RETRY)
+        if state.adaptive is not None:
+            state.adaptive.record_error(exc)  # -1, 45011, 5xx, timeouts slow the app down
 
         if disposition is Disposition.THROTTLE:
             if exc.errcode == ERRCODE_MINUTE_QUOTA:

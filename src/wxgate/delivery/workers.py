@@ -210,8 +210,11 @@ class WorkerPool:
                 await self._dispatcher.refresh_pauses()
                 n, excluded = self._plan()
                 if n <= 0 or (backlog and n < self._refill_at()):
-                    # More is due than we can take: wait for room for a decent batch.
+                    # More is due than we can take: wait once for room for a decent batch,
+                    # then lease whatever room there is. Waiting for the full refill again
+                    # could stall for good when blocked apps keep the room below it.
                     await self._wait_for_capacity()
+                    backlog = False
                     continue
                 now = self._clock.now()
                 deadline = self._clock.monotonic() + self._settings.lease_s

@@ -14,6 +14,34 @@ import msgspec
 MASK = "***"
 
 
+class SimTemplate(msgspec.Struct, forbid_unknown_fields=True):
+    """A template the app has added in its backend: served by the template-list endpoints
+    (sim/templates.py), its `keys` rendered as `{{key.DATA}}` placeholders."""
+
+    template_id: str
+    keys: list[str]
+    kind: Literal["template", "subscribe"] = "template"
+    title: str = ""
+
+
+def default_templates() -> list[SimTemplate]:
+    """What every simulated app has unless configured: the ids the docs and demo use."""
+    return [
+        SimTemplate(
+            template_id="tpl_order_shipped",
+            keys=["thing1", "character_string2", "time3"],
+            title="订单发货通知",
+        ),
+        SimTemplate(template_id="tpl_order", keys=["thing1", "amount2"], title="订单状态通知"),
+        SimTemplate(
+            template_id="sub_order_status",
+            keys=["thing1", "character_string2", "phrase3", "time4"],
+            kind="subscribe",
+            title="订单状态提醒",
+        ),
+    ]
+
+
 class SimApp(msgspec.Struct, forbid_unknown_fields=True):
     """One Official Account / mini program as WeChat knows it."""
 
@@ -29,6 +57,10 @@ class SimApp(msgspec.Struct, forbid_unknown_fields=True):
     minute_limit: int | None = None  # sends per clock minute (45011); None = no limit
     token_daily_limit: int = 2_000  # /cgi-bin/token calls per day (45009); 0 = no limit
     stable_daily_limit: int = 500_000  # /cgi-bin/stable_token calls per day; 0 = no limit
+    templates: list[SimTemplate] = msgspec.field(default_factory=default_templates)
+    # Sends name a listed template and only its keys (40037 / 47003 otherwise). Off by
+    # default: any template_id and any keys are sent, as before templates were listed.
+    validate_templates: bool = False
 
     def __repr__(self) -> str:
         return (

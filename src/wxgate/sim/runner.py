@@ -15,6 +15,7 @@ from wxgate.sim.config import SimConfig
 from wxgate.sim.receipts import ReceiptSender
 from wxgate.sim.server import Api
 from wxgate.sim.state import SimState
+from wxgate.sim.templates import TemplateLists
 from wxgate.sim.tls import make_certs, server_context
 
 _MAX_BODY = 1 << 20
@@ -27,6 +28,7 @@ class Simulator:
         self.receipts = ReceiptSender(self.state)
         self.api = Api(self.state, self.receipts)
         self.admin = Admin(self.state, self.receipts)
+        self.templates = TemplateLists(self.state)
         self.ca_file: Path | None = None
         self.host = self.config.host
         self.port = self.config.port
@@ -49,6 +51,7 @@ class Simulator:
         app = web.Application(client_max_size=_MAX_BODY)
         app.add_routes(self.api.routes())
         app.add_routes(self.admin.routes())
+        app.add_routes(self.templates.routes())
         return app
 
     async def start(self, host: str | None = None, port: int | None = None) -> None:

@@ -19,6 +19,7 @@ from wxgate.sim import answers
 from wxgate.sim.faults import Compiled
 from wxgate.sim.receipts import Receipt, ReceiptSender
 from wxgate.sim.state import AppState, SimState, minute_of
+from wxgate.sim.templates import check_send
 from wxgate.sim.tokens import TokenRecord, shanghai_day
 from wxgate.sim.validate import SubscribeReq, TemplateReq, check_subscribe, check_template
 
@@ -240,6 +241,11 @@ class Api:
             req, problem = check_subscribe(body)
         if problem is not None or req is None:
             return self.error(*(problem or (47001, None)))
+        cfg = st.apps[appid].cfg
+        if cfg.validate_templates:
+            listed = check_send(cfg, kind == SUBSCRIBE, req.template_id, req.data)
+            if listed is not None:
+                return self.error(*listed)
         if f.gated:
             injected = f.draw_send_error()
             if injected is not None:

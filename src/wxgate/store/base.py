@@ -10,6 +10,13 @@ Rules every backend keeps:
 - Time rules without a `now` argument (scheduled vs queued, lock and pause expiry) are judged by
   the clock the store was built with.
 - Lease tokens only grow: a message's new lease always carries a larger token than its last.
+- Status webhooks (a transactional outbox): every change that puts a message with a
+  `callback_url` into a final status (ack, a receipt, dead, expire, cancel, a batch's cancel,
+  including the lease's cancel of a cancelled batch's message) writes a WebhookEvent in the
+  same transaction (SQLite) or script (Redis) as the change itself. The event can therefore
+  not be lost by a crash at any moment, and no event exists for a change that did not commit.
+  Events are leased like messages (an expired lease is due again), so delivery is
+  at-least-once and the receiver dedupes by the event id, which never changes.
 """
 
 from __future__ import annotations
@@ -27,6 +34,8 @@ from wxgate.models import (
     Status,
     StoreStats,
     TokenEntry,
+    WebhookEvent,
+    WebhookStats,
 )
 
 
@@ -76,7 +85,8 @@ class Store(Protocol):
 
         Messages whose lease expired (sending, lease ended before now) are due again.
         Each returned message has a fresh `lease_token`. Apps in `exclude_apps` are skipped.
-        Messages of paused or cancelled batches are skipped.
+        Messages of held (models.BATCH_HELD) or cancelled batches are skipped. Taking over an
+        expired lease adds one to StoreStats.lease_expirations of the message's app.
         """
 
     async def ack(self, msg_id: str, lease_token: int, result: SendResult) -> bool:
@@ -153,8 +163,32 @@ class Store(Protocol):
     async def recent_batches(self, limit: int = 20) -> list[Batch]:
         """The newest batches first (by created_at, then id), while the store still keeps them."""
 
-    async def set_batch_status(self, batch_id: str, status: str) -> bool:
-        """running | paused | cancelled; cancelling also cancels its pending messages."""
+    async def set_batch_status(self, batch_id: str, status: str, expect: str | None = None) -> bool:
+        """running | paused | incomplete | cancelled (models.BATCH_STATUSES but `loading`,
+        which only a new batch has). Held statuses (models.BATCH_HELD) keep the batch's
+        messages from being leased; running leases them again; cancelling cancels its pending
+        messages and is final. With `expect`, only if the status is that now (compare-and-set).
+        False when the batch is missing, cancelled, or not in the expected status."""
+
+    async def set_batch_total(self, batch_id: str, total: int) -> bool:
+        """Record how many recipients a (streamed) batch holds."""
+
+    async def set_batch_rate(self, batch_id: str, rate_per_s: float | None) -> bool:
+        """The batch's own send rate (None: only the app's); see batch_rates. Its `retrying`
+        messages due later (held back by the old rate, or backing off) become due now."""
+
+    async def batch_rates(self) -> dict[str, float]:
+        """Batch id -> rate_per_s for every batch with its own rate that is not cancelled."""
+
+    async def batch_messages(
+        self, batch_id: str, cursor: str | None = None, limit: int = 1000
+    ) -> tuple[list[Message], str | None]:
+        """A page of the batch's messages in a stable order; the second item is the cursor of
+        the next page (None after the last). Messages added after the first page may be left
+        out: read results once the batch is done."""
+
+    async def batch_errcodes(self, batch_id: str) -> dict[int, int]:
+        """The batch's dead letters by their last errcode."""
 
     # ---- shared state across processes
     async def get_token(self, app: str) -> TokenEntry | None: ...
@@ -183,3 +217,19 @@ class Store(Protocol):
         always succeeds (the bucket may go into debt), so callers sleep the returned time and
         send. SQLite keeps the bucket in this process; Redis shares it across processes.
         """
+
+    # ---- status webhooks (the outbox; see the module docstring)
+    async def lease_webhooks(self, n: int, lease_s: float, now: float) -> list[WebhookEvent]:
+        """Up to n events due at `now` (oldest first), not handed out again for lease_s."""
+
+    async def webhook_delivered(self, event_id: str) -> bool:
+        """The receiver took it (2xx): drop the event and count it delivered. False if the
+        event is gone (another holder finished it)."""
+
+    async def webhook_retry(self, event_id: str, at: float, error: str) -> bool:
+        """A POST failed: attempts += 1, due again at `at`."""
+
+    async def webhook_failed(self, event_id: str, error: str) -> bool:
+        """Give up: attempts += 1, kept as failed (counted in stats) for retention_s."""
+
+    async def webhook_stats(self) -> WebhookStats: ...

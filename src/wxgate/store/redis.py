@@ -29,14 +29,20 @@ Keys under the prefix P (default "wxgate"; tokens, locks, pauses, quotas: redis_
   P:msgid:{app}           hash    WeChat msgid -> id
   P:receipt:{app}:{msgid} hash    a receipt that beat the ack, applied by the ack script
   P:event:{app}:{key}     string  receipt event already seen (1 hour)
-  P:batch:{id}            hash    batch doc + status; :counts, :ids, :parked beside it
+  P:batch:{id}            hash    batch doc + status (+ total, rate once changed); beside it
+                                  :counts, :errcodes (dead by errcode), :parked (set) and :ids
+                                  (zset, all scores 0: lex order pages batch_messages)
+  P:batch_rates           hash    batch id -> rate_per_s of batches with a rate of their own
   P:batches               zset    batch ids by created_at (recent_batches), dropped with
                                   the batch when its last message is pruned
+  P:wh:*                          the status-webhook outbox (redis_webhooks.py)
 
 Fairness: the lease script reads the apps round-robin in equal shares (the start rotates per
-call); an app that runs dry gives its share to the others. Messages of a paused batch are
-parked in `P:batch:{id}:parked` when read and go back to P:delayed when it runs again, so a
-long pause costs nothing per lease; a cancelled batch's leftovers are cancelled when read.
+call); an app that runs dry gives its share to the others. Messages of a held batch (paused,
+incomplete) are parked in `P:batch:{id}:parked` when read, those of a `loading` one as they
+are enqueued, and go back to P:delayed when it runs again, so a long pause costs nothing per
+lease; a cancelled batch's leftovers are cancelled when read. Leasing a message whose lease
+had expired adds one to the `e:{app}` field of P:counts (StoreStats.lease_expirations).
 
 Lease expiry compares the lease_until one process wrote with another's `now`: keep the
 machines' clocks synchronised (NTP); skew lengthens or shortens a lease by the skew.
@@ -66,17 +72,20 @@ from wxgate.store import redis_scripts as lua
 from wxgate.store.base import receipt_status
 from wxgate.store.coalesce import Coalescer
 from wxgate.store.redis_codec import (
+    BATCH_FIELDS,
     MESSAGE_FIELDS,
     dead_member,
     decode_batch,
     decode_counts,
+    decode_expirations,
     decode_message,
     decode_messages,
     encode_batch,
     message_record,
     pack,
 )
-from wxgate.store.redis_shared import RedisSharedState, guarded, text
+from wxgate.store.redis_shared import guarded, text
+from wxgate.store.redis_webhooks import RedisWebhooks
 
 # Calls with more messages than this go alone (a 10,000-recipient batch is one script call).
 _COALESCE_MAX_MESSAGES = 256
@@ -90,14 +99,14 @@ _DEAD_SCAN_BUDGET = 10_000
 _REQUEUE_CHUNK = 1000
 _EVENT_TTL_S = 3600  # WeChat retries a callback push three times within ~15 s
 _EARLY_RECEIPT_TTL_S = 86400  # a receipt that beat its ack waits this long for it
-_BATCH_STATUSES = frozenset({"running", "paused", "cancelled"})
+_BATCH_STATUSES = frozenset({"running", "paused", "incomplete", "cancelled"})
 
 
 def _default_consumer() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
-class RedisStore(RedisSharedState):
+class RedisStore(RedisWebhooks):
     """Store (store/base.py) on Redis >= 7.0, standalone or Sentinel (not Cluster)."""
 
     def __init__(
@@ -319,6 +328,7 @@ class RedisStore(RedisSharedState):
             by_app=by_app,
             oldest_pending_at=float(oldest[0][1]) if oldest else None,
             pruned_by_app=decode_counts(pruned)[1],
+            lease_expirations=decode_expirations(counts),
         )
 
     @guarded
@@ -364,10 +374,10 @@ class RedisStore(RedisSharedState):
 
     @guarded
     async def get_batch(self, batch_id: str) -> Batch | None:
-        doc, status = await self._r.hmget(f"{self._p}:batch:{batch_id}", ["doc", "status"])
+        doc, status, total, rate = await self._r.hmget(f"{self._p}:batch:{batch_id}", BATCH_FIELDS)
         if doc is None or status is None:
             return None
-        return decode_batch(doc, status)
+        return decode_batch(doc, status, total, rate)
 
     @guarded
     async def recent_batches(self, limit: int = 20) -> list[Batch]:
@@ -377,9 +387,9 @@ class RedisStore(RedisSharedState):
             return []
         async with self._r.pipeline(transaction=False) as pipe:
             for bid in ids:
-                pipe.hmget(f"{self._p}:batch:{bid}", ["doc", "status"])
+                pipe.hmget(f"{self._p}:batch:{bid}", BATCH_FIELDS)
             rows = await pipe.execute()
-        return [decode_batch(doc, st) for doc, st in rows if doc is not None and st is not None]
+        return [decode_batch(*row) for row in rows if row[0] is not None and row[1] is not None]
 
     @guarded
     async def batch_counts(self, batch_id: str) -> dict[str, int]:
@@ -387,10 +397,49 @@ class RedisStore(RedisSharedState):
         return {text(k): int(v) for k, v in raw.items() if int(v)}
 
     @guarded
-    async def set_batch_status(self, batch_id: str, status: str) -> bool:
+    async def set_batch_status(self, batch_id: str, status: str, expect: str | None = None) -> bool:
         if status not in _BATCH_STATUSES:
             raise ValueError(f"batch status must be one of {sorted(_BATCH_STATUSES)}")
-        return bool(await self._msg_script(lua.BATCH_STATUS, batch_id, status))
+        done = await self._msg_script(lua.BATCH_STATUS, batch_id, status, expect or "")
+        return bool(done)
+
+    @guarded
+    async def set_batch_total(self, batch_id: str, total: int) -> bool:
+        return bool(await self._msg_script(lua.BATCH_FIELD, batch_id, "total", str(total)))
+
+    @guarded
+    async def set_batch_rate(self, batch_id: str, rate_per_s: float | None) -> bool:
+        value = "" if rate_per_s is None else repr(float(rate_per_s))
+        return bool(await self._msg_script(lua.BATCH_FIELD, batch_id, "rate", value))
+
+    @guarded
+    async def batch_rates(self) -> dict[str, float]:
+        raw = await self._r.hgetall(f"{self._p}:batch_rates")
+        return {text(k): float(v) for k, v in raw.items()}
+
+    @guarded
+    async def batch_messages(
+        self, batch_id: str, cursor: str | None = None, limit: int = 1000
+    ) -> tuple[list[Message], str | None]:
+        """Pages in id order (the batch's ids are a sorted set, all scores 0: lex order)."""
+        limit = max(1, limit)
+        start = "-" if cursor is None else f"({cursor}"
+        raw = await self._r.zrange(
+            f"{self._p}:batch:{batch_id}:ids", start, "+", bylex=True, offset=0, num=limit
+        )
+        ids = [text(b) for b in raw if isinstance(b, bytes | str)]
+        if not ids:
+            return [], None
+        async with self._r.pipeline(transaction=False) as pipe:
+            for msg_id in ids:
+                pipe.hmget(f"{self._p}:msg:{msg_id}", MESSAGE_FIELDS)
+            rows = await pipe.execute()
+        return decode_messages(rows), (ids[-1] if len(ids) == limit else None)
+
+    @guarded
+    async def batch_errcodes(self, batch_id: str) -> dict[int, int]:
+        raw = await self._r.hgetall(f"{self._p}:batch:{batch_id}:errcodes")
+        return {int(k): int(v) for k, v in raw.items() if int(v) > 0}
 
     def __repr__(self) -> str:
         state = "open" if self._redis is not None else "closed"

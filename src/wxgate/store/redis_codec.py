@@ -55,6 +55,7 @@ def message_record(msg: Message, status: Status) -> list[str]:
         repr(float(msg.not_before)),
         repr(float(msg.created_at)),
         _encoder.encode(msg).decode(),
+        msg.callback_url or "",  # `cb`: a final status queues a webhook event (redis_webhooks)
     ]
 
 
@@ -122,10 +123,34 @@ def decode_messages(replies: Sequence[Sequence[bytes | str | None]]) -> list[Mes
     return [m for m in map(decode_message, replies) if m is not None]
 
 
-def decode_batch(doc: bytes | str, status: bytes | str) -> Batch:
+# The batch hash's fields: the doc as enqueued, then what changes later (set_batch_total and
+# set_batch_rate write `total` and `rate`; an empty `rate` clears the doc's).
+BATCH_FIELDS = ("doc", "status", "total", "rate")
+
+
+def decode_batch(
+    doc: bytes | str,
+    status: bytes | str,
+    total: bytes | str | None = None,
+    rate: bytes | str | None = None,
+) -> Batch:
     batch = _batch_decoder.decode(doc)
     batch.status = _text(status)
+    if total is not None:
+        batch.total = int(total)
+    if rate is not None:
+        batch.rate_per_s = _opt_float(rate)
     return batch
+
+
+def decode_expirations(raw: dict[bytes, bytes]) -> dict[str, int]:
+    """Lease expirations by app: the `e:{app}` fields of the P:counts hash."""
+    out: dict[str, int] = {}
+    for field, value in raw.items():
+        name = field.decode()
+        if name.startswith("e:") and int(value):
+            out[name[2:]] = int(value)
+    return out
 
 
 def decode_counts(raw: dict[bytes, bytes]) -> tuple[dict[str, int], dict[str, dict[str, int]]]:

@@ -25,6 +25,8 @@ PRELUDE = (
 local P, G, NOW, TTL = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local NOWN = tonumber(NOW)
 local PENDING = {queued = true, scheduled = true, retrying = true}
+-- Batch statuses whose messages wait in the batch's :parked set (models.BATCH_HELD).
+local HELD = {loading = true, paused = true, incomplete = true}
 local FINAL = {sent = true, delivered = true, blocked = true, failed = true, dead = true,
   cancelled = true, expired = true}
 -- The public fields (returned to Python, in this order), then the ones only scripts use.
@@ -32,7 +34,7 @@ local FIELDS = {"""
     + _FIELDS_LUA
     + r"""}
 local NPUBLIC = #FIELDS
-for _, f in ipairs({'app', 'batch_id', 'sid', 'idem', 'lease_until', 'created_at'}) do
+for _, f in ipairs({'app', 'batch_id', 'sid', 'idem', 'lease_until', 'created_at', 'cb'}) do
   FIELDS[#FIELDS + 1] = f
 end
 local IX = {}  -- field name -> position in FIELDS
@@ -149,11 +151,27 @@ local function finish(m)
   if m.idem ~= '' then redis.call('EXPIRE', P .. ':idem:' .. m.app .. ':' .. m.idem, TTL) end
 end
 
+-- The status webhook of a message that just became final, written by the same script as the
+-- change (an outbox: redis_webhooks.py leases and finishes these). Nothing without a `cb`.
+-- Values left nil are the message's own; event ids are never reused (P:wh:seq only grows).
+local function emit(m, status, errcode, errmsg, msgid)
+  local url = m.raw[IX.cb]
+  if not url or url == '' then return end
+  if status == 'sent' or status == 'delivered' then errcode, errmsg = '', '' end
+  local eid = 'evt_' .. m.id .. '_' .. redis.call('INCR', P .. ':wh:seq')
+  redis.call('HSET', P .. ':wh:' .. eid, 'message_id', m.id, 'app', m.app, 'status', status,
+    'url', url, 'occurred_at', NOW, 'errcode', errcode or m.raw[IX.last_errcode] or '',
+    'errmsg', errmsg or m.raw[IX.last_errmsg] or '',
+    'wechat_msgid', msgid or m.raw[IX.wechat_msgid] or '', 'batch_id', m.batch, 'attempts', 0)
+  redis.call('ZADD', P .. ':wh:due', NOW, eid)
+end
+
 local function set_final(m, status)
   unindex(m)
   redis.call('HSET', m.key, 'status', status, 'finished_at', NOW, 'updated_at', NOW)
   move(m.app, m.batch, m.status, status)
   finish(m)
+  emit(m, status)
 end
 
 -- The message if it is `sending` under `token` (fencing), taken out of its indexes.
@@ -177,6 +195,7 @@ def _script(body: str) -> str:
 # group is checked completely before any of it is written, so each call is all-or-nothing.
 ENQUEUE = _script(r"""
 local out = {}
+local held = {}  -- batch id -> its new messages are parked (a held batch)
 for g = 1, tonumber(ARGV[5]) do
   local group = cmsgpack.unpack(ARGV[5 + g])
   local bid, bdoc, recs = group[1], group[2], group[3]
@@ -213,24 +232,39 @@ for g = 1, tonumber(ARGV[5]) do
   if err then
     out[g] = {'err', err}
   else
+    local bstatus = ''
+    if bid ~= '' then
+      bstatus = cjson.decode(bdoc).status or 'running'
+      held[bid] = HELD[bstatus] or false
+    end
     for _, r in ipairs(fresh) do
       local id, app, idem, mbid, status, nb, created = r[1], r[2], r[3], r[4], r[5], r[6], r[7]
       local sid = ''
-      if status == 'scheduled' then
+      if mbid ~= '' and held[mbid] == nil then
+        held[mbid] = HELD[redis.call('HGET', bkey(mbid), 'status') or 'running'] or false
+      end
+      if mbid ~= '' and held[mbid] then
+        -- A chunk of a streamed upload: parked until the batch runs (BATCH_STATUS).
+        redis.call('SADD', bkey(mbid) .. ':parked', id)
+      elseif status == 'scheduled' then
         redis.call('ZADD', P .. ':delayed', nb, id)
       else
         sid = xadd(id, app)
       end
       redis.call('HSET', mkey(id), 'doc', r[8], 'app', app, 'batch_id', mbid,
         'idem', idem, 'status', status, 'not_before', nb, 'created_at', created,
-        'attempts', 0, 'lease_token', 0, 'sid', sid)
+        'attempts', 0, 'lease_token', 0, 'sid', sid, 'cb', r[9] or '')
       redis.call('ZADD', P .. ':pending', created, id)
       if idem ~= '' then redis.call('SET', P .. ':idem:' .. app .. ':' .. idem, id) end
-      if mbid ~= '' then redis.call('SADD', bkey(mbid) .. ':ids', id) end
+      if mbid ~= '' then redis.call('ZADD', bkey(mbid) .. ':ids', 0, id) end
       count(app, mbid, status, 1)
     end
     if bid ~= '' then
-      redis.call('HSET', bkey(bid), 'doc', bdoc, 'status', 'running')
+      redis.call('HSET', bkey(bid), 'doc', bdoc, 'status', bstatus)
+      local rate = cjson.decode(bdoc).rate_per_s
+      if type(rate) == 'number' then
+        redis.call('HSET', P .. ':batch_rates', bid, string.format('%.17g', rate))
+      end
       -- %.17g: a bare Lua number would reach Redis rounded to 14 digits
       local created = string.format('%.17g', cjson.decode(bdoc).created_at)
       redis.call('ZADD', P .. ':batches', created, bid)
@@ -262,7 +296,8 @@ for i = 10, #ARGV do excluded[ARGV[i]] = true end
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. ':delayed', '-inf', NOW, 'LIMIT', 0, cap)) do
   redis.call('ZREM', P .. ':delayed', id)
   local m = load(id)
-  if m and PENDING[m.status] then enstream(m) end
+  -- `sending`: an expired lease parked while its batch was held, back after the resume.
+  if m and (PENDING[m.status] or m.status == 'sending') then enstream(m) end
 end
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. ':inflight', '-inf', NOW, 'LIMIT', 0, cap)) do
   redis.call('ZREM', P .. ':inflight', id)
@@ -287,7 +322,7 @@ local function take(app, eid, id)
       bst = redis.call('HGET', bkey(m.batch), 'status') or 'running'
       batch_status[m.batch] = bst
     end
-    if bst == 'paused' then
+    if HELD[bst] then
       redis.call('HSET', m.key, 'sid', '')
       redis.call('SADD', bkey(m.batch) .. ':parked', id)
       return nil
@@ -302,6 +337,7 @@ local function take(app, eid, id)
     redis.call('ZADD', P .. ':delayed', m.not_before, id)
     return nil
   end
+  if m.status == 'sending' then bump(COUNTS, 'e:' .. m.app, 1) end  -- an expired lease
   token = token + 1
   redis.call('HSET', m.key, 'status', 'sending', 'lease_token', token, 'lease_until', lu,
     'updated_at', NOW)
@@ -403,6 +439,7 @@ for _, a in ipairs(cmsgpack.unpack(ARGV[5])) do
     redis.call('HINCRBY', m.key, 'attempts', 1)
     move(m.app, m.batch, 'sending', to)
     finish(m)
+    emit(m, to, '', '', msgid)
     out[#out + 1] = 1
   end
 end
@@ -438,7 +475,9 @@ redis.call('HSET', m.key, 'status', 'dead', 'last_errcode', ARGV[7], 'last_errms
 redis.call('HINCRBY', m.key, 'attempts', 1)
 redis.call('ZADD', P .. ':dead', 0, ARGV[9])
 move(m.app, m.batch, 'sending', 'dead')
+if m.batch ~= '' then bump(bkey(m.batch) .. ':errcodes', ARGV[7], 1) end
 finish(m)
+emit(m, 'dead', ARGV[7], ARGV[8])
 flush()
 return 1
 """)
@@ -482,6 +521,7 @@ end
 if m.status ~= 'sent' then return false end
 redis.call('HSET', m.key, 'status', to, 'receipt', receipt, 'updated_at', NOW)
 move(m.app, m.batch, 'sent', to)
+emit(m, to)
 flush()
 local out = public(m)
 out[IX.status], out[IX.receipt], out[IX.updated_at] = to, receipt, NOW
@@ -546,6 +586,8 @@ local function requeue(id)
     'updated_at', NOW, 'sid', xadd(id, m.app))
   redis.call('ZADD', P .. ':pending', m.created_at, id)
   move(m.app, m.batch, 'dead', 'queued')
+  local code = m.raw[IX.last_errcode]
+  if m.batch ~= '' and code then bump(bkey(m.batch) .. ':errcodes', code, -1) end
   moved = moved + 1
 end
 if mode == 'ids' then
@@ -569,17 +611,22 @@ if #members < budget then return {moved, ''} end
 return {moved, members[#members]}
 """)
 
-# ARGV[5] batch id, [6] new status. Returns 1 if the batch exists and took the status.
-# Leaving `paused` puts the parked messages back in P:delayed; `cancelled` cancels every pending
-# message of the batch (in-flight ones may finish; a retry of one is cancelled when read).
+# ARGV[5] batch id, [6] new status, [7] expected current status ('' = any). Returns 1 if the
+# batch exists and took the status. Leaving a held status puts the parked messages back in
+# P:delayed; `cancelled` cancels every pending message of the batch (in-flight ones may finish;
+# a retry of one is cancelled when read).
 BATCH_STATUS = _script(r"""
-local bid, to = ARGV[5], ARGV[6]
+local bid, to, expect = ARGV[5], ARGV[6], ARGV[7]
 local bk = bkey(bid)
 local cur = redis.call('HGET', bk, 'status')
 if not cur then return 0 end
-if cur == 'cancelled' and to ~= 'cancelled' then return 0 end
+if cur == 'cancelled' then
+  if to == 'cancelled' and (expect == '' or expect == cur) then return 1 end
+  return 0
+end
+if expect ~= '' and cur ~= expect then return 0 end
 redis.call('HSET', bk, 'status', to)
-if to ~= 'paused' then
+if not HELD[to] then
   for _, id in ipairs(redis.call('SMEMBERS', bk .. ':parked')) do
     local nb = redis.call('HGET', mkey(id), 'not_before')
     if nb then redis.call('ZADD', P .. ':delayed', nb, id) end
@@ -587,7 +634,8 @@ if to ~= 'paused' then
   redis.call('DEL', bk .. ':parked')
 end
 if to == 'cancelled' then
-  for _, id in ipairs(redis.call('SMEMBERS', bk .. ':ids')) do
+  redis.call('HDEL', P .. ':batch_rates', bid)
+  for _, id in ipairs(redis.call('ZRANGE', bk .. ':ids', 0, -1)) do
     local m = load(id)
     if m and PENDING[m.status] then set_final(m, 'cancelled') end
   end
@@ -628,10 +676,16 @@ while n < limit do
     if dkey then redis.call('ZREM', P .. ':dead', dkey) end
     if m.batch ~= '' then
       local bk = bkey(m.batch)
-      redis.call('SREM', bk .. ':ids', id)
-      if redis.call('SCARD', bk .. ':ids') == 0 then
-        redis.call('DEL', bk, bk .. ':counts', bk .. ':parked')
+      if m.status == 'dead' and m.raw[IX.last_errcode] then
+        bump(bk .. ':errcodes', m.raw[IX.last_errcode], -1)
+      end
+      redis.call('ZREM', bk .. ':ids', id)
+      if redis.call('ZCARD', bk .. ':ids') == 0 then
+        redis.call('DEL', bk, bk .. ':counts', bk .. ':parked', bk .. ':errcodes')
         redis.call('ZREM', P .. ':batches', m.batch)
+        redis.call('HDEL', P .. ':batch_rates', m.batch)
+        TALLY[bk .. ':counts'] = nil  -- flush() must not bring the deleted keys back
+        TALLY[bk .. ':errcodes'] = nil
       end
     end
     redis.call('DEL', m.key)
@@ -639,6 +693,35 @@ while n < limit do
 end
 flush()
 return n
+""")
+
+# ARGV[5] batch id, [6] field ('total' | 'rate'), [7] value ('' = none). The batch hash's
+# fields override its doc; `rate` also keeps P:batch_rates (what dispatchers poll) in step and
+# makes the batch's waiting retries due now (one pass over the batch: an operator's action).
+BATCH_FIELD = _script(r"""
+local bid, field, value = ARGV[5], ARGV[6], ARGV[7]
+local bk = bkey(bid)
+local cur = redis.call('HGET', bk, 'status')
+if not cur then return 0 end
+redis.call('HSET', bk, field, value)
+if field == 'rate' then
+  if value == '' or cur == 'cancelled' then
+    redis.call('HDEL', P .. ':batch_rates', bid)
+  else
+    redis.call('HSET', P .. ':batch_rates', bid, value)
+  end
+  -- Messages the old rate held back wait for later turns: due now, so the new rate decides.
+  for _, id in ipairs(redis.call('ZRANGE', bk .. ':ids', 0, -1)) do
+    local m = load(id)
+    if m and m.status == 'retrying' and tonumber(m.not_before) > NOWN then
+      redis.call('HSET', m.key, 'not_before', NOW)
+      if redis.call('ZSCORE', P .. ':delayed', id) then
+        redis.call('ZADD', P .. ':delayed', NOW, id)
+      end
+    end
+  end
+end
+return 1
 """)
 
 # Read-only. KEYS[1] msgid hash; ARGV[1] message key prefix, [2] msgid.

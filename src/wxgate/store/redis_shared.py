@@ -20,18 +20,21 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ReadOnlyError, RedisError
+from redis.exceptions import OutOfMemoryError, ReadOnlyError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from wxgate.clock import Clock
 from wxgate.errors import StoreError, StoreUnavailable
 from wxgate.models import AppPause, TokenEntry
 
-# BusyLoadingError (Redis still loading its data after a restart) is a ConnectionError.
+# BusyLoadingError (Redis still loading its data after a restart) is a ConnectionError. A Redis
+# at its maxmemory (OOM, with the noeviction policy it must run with) refuses writes until
+# memory frees up: unavailable for now, not a bug (503 + Retry-After, not 500).
 _UNREACHABLE = (
     RedisConnectionError,
     RedisTimeoutError,
     ReadOnlyError,
+    OutOfMemoryError,
     ConnectionError,
     TimeoutError,
 )
@@ -93,8 +96,8 @@ def guarded(
     fn: Callable[Concatenate[_S, _P], Awaitable[_R]],
 ) -> Callable[Concatenate[_S, _P], Coroutine[Any, Any, _R]]:
     """Map Redis failures to ours, once for every public method: unreachable, still loading
-    its data, or a read-only replica after a failover -> StoreUnavailable (the API answers 503
-    and callers retry); anything else Redis says -> StoreError."""
+    its data, a read-only replica after a failover, or full (OOM) -> StoreUnavailable (the API
+    answers 503 and callers retry); anything else Redis says -> StoreError."""
 
     @functools.wraps(fn)
     async def wrapper(self: _S, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:

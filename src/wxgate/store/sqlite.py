@@ -35,10 +35,13 @@ from wxgate.models import (
     SendResult,
     StoreStats,
     TokenEntry,
+    WebhookEvent,
+    WebhookStats,
 )
 from wxgate.store import sqlite_ops as ops
 from wxgate.store import sqlite_reads as reads
 from wxgate.store import sqlite_state as state
+from wxgate.store import sqlite_webhooks as webhooks
 from wxgate.store.ratebucket import RateBuckets
 from wxgate.store.sqlite_checkpoint import Checkpointer
 from wxgate.store.sqlite_schema import connect, create_schema
@@ -251,10 +254,28 @@ class SQLiteStore:
     async def recent_batches(self, limit: int = 20) -> list[Batch]:
         return await self._read(reads.recent_batches, limit)
 
-    async def set_batch_status(self, batch_id: str, status: str) -> bool:
+    async def set_batch_status(self, batch_id: str, status: str, expect: str | None = None) -> bool:
         if status not in ops.BATCH_STATUSES:
             raise ValueError(f"batch status must be one of {sorted(ops.BATCH_STATUSES)}")
-        return await self._write(ops.set_batch_status, batch_id, status, self._clock.now())
+        now = self._clock.now()
+        return await self._write(ops.set_batch_status, batch_id, status, expect, now)
+
+    async def set_batch_total(self, batch_id: str, total: int) -> bool:
+        return await self._write(ops.set_batch_total, batch_id, total)
+
+    async def set_batch_rate(self, batch_id: str, rate_per_s: float | None) -> bool:
+        return await self._write(ops.set_batch_rate, batch_id, rate_per_s, self._clock.now())
+
+    async def batch_rates(self) -> dict[str, float]:
+        return await self._read(reads.batch_rates)
+
+    async def batch_messages(
+        self, batch_id: str, cursor: str | None = None, limit: int = 1000
+    ) -> tuple[list[Message], str | None]:
+        return await self._read(reads.batch_messages, batch_id, cursor, limit)
+
+    async def batch_errcodes(self, batch_id: str) -> dict[int, int]:
+        return await self._read(reads.batch_errcodes, batch_id)
 
     # ---------------------------------------------------------------- shared state
 
@@ -290,6 +311,23 @@ class SQLiteStore:
     ) -> float:
         """Process-local: processes sharing one file each get the full rate (see module doc)."""
         return self._buckets.take(app, rate_per_s, burst, n, now)
+
+    # ---------------------------------------------------------------- status webhooks
+
+    async def lease_webhooks(self, n: int, lease_s: float, now: float) -> list[WebhookEvent]:
+        return await self._write(webhooks.lease, n, lease_s, now)
+
+    async def webhook_delivered(self, event_id: str) -> bool:
+        return await self._write(webhooks.delivered, event_id)
+
+    async def webhook_retry(self, event_id: str, at: float, error: str) -> bool:
+        return await self._write(webhooks.retry, event_id, at, error)
+
+    async def webhook_failed(self, event_id: str, error: str) -> bool:
+        return await self._write(webhooks.failed, event_id, error, self._clock.now())
+
+    async def webhook_stats(self) -> WebhookStats:
+        return await self._read(webhooks.stats)
 
     def __repr__(self) -> str:
         return f"<SQLiteStore path={self.path!r} open={self._open} writer={self._writer!r}>"

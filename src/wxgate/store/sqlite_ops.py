@@ -12,6 +12,7 @@ import sqlite3
 from collections.abc import Sequence
 
 from wxgate.models import (
+    BATCH_HELD,
     Batch,
     EnqueueResult,
     ErrorInfo,
@@ -19,6 +20,7 @@ from wxgate.models import (
     SendResult,
     Status,
 )
+from wxgate.store import sqlite_webhooks as webhooks
 from wxgate.store.base import CancelOutcome, receipt_status
 from wxgate.store.sqlite_schema import (
     ACTIVE_SQL,
@@ -65,7 +67,10 @@ def enqueue_many(conn: Conn, calls: Sequence[EnqueueArgs]) -> list[list[EnqueueR
     rows = []
     counts: dict[tuple[str, str], int] = {}
     by_key: dict[tuple[str, str], EnqueueResult] = {}
+    held: dict[str, bool] = {}  # batch id -> its messages go in parked (see _held)
     for messages, batch, now in calls:
+        if batch is not None:
+            held[batch.id] = batch.status in BATCH_HELD
         results: list[EnqueueResult] = []
         for m in messages:
             key = m.idempotency_key
@@ -81,7 +86,10 @@ def enqueue_many(conn: Conn, calls: Sequence[EnqueueArgs]) -> list[list[EnqueueR
                     results.append(EnqueueResult(prior.id, prior.status, False))
                     continue
             status = Status.SCHEDULED if m.not_before > now else Status.QUEUED
-            rows.append(message_row(m, status, now))
+            row = message_row(m, status, now)
+            if m.batch_id is not None and _held(conn, m.batch_id, held):
+                row = (*row[:-1], None)  # due_at NULL: parked until the batch runs
+            rows.append(row)
             result = EnqueueResult(m.id, status, True)
             if key is not None:
                 by_key[(m.app, key)] = result
@@ -100,6 +108,16 @@ def enqueue_many(conn: Conn, calls: Sequence[EnqueueArgs]) -> list[list[EnqueueR
     return out
 
 
+def _held(conn: Conn, batch_id: str, cache: dict[str, bool]) -> bool:
+    """Whether a message joining this batch must wait (a streamed upload adds its chunks to a
+    `loading` batch): it goes in parked, as if the batch had been paused after it arrived."""
+    found = cache.get(batch_id)
+    if found is None:
+        rows = conn.execute(_BATCH_STATUS, (batch_id,)).fetchall()
+        found = cache[batch_id] = bool(rows) and rows[0][0] in BATCH_HELD
+    return found
+
+
 def _batch_row(b: Batch) -> tuple[object, ...]:
     return (b.id, b.app, b.template_id, b.total, b.created_at, b.status, b.rate_per_s)
 
@@ -110,7 +128,10 @@ BATCHED = {enqueue: enqueue_many}
 # ---------------------------------------------------------------- lease
 
 _ACTIVE_APPS = f"SELECT DISTINCT app FROM counts WHERE n > 0 AND status IN {ACTIVE_SQL}"
-_BLOCKED_BATCHES = "SELECT id, status FROM batches WHERE status IN ('paused', 'cancelled')"
+_BLOCKED_BATCHES = (
+    "SELECT id, status FROM batches INDEXED BY batches_not_running "
+    "WHERE status IN ('loading', 'paused', 'incomplete', 'cancelled')"
+)
 _DUE = "SELECT rowid, batch_id FROM messages WHERE app = ? AND due_at <= ? ORDER BY due_at LIMIT ?"
 _NEXT_TOKEN = "UPDATE meta SET value = value + 1 WHERE key = 'lease_token' RETURNING value"
 _TAKE = (
@@ -171,7 +192,7 @@ def lease(
 def _drop_blocked(
     conn: Conn, rows: list[tuple[int, str | None]], blocked: dict[str, str], now: float
 ) -> list[tuple[int, str | None]]:
-    """Skip messages of paused/cancelled batches, and take them off the due index for good.
+    """Skip messages of held or cancelled batches, and take them off the due index for good.
 
     Pending messages were already taken off when the batch was paused or cancelled; what
     shows up here is a lease that expired since. In a paused batch it waits for resume; in a
@@ -182,10 +203,11 @@ def _drop_blocked(
         status = None if batch_id is None else blocked.get(batch_id)
         if status is None:
             keep.append((rowid, batch_id))
-        elif status == "paused":
+        elif status in BATCH_HELD:
             conn.execute(_PARK, (rowid,))
         else:
             conn.execute(_CANCEL_ROW, (now, now, rowid))
+            webhooks.emit_rowid(conn, rowid, now)
     return keep
 
 
@@ -195,7 +217,7 @@ _FENCE = "WHERE id = ? AND status = 'sending' AND lease_token = ?"
 _ACK = (
     "UPDATE messages SET status = 'sent', attempts = attempts + 1, wechat_msgid = ?, "
     "sent_at = ?, finished_at = ?, "
-    f"updated_at = ?, due_at = NULL, lease_until = NULL {_FENCE} RETURNING app"
+    f"updated_at = ?, due_at = NULL, lease_until = NULL {_FENCE} RETURNING app, callback_url"
 )
 _WAITING_RECEIPT = (
     # INDEXED BY: without ANALYZE statistics the planner would scan the app's whole primary key.
@@ -223,6 +245,8 @@ def ack(conn: Conn, msg_id: str, lease_token: int, result: SendResult, now: floa
             conn.execute(_APPLY_RECEIPT, (status, receipt, now, now, msg_id))
             for key, _ in waiting:
                 conn.execute(_RECEIPT_APPLIED, (app, key))
+    if rows[0][1] is not None:  # one event, for the status the message ends in
+        webhooks.emit(conn, msg_id, now)
     return True
 
 
@@ -258,7 +282,7 @@ def retry(
     if batch_id is not None:
         batch = conn.execute(_BATCH_STATUS, (batch_id,)).fetchall()
         batch_status = batch[0][0] if batch else None
-        if batch_status == "paused":
+        if batch_status in BATCH_HELD:
             due_at = None  # set again when the batch resumes
         elif batch_status == "cancelled":
             status, due_at, finished_at = Status.CANCELLED.value, None, now
@@ -269,37 +293,51 @@ def retry(
     else:
         params = (status, at, due_at, inc, error.errcode, error.errmsg, now, finished_at)
         conn.execute(_RETRY_WITH_ERROR, (*params, msg_id, lease_token))
+    if finished_at is not None:  # its batch was cancelled meanwhile
+        webhooks.emit(conn, msg_id, now)
     return True
 
 
 _DEAD = (
     "UPDATE messages SET status = 'dead', attempts = attempts + 1, last_errcode = ?, "
-    f"last_errmsg = ?, finished_at = ?, updated_at = ?, due_at = NULL, lease_until = NULL {_FENCE}"
+    f"last_errmsg = ?, finished_at = ?, updated_at = ?, due_at = NULL, lease_until = NULL {_FENCE} "
+    "RETURNING callback_url"
 )
 _EXPIRE = (
     "UPDATE messages SET status = 'expired', finished_at = ?, updated_at = ?, due_at = NULL, "
-    f"lease_until = NULL {_FENCE}"
+    f"lease_until = NULL {_FENCE} RETURNING callback_url"
 )
 
 
 def dead(conn: Conn, msg_id: str, lease_token: int, error: ErrorInfo, now: float) -> bool:
     params = (error.errcode, error.errmsg, now, now, msg_id, lease_token)
-    return conn.execute(_DEAD, params).rowcount == 1
+    return _finished(conn, conn.execute(_DEAD, params).fetchall(), msg_id, now)
 
 
 def expire(conn: Conn, msg_id: str, lease_token: int, now: float) -> bool:
-    return conn.execute(_EXPIRE, (now, now, msg_id, lease_token)).rowcount == 1
+    rows = conn.execute(_EXPIRE, (now, now, msg_id, lease_token)).fetchall()
+    return _finished(conn, rows, msg_id, now)
+
+
+def _finished(conn: Conn, returned: list[tuple[str | None]], msg_id: str, now: float) -> bool:
+    """Whether a fenced UPDATE ... RETURNING callback_url changed the message; queues its
+    status webhook in the same transaction when it has a callback_url."""
+    if not returned:
+        return False
+    if returned[0][0] is not None:
+        webhooks.emit(conn, msg_id, now)
+    return True
 
 
 _CANCEL = (
     "UPDATE messages SET status = 'cancelled', due_at = NULL, finished_at = ?, updated_at = ? "
-    f"WHERE id = ? AND status IN {PENDING_SQL}"
+    f"WHERE id = ? AND status IN {PENDING_SQL} RETURNING callback_url"
 )
 _EXISTS = "SELECT 1 FROM messages WHERE id = ?"
 
 
 def cancel(conn: Conn, msg_id: str, now: float) -> str:
-    if conn.execute(_CANCEL, (now, now, msg_id)).rowcount == 1:
+    if _finished(conn, conn.execute(_CANCEL, (now, now, msg_id)).fetchall(), msg_id, now):
         return CancelOutcome.CANCELLED
     if conn.execute(_EXISTS, (msg_id,)).fetchall():
         return CancelOutcome.CONFLICT
@@ -329,7 +367,10 @@ def record_receipt(
     rows = conn.execute(_RECEIPT_TO_MESSAGE, (status, receipt, now, now, app, msgid)).fetchall()
     if rows:
         conn.execute(_RECEIPT_APPLIED, (app, event_key))
-        return row_message(rows[0])
+        message = row_message(rows[0])
+        if message.callback_url is not None:
+            webhooks.emit(conn, message.id, now)
+        return message
     if conn.execute(_MSGID_EXISTS, (app, msgid)).fetchall():
         # Already final (an earlier receipt decided it): nothing to wait for.
         conn.execute(_RECEIPT_APPLIED, (app, event_key))
@@ -381,24 +422,51 @@ _BATCH_CANCEL = (
     "UPDATE messages SET status = 'cancelled', due_at = NULL, finished_at = ?, updated_at = ? "
     f"WHERE batch_id = ? AND status IN {PENDING_SQL}"
 )
-BATCH_STATUSES = frozenset({"running", "paused", "cancelled"})
+# What set_batch_status may set: `loading` is only ever a new batch's first status.
+BATCH_STATUSES = frozenset({"running", "paused", "incomplete", "cancelled"})
 
 
-def set_batch_status(conn: Conn, batch_id: str, status: str, now: float) -> bool:
-    """running | paused | cancelled. Cancelled is final: it cannot be resumed."""
+def set_batch_status(
+    conn: Conn, batch_id: str, status: str, expect: str | None, now: float
+) -> bool:
+    """See Store.set_batch_status. Cancelled is final: it cannot be resumed."""
     found = conn.execute(_BATCH_STATUS, (batch_id,)).fetchall()
     if not found:
         return False
     current = found[0][0]
     if current == "cancelled":
-        return status == "cancelled"
+        return status == "cancelled" and expect in (None, "cancelled")
+    if expect is not None and current != expect:
+        return False
     conn.execute(_BATCH_SET, (status, batch_id))
-    if status == "paused":
+    if status in BATCH_HELD:
         conn.execute(_BATCH_PARK, (batch_id,))
     elif status == "running":
         conn.execute(_BATCH_RESUME, (batch_id,))
     elif status == "cancelled":
+        webhooks.emit_batch_cancel(conn, batch_id, now)  # before: it picks the pending ones
         conn.execute(_BATCH_CANCEL, (now, now, batch_id))
+    return True
+
+
+def set_batch_total(conn: Conn, batch_id: str, total: int) -> bool:
+    return (
+        conn.execute("UPDATE batches SET total = ? WHERE id = ?", (total, batch_id)).rowcount == 1
+    )
+
+
+_BATCH_RETRIES_NOW = (
+    "UPDATE messages SET not_before = ?, due_at = CASE WHEN due_at IS NULL THEN NULL ELSE ? END "
+    "WHERE batch_id = ? AND status = 'retrying' AND not_before > ?"
+)
+
+
+def set_batch_rate(conn: Conn, batch_id: str, rate_per_s: float | None, now: float) -> bool:
+    sql = "UPDATE batches SET rate_per_s = ? WHERE id = ?"
+    if conn.execute(sql, (rate_per_s, batch_id)).rowcount != 1:
+        return False
+    # Messages the old rate held back wait for later turns: due now, so the new rate decides.
+    conn.execute(_BATCH_RETRIES_NOW, (now, now, batch_id, now))
     return True
 
 
@@ -421,6 +489,7 @@ def prune(conn: Conn, cutoff: float, now: float, limit: int) -> int:
     """
     deleted = conn.execute(_PRUNE_MESSAGES, (cutoff, limit)).rowcount
     conn.execute(_PRUNE_RECEIPTS, (cutoff, limit))
+    webhooks.prune(conn, cutoff, limit)
     conn.execute("DELETE FROM locks WHERE expires_at < ?", (now,))
     conn.execute(
         "DELETE FROM batches WHERE created_at < ? AND NOT EXISTS "

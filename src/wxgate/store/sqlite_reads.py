@@ -38,6 +38,7 @@ def stats(conn: Conn) -> StoreStats:
             f"SELECT min(created_at) FROM messages WHERE status IN {PENDING_SQL}"
         ).fetchall()[0][0]
         pruned_rows = conn.execute("SELECT app, status, n FROM pruned WHERE n != 0").fetchall()
+        expired_rows = conn.execute("SELECT app, n FROM lease_expirations").fetchall()
     finally:
         conn.execute("COMMIT")
     by_status = {s.value: 0 for s in Status}
@@ -49,7 +50,11 @@ def stats(conn: Conn) -> StoreStats:
     for app, status, n in pruned_rows:
         pruned.setdefault(app, {})[status] = n
     return StoreStats(
-        by_status=by_status, by_app=by_app, oldest_pending_at=oldest, pruned_by_app=pruned
+        by_status=by_status,
+        by_app=by_app,
+        oldest_pending_at=oldest,
+        pruned_by_app=pruned,
+        lease_expirations={app: n for app, n in expired_rows},
     )
 
 
@@ -128,6 +133,55 @@ def batch_counts(conn: Conn, batch_id: str) -> dict[str, int]:
         "SELECT status, count(*) FROM messages WHERE batch_id = ? GROUP BY status", (batch_id,)
     ).fetchall()
     return {status: n for status, n in rows}
+
+
+def batch_rates(conn: Conn) -> dict[str, float]:
+    rows = conn.execute(
+        "SELECT id, rate_per_s FROM batches WHERE rate_per_s IS NOT NULL AND status != 'cancelled'"
+    ).fetchall()
+    return {batch_id: rate for batch_id, rate in rows}
+
+
+_BATCH_SPAN = "SELECT min(rowid), max(rowid) FROM messages WHERE batch_id = ?"
+# The rowid range is read through the table itself (NOT INDEXED still seeks by rowid): a
+# batch's messages sit close together, since each commit inserts a chunk of them in a row.
+_BATCH_PAGE = (
+    f"SELECT {COLUMNS}, rowid FROM messages NOT INDEXED "
+    "WHERE rowid > ? AND rowid <= ? AND batch_id = ? ORDER BY rowid LIMIT ?"
+)
+
+
+def batch_messages(
+    conn: Conn, batch_id: str, cursor: str | None, limit: int
+) -> tuple[list[Message], str | None]:
+    """Pages in rowid order; the cursor is "{last rowid}:{the batch's last rowid}", the span
+    fixed when the first page was read."""
+    if cursor is None:
+        first, last = conn.execute(_BATCH_SPAN, (batch_id,)).fetchall()[0]
+        if first is None:
+            return [], None
+        after = first - 1
+    else:
+        try:
+            after_s, _, last_s = cursor.partition(":")
+            after, last = int(after_s), int(last_s)
+        except ValueError:
+            raise ValidationError("cursor", "not a cursor this store returned") from None
+    limit = max(1, limit)
+    rows = conn.execute(_BATCH_PAGE, (after, last, batch_id, limit)).fetchall()
+    page = [row_message(r) for r in rows]
+    if len(rows) < limit or rows[-1][-1] >= last:
+        return page, None
+    return page, f"{rows[-1][-1]}:{last}"
+
+
+def batch_errcodes(conn: Conn, batch_id: str) -> dict[int, int]:
+    rows = conn.execute(
+        "SELECT last_errcode, count(*) FROM messages WHERE batch_id = ? AND status = 'dead' "
+        "GROUP BY last_errcode",
+        (batch_id,),
+    ).fetchall()
+    return {int(code): n for code, n in rows if code is not None}
 
 
 def get_token(conn: Conn, app: str) -> TokenEntry | None:

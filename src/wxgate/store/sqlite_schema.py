@@ -58,7 +58,8 @@ CREATE TABLE IF NOT EXISTS messages (
     updated_at REAL,
     lease_token INTEGER NOT NULL DEFAULT 0,
     lease_until REAL,
-    due_at REAL                      -- see the module docstring
+    due_at REAL,                     -- see the module docstring
+    notes BLOB                       -- msgspec JSON list of accept-time notes, or NULL
 );
 CREATE INDEX IF NOT EXISTS messages_due
     ON messages (app, due_at, batch_id) WHERE due_at IS NOT NULL;
@@ -120,6 +121,21 @@ CREATE TABLE IF NOT EXISTS batches (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS batches_blocked
     ON batches (status) WHERE status IN ('paused', 'cancelled');
+CREATE INDEX IF NOT EXISTS batches_not_running
+    ON batches (status) WHERE status IN ('loading', 'paused', 'incomplete', 'cancelled');
+
+-- Leases taken over after they expired (crash recoveries), by app. Only lease() changes
+-- lease_token, and a message it takes while still `sending` is one whose lease had expired.
+CREATE TABLE IF NOT EXISTS lease_expirations (
+    app TEXT PRIMARY KEY,
+    n INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TRIGGER IF NOT EXISTS messages_lease_expired
+AFTER UPDATE OF lease_token ON messages WHEN OLD.status = 'sending'
+BEGIN
+    INSERT INTO lease_expirations VALUES (NEW.app, 1)
+        ON CONFLICT (app) DO UPDATE SET n = n + 1;
+END;
 CREATE INDEX IF NOT EXISTS batches_created ON batches (created_at, id);
 
 -- Receipts by event key (dedupe); applied = 0 while waiting for the ack that names its msgid.
@@ -162,6 +178,28 @@ CREATE TABLE IF NOT EXISTS quota (
     n INTEGER NOT NULL,
     PRIMARY KEY (app, day)
 ) WITHOUT ROWID;
+
+-- The status-webhook outbox (sqlite_webhooks.py): one row per event, written in the
+-- transaction of the status change that caused it.
+CREATE TABLE IF NOT EXISTS webhooks (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    message_id TEXT NOT NULL,
+    app TEXT NOT NULL,
+    status TEXT NOT NULL,
+    url TEXT NOT NULL,
+    occurred_at REAL NOT NULL,
+    errcode INTEGER,
+    errmsg TEXT,
+    wechat_msgid INTEGER,
+    batch_id TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    failed_at REAL,                  -- set when given up on
+    due_at REAL                      -- next try, or the lease's end; NULL once failed
+);
+CREATE INDEX IF NOT EXISTS webhooks_due ON webhooks (due_at) WHERE due_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS webhooks_failed ON webhooks (failed_at) WHERE failed_at IS NOT NULL;
+INSERT OR IGNORE INTO meta VALUES ('webhooks_delivered', 0);
 """
 
 # Message fields in Message's order; every SELECT of a message uses exactly this list.
@@ -169,19 +207,20 @@ COLUMNS = (
     "id, app, kind, touser, template_id, data, url, miniprogram, page, miniprogram_state, "
     "lang, idempotency_key, batch_id, callback_url, priority, created_at, not_before, "
     "expire_at, status, attempts, last_errcode, last_errmsg, wechat_msgid, receipt, sent_at, "
-    "finished_at, updated_at, lease_token"
+    "finished_at, updated_at, lease_token, notes"
 )
 
 INSERT_MESSAGE = (
     "INSERT INTO messages (id, app, kind, touser, template_id, data, url, miniprogram, page, "
     "miniprogram_state, lang, idempotency_key, batch_id, callback_url, priority, created_at, "
-    "not_before, expire_at, status, updated_at, due_at) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "not_before, expire_at, status, updated_at, notes, due_at) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.decode
 _decode_mp = msgspec.json.Decoder(MiniProgram).decode
+_decode_notes = msgspec.json.Decoder(list[str]).decode
 _KINDS = {k.value: k for k in MessageKind}
 STATUSES = {s.value: s for s in Status}
 
@@ -222,7 +261,8 @@ def message_row(m: Message, status: str, now: float) -> tuple[Any, ...]:
         m.expire_at,
         status,
         now,
-        m.not_before,
+        None if m.notes is None else _encode(m.notes),
+        m.not_before,  # due_at: kept last (enqueue swaps it for NULL to park a message)
     )
 
 
@@ -257,6 +297,7 @@ def row_message(r: Any) -> Message:
         finished_at=r[25],
         updated_at=r[26],
         lease_token=r[27],
+        notes=None if r[28] is None else _decode_notes(r[28]),
     )
 
 
@@ -302,7 +343,20 @@ def create_schema(conn: sqlite3.Connection) -> None:
     conn.execute("BEGIN IMMEDIATE")
     for statement in _split(DDL):
         conn.execute(statement)
+    _add_missing_columns(conn)
     conn.execute("COMMIT")
+
+
+# Columns added after a file may have been created: (table, column, type).
+_ADDED_COLUMNS = (("messages", "notes", "BLOB"),)
+
+
+def _add_missing_columns(conn: sqlite3.Connection) -> None:
+    """Bring a file made by an older wxgate up to date (CREATE IF NOT EXISTS keeps old tables)."""
+    for table, column, kind in _ADDED_COLUMNS:
+        have = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+        if column not in have:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
 
 def _split(script: str) -> list[str]:

@@ -166,6 +166,11 @@ class WeChatClient:
         )
         return protocol.check_send(protocol.parse_send(status, answer))
 
+    async def api_get(self, path: str, access_token: str) -> tuple[int, bytes]:
+        """GET an API path with the token in the query: (HTTP status, body). For the reads
+        beside sending (template lists); raises TransportError like every call here."""
+        return await self._request("GET", path, query=self._token_query(access_token))
+
     async def fetch_token(self, app: AppSettings, force_refresh: bool = False) -> TokenEntry:
         """A fresh token from stable_token (default) or the classic endpoint (app.token_mode)."""
         self.fetch_count[app.appid] += 1

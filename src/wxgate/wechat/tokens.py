@@ -122,6 +122,7 @@ class TokenBroker:
         # invalidation can still return it; it is never handed out again until a fetch.
         self._rejected: dict[str, str] = {}
         self.fetches: Counter[str] = Counter()  # token endpoint calls per appid, by this broker
+        self.fetch_failures: Counter[str] = Counter()  # of those, the ones that failed
         self.invalidations = 0
         self.refresh_retries = 0
 
@@ -180,9 +181,9 @@ class TokenBroker:
         """The shared cache's entry for `app`, without fetching."""
         return await self._cache.get_token(app.appid)
 
-    async def invalidate(self, app: AppSettings, failed_token: str) -> None:
+    async def invalidate(self, app: AppSettings, failed_token: str) -> bool:
         """Forget `failed_token`, but only if it is still the current one (compare-and-delete):
-        a late report about an old token must not throw away the fresh one."""
+        a late report about an old token must not throw away the fresh one. True if it was."""
         key = app.appid
         self._rejected[key] = failed_token
         local = self._local.get(key)
@@ -190,6 +191,8 @@ class TokenBroker:
             del self._local[key]
         if await self._cache.invalidate_token(key, failed_token):
             self.invalidations += 1
+            return True
+        return False
 
     async def send(self, app: AppSettings, message: Message) -> int | None:
         """Send with the current token; on a token error refresh and retry exactly once.
@@ -262,8 +265,12 @@ class TokenBroker:
                     try:
                         entry = await self._client.fetch_token(app)
                     except TransportError as exc:
+                        self.fetch_failures[app.appid] += 1
                         # No message went out: tell the caller it is safe to resend as is.
                         raise NotSent(f"token fetch failed: {exc.errmsg}") from None
+                    except WeChatError:
+                        self.fetch_failures[app.appid] += 1
+                        raise
                     # What WeChat just issued is good, even if it is the rejected token again.
                     self._rejected.pop(key, None)
                     await self._cache.set_token(key, entry)

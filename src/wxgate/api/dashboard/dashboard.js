@@ -77,14 +77,22 @@
     return d < 0 ? "in " + fmtDuration(-d) : fmtDuration(d) + " ago";
   }
 
+  // Formatters are built once: toLocale*String builds one per call, the costliest thing here.
+  const clockFmt = new Intl.DateTimeFormat([], {
+    hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false,
+  });
+  const minuteFmt = new Intl.DateTimeFormat([], { hour: "2-digit", minute: "2-digit", hour12: false });
+  const dateTimeFmt = new Intl.DateTimeFormat([], {
+    year: "numeric", month: "2-digit", day: "2-digit",
+    hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false,
+  });
+
   function fmtClock(epochS) {
-    if (epochS == null) return "–";
-    return new Date(epochS * 1000).toLocaleTimeString([], { hour12: false });
+    return epochS == null ? "–" : clockFmt.format(epochS * 1000);
   }
 
   function fmtDateTime(epochS) {
-    if (epochS == null) return "";
-    return new Date(epochS * 1000).toLocaleString([], { hour12: false });
+    return epochS == null ? "" : dateTimeFmt.format(epochS * 1000);
   }
 
   /** Build an element. Strings become text nodes (never HTML). */
@@ -374,7 +382,7 @@
     renderQueue(s);
     renderErrcodes(s);
     updateAppFilter(s);
-    setText($("updated"), "Updated " + new Date(t).toLocaleTimeString([], { hour12: false }));
+    setText($("updated"), "Updated " + clockFmt.format(t));
     scheduleDraw();
   }
 
@@ -571,7 +579,7 @@
     setText(c.meaning, item.meaning);
     setText(c.disp, item.disposition);
     setClass(c.disp, DISPOSITION_CLASS[item.disposition] || "badge");
-    c.disp.title = `the gateway's disposition: ${item.disposition}`;
+    setAttr(c.disp, "title", `the gateway's disposition: ${item.disposition}`);
     setText(c.count, fmtInt(item.count));
     c.bar.style.width = Math.max(4, (100 * item.count) / item.max) + "%";
   }, MAX_ERRCODES);
@@ -580,6 +588,9 @@
     const list = Array.isArray(s.top_errcodes) ? s.top_errcodes : [];
     const max = list.reduce((m, x) => Math.max(m, x.count), 1);
     const n = errRows.sync(list.map((x) => ({ ...x, max })), (x) => String(x.errcode));
+    setText($("errcodes-empty"), s.delivery
+      ? "No failed sends."
+      : "This process runs no workers: errcodes are counted where messages are sent.");
     $("errcodes-empty").hidden = n > 0;
     $("errcodes").hidden = n === 0;
   }
@@ -587,6 +598,10 @@
   // ------------------------------------------------------------------ batches
 
   const PAST = { pause: "paused", resume: "resumed", cancel: "cancelled" };
+  const BATCH_BADGE = {
+    running: "badge info", loading: "badge info", paused: "badge warn", incomplete: "badge warn",
+    done: "badge ok",
+  };
 
   async function batchAction(id, action, button) {
     if (action === "cancel" && !confirm(`Cancel batch ${id}? Its messages not sent yet are cancelled; this cannot be undone.`)) return;
@@ -646,18 +661,21 @@
     c.active.style.width = pct(active);
     setText(c.app, b.app || "–");
     setText(c.template, b.template_id || "–");
-    c.template.title = b.template_id || "";
+    setAttr(c.template, "title", b.template_id || "");
     setText(c.created, b.created_at ? fmtAgo(b.created_at) : "–");
-    c.created.title = fmtDateTime(b.created_at);
+    setAttr(c.created, "title", fmtDateTime(b.created_at));
     setText(c.done, `${fmtInt(done)} / ${fmtInt(b.total)} done` + (bad ? ` · ${fmtInt(bad)} failed` : ""));
+    const codes = Object.entries(b.errcodes || {}).map(([code, n]) => `errcode ${code}: ${fmtInt(n)}`);
+    setAttr(c.done, "title", codes.length ? "dead letters by errcode: " + codes.join(", ") : "");
     setText(c.pct, Math.floor((100 * done) / total) + "%");
     setText(c.status, b.status);
-    setClass(c.status, { running: "badge info", paused: "badge warn", done: "badge ok" }[b.status] || "badge");
-    const paused = b.status === "paused";
+    setClass(c.status, BATCH_BADGE[b.status] || "badge");
+    // paused, or incomplete (its upload broke): resume; loading (being uploaded): cancel only.
+    const held = b.status === "paused" || b.status === "incomplete";
     const final = b.status === "done" || b.status === "cancelled";
-    setText(c.toggle, paused ? "Resume" : "Pause");
-    c.toggle.dataset.action = paused ? "resume" : "pause";
-    c.toggle.hidden = final;
+    setText(c.toggle, held ? "Resume" : "Pause");
+    c.toggle.dataset.action = held ? "resume" : "pause";
+    c.toggle.hidden = final || b.status === "loading";
     c.stop.hidden = final;
   }, BATCH_LIMIT);
 
@@ -668,7 +686,11 @@
     try {
       const page = await api("GET", `/v1/batches?limit=${BATCH_LIMIT}`);
       if (gen !== generation) return;
-      const n = batchRows.sync(page.items || [], (b) => b.id);
+      // Active ones first: they are what the buttons are for. Newest first within each group.
+      const items = page.items || [];
+      const active = (b) => (b.status === "done" || b.status === "cancelled" ? 1 : 0);
+      items.sort((a, b) => active(a) - active(b));
+      const n = batchRows.sync(items, (b) => b.id);
       $("batches-empty").hidden = n > 0;
       $("batches").hidden = n === 0;
     } catch (e) {
@@ -706,10 +728,10 @@
     setText(c.touser, m.touser);
     setText(c.errcode, m.last_errcode ?? "–");
     setText(c.errmsg, m.last_errmsg || "");
-    c.errmsg.title = m.last_errmsg || "";
+    setAttr(c.errmsg, "title", m.last_errmsg || "");
     setText(c.attempts, fmtInt(m.attempts));
     setText(c.died, m.finished_at ? fmtAgo(m.finished_at) : "–");
-    c.died.title = fmtDateTime(m.finished_at);
+    setAttr(c.died, "title", fmtDateTime(m.finished_at));
     c.check.checked = selected.has(m.id);
   }, DEAD_LIMIT);
 
@@ -893,7 +915,7 @@
       ctx.moveTo(x, pad.t);
       ctx.lineTo(x, pad.t + ph);
       ctx.stroke();
-      const label = new Date(t).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", hour12: false });
+      const label = minuteFmt.format(t);
       ctx.fillText(label, Math.min(Math.max(x, pad.l + 16), w - pad.r - 16), pad.t + ph + 6);
     }
 
@@ -941,8 +963,8 @@
         ctx.stroke();
       }
     };
-    line((p) => p.ok, color("--ok"));
     line((p) => p.failed, color("--bad"));
+    line((p) => p.ok, color("--ok"));
     ctx.restore();
   }
 

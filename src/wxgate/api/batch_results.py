@@ -1,0 +1,91 @@
+"""GET /v1/batches/{id}/results: one row per recipient with its final status, errcode and
+WeChat msgid, streamed page by page from the store (never the whole batch in memory)."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import msgspec
+from aiohttp import web
+
+from wxgate.api.schemas import MessageView
+from wxgate.models import Message
+from wxgate.store.base import Store
+
+PAGE = 2_000
+FORMATS = {"csv": "text/csv", "ndjson": "application/x-ndjson"}
+
+
+class ResultRow(msgspec.Struct, omit_defaults=False):
+    """One recipient's outcome (the NDJSON shape; the CSV has the same columns)."""
+
+    id: str
+    touser: str
+    status: str
+    errcode: int | None
+    errmsg: str | None
+    wechat_msgid: int | None
+    receipt: str | None
+    sent_at: float | None
+    finished_at: float | None
+
+
+COLUMNS = tuple(f.name for f in msgspec.structs.fields(ResultRow))
+_encode = msgspec.json.Encoder().encode
+
+
+def row_of(m: Message, now: float) -> ResultRow:
+    status = MessageView.of(m, now).status  # a pending message past expire_at reads expired
+    return ResultRow(
+        m.id,
+        m.touser,
+        status.value,
+        m.last_errcode,
+        m.last_errmsg,
+        m.wechat_msgid,
+        m.receipt,
+        m.sent_at,
+        m.finished_at,
+    )
+
+
+def _csv(rows: list[ResultRow], header: bool) -> bytes:
+    out = io.StringIO()
+    w = csv.writer(out, lineterminator="\n")
+    if header:
+        w.writerow(COLUMNS)
+    for r in rows:
+        w.writerow(["" if v is None else v for v in msgspec.structs.astuple(r)])
+    return out.getvalue().encode()
+
+
+def _ndjson(rows: list[ResultRow]) -> bytes:
+    return b"".join(_encode(r) + b"\n" for r in rows)
+
+
+async def stream_results(
+    request: web.Request, store: Store, batch_id: str, fmt: str, now: float
+) -> web.StreamResponse:
+    resp = web.StreamResponse(
+        headers={
+            "Content-Type": f"{FORMATS[fmt]}; charset=utf-8",
+            "Content-Disposition": f'attachment; filename="batch-{batch_id}.{fmt}"',
+        }
+    )
+    resp.enable_chunked_encoding()
+    await resp.prepare(request)
+    cursor: str | None = None
+    first = True
+    while True:
+        page, cursor = await store.batch_messages(batch_id, cursor, PAGE)
+        rows = [row_of(m, now) for m in page]
+        if fmt == "csv":
+            await resp.write(_csv(rows, header=first))
+        elif rows:
+            await resp.write(_ndjson(rows))
+        first = False
+        if cursor is None:
+            break
+    await resp.write_eof()
+    return resp

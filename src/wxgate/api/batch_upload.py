@@ -1,0 +1,200 @@
+"""A streamed batch upload (NDJSON or CSV): read incrementally, committed in chunks, held
+until the body ends.
+
+The honest atomicity: every CHUNK recipients are one commit, so a 100,000-recipient upload is
+never one giant transaction or one giant body in memory. The batch is created `loading` and
+its messages go in parked, so nothing of it is sent before the whole body is in; then it
+turns `running` (unless someone paused or cancelled it meanwhile). If the upload fails:
+- bad input anywhere (a bad line, too many recipients): 400/413 and the batch is cancelled,
+  so nothing of it is ever sent;
+- the connection breaks, the queue is full (429) or the store fails: the batch becomes
+  `incomplete`, keeping the recipients committed so far (`total` says how many); resume sends
+  them, cancel drops them;
+- the gateway dies mid-upload: the batch stays `loading` (resume or cancel it the same way).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+
+from aiohttp import web
+from msgspec.structs import replace
+
+from wxgate.api.auth import caller, require_app
+from wxgate.api.batch_stream import (
+    CSV_TYPES,
+    BatchHeader,
+    CsvRecipients,
+    NdjsonRecipients,
+    header_from,
+)
+from wxgate.api.context import Gateway
+from wxgate.api.errors import ApiError, invalid
+from wxgate.api.intake import batch_from, batch_ids, normalize_data, resolve_app
+from wxgate.api.template_check import checked_batch
+from wxgate.errors import WxgateError
+from wxgate.models import Batch, BatchAccepted, Message, Recipient
+
+log = logging.getLogger("wxgate.api")
+
+# Recipients per commit: big enough that the commit's cost is spread thin, small enough that
+# the chunk in memory (and a commit's hold on the writer) stays modest.
+CHUNK = 5_000
+_REFUSED = frozenset({400, 413, 415})  # bad input: the batch is cancelled
+
+
+def check_rate(rate_per_s: float | None, field: str = "rate_per_s") -> None:
+    if rate_per_s is not None and not (math.isfinite(rate_per_s) and rate_per_s > 0):
+        raise invalid(field, "expected a number > 0 (or null for the app's rate only)")
+
+
+class StreamedBatch:
+    """One upload: `await StreamedBatch(gw, request, mime).run()`."""
+
+    def __init__(self, gw: Gateway, request: web.Request, mime: str) -> None:
+        self.gw = gw
+        self.request = request
+        self.mime = mime
+        self.batch: Batch | None = None
+        self.accepted = 0
+
+    async def run(self) -> BatchAccepted:
+        gw, request = self.gw, self.request
+        reader: NdjsonRecipients | CsvRecipients
+        if self.mime in CSV_TYPES:
+            reader = CsvRecipients(request.content)
+        else:
+            reader = NdjsonRecipients(request.content)
+        await reader.read_header()
+        header_line = reader.header_line if isinstance(reader, NdjsonRecipients) else None
+        header = header_from(request.query, header_line)
+        check_rate(header.rate_per_s)
+        app = resolve_app(gw.apps, header.app)
+        require_app(caller(request), app.name)
+        now = gw.clock.now()
+        proto = self._prototype(header, app.name, now)
+        batch = self.batch = Batch(
+            id=proto.batch_id or "",
+            app=app.name,
+            template_id=header.template_id,
+            total=0,
+            created_at=now,
+            status="loading",
+            rate_per_s=header.rate_per_s,
+        )
+        await gw.store.enqueue([], batch)
+        try:
+            await self._load(reader, proto)
+        except asyncio.CancelledError:
+            await asyncio.shield(self._incomplete())
+            raise
+        except ApiError as exc:
+            raise await self._failed(exc) from None
+        except WxgateError:
+            await self._incomplete()
+            raise
+        except Exception as exc:  # the body broke off: payload or connection errors
+            await self._incomplete()
+            raise ApiError(
+                400,
+                "upload_broken",
+                f"the body broke off ({type(exc).__name__}) after {self.accepted} recipients; "
+                f"batch {batch.id} is incomplete: resume it to send those, or cancel it",
+            ) from None
+        if self.accepted == 0:
+            await gw.store.set_batch_status(batch.id, "cancelled")
+            raise invalid("recipients", f"no recipients in the body (batch {batch.id} cancelled)")
+        await gw.store.set_batch_total(batch.id, self.accepted)
+        status = "running"
+        if not await gw.store.set_batch_status(batch.id, "running", expect="loading"):
+            current = await gw.store.get_batch(batch.id)  # paused or cancelled meanwhile
+            status = current.status if current is not None else "cancelled"
+        gw.wake()
+        return BatchAccepted(batch.id, self.accepted, status)
+
+    def _prototype(self, header: BatchHeader, app: str, now: float) -> Message:
+        """Every recipient's message but for id, touser and its own data: batch_from's checks
+        (kind, urls, times, quiet hours, priority) run once, on a one-recipient batch."""
+        body = header.as_batch_in([Recipient("-")])
+        _, [proto] = batch_from(body, self.gw.apps[app], now, _new_batch_id(), 1)
+        return proto
+
+    async def _load(self, reader: NdjsonRecipients | CsvRecipients, proto: Message) -> None:
+        gw = self.gw
+        assert self.batch is not None
+        limit = gw.settings.server.max_stream_recipients
+        shared = proto.data
+        chunk: list[tuple[int, Recipient]] = []
+        async for row in reader.rows():
+            chunk.append(row)
+            if self.accepted + len(chunk) > limit:
+                raise ApiError(
+                    413, "payload_too_large", f"more than {limit} recipients in one batch"
+                )
+            if len(chunk) >= CHUNK:
+                await self._commit(chunk, proto, shared)
+                chunk = []
+        if chunk:
+            await self._commit(chunk, proto, shared)
+
+    async def _commit(
+        self, rows: list[tuple[int, Recipient]], proto: Message, shared: dict[str, dict[str, str]]
+    ) -> None:
+        gw, batch = self.gw, self.batch
+        assert batch is not None
+        current = await gw.store.get_batch(batch.id)
+        if current is None or current.status == "cancelled":
+            raise ApiError(409, "conflict", f"batch {batch.id} was cancelled during the upload")
+        messages = []
+        for msg_id, (n, r) in zip(batch_ids(len(rows)), rows, strict=True):
+            if r.data:
+                data = {**shared, **normalize_data(r.data, f"line {n}.data")}
+                messages.append(replace(proto, id=msg_id, touser=r.touser, data=data))
+            else:
+                messages.append(replace(proto, id=msg_id, touser=r.touser))
+        app = gw.apps[batch.app]
+        if app.validate != "off" and gw.templates is not None:  # template_check.py
+            labels = [f"line {n}" for n, _ in rows]
+            await checked_batch(gw.templates, app, messages, [r for _, r in rows], labels)
+        await gw.depth.admit(len(messages))
+        await gw.store.enqueue(messages)
+        gw.depth.accepted(len(messages))
+        gw.metrics.on_accepted(batch.app, len(messages))
+        self.accepted += len(messages)
+        await gw.store.set_batch_total(batch.id, self.accepted)
+
+    async def _failed(self, exc: ApiError) -> ApiError:
+        """The answer for an upload stopped by an ApiError, after settling the batch."""
+        batch = self.batch
+        assert batch is not None
+        if exc.status in _REFUSED:
+            with contextlib.suppress(WxgateError):
+                await self.gw.store.set_batch_status(batch.id, "cancelled")
+            note = f"batch {batch.id} is cancelled: nothing of it is sent"
+        elif exc.status == 409:
+            return exc
+        else:
+            await self._incomplete()
+            note = (
+                f"batch {batch.id} is incomplete with the first {self.accepted} recipients: "
+                "resume it to send those, or cancel it"
+            )
+        return ApiError(exc.status, exc.error, f"{exc.message}; {note}", exc.field, exc.headers)
+
+    async def _incomplete(self) -> None:
+        batch = self.batch
+        if batch is None:
+            return
+        try:
+            await self.gw.store.set_batch_total(batch.id, self.accepted)
+            await self.gw.store.set_batch_status(batch.id, "incomplete", expect="loading")
+        except WxgateError:
+            # The store is down too: the batch stays `loading`, which resume/cancel handle.
+            log.warning("batch %s: could not mark the broken upload incomplete", batch.id)
+
+
+def _new_batch_id() -> str:
+    return batch_ids(1)[0]

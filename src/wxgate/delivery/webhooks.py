@@ -1,0 +1,274 @@
+"""Status webhooks: POST each final status from the store's outbox to the caller, signed.
+
+Durability comes from the store: the event is written in the same transaction as the status
+change (store/base.py), so this sender only has to be at-least-once. It leases due events,
+POSTs them and records the outcome; if the process dies mid-POST, the lease runs out and the
+event is POSTed again, with the same id, which is what receivers dedupe by.
+
+It never slows message delivery: its own loop, its own bounded concurrency and its own aiohttp
+session with short timeouts (a hung receiver costs one slot for `timeout_s`, nothing more).
+A POST costs about as much CPU as a WeChat send, so while the worker pool is saturated (`busy`)
+it sends at most `busy_rate_per_s` events a second and catches up once sends slack off: the
+events wait in the store (pending in /v1/stats), the sends do not wait for them.
+Failed POSTs are retried with full-jitter backoff up to `max_attempts`, then the event is kept
+as failed, counted in /v1/stats and in wxgate_webhooks_total{result="failed"}.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Callable, Mapping
+from typing import Protocol
+
+import aiohttp
+import msgspec
+
+from wxgate.clock import Clock
+from wxgate.models import WebhookEvent
+from wxgate.policy.backoff import delay_s
+from wxgate.policy.webhook_signature import (
+    EVENT_ID_HEADER,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    sign,
+)
+from wxgate.settings import AppSettings, WebhookSettings
+from wxgate.store.base import Store
+
+log = logging.getLogger("wxgate.webhooks")
+
+EVENT_TYPE = "message.status"
+USER_AGENT = "wxgate-webhooks/1"
+IDLE_POLL_CAP_S = 1.0
+STORE_ERROR_PAUSE_S = 1.0
+MAX_ERROR = 200
+_OK_STATUSES = frozenset({"sent", "delivered"})  # a success carries no errcode
+
+
+class EventBody(msgspec.Struct, kw_only=True):
+    """The JSON a receiver gets (README "Status webhooks")."""
+
+    id: str
+    type: str = EVENT_TYPE
+    message_id: str
+    app: str
+    status: str
+    errcode: int | None
+    errmsg: str | None
+    wechat_msgid: int | None
+    batch_id: str | None
+    occurred_at: float
+
+
+_encode = msgspec.json.Encoder().encode
+
+
+def event_body(event: WebhookEvent) -> bytes:
+    """The body for `event`: the same bytes on every retry."""
+    ok = event.status in _OK_STATUSES
+    return _encode(
+        EventBody(
+            id=event.id,
+            message_id=event.message_id,
+            app=event.app,
+            status=event.status,
+            errcode=None if ok else event.errcode,
+            errmsg=None if ok else event.errmsg,
+            wechat_msgid=event.wechat_msgid,
+            batch_id=event.batch_id,
+            occurred_at=event.occurred_at,
+        )
+    )
+
+
+class WebhookMetrics(Protocol):
+    def on_webhook(self, result: str) -> None:
+        """One POST's fate: delivered, retry (failed, will try again) or failed (gave up)."""
+
+
+class WebhookSender:
+    """Leases due events from the store and POSTs them; `close` stops it."""
+
+    def __init__(
+        self,
+        store: Store,
+        apps: Mapping[str, AppSettings],
+        settings: WebhookSettings,
+        clock: Clock,
+        metrics: WebhookMetrics | None = None,
+        *,
+        busy: Callable[[], bool] | None = None,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self._store = store
+        self._apps = dict(apps)
+        self._settings = settings
+        self._clock = clock
+        self._metrics = metrics
+        self._rand = rand
+        self._busy = busy
+        # Events per poll while busy: busy_rate_per_s spread over poll_s ticks.
+        rate = settings.busy_rate_per_s
+        self._busy_batch = max(1, round(rate * settings.poll_s)) if rate > 0 else 0
+        self._session: aiohttp.ClientSession | None = None
+        self._loop_task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._slot_free = asyncio.Event()
+        self._stopping = False
+        self._unsigned_warned: set[str] = set()
+        self.delivered = 0
+        self.retried = 0
+        self.failed = 0
+
+    async def start(self) -> None:
+        s = self._settings
+        connector = aiohttp.TCPConnector(limit=s.concurrency, keepalive_timeout=30.0)
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(total=s.timeout_s, connect=s.connect_timeout_s),
+            raise_for_status=False,
+        )
+        self._loop_task = asyncio.create_task(self._run(), name="wxgate-webhooks")
+
+    async def close(self, timeout_s: float = 2.0) -> None:
+        """Stop leasing; give POSTs in flight up to `timeout_s`, then cancel them (their
+        leases run out and they are POSTed again later: nothing is lost)."""
+        self._stopping = True
+        self._slot_free.set()
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+            self._loop_task = None
+        if self._tasks:
+            _, pending = await asyncio.wait(set(self._tasks), timeout=timeout_s)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending)
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._tasks)
+
+    def __repr__(self) -> str:
+        state = "stopping" if self._stopping else "running"
+        return (
+            f"<WebhookSender {state} in_flight={len(self._tasks)} delivered={self.delivered} "
+            f"retried={self.retried} failed={self.failed}>"
+        )
+
+    # ------------------------------------------------------------------ the loop
+
+    async def _run(self) -> None:
+        s = self._settings
+        idle_s = s.poll_s
+        while not self._stopping:
+            free = s.concurrency - len(self._tasks)
+            busy = self._busy_batch > 0 and self._busy is not None and self._busy()
+            if busy:
+                free = min(free, self._busy_batch)
+            if free <= 0:
+                self._slot_free.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._slot_free.wait(), s.poll_s)
+                continue
+            try:
+                events = await self._store.lease_webhooks(free, s.lease_s, self._clock.now())
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("webhook lease failed; trying again in %.1f s", STORE_ERROR_PAUSE_S)
+                await self._clock.sleep(STORE_ERROR_PAUSE_S)
+                continue
+            for event in events:
+                task = asyncio.create_task(self._deliver(event))
+                self._tasks.add(task)
+                task.add_done_callback(self._done)
+            if busy:
+                await self._clock.sleep(s.poll_s)  # one small batch per tick: sends go first
+                continue
+            if len(events) >= free:
+                idle_s = s.poll_s
+                continue  # probably more due
+            await self._clock.sleep(idle_s)
+            idle_s = s.poll_s if events else min(idle_s * 2, max(IDLE_POLL_CAP_S, s.poll_s))
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._slot_free.set()
+
+    # ------------------------------------------------------------------ one event
+
+    def _headers(self, event: WebhookEvent, body: bytes) -> dict[str, str]:
+        ts = int(self._clock.now())
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": USER_AGENT,
+            EVENT_ID_HEADER: event.id,
+            TIMESTAMP_HEADER: str(ts),
+        }
+        app = self._apps.get(event.app)
+        secret = app.webhook_secret if app is not None else ""
+        if secret:
+            headers[SIGNATURE_HEADER] = sign(secret, ts, body)
+        elif event.app not in self._unsigned_warned:
+            self._unsigned_warned.add(event.app)
+            log.warning("app %r has no webhook_secret: its status webhooks go unsigned", event.app)
+        return headers
+
+    async def _post(self, event: WebhookEvent) -> str | None:
+        """None when the receiver took it (2xx), else why not."""
+        session = self._session
+        if session is None:
+            return "sender closed"
+        body = event_body(event)
+        try:
+            async with session.post(
+                event.url, data=body, headers=self._headers(event, body), allow_redirects=False
+            ) as resp:
+                if 200 <= resp.status < 300:
+                    return None
+                return f"HTTP {resp.status}"
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            # ValueError: a URL aiohttp cannot use; retried like the rest, then failed.
+            return f"{type(exc).__name__}: {exc}"[:MAX_ERROR] if str(exc) else type(exc).__name__
+
+    async def _deliver(self, event: WebhookEvent) -> None:
+        error = await self._post(event)
+        try:
+            if error is None:
+                await self._store.webhook_delivered(event.id)
+                self.delivered += 1
+                result = "delivered"
+            elif event.attempts + 1 >= self._settings.max_attempts:
+                await self._store.webhook_failed(event.id, error)
+                self.failed += 1
+                result = "failed"
+                log.warning(
+                    "webhook %s to %s failed %d times, giving up: %s",
+                    event.id,
+                    event.url,
+                    event.attempts + 1,
+                    error,
+                )
+            else:
+                s = self._settings
+                wait = delay_s(event.attempts + 1, s.base_s, s.cap_s, self._rand)
+                await self._store.webhook_retry(event.id, self._clock.now() + wait, error)
+                self.retried += 1
+                result = "retry"
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # The lease runs out and the event is POSTed again: at-least-once either way.
+            log.exception("store failed recording webhook %s; it will be sent again", event.id)
+            return
+        if self._metrics is not None:
+            self._metrics.on_webhook(result)

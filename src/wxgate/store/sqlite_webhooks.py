@@ -1,0 +1,170 @@
+"""The SQLite webhook outbox: events written beside status changes, leased by the sender.
+
+`emit` runs inside the writer's transaction of the status change that caused it (sqlite_ops
+calls it), so the change and its event commit together or not at all. An event's id is
+`evt_{message_id}_{seq}` with `seq` from AUTOINCREMENT, which SQLite never reuses, so an id
+names one event forever (the receiver's dedupe key). The table is in sqlite_schema.DDL; reads
+(`stats`) run on the reader thread.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+from wxgate.models import WebhookEvent, WebhookStats
+from wxgate.store.sqlite_schema import from_i64
+
+Conn = sqlite3.Connection
+
+_COLS = "message_id, app, status, url, occurred_at, errcode, errmsg, wechat_msgid, batch_id"
+# The snapshot comes from the message row as the status change left it; a success carries
+# no error (the row keeps the last failed attempt's).
+_EMIT = (
+    f"INSERT INTO webhooks ({_COLS}, due_at) SELECT id, app, status, callback_url, ?, "
+    "CASE WHEN status IN ('sent', 'delivered') THEN NULL ELSE last_errcode END, "
+    "CASE WHEN status IN ('sent', 'delivered') THEN NULL ELSE last_errmsg END, "
+    "wechat_msgid, batch_id, ? FROM messages "
+    "WHERE id = ? AND callback_url IS NOT NULL"
+)
+_EMIT_BATCH_CANCEL = (
+    f"INSERT INTO webhooks ({_COLS}, due_at) SELECT id, app, 'cancelled', callback_url, ?, "
+    "last_errcode, last_errmsg, wechat_msgid, batch_id, ? FROM messages "
+    "WHERE batch_id = ? AND status IN ('queued', 'scheduled', 'retrying') "
+    "AND callback_url IS NOT NULL"
+)
+
+
+def emit(conn: Conn, msg_id: str, now: float) -> None:
+    """Queue the event for the status `msg_id` has now (call right after changing it)."""
+    conn.execute(_EMIT, (now, now, msg_id))
+
+
+_EMIT_ROWID = _EMIT.replace("WHERE id = ?", "WHERE rowid = ?")
+
+
+def emit_rowid(conn: Conn, rowid: int, now: float) -> None:
+    """`emit` for a message known by its rowid (the lease's cancel of a cancelled batch's)."""
+    conn.execute(_EMIT_ROWID, (now, now, rowid))
+
+
+def emit_batch_cancel(conn: Conn, batch_id: str, now: float) -> None:
+    """Events for the pending messages of a batch about to be cancelled (call before)."""
+    conn.execute(_EMIT_BATCH_CANCEL, (now, now, batch_id))
+
+
+# ---------------------------------------------------------------- the sender's side (writer)
+
+_DUE = "SELECT seq FROM webhooks WHERE due_at <= ? ORDER BY due_at LIMIT ?"
+_TAKE = (
+    f"UPDATE webhooks SET due_at = ? WHERE seq IN (SELECT value FROM json_each(?)) "
+    f"RETURNING seq, {_COLS}, attempts, last_error"
+)
+
+
+def _event(r: Any) -> WebhookEvent:
+    seq, message_id = r[0], str(r[1])
+    msgid = r[8]
+    return WebhookEvent(
+        id=f"evt_{message_id}_{seq}",
+        message_id=message_id,
+        app=str(r[2]),
+        status=str(r[3]),
+        url=str(r[4]),
+        occurred_at=r[5],
+        errcode=r[6],
+        errmsg=r[7],
+        wechat_msgid=None if msgid is None else from_i64(msgid),
+        batch_id=r[9],
+        attempts=r[10],
+        last_error=r[11],
+    )
+
+
+def _key(event_id: str) -> tuple[int, str] | None:
+    """(seq, message id) of an event id; None for an id this store never made."""
+    head, sep, tail = event_id.rpartition("_")
+    if not sep or not head.startswith("evt_") or not tail.isdigit():
+        return None
+    return int(tail), head[4:]
+
+
+def lease(conn: Conn, n: int, lease_s: float, now: float) -> list[WebhookEvent]:
+    if n <= 0:
+        return []
+    seqs = [r[0] for r in conn.execute(_DUE, (now, n)).fetchall()]
+    if not seqs:
+        return []
+    rows = conn.execute(_TAKE, (now + lease_s, _json_list(seqs))).fetchall()
+    rows.sort(key=lambda r: r[0])
+    return [_event(r) for r in rows]
+
+
+def _json_list(values: list[int]) -> str:
+    return "[" + ",".join(str(v) for v in values) + "]"
+
+
+def delivered(conn: Conn, event_id: str) -> bool:
+    key = _key(event_id)
+    if key is None:
+        return False
+    cur = conn.execute(
+        "DELETE FROM webhooks WHERE seq = ? AND message_id = ? AND due_at IS NOT NULL", key
+    )
+    if cur.rowcount != 1:
+        return False
+    conn.execute("UPDATE meta SET value = value + 1 WHERE key = 'webhooks_delivered'")
+    return True
+
+
+def retry(conn: Conn, event_id: str, at: float, error: str) -> bool:
+    key = _key(event_id)
+    if key is None:
+        return False
+    cur = conn.execute(
+        "UPDATE webhooks SET attempts = attempts + 1, last_error = ?, due_at = ? "
+        "WHERE seq = ? AND message_id = ? AND due_at IS NOT NULL",
+        (error, at, *key),
+    )
+    return cur.rowcount == 1
+
+
+def failed(conn: Conn, event_id: str, error: str, now: float) -> bool:
+    key = _key(event_id)
+    if key is None:
+        return False
+    cur = conn.execute(
+        "UPDATE webhooks SET attempts = attempts + 1, last_error = ?, due_at = NULL, "
+        "failed_at = ? WHERE seq = ? AND message_id = ? AND due_at IS NOT NULL",
+        (error, now, *key),
+    )
+    return cur.rowcount == 1
+
+
+def prune(conn: Conn, cutoff: float, limit: int) -> int:
+    """Forget events given up on before `cutoff` (pending ones are kept however old)."""
+    return conn.execute(
+        "DELETE FROM webhooks WHERE seq IN (SELECT seq FROM webhooks "
+        "WHERE failed_at IS NOT NULL AND failed_at < ? LIMIT ?)",
+        (cutoff, limit),
+    ).rowcount
+
+
+# ---------------------------------------------------------------- reads (reader thread)
+
+
+def stats(conn: Conn) -> WebhookStats:
+    conn.execute("BEGIN")  # one snapshot for the three counts
+    try:
+        pending = conn.execute("SELECT count(*) FROM webhooks WHERE due_at IS NOT NULL").fetchall()[
+            0
+        ][0]
+        failed_n = conn.execute(
+            "SELECT count(*) FROM webhooks WHERE failed_at IS NOT NULL"
+        ).fetchall()[0][0]
+        rows = conn.execute("SELECT value FROM meta WHERE key = 'webhooks_delivered'").fetchall()
+    finally:
+        conn.execute("COMMIT")
+    return WebhookStats(
+        pending=int(pending), failed=int(failed_n), delivered=int(rows[0][0]) if rows else 0
+    )
