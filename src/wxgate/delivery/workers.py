@@ -39,6 +39,7 @@ LEASE_ERROR_PAUSE_S = 1.0
 # While capacity is the limit, gather finished sends this long before leasing again, so a
 # busy pool makes one lease per handful of sends instead of one per send.
 LEASE_COALESCE_S = 0.005
+WAKE_COALESCE_S = 0.002
 # A drain waits at least this long for a lease call in progress to return.
 LEASE_FINISH_S = 1.0
 
@@ -281,16 +282,19 @@ class WorkerPool:
     async def _sleep_or_wake(self, seconds: float) -> None:
         if self._stopping:
             return
-        if self._wake.is_set():
-            self._wake.clear()
-            return
-        sleeper = asyncio.ensure_future(self._clock.sleep(seconds))
-        waker = asyncio.ensure_future(self._wake.wait())
-        try:
-            await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            sleeper.cancel()
-            waker.cancel()
+        if not self._wake.is_set():
+            sleeper = asyncio.ensure_future(self._clock.sleep(seconds))
+            waker = asyncio.ensure_future(self._wake.wait())
+            try:
+                await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                sleeper.cancel()
+                waker.cancel()
+            if not self._wake.is_set():
+                return
+        # Woken by an enqueue: give the requests of the same burst a moment to commit too,
+        # so a stream of POSTs costs one lease per few milliseconds, not one per request.
+        await asyncio.sleep(WAKE_COALESCE_S)
         self._wake.clear()
 
     # ------------------------------------------------------------------ working

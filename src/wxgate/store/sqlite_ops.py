@@ -86,7 +86,7 @@ def enqueue_many(conn: Conn, calls: Sequence[EnqueueArgs]) -> list[list[EnqueueR
                     results.append(EnqueueResult(prior.id, prior.status, False))
                     continue
             status = Status.SCHEDULED if m.not_before > now else Status.QUEUED
-            row = message_row(m, status, now)
+            row = message_row(m, status.value, now)
             if m.batch_id is not None and _held(conn, m.batch_id, held):
                 row = (*row[:-1], None)  # due_at NULL: parked until the batch runs
             rows.append(row)

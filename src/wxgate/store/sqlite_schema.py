@@ -243,7 +243,7 @@ def message_row(m: Message, status: str, now: float) -> tuple[Any, ...]:
     return (
         m.id,
         m.app,
-        m.kind,
+        m.kind.value,  # plain str: sqlite3 binds str subclasses through its slower adapter path
         m.touser,
         m.template_id,
         _encode(m.data),

@@ -75,7 +75,10 @@ class GroupCommitWriter:
         self._batched = dict(batched or {})
         self._housekeeping = housekeeping
         self._housekeeping_every_s = housekeeping_every_s
-        self._queue: queue.SimpleQueue[_Item | _Stop] = queue.SimpleQueue()
+        # Items submitted during one event-loop iteration travel as one list: one queue put
+        # and one writer wake-up per iteration instead of one per caller.
+        self._queue: queue.SimpleQueue[list[_Item] | _Stop] = queue.SimpleQueue()
+        self._pending: list[_Item] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._closed = True
@@ -102,14 +105,22 @@ class GroupCommitWriter:
         if not self.alive or self._loop is None:
             raise StoreUnavailable("SQLite store is closed")
         fut: asyncio.Future[Any] = self._loop.create_future()
-        self._queue.put((fn, args, fut))
+        if not self._pending:
+            self._loop.call_soon(self._flush)
+        self._pending.append((fn, args, fut))
         return fut
+
+    def _flush(self) -> None:
+        if self._pending:
+            batch, self._pending = self._pending, []
+            self._queue.put(batch)
 
     async def stop(self) -> None:
         """Finish what was queued, then stop the thread and close its connection."""
         if self._thread is None:
             return
         self._closed = True
+        self._flush()
         self._queue.put(_STOP)
         thread, self._thread = self._thread, None
         await asyncio.to_thread(thread.join)
@@ -158,7 +169,7 @@ class GroupCommitWriter:
             return [], False
         if isinstance(first, _Stop):
             return [], True
-        group = [first]
+        group = first
         while len(group) < self._max_group:
             try:
                 item = self._queue.get_nowait()
@@ -166,7 +177,7 @@ class GroupCommitWriter:
                 break
             if isinstance(item, _Stop):
                 return group, True
-            group.append(item)
+            group.extend(item)
         return group, False
 
     def _commit_group(self, conn: sqlite3.Connection, group: list[_Item]) -> list[_Outcome]:
@@ -252,12 +263,15 @@ class GroupCommitWriter:
                 item = self._queue.get_nowait()
             except queue.Empty:
                 return
-            if not isinstance(item, _Stop) and not item[2].done():
-                item[2].set_exception(StoreUnavailable("SQLite store is closed"))
+            if isinstance(item, _Stop):
+                continue
+            for _, _, fut in item:
+                if not fut.done():
+                    fut.set_exception(StoreUnavailable("SQLite store is closed"))
 
     def __repr__(self) -> str:
         return (
-            f"<GroupCommitWriter alive={self.alive} queued={self._queue.qsize()} "
+            f"<GroupCommitWriter alive={self.alive} queued_batches={self._queue.qsize()} "
             f"groups={self.groups} ops={self.ops} failed_groups={self.failed_groups}>"
         )
 
