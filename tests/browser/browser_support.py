@@ -114,8 +114,8 @@ def wait_for(
 
 
 @contextmanager
-def sandbox_gateway(workdir: Path) -> Iterator[Api]:
-    """`python -m wxgate serve --sandbox` on a free port, its store in `workdir`."""
+def sandbox_gateway(workdir: Path, store_url: str | None = None) -> Iterator[Api]:
+    """`python -m wxgate serve --sandbox` on a free port; its store in `workdir` unless given."""
     port = free_port()
     log = (workdir / "gateway.log").open("wb")
     proc = subprocess.Popen(
@@ -128,7 +128,7 @@ def sandbox_gateway(workdir: Path) -> Iterator[Api]:
             "--port",
             str(port),
             "--store",
-            f"sqlite:///{workdir / 'wxgate.db'}",
+            store_url or f"sqlite:///{workdir / 'wxgate.db'}",
             "--log-level",
             "warning",
         ],

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from browser_support import (
     APP,
     ARTIFACTS,
@@ -107,9 +108,17 @@ def settled(api: Api) -> bool:
     return all(by[s] == 0 for s in ("queued", "retrying", "sending"))
 
 
-@pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
-    with sandbox_gateway(tmp_path_factory.mktemp("dashboard")) as api:
+@pytest.fixture(scope="module", params=["sqlite", "redis"])
+def gateway(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Api]:
+    """The whole page is checked on both stores (the Redis DB starts empty)."""
+    store_url = None
+    if request.param == "redis":
+        store_url = request.getfixturevalue("redis_url")
+        with redis.Redis.from_url(store_url) as r:
+            r.flushdb()
+    with sandbox_gateway(tmp_path_factory.mktemp("dashboard"), store_url) as api:
         yield api
 
 

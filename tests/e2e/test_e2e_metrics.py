@@ -4,8 +4,12 @@ what the simulator saw and with the requests the test made."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import pytest
+import redis
 from e2e_support import APP_A, APP_B, running_rig, wait_status, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -29,8 +33,22 @@ def total(parsed: dict[str, list[tuple[dict[str, str], float]]], name: str, **ma
     )
 
 
-async def test_metrics_agree_with_the_simulator_and_the_requests_made(tmp_path: Path) -> None:
-    async with running_rig(tmp_path, (APP_A, APP_B), latency_ms=2.0) as rig:
+@pytest.fixture(params=["sqlite", "redis"])
+def store(request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
+    """The metrics must add up on both stores; the Redis DB starts empty for this test."""
+    if request.param == "redis":
+        url = request.getfixturevalue("redis_url")
+        with redis.Redis.from_url(url) as r:
+            r.flushdb()
+        yield {"url": url}
+    else:
+        yield {}
+
+
+async def test_metrics_agree_with_the_simulator_and_the_requests_made(
+    tmp_path: Path, store: dict[str, Any]
+) -> None:
+    async with running_rig(tmp_path, (APP_A, APP_B), latency_ms=2.0, store=store) as rig:
         sending = [
             asyncio.create_task(
                 rig.api.send_many(NORMAL, lambda i, a=app: f"o_{a}{i}", concurrency=16, app=app)

@@ -26,6 +26,7 @@ from typing import Any
 from wxgate.clock import Clock
 from wxgate.delivery.app_state import RATE_LOOKAHEAD_S
 from wxgate.delivery.dispatcher import Dispatcher
+from wxgate.errors import StoreUnavailable
 from wxgate.models import Message
 from wxgate.settings import WorkerSettings
 from wxgate.store.base import Store
@@ -206,6 +207,7 @@ class WorkerPool:
     async def _lease_loop(self) -> None:
         idle_s = self._settings.idle_poll_s
         backlog = False  # the last lease got all it asked for: more is probably due
+        store_down = False
         while not self._stopping:
             try:
                 await self._dispatcher.refresh_pauses()
@@ -222,10 +224,21 @@ class WorkerPool:
                 messages = await self._store.lease(n, self._settings.lease_s, now, excluded)
             except asyncio.CancelledError:
                 raise
+            except StoreUnavailable as exc:
+                # An outage is one event, not one traceback a second: say it once, then quietly
+                # keep trying until the store answers again.
+                if not store_down:
+                    log.warning("store unavailable, leasing paused until it answers: %s", exc)
+                    store_down = True
+                await self._clock.sleep(LEASE_ERROR_PAUSE_S)
+                continue
             except Exception:
                 log.exception("lease failed; trying again in %.1f s", LEASE_ERROR_PAUSE_S)
                 await self._clock.sleep(LEASE_ERROR_PAUSE_S)
                 continue
+            if store_down:
+                log.warning("store answers again, leasing resumed")
+                store_down = False
             self._freed = 0
             self.leases += 1
             self._accept(messages, deadline)

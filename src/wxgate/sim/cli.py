@@ -90,8 +90,12 @@ def run(config: SimConfig) -> None:
 
 
 def sim_command(
-    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
-    port: int = typer.Option(9100, "--port", help="Port to listen on (0 = any free port)."),
+    host: str | None = typer.Option(
+        None, "--host", help="Address to listen on (default 127.0.0.1, or the file's)."
+    ),
+    port: int | None = typer.Option(
+        None, "--port", help="Port to listen on (default 9100, or the file's; 0 = any free)."
+    ),
     app: list[str] = typer.Option(  # noqa: B008 (typer's idiom)
         [], "--app", help="APPID:SECRET, repeatable. Default wx_sandbox:sandbox_secret."
     ),
