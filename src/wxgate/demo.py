@@ -134,7 +134,10 @@ async def _push_and_report(url: str, n: int, latency_ms: float, console: Console
     console.print("[bold]test recipients in this run[/bold]")
     for prefix, _, what in MIX:
         console.print(f"  {prefix:<14} {what}")
-    console.print(f"look closer: curl -s -H 'Authorization: Bearer {SANDBOX_KEY}' {url}/v1/stats")
+    console.print(
+        "look closer: `.venv/bin/wxgate serve --sandbox --port 8080`, then open "
+        f"http://127.0.0.1:8080/dashboard (key {SANDBOX_KEY}) or GET /v1/stats"
+    )
     waiting = sum(stats.by_status.get(s, 0) for s in WAITING)
     if waiting:
         console.print(f"[red]{waiting} messages still waiting after the deadline[/red]")
