@@ -268,11 +268,11 @@ class Recipient(msgspec.Struct, forbid_unknown_fields=True):
     data: DataIn | None = None
 
 
-class BatchIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """POST /v1/batches: one template, many recipients; per-recipient data overrides shared."""
+class BatchShared(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """What every recipient of a batch shares: a JSON batch's top level, or the query string
+    and header line of a streamed (NDJSON/CSV) upload."""
 
     template_id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
-    recipients: list[Recipient]
     data: DataIn = msgspec.field(default_factory=dict)
     app: str | None = None
     kind: MessageKind = MessageKind.TEMPLATE
@@ -284,6 +284,12 @@ class BatchIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     callback_url: str | None = None
     priority: str = "normal"  # urgent | normal | low: urgent batches skip quiet hours
     rate_per_s: float | None = None  # this batch's own send rate (PATCH changes it)
+
+
+class BatchIn(BatchShared, forbid_unknown_fields=True, kw_only=True):
+    """POST /v1/batches: one template, many recipients; per-recipient data overrides shared."""
+
+    recipients: list[Recipient]
 
 
 class Accepted(msgspec.Struct):

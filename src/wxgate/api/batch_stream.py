@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import csv
 from collections.abc import AsyncIterator, Mapping
-from typing import Annotated, Any
+from typing import Any
 
 import msgspec
 from aiohttp import StreamReader
 
 from wxgate.api.body import field_of
 from wxgate.api.errors import invalid
-from wxgate.models import BatchIn, DataIn, MessageKind, MiniProgram, Recipient
+from wxgate.models import BatchIn, BatchShared, Recipient
 
 NDJSON_TYPES = frozenset({"application/x-ndjson", "application/ndjson", "application/jsonl"})
 CSV_TYPES = frozenset({"text/csv", "application/csv"})
@@ -26,21 +26,8 @@ CSV_TYPES = frozenset({"text/csv", "application/csv"})
 MAX_LINE_BYTES = 65_536
 
 
-class BatchHeader(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+class BatchHeader(BatchShared, forbid_unknown_fields=True, kw_only=True):
     """What a streamed batch shares: BatchIn without its recipients."""
-
-    template_id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
-    data: DataIn = msgspec.field(default_factory=dict)
-    app: str | None = None
-    kind: MessageKind = MessageKind.TEMPLATE
-    url: str | None = None
-    miniprogram: MiniProgram | None = None
-    page: str | None = None
-    send_at: float | None = None
-    expire_at: float | None = None
-    callback_url: str | None = None
-    priority: str = "normal"
-    rate_per_s: float | None = None
 
     def as_batch_in(self, recipients: list[Recipient]) -> BatchIn:
         fields = msgspec.structs.asdict(self)
