@@ -29,6 +29,8 @@ from wxgate.errors import StoreError
 
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 E2E_BUCKETS_S = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600)
+# Anything else a client invents is counted as OTHER, so the label set stays bounded.
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 BREAKER_STATES = ("closed", "half_open", "open")
 
 
@@ -370,8 +372,9 @@ class Metrics:
             finally:
                 info = request.match_info.route.resource
                 route = info.canonical if info is not None else "unmatched"
-                self.http_requests.labels(request.method, route, str(status)).inc()
-                self.http_latency.labels(request.method, route).observe(time.perf_counter() - start)
+                method = request.method if request.method in HTTP_METHODS else "OTHER"
+                self.http_requests.labels(method, route, str(status)).inc()
+                self.http_latency.labels(method, route).observe(time.perf_counter() - start)
 
         app.middlewares.insert(0, _mw)
 

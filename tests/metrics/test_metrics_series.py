@@ -174,3 +174,18 @@ def test_unknown_errcodes_share_one_label_value() -> None:
 
 def parse_registry(metrics: Metrics) -> tuple[Parsed, dict[str, str]]:
     return parse(generate_latest(metrics.registry).decode())
+
+
+async def test_unrouted_http_methods_share_one_label(tmp_path: Path) -> None:
+    """Methods the HTTP parser knows but no route uses (WebDAV, SSDP...) share one label."""
+    import aiohttp
+
+    async with running_rig(tmp_path, (APP_A,)) as rig, aiohttp.ClientSession() as s:
+        for verb in ("PROPFIND", "M-SEARCH", "PURGE"):
+            async with s.request(verb, f"{rig.gw.url}/healthz") as r:
+                assert r.status == 405
+        parsed, _ = parse(await rig.api.metrics_text())
+    methods = {labels["method"] for labels, _ in parsed.get("wxgate_http_requests_total", [])}
+    assert "OTHER" in methods
+    assert not methods & {"PROPFIND", "M-SEARCH", "PURGE"}
+    assert total(parsed, "wxgate_http_requests_total", method="OTHER", status="405") == 3
