@@ -11,13 +11,12 @@ from wxgate.api.body import field_of
 from wxgate.api.errors import ApiError
 from wxgate.api.intake import (
     batch_from,
-    batch_ids,
     idempotency_key,
     message_from,
     normalize_data,
     resolve_app,
 )
-from wxgate.models import BatchIn, MessageIn, MessageKind, Recipient, Status, new_id
+from wxgate.models import BatchIn, MessageIn, MessageKind, Recipient, Status, new_id, new_ids
 from wxgate.settings import AppSettings
 
 NOW = 1_700_000_000.0
@@ -146,8 +145,8 @@ def test_batch_limits_and_paths() -> None:
     assert field_err(batch_from, bad, APP, NOW, "b", 10) == "recipients[1].data.k"
 
 
-def test_batch_ids_look_like_new_id() -> None:
-    ids = batch_ids(1000)
+def test_new_ids_look_like_new_id() -> None:
+    ids = new_ids(1000)
     assert len(set(ids)) == 1000
     assert all(len(i) == len(new_id()) and int(i, 16) >= 0 for i in ids)
 

@@ -33,10 +33,10 @@ from wxgate.api.batch_stream import (
 )
 from wxgate.api.context import Gateway
 from wxgate.api.errors import ApiError, invalid
-from wxgate.api.intake import batch_from, batch_ids, normalize_data, resolve_app
+from wxgate.api.intake import batch_from, normalize_data, resolve_app
 from wxgate.api.template_check import checked_batch
 from wxgate.errors import WxgateError
-from wxgate.models import Batch, BatchAccepted, Message, Recipient
+from wxgate.models import Batch, BatchAccepted, Message, Recipient, new_id, new_ids
 
 log = logging.getLogger("wxgate.api")
 
@@ -119,7 +119,7 @@ class StreamedBatch:
         """Every recipient's message but for id, touser and its own data: batch_from's checks
         (kind, urls, times, quiet hours, priority) run once, on a one-recipient batch."""
         body = header.as_batch_in([Recipient("-")])
-        _, [proto] = batch_from(body, self.gw.apps[app], now, _new_batch_id(), 1)
+        _, [proto] = batch_from(body, self.gw.apps[app], now, new_id(), 1)
         return proto
 
     async def _load(self, reader: NdjsonRecipients | CsvRecipients, proto: Message) -> None:
@@ -149,7 +149,7 @@ class StreamedBatch:
         if current is None or current.status == "cancelled":
             raise ApiError(409, "conflict", f"batch {batch.id} was cancelled during the upload")
         messages = []
-        for msg_id, (n, r) in zip(batch_ids(len(rows)), rows, strict=True):
+        for msg_id, (n, r) in zip(new_ids(len(rows)), rows, strict=True):
             if r.data:
                 data = {**shared, **normalize_data(r.data, f"line {n}.data")}
                 messages.append(replace(proto, id=msg_id, touser=r.touser, data=data))
@@ -194,7 +194,3 @@ class StreamedBatch:
         except WxgateError:
             # The store is down too: the batch stays `loading`, which resume/cancel handle.
             log.warning("batch %s: could not mark the broken upload incomplete", batch.id)
-
-
-def _new_batch_id() -> str:
-    return batch_ids(1)[0]

@@ -180,11 +180,6 @@ def message_from(
     )
 
 
-def batch_ids(n: int) -> list[str]:
-    """n ids in models.new_id's format (one clock read for the lot)."""
-    return new_ids(n)
-
-
 def batch_from(
     body: BatchIn, app: AppSettings, now: float, batch_id: str, max_recipients: int
 ) -> tuple[Batch, list[Message]]:
@@ -227,7 +222,7 @@ def batch_from(
     )
     messages: list[Message] = []
     append = messages.append
-    for i, (msg_id, r) in enumerate(zip(batch_ids(total), body.recipients, strict=True)):
+    for i, (msg_id, r) in enumerate(zip(new_ids(total), body.recipients, strict=True)):
         if r.data:
             data = {**shared, **normalize_data(r.data, f"recipients[{i}].data")}
             append(replace(proto, id=msg_id, touser=r.touser, data=data))
