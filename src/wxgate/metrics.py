@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Protocol
 
 from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -30,6 +31,8 @@ from wxgate.errors import StoreError
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 E2E_BUCKETS_S = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600)
 # Anything else a client invents is counted as OTHER, so the label set stays bounded.
+# The name of the API's catch-all route (api/app.py); what it serves is labelled "unmatched".
+UNROUTED = "unrouted"
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 BREAKER_STATES = ("closed", "half_open", "open")
 
@@ -353,30 +356,37 @@ class Metrics:
         body = generate_latest(self.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
-    def instrument(self, app: web.Application) -> None:
-        """Count and time every HTTP request by its route pattern."""
+    def access_logger(self) -> type[AbstractAccessLogger]:
+        """An aiohttp access-log class that counts and times every HTTP request by its route
+        pattern. aiohttp calls it once per request with the final response (HTTP errors
+        included) and the time taken, which a middleware would have to measure itself."""
+        requests, latency = self.http_requests, self.http_latency
+        # (method, route, status) -> (counter child, histogram child): labels() per request
+        # hashes and locks; the set is bounded (methods x routes x statuses).
+        children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
-        @web.middleware
-        async def _mw(
-            request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-        ) -> web.StreamResponse:
-            start = time.perf_counter()
-            status = 500
-            try:
-                resp = await handler(request)
-                status = resp.status
-                return resp
-            except web.HTTPException as exc:
-                status = exc.status
-                raise
-            finally:
-                info = request.match_info.route.resource
-                route = info.canonical if info is not None else "unmatched"
+        class _HttpMetrics(AbstractAccessLogger):
+            def log(
+                self, request: web.BaseRequest, response: web.StreamResponse, time: float
+            ) -> None:
+                match = getattr(request, "match_info", None)  # None: not even parsed
+                info = match.route.resource if match is not None else None
+                if info is None or info.name == UNROUTED:
+                    route = "unmatched"
+                else:
+                    route = info.canonical
                 method = request.method if request.method in HTTP_METHODS else "OTHER"
-                self.http_requests.labels(method, route, str(status)).inc()
-                self.http_latency.labels(method, route).observe(time.perf_counter() - start)
+                key = (method, route, response.status)
+                found = children.get(key)
+                if found is None:
+                    found = children[key] = (
+                        requests.labels(method, route, str(response.status)),
+                        latency.labels(method, route),
+                    )
+                found[0].inc()
+                found[1].observe(time)
 
-        app.middlewares.insert(0, _mw)
+        return _HttpMetrics
 
     def __repr__(self) -> str:
         return f"<Metrics collectors={len(list(self.registry.collect()))}>"

@@ -186,9 +186,13 @@ class Gateway:
                 templates=self.templates,
             )
         self.app[METRICS_HANDLER] = self.metrics.handler
-        self.metrics.instrument(self.app)
         self._runner = web.AppRunner(
-            self.app, access_log=None, handle_signals=False, shutdown_timeout=HTTP_SHUTDOWN_S
+            self.app,
+            # Not a log: the class counts and times requests for /metrics (metrics.py).
+            access_log=logging.getLogger("wxgate.http"),
+            access_log_class=self.metrics.access_logger(),
+            handle_signals=False,
+            shutdown_timeout=HTTP_SHUTDOWN_S,
         )
         await self._runner.setup()
         site: web.BaseSite

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import logging
 from pathlib import Path
@@ -16,10 +15,10 @@ from api_support import AUTH, KEY, NEWS, SHOP, Gateway, make_settings, msg_body,
 
 from wxgate.api.app import create_app
 from wxgate.api.auth import ApiKey, KeyRing, Scope
-from wxgate.api.context import GATEWAY
 from wxgate.api.ops import METRICS_HANDLER
 from wxgate.clock import FakeClock
 from wxgate.models import AppPause
+from wxgate.settings import KeySettings
 from wxgate.store.sqlite import SQLiteStore
 
 
@@ -107,15 +106,12 @@ def test_keyring_repr_hides_secrets() -> None:
 
 
 async def test_scopes_are_checked_per_route(tmp_path: Path) -> None:
-    """Keys carry scopes; a read-only key may read but not send (scoped keys come later in
-    settings, so the ring is swapped in here)."""
+    """Keys carry scopes; a read-only key may read but not send."""
     clock = FakeClock()
     store = SQLiteStore(str(tmp_path / "db"), clock, retention_s=3600)
     await store.open()
-    app = create_app(make_settings(), store, clock)
-    app[GATEWAY] = dataclasses.replace(
-        app[GATEWAY], keys=KeyRing([ApiKey("reader", KEY, {Scope.READ})])
-    )
+    reader = KeySettings(name="reader", key=KEY, scopes=["read"])
+    app = create_app(make_settings(api_keys=[], keys=[reader]), store, clock)
     try:
         async with TestClient(TestServer(app, host="127.0.0.1")) as client:
             assert (await client.get("/v1/stats", headers=AUTH)).status == 200

@@ -365,6 +365,57 @@ class StoreContract:
         got = await must_get(store, other)
         assert got.status == Status.SENT and got.wechat_msgid is None
 
+    async def test_concurrent_acks_each_get_their_own_outcome(
+        self, store: Store, clock: FakeClock
+    ) -> None:
+        """Acks submitted together (a backend may run them as one batch) are judged one by one:
+        fences, a second ack of one message, receipts that came first, events, other apps."""
+        plain = [await enqueue_one(store, clock) for _ in range(5)]
+        hooked = await enqueue_one(store, clock, callback_url=HOOK)
+        early = await enqueue_one(store, clock, callback_url=HOOK)
+        other_app = await enqueue_one(store, clock, "app_b")
+        no_msgid = await enqueue_one(store, clock)
+        stale = await enqueue_one(store, clock)
+        leased = {m.id: m for m in await store.lease(100, LEASE_S, clock.now())}
+        assert len(leased) == 10
+        assert await store.record_receipt("app_a", 4242, "failed:user block", "ev-early") is None
+        now = clock.now()
+
+        def ack(msg_id: str, msgid: int | None, token_delta: int = 0) -> Any:
+            return store.ack(
+                msg_id, leased[msg_id].lease_token + token_delta, SendResult(msgid, now)
+            )
+
+        results = await asyncio.gather(
+            *(ack(m, 1000 + i) for i, m in enumerate(plain)),
+            ack(hooked, 2000),
+            ack(early, 4242),
+            ack(other_app, 4242),  # the same msgid in another app: not that receipt
+            ack(no_msgid, None),
+            ack(stale, 3000, token_delta=1),  # fenced
+            ack(plain[0], 1000),  # the same message again: already sent
+            store.ack("no-such-id", 1, SendResult(1, now)),
+        )
+        assert results == [True] * 5 + [True, True, True, True, False, False, False]
+        for i, m in enumerate(plain):
+            got = await must_get(store, m)
+            assert (got.status, got.wechat_msgid, got.attempts) == (Status.SENT, 1000 + i, 1)
+        assert (await must_get(store, early)).status == Status.BLOCKED
+        assert (await must_get(store, early)).receipt == "failed:user block"
+        assert (await must_get(store, other_app)).status == Status.SENT
+        got = await must_get(store, no_msgid)
+        assert got.status == Status.SENT and got.wechat_msgid is None
+        assert (await must_get(store, stale)).status == Status.SENDING
+        events = await store.lease_webhooks(100, LEASE_S, clock.now())
+        assert sorted((e.message_id, e.status) for e in events) == sorted(
+            [(hooked, "sent"), (early, "blocked")]
+        )
+        stats = await store.stats()
+        assert stats.by_app["app_a"].get("sent", 0) == 7
+        assert stats.by_app["app_a"].get("blocked", 0) == 1
+        assert stats.by_app["app_a"].get("sending", 0) == 1
+        assert stats.by_app["app_b"].get("sent", 0) == 1
+
     async def test_retry_counts_attempt_and_waits(self, store: Store, clock: FakeClock) -> None:
         msg_id = await enqueue_one(store, clock)
         held = await lease_one(store, clock, msg_id)

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import msgspec
 
 from wxgate.models import (
     BATCH_HELD,
@@ -26,10 +29,9 @@ from wxgate.store.sqlite_schema import (
     ACTIVE_SQL,
     COLUMNS,
     FINAL_SQL,
-    INSERT_MESSAGE,
     PENDING_SQL,
     STATUSES,
-    message_row,
+    message_insert,
     row_message,
     to_i64,
 )
@@ -64,7 +66,7 @@ def enqueue_many(conn: Conn, calls: Sequence[EnqueueArgs]) -> list[list[EnqueueR
     the same call) makes the later message a duplicate of the first.
     """
     out: list[list[EnqueueResult]] = []
-    rows = []
+    rows: dict[str, list[tuple[Any, ...]]] = {}  # statement -> parameters (see message_insert)
     counts: dict[tuple[str, str], int] = {}
     by_key: dict[tuple[str, str], EnqueueResult] = {}
     held: dict[str, bool] = {}  # batch id -> its messages go in parked (see _held)
@@ -86,10 +88,14 @@ def enqueue_many(conn: Conn, calls: Sequence[EnqueueArgs]) -> list[list[EnqueueR
                     results.append(EnqueueResult(prior.id, prior.status, False))
                     continue
             status = Status.SCHEDULED if m.not_before > now else Status.QUEUED
-            row = message_row(m, status.value, now)
-            if m.batch_id is not None and _held(conn, m.batch_id, held):
-                row = (*row[:-1], None)  # due_at NULL: parked until the batch runs
-            rows.append(row)
+            # A held batch's messages go in parked (due_at NULL) until the batch runs.
+            parked = m.batch_id is not None and _held(conn, m.batch_id, held)
+            sql, row = message_insert(m, status.value, now, parked)
+            same_shape = rows.get(sql)
+            if same_shape is None:
+                rows[sql] = [row]
+            else:
+                same_shape.append(row)
             result = EnqueueResult(m.id, status, True)
             if key is not None:
                 by_key[(m.app, key)] = result
@@ -99,10 +105,11 @@ def enqueue_many(conn: Conn, calls: Sequence[EnqueueArgs]) -> list[list[EnqueueR
         if batch is not None:
             conn.execute(_INSERT_BATCH, _batch_row(batch))
         out.append(results)
-    if len(rows) == 1:
-        conn.execute(INSERT_MESSAGE, rows[0])
-    elif rows:
-        conn.executemany(INSERT_MESSAGE, rows)
+    for sql, params in rows.items():
+        if len(params) == 1:
+            conn.execute(sql, params[0])
+        else:
+            conn.executemany(sql, params)
     for (app, status_value), n in counts.items():
         conn.execute(_COUNT_ADD, (app, status_value, n))
     return out
@@ -120,9 +127,6 @@ def _held(conn: Conn, batch_id: str, cache: dict[str, bool]) -> bool:
 
 def _batch_row(b: Batch) -> tuple[object, ...]:
     return (b.id, b.app, b.template_id, b.total, b.created_at, b.status, b.rate_per_s)
-
-
-BATCHED = {enqueue: enqueue_many}
 
 
 # ---------------------------------------------------------------- lease
@@ -248,6 +252,77 @@ def ack(conn: Conn, msg_id: str, lease_token: int, result: SendResult, now: floa
     if rows[0][1] is not None:  # one event, for the status the message ends in
         webhooks.emit(conn, msg_id, now)
     return True
+
+
+_TEXT = msgspec.json.Encoder().encode  # json_each() wants text, not a blob
+AckArgs = tuple[str, int, SendResult, float]
+_ACK_MANY = (
+    "UPDATE messages SET status = 'sent', attempts = attempts + 1, wechat_msgid = ?, "
+    f"sent_at = ?, finished_at = ?, updated_at = ?, due_at = NULL, lease_until = NULL {_FENCE}"
+)
+_ACK_MANY_NO_MSGID = _ACK_MANY.replace("wechat_msgid = ?, ", "")
+_SENDING = (
+    "SELECT id, app, callback_url, lease_token FROM messages "
+    "WHERE id IN (SELECT value FROM json_each(?)) AND status = 'sending'"
+)
+_WAITING_RECEIPTS = (
+    "SELECT wechat_msgid, event_key, receipt FROM receipts INDEXED BY receipts_waiting "
+    "WHERE app = ? AND applied = 0 AND wechat_msgid IN (SELECT value FROM json_each(?))"
+)
+
+
+def ack_many(conn: Conn, calls: Sequence[AckArgs]) -> list[bool]:
+    """Several acks as one: `ack`'s outcome for each, in a fixed number of statements.
+
+    One lookup of the fenced rows, one executemany, one lookup of waiting receipts per app,
+    instead of an UPDATE ... RETURNING and a receipt lookup per message: an ack is the
+    writer's most frequent operation while a queue drains. Calls are judged in order, so of
+    two acks of one message in a group only the first whose token matches wins, as if run
+    one after the other.
+    """
+    ids = _TEXT([c[0] for c in calls]).decode()
+    sending = {r[0]: r for r in conn.execute(_SENDING, (ids,)).fetchall()}
+    ok: list[bool] = []
+    with_msgid: list[tuple[Any, ...]] = []
+    without_msgid: list[tuple[Any, ...]] = []
+    done: list[tuple[str, str, str | None, int | None, float]] = []  # id, app, cb, msgid, now
+    for msg_id, lease_token, result, now in calls:
+        row = sending.get(msg_id)
+        if row is None or row[3] != lease_token:
+            ok.append(False)
+            continue
+        del sending[msg_id]  # acked: a second ack of it in this group finds it gone
+        ok.append(True)
+        if result.wechat_msgid is None:
+            without_msgid.append((result.sent_at, now, now, msg_id, lease_token))
+            done.append((msg_id, row[1], row[2], None, now))
+        else:
+            msgid = to_i64(result.wechat_msgid)
+            with_msgid.append((msgid, result.sent_at, now, now, msg_id, lease_token))
+            done.append((msg_id, row[1], row[2], msgid, now))
+    if with_msgid:
+        conn.executemany(_ACK_MANY, with_msgid)
+    if without_msgid:
+        conn.executemany(_ACK_MANY_NO_MSGID, without_msgid)
+    # Receipts that beat their ack waited in `receipts`: one lookup per app for the group.
+    by_app: dict[str, list[int]] = {}
+    for _, app, _, sent_msgid, _ in done:
+        if sent_msgid is not None:
+            by_app.setdefault(app, []).append(sent_msgid)
+    waiting: dict[tuple[str, int], list[tuple[str, str]]] = {}
+    for app, msgids in by_app.items():
+        for got, key, receipt in conn.execute(_WAITING_RECEIPTS, (app, _TEXT(msgids).decode())):
+            waiting.setdefault((app, got), []).append((key, receipt))
+    for msg_id, app, callback_url, sent_msgid, now in done:
+        found = waiting.pop((app, sent_msgid), None) if sent_msgid is not None else None
+        if found:
+            receipt = found[0][1]
+            conn.execute(_APPLY_RECEIPT, (receipt_status(receipt), receipt, now, now, msg_id))
+            for key, _ in found:
+                conn.execute(_RECEIPT_APPLIED, (app, key))
+        if callback_url is not None:  # one event, for the status the message ends in
+            webhooks.emit(conn, msg_id, now)
+    return ok
 
 
 _FENCED_BATCH = f"SELECT batch_id FROM messages {_FENCE}"
@@ -498,3 +573,10 @@ def prune(conn: Conn, cutoff: float, now: float, limit: int) -> int:
     )
     conn.execute("DELETE FROM counts WHERE n = 0")
     return deleted
+
+
+# Operations with a batched form: the writer runs consecutive calls of one as one call.
+BATCHED: dict[Callable[..., Any], Callable[[Conn, Any], list[Any]]] = {
+    enqueue: enqueue_many,
+    ack: ack_many,
+}

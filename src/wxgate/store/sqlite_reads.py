@@ -11,7 +11,7 @@ from typing import Any
 
 from wxgate.errors import ValidationError
 from wxgate.models import AppPause, Batch, Message, Status, StoreStats, TokenEntry
-from wxgate.store.sqlite_schema import COLUMNS, PENDING_SQL, row_message, to_i64
+from wxgate.store.sqlite_schema import COLUMNS, PENDING_OR, row_message, to_i64
 
 Conn = sqlite3.Connection
 
@@ -35,7 +35,7 @@ def stats(conn: Conn) -> StoreStats:
     try:
         rows = conn.execute("SELECT app, status, n FROM counts WHERE n != 0").fetchall()
         oldest = conn.execute(
-            f"SELECT min(created_at) FROM messages WHERE status IN {PENDING_SQL}"
+            f"SELECT min(created_at) FROM messages WHERE {PENDING_OR}"
         ).fetchall()[0][0]
         pruned_rows = conn.execute("SELECT app, status, n FROM pruned WHERE n != 0").fetchall()
         expired_rows = conn.execute("SELECT app, n FROM lease_expirations").fetchall()
