@@ -8,6 +8,7 @@ expirations) are read at scrape time by a collector of their own (_Scraped).
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -23,7 +24,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from wxgate.errors import StoreError
@@ -108,6 +109,51 @@ class _Scraped(Collector):
             yield expired
 
 
+class _HttpStats(Collector):
+    """HTTP request counts and latency histograms in plain dicts, turned into metric families
+    when Prometheus scrapes: one dict update and a bisect per request instead of
+    prometheus_client's label lookup, lock and bucket loop (it runs for every request)."""
+
+    def __init__(self, buckets: tuple[float, ...]) -> None:
+        self.buckets = buckets
+        self.counts: dict[tuple[str, str, int], int] = {}
+        # (method, route) -> a count per bucket (the last one +Inf), then the sum of seconds
+        self.latency: dict[tuple[str, str], list[float]] = {}
+
+    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        key = (method, route, status)
+        self.counts[key] = self.counts.get(key, 0) + 1
+        hist = self.latency.get((method, route))
+        if hist is None:
+            hist = self.latency[(method, route)] = [0.0] * (len(self.buckets) + 2)
+        hist[bisect.bisect_left(self.buckets, seconds)] += 1  # le is inclusive
+        hist[-1] += seconds
+
+    def collect(self) -> Iterator[Metric]:
+        requests = CounterMetricFamily(
+            "wxgate_http_requests",
+            "HTTP requests by route and status",
+            labels=["method", "route", "status"],
+        )
+        for (method, route, status), n in self.counts.items():
+            requests.add_metric([method, route, str(status)], n)
+        yield requests
+        latency = HistogramMetricFamily(
+            "wxgate_http_request_duration_seconds",
+            "HTTP request latency by route",
+            labels=["method", "route"],
+        )
+        bounds = [repr(float(b)) for b in self.buckets] + ["+Inf"]  # as prometheus_client
+        for (method, route), hist in self.latency.items():
+            cumulative: list[tuple[str, float]] = []
+            total = 0.0
+            for bound, count in zip(bounds, hist, strict=False):  # hist ends with the sum
+                total += count
+                cumulative.append((bound, total))
+            latency.add_metric([method, route], cumulative, hist[-1])
+        yield latency
+
+
 class Metrics:
     """All collectors on a registry of their own, so tests can run several gateways at once."""
 
@@ -115,6 +161,9 @@ class Metrics:
         # errcodes kept as label values; None keeps every one (tests), runtime passes the table.
         self._known = None if known_errcodes is None else frozenset(known_errcodes)
         self._failures: dict[int, dict[str, int]] = {}
+        # Label children of the per-message series, per app (the app set is configured).
+        self._sent_children: dict[str, tuple[Any, Any, Any]] = {}
+        self._accepted_children: dict[str, Any] = {}
         r = self.registry = CollectorRegistry(auto_describe=True)
         self._scraped = _Scraped()
         r.register(self._scraped)
@@ -175,19 +224,8 @@ class Metrics:
             buckets=E2E_BUCKETS_S,
             registry=r,
         )
-        self.http_requests = Counter(
-            "wxgate_http_requests_total",
-            "HTTP requests by route and status",
-            ["method", "route", "status"],
-            registry=r,
-        )
-        self.http_latency = Histogram(
-            "wxgate_http_request_duration_seconds",
-            "HTTP request latency by route",
-            ["method", "route"],
-            buckets=LATENCY_BUCKETS_S,
-            registry=r,
-        )
+        self._http = _HttpStats(LATENCY_BUCKETS_S)
+        r.register(self._http)
         self.queue_depth = Gauge(
             "wxgate_queue_messages", "Messages by status and app", ["app", "status"], registry=r
         )
@@ -263,9 +301,17 @@ class Metrics:
 
     # ---- hooks called by the delivery pipeline (delivery.DeliveryMetrics protocol)
     def on_sent(self, app: str, latency_s: float, created_at: float, now: float) -> None:
-        self.sent.labels(app).inc()
-        self.wechat_latency.labels(app).observe(latency_s)
-        self.e2e_sent.labels(app).observe(max(0.0, now - created_at))
+        children = self._sent_children.get(app)
+        if children is None:  # labels() hashes and locks on every call: once per app
+            children = self._sent_children[app] = (
+                self.sent.labels(app),
+                self.wechat_latency.labels(app),
+                self.e2e_sent.labels(app),
+            )
+        sent, latency, e2e = children
+        sent.inc()
+        latency.observe(latency_s)
+        e2e.observe(max(0.0, now - created_at))
 
     def on_failed(self, app: str, disposition: str, errcode: int) -> None:
         known = self._known is None or errcode in self._known
@@ -293,7 +339,10 @@ class Metrics:
         self.rate_wait.labels(app).inc(seconds)
 
     def on_accepted(self, app: str, n: int = 1) -> None:
-        self.accepted.labels(app).inc(n)
+        child = self._accepted_children.get(app)
+        if child is None:
+            child = self._accepted_children[app] = self.accepted.labels(app)
+        child.inc(n)
 
     def on_token_service(self, key: str, action: str) -> None:
         self.token_service.labels(key, action).inc()
@@ -360,10 +409,7 @@ class Metrics:
         """An aiohttp access-log class that counts and times every HTTP request by its route
         pattern. aiohttp calls it once per request with the final response (HTTP errors
         included) and the time taken, which a middleware would have to measure itself."""
-        requests, latency = self.http_requests, self.http_latency
-        # (method, route, status) -> (counter child, histogram child): labels() per request
-        # hashes and locks; the set is bounded (methods x routes x statuses).
-        children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        observe = self._http.observe
 
         class _HttpMetrics(AbstractAccessLogger):
             def log(
@@ -376,15 +422,7 @@ class Metrics:
                 else:
                     route = info.canonical
                 method = request.method if request.method in HTTP_METHODS else "OTHER"
-                key = (method, route, response.status)
-                found = children.get(key)
-                if found is None:
-                    found = children[key] = (
-                        requests.labels(method, route, str(response.status)),
-                        latency.labels(method, route),
-                    )
-                found[0].inc()
-                found[1].observe(time)
+                observe(method, route, response.status, time)
 
         return _HttpMetrics
 

@@ -379,7 +379,7 @@ class StoreContract:
         leased = {m.id: m for m in await store.lease(100, LEASE_S, clock.now())}
         assert len(leased) == 10
         assert await store.record_receipt("app_a", 4242, "failed:user block", "ev-early") is None
-        now = clock.now()
+        now = clock.now() + 0.123456789  # sent_at and finished_at must come back exactly
 
         def ack(msg_id: str, msgid: int | None, token_delta: int = 0) -> Any:
             return store.ack(
@@ -388,7 +388,7 @@ class StoreContract:
 
         results = await asyncio.gather(
             *(ack(m, 1000 + i) for i, m in enumerate(plain)),
-            ack(hooked, 2000),
+            ack(hooked, 2**64 - 616),  # WeChat msgids are unsigned 64-bit
             ack(early, 4242),
             ack(other_app, 4242),  # the same msgid in another app: not that receipt
             ack(no_msgid, None),
@@ -400,6 +400,8 @@ class StoreContract:
         for i, m in enumerate(plain):
             got = await must_get(store, m)
             assert (got.status, got.wechat_msgid, got.attempts) == (Status.SENT, 1000 + i, 1)
+            assert got.sent_at == now
+        assert (await must_get(store, hooked)).wechat_msgid == 2**64 - 616
         assert (await must_get(store, early)).status == Status.BLOCKED
         assert (await must_get(store, early)).receipt == "failed:user block"
         assert (await must_get(store, other_app)).status == Status.SENT

@@ -256,11 +256,15 @@ def ack(conn: Conn, msg_id: str, lease_token: int, result: SendResult, now: floa
 
 _TEXT = msgspec.json.Encoder().encode  # json_each() wants text, not a blob
 AckArgs = tuple[str, int, SendResult, float]
+# One statement for a whole group: see ack_many.
 _ACK_MANY = (
-    "UPDATE messages SET status = 'sent', attempts = attempts + 1, wechat_msgid = ?, "
-    f"sent_at = ?, finished_at = ?, updated_at = ?, due_at = NULL, lease_until = NULL {_FENCE}"
+    "UPDATE messages SET status = 'sent', attempts = attempts + 1, "
+    "wechat_msgid = j.value ->> 1, sent_at = j.value ->> 2, finished_at = j.value ->> 4, "
+    "updated_at = j.value ->> 4, "
+    "due_at = NULL, lease_until = NULL FROM json_each(?) AS j "
+    "WHERE messages.id = j.value ->> 0 AND messages.status = 'sending' "
+    "AND messages.lease_token = j.value ->> 3"
 )
-_ACK_MANY_NO_MSGID = _ACK_MANY.replace("wechat_msgid = ?, ", "")
 _SENDING = (
     "SELECT id, app, callback_url, lease_token FROM messages "
     "WHERE id IN (SELECT value FROM json_each(?)) AND status = 'sending'"
@@ -274,17 +278,18 @@ _WAITING_RECEIPTS = (
 def ack_many(conn: Conn, calls: Sequence[AckArgs]) -> list[bool]:
     """Several acks as one: `ack`'s outcome for each, in a fixed number of statements.
 
-    One lookup of the fenced rows, one executemany, one lookup of waiting receipts per app,
-    instead of an UPDATE ... RETURNING and a receipt lookup per message: an ack is the
-    writer's most frequent operation while a queue drains. Calls are judged in order, so of
-    two acks of one message in a group only the first whose token matches wins, as if run
-    one after the other.
+    One lookup of the fenced rows, one UPDATE for all of them (its rows as one JSON
+    parameter), one lookup of waiting receipts per app, instead of an UPDATE ... RETURNING and
+    a receipt lookup per message. The statement count matters more than the SQL: Python's
+    sqlite3 releases the GIL around every step and must win it back from the busy event loop
+    after each one, so an executemany of 256 rows was 256 hand-offs. Calls are judged in
+    order, so of two acks of one message in a group only the first whose token matches wins,
+    as if run one after the other.
     """
     ids = _TEXT([c[0] for c in calls]).decode()
     sending = {r[0]: r for r in conn.execute(_SENDING, (ids,)).fetchall()}
     ok: list[bool] = []
-    with_msgid: list[tuple[Any, ...]] = []
-    without_msgid: list[tuple[Any, ...]] = []
+    updates: list[tuple[str, int | None, float, int, float]] = []
     done: list[tuple[str, str, str | None, int | None, float]] = []  # id, app, cb, msgid, now
     for msg_id, lease_token, result, now in calls:
         row = sending.get(msg_id)
@@ -293,17 +298,11 @@ def ack_many(conn: Conn, calls: Sequence[AckArgs]) -> list[bool]:
             continue
         del sending[msg_id]  # acked: a second ack of it in this group finds it gone
         ok.append(True)
-        if result.wechat_msgid is None:
-            without_msgid.append((result.sent_at, now, now, msg_id, lease_token))
-            done.append((msg_id, row[1], row[2], None, now))
-        else:
-            msgid = to_i64(result.wechat_msgid)
-            with_msgid.append((msgid, result.sent_at, now, now, msg_id, lease_token))
-            done.append((msg_id, row[1], row[2], msgid, now))
-    if with_msgid:
-        conn.executemany(_ACK_MANY, with_msgid)
-    if without_msgid:
-        conn.executemany(_ACK_MANY_NO_MSGID, without_msgid)
+        msgid = None if result.wechat_msgid is None else to_i64(result.wechat_msgid)
+        updates.append((msg_id, msgid, result.sent_at, lease_token, now))
+        done.append((msg_id, row[1], row[2], msgid, now))
+    if updates:  # floats survive the JSON round trip exactly (shortest repr, correctly rounded)
+        conn.execute(_ACK_MANY, (_TEXT(updates).decode(),))
     # Receipts that beat their ack waited in `receipts`: one lookup per app for the group.
     by_app: dict[str, list[int]] = {}
     for _, app, _, sent_msgid, _ in done:

@@ -110,6 +110,14 @@ class GroupCommitWriter:
         self._pending.append((fn, args, fut))
         return fut
 
+    def submit_now(self, fn: Op, *args: Any) -> asyncio.Future[Any]:
+        """`submit`, handing the work to the writer at once rather than at the end of this
+        loop iteration: for big operations (a batch's thousand rows), so the writer starts on
+        one while the event loop is still decoding the next request's body."""
+        fut = self.submit(fn, *args)
+        self._flush()
+        return fut
+
     def _flush(self) -> None:
         if self._pending:
             batch, self._pending = self._pending, []
