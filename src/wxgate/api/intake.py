@@ -97,6 +97,8 @@ def _times(
     """(not_before, expire_at, already expired). A message that may wait and is due inside
     the app's quiet hours is held to the window's end; if that is past expire_at it would only
     ever be sent late, so it is expired at once."""
+    if send_at is None and expire_at is None and app.quiet_hours is None:
+        return now, None, False  # the common case: due now, never expires
     _check_time(send_at, "send_at", now)
     _check_time(expire_at, "expire_at", now)
     if send_at is not None and expire_at is not None and expire_at <= send_at:
@@ -124,6 +126,8 @@ def _check_url(value: str | None, field: str) -> None:
 
 def _check_kind(body: MessageIn) -> None:
     if body.kind is MessageKind.TEMPLATE:
+        if body.page is None and body.miniprogram_state is None and body.lang is None:
+            return  # the common case, without the loop
         for name in ("page", "miniprogram_state", "lang"):
             if getattr(body, name) is not None:
                 raise invalid(name, "only for kind=subscribe")

@@ -37,7 +37,8 @@ class MessageRoutes:
         message = message_from(body, app, gw.clock.now(), new_id(), key)
         if app.validate != "off" and gw.templates is not None:
             message = await checked_message(gw.templates, app, message)
-        await gw.depth.admit(1)
+        if gw.depth.limit > 0:
+            await gw.depth.admit(1)
         (result,) = await gw.store.enqueue((message,))
         status = result.status
         if result.created:
