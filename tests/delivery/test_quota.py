@@ -43,3 +43,15 @@ async def test_processes_share_the_limit_and_days_start_over(store: SQLiteStore)
     assert sum(taken) == 5
     assert await one.take("a", "2024-05-02", 5)
     assert await one.take("b", DAY, 5)  # apps are counted apart
+
+
+async def test_chunks_grow_while_claims_come_fast_but_stay_within_a_thousandth(
+    store: SQLiteStore,
+) -> None:
+    quota = QuotaClaims(store)
+    assert all([await quota.take("a", DAY, 10_000_000) for _ in range(5_000)])
+    assert quota.claims == 6  # 100 + 200 + 400 + 800 + 1,600 + 3,200 >= 5,000
+    assert await store.incr_quota("a", DAY, 0) == 6_300
+    capped = QuotaClaims(store)
+    assert all([await capped.take("b", DAY, 100_000) for _ in range(1_000)])
+    assert capped.claims == 10  # never more than 0.1% of the quota at once

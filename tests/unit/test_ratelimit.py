@@ -76,6 +76,20 @@ def test_shanghai_day_rolls_at_16_utc() -> None:
     assert shanghai_day(_epoch(2024, 1, 1, 16, 0, 0)) == "2024-01-02"
 
 
+def test_shanghai_day_cache_follows_time_both_ways() -> None:
+    """The last day is cached by its bounds: asking in any order gives the right day."""
+    times = [
+        (_epoch(2024, 1, 1, 16, 0, 0), "2024-01-02"),
+        (_epoch(2024, 1, 1, 15, 59, 59) + 0.999, "2024-01-01"),  # back across midnight
+        (_epoch(2024, 1, 2, 15, 59, 59), "2024-01-02"),
+        (_epoch(2024, 1, 2, 16, 0, 0), "2024-01-03"),
+        (_epoch(2023, 12, 31, 16, 0, 0), "2024-01-01"),
+        (_epoch(2024, 1, 1, 0, 0, 0), "2024-01-01"),
+    ]
+    for epoch, day in times * 2:
+        assert shanghai_day(epoch) == day, epoch
+
+
 def test_next_shanghai_midnight() -> None:
     assert next_shanghai_midnight(_epoch(2024, 1, 1, 3, 0, 0)) == _epoch(2024, 1, 1, 16, 0, 0)
     # Exactly at midnight: the *next* one.

@@ -22,9 +22,22 @@ def _shanghai() -> tzinfo:
 SHANGHAI = _shanghai()
 
 
+# The last day asked for: (first second, first second of the next day, YYYY-MM-DD). Every send
+# asks, and a datetime with strftime per send was a visible part of the dispatcher's time.
+_DAY: tuple[float, float, str] = (0.0, 0.0, "")
+
+
 def shanghai_day(epoch_s: float) -> str:
     """The Beijing-time calendar day of `epoch_s` as YYYY-MM-DD (the daily quota's key)."""
-    return datetime.fromtimestamp(epoch_s, SHANGHAI).strftime("%Y-%m-%d")
+    global _DAY
+    start, end, day = _DAY
+    if start <= epoch_s < end:
+        return day
+    local = datetime.fromtimestamp(epoch_s, SHANGHAI)
+    midnight = datetime(local.year, local.month, local.day, tzinfo=SHANGHAI)
+    day = local.strftime("%Y-%m-%d")
+    _DAY = (midnight.timestamp(), (midnight + timedelta(days=1)).timestamp(), day)
+    return day
 
 
 def next_shanghai_midnight(epoch_s: float) -> float:
