@@ -21,7 +21,6 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
-    Histogram,
     generate_latest,
 )
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
@@ -109,25 +108,58 @@ class _Scraped(Collector):
             yield expired
 
 
+class _Histogram(Collector):
+    """One histogram family kept in plain lists: an observation is a bisect and two list
+    updates, where prometheus_client's Histogram takes a lock and walks every bucket. For the
+    series observed once per request or per send; read only at scrape time."""
+
+    def __init__(
+        self, name: str, documentation: str, labelnames: list[str], buckets: tuple[float, ...]
+    ) -> None:
+        self.name, self.documentation, self.labelnames = name, documentation, labelnames
+        self.buckets = buckets
+        self._bounds = [repr(float(b)) for b in buckets] + ["+Inf"]  # as prometheus_client
+        # label values -> a count per bucket (the last one +Inf), then the sum of values
+        self._children: dict[tuple[str, ...], list[float]] = {}
+
+    def child(self, *labels: str) -> list[float]:
+        found = self._children.get(labels)
+        if found is None:
+            found = self._children[labels] = [0.0] * (len(self.buckets) + 2)
+        return found
+
+    def observe(self, child: list[float], value: float) -> None:
+        child[bisect.bisect_left(self.buckets, value)] += 1  # le is inclusive
+        child[-1] += value
+
+    def collect(self) -> Iterator[Metric]:
+        family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        for labels, counts in self._children.items():
+            cumulative: list[tuple[str, float]] = []
+            total = 0.0
+            for bound, count in zip(self._bounds, counts, strict=False):  # counts end with sum
+                total += count
+                cumulative.append((bound, total))
+            family.add_metric(list(labels), cumulative, counts[-1])
+        yield family
+
+
 class _HttpStats(Collector):
-    """HTTP request counts and latency histograms in plain dicts, turned into metric families
-    when Prometheus scrapes: one dict update and a bisect per request instead of
-    prometheus_client's label lookup, lock and bucket loop (it runs for every request)."""
+    """HTTP request counts and latency, counted per request by the access logger."""
 
     def __init__(self, buckets: tuple[float, ...]) -> None:
-        self.buckets = buckets
         self.counts: dict[tuple[str, str, int], int] = {}
-        # (method, route) -> a count per bucket (the last one +Inf), then the sum of seconds
-        self.latency: dict[tuple[str, str], list[float]] = {}
+        self.latency = _Histogram(
+            "wxgate_http_request_duration_seconds",
+            "HTTP request latency by route",
+            ["method", "route"],
+            buckets,
+        )
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         key = (method, route, status)
         self.counts[key] = self.counts.get(key, 0) + 1
-        hist = self.latency.get((method, route))
-        if hist is None:
-            hist = self.latency[(method, route)] = [0.0] * (len(self.buckets) + 2)
-        hist[bisect.bisect_left(self.buckets, seconds)] += 1  # le is inclusive
-        hist[-1] += seconds
+        self.latency.observe(self.latency.child(method, route), seconds)
 
     def collect(self) -> Iterator[Metric]:
         requests = CounterMetricFamily(
@@ -138,20 +170,7 @@ class _HttpStats(Collector):
         for (method, route, status), n in self.counts.items():
             requests.add_metric([method, route, str(status)], n)
         yield requests
-        latency = HistogramMetricFamily(
-            "wxgate_http_request_duration_seconds",
-            "HTTP request latency by route",
-            labels=["method", "route"],
-        )
-        bounds = [repr(float(b)) for b in self.buckets] + ["+Inf"]  # as prometheus_client
-        for (method, route), hist in self.latency.items():
-            cumulative: list[tuple[str, float]] = []
-            total = 0.0
-            for bound, count in zip(bounds, hist, strict=False):  # hist ends with the sum
-                total += count
-                cumulative.append((bound, total))
-            latency.add_metric([method, route], cumulative, hist[-1])
-        yield latency
+        yield from self.latency.collect()
 
 
 class Metrics:
@@ -203,27 +222,26 @@ class Metrics:
             ["app"],
             registry=r,
         )
-        self.wechat_latency = Histogram(
+        self.wechat_latency = _Histogram(
             "wxgate_wechat_request_duration_seconds",
             "WeChat send request latency",
             ["app"],
-            buckets=LATENCY_BUCKETS_S,
-            registry=r,
+            LATENCY_BUCKETS_S,
         )
-        self.e2e_sent = Histogram(
+        self.e2e_sent = _Histogram(
             "wxgate_accept_to_sent_seconds",
             "Time from accept to WeChat's ok",
             ["app"],
-            buckets=E2E_BUCKETS_S,
-            registry=r,
+            E2E_BUCKETS_S,
         )
-        self.e2e_delivered = Histogram(
+        self.e2e_delivered = _Histogram(
             "wxgate_accept_to_delivered_seconds",
             "Time from accept to the delivery receipt",
             ["app"],
-            buckets=E2E_BUCKETS_S,
-            registry=r,
+            E2E_BUCKETS_S,
         )
+        for family in (self.wechat_latency, self.e2e_sent, self.e2e_delivered):
+            r.register(family)
         self._http = _HttpStats(LATENCY_BUCKETS_S)
         r.register(self._http)
         self.queue_depth = Gauge(
@@ -305,13 +323,13 @@ class Metrics:
         if children is None:  # labels() hashes and locks on every call: once per app
             children = self._sent_children[app] = (
                 self.sent.labels(app),
-                self.wechat_latency.labels(app),
-                self.e2e_sent.labels(app),
+                self.wechat_latency.child(app),
+                self.e2e_sent.child(app),
             )
         sent, latency, e2e = children
         sent.inc()
-        latency.observe(latency_s)
-        e2e.observe(max(0.0, now - created_at))
+        self.wechat_latency.observe(latency, latency_s)
+        self.e2e_sent.observe(e2e, max(0.0, now - created_at))
 
     def on_failed(self, app: str, disposition: str, errcode: int) -> None:
         known = self._known is None or errcode in self._known
@@ -353,7 +371,7 @@ class Metrics:
     def on_receipt(self, app: str, result: str, created_at: float | None, now: float) -> None:
         self.receipts.labels(app, result).inc()
         if result == "delivered" and created_at is not None:
-            self.e2e_delivered.labels(app).observe(max(0.0, now - created_at))
+            self.e2e_delivered.observe(self.e2e_delivered.child(app), max(0.0, now - created_at))
 
     def failures_by_errcode(self) -> dict[int, dict[str, int]]:
         """Failed send attempts since start: errcode -> disposition -> count (all apps; the
