@@ -354,7 +354,10 @@ def p1(ctx: Ctx) -> dict[str, Any]:
     base_p99 = _vals(results["noop"], "p99_ms")
     rows = []
     for v in variants[1:]:
-        single = v.processes == 1
+        # The target is for ingest alone. A role=all process also delivers every message it
+        # takes (P3's work, on the same core), and 2 processes are not "per process".
+        single = v.processes == 1 and v.role == "api"
+        why = "ingest + delivery in one process" if v.role == "all" else "2 processes"
         rows.append(
             _row(
                 name=v.label,
@@ -363,7 +366,7 @@ def p1(ctx: Ctx) -> dict[str, Any]:
                 ours=_vals(results[v.key], "rate"),
                 baseline_name="no-op",
                 baseline=base,
-                target=">= 10,000/s and >= 80% of no-op" if single else "info (2 processes)",
+                target=">= 10,000/s and >= 80% of no-op" if single else f"info ({why})",
                 met=(lambda o, r: o >= 10_000 and r is not None and r >= 0.8) if single else None,
             )
         )

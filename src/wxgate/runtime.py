@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -292,4 +293,9 @@ async def serve_until_signal(
         loop.add_reader(parent_fd, _on_parent_gone, parent_fd)
     async with gateway:
         on_ready(gateway)
+        # Everything built at startup lives as long as the process: move it out of the
+        # collector's sight, so the collections that batch ingest's allocations trigger do
+        # not walk it again and again (callgrind: -4% instructions per batch recipient).
+        gc.collect()
+        gc.freeze()
         await stop.wait()

@@ -228,7 +228,12 @@ def batch_from(
     append = messages.append
     for i, (msg_id, r) in enumerate(zip(new_ids(total), body.recipients, strict=True)):
         if r.data:
-            data = {**shared, **normalize_data(r.data, f"recipients[{i}].data")}
+            data = dict(shared)
+            for key, item in r.data.items():
+                if type(item) is str and key:  # the common case, without normalize_data's
+                    data[key] = {"value": item}  # call and its error-path field name
+                else:
+                    data.update(normalize_data({key: item}, f"recipients[{i}].data"))
             append(replace(proto, id=msg_id, touser=r.touser, data=data))
         else:
             # `data` is shared by reference: nothing mutates a stored message's data.
