@@ -1,6 +1,6 @@
 """Every failure becomes one JSON error body {error, message, field}, mapped here once.
 
-Handlers raise ApiError (or a WxgateError from below); the middleware in app.py calls
+Handlers raise ApiError (or a WxgateError from below); `guarded` in app.py calls
 `response_for`. Unexpected exceptions get a 500 with an error id that is also logged, so the
 body carries no stack trace and no secret.
 """

@@ -5,7 +5,7 @@ GET hands out the broker's current token (fetched at most once at a time, refres
 POST .../invalidate is for a caller that got 40001 with a token: compare-and-invalidate, so
 however many callers report the same dead token, the cache drops it once and one refresh
 follows. Each call is counted by the key's name (metric wxgate_token_service_requests_total);
-the middleware has already checked the `token` scope, the key's apps and its rate limit.
+`guarded` (api/app.py) has already checked the `token` scope, the key's apps and its rate limit.
 """
 
 from __future__ import annotations
