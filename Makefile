@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install chromium demo test test-fast check lint typecheck rules bench bench-full clean
+.PHONY: install chromium demo test test-fast check lint typecheck rules bench bench-full bench-instructions clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -51,6 +51,11 @@ bench: $(STAMP)
 
 bench-full: $(STAMP)
 	$(PY) bench/run.py --full
+
+# Instructions per message on the store's hot paths (valgrind): immune to a noisy machine.
+bench-instructions: $(STAMP)
+	@command -v valgrind >/dev/null || apt-get install -y -qq valgrind >/dev/null
+	$(PY) bench/instructions.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache src/*.egg-info

@@ -1,0 +1,172 @@
+"""Instructions per operation on the store's hot paths, counted by valgrind's callgrind.
+
+Wall-clock figures on these shared machines move by 2-3x from one hour to the next; an
+instruction count does not (same binary, same inputs: the same total, whatever else the
+machine is doing). So a change to the hot paths is compared here, before and after:
+
+    .venv/bin/python bench/instructions.py                # every case
+    .venv/bin/python bench/instructions.py enqueue ack    # some
+
+Each case runs in a fresh process under `valgrind --tool=callgrind --instr-atstart=no`;
+counting is switched on (callgrind_control) only around the measured loop, so start-up and
+set-up are left out. Printed: instructions per message. Needs valgrind (Debian's package).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import glob
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+
+N = 5000
+CASES = {
+    "enqueue": "single-message enqueues, 64 at a time (one writer group each)",
+    "batch": "batch ingest: batch_from + enqueue of 1,000 recipients per call",
+    "lease": "leases of 256",
+    "ack": "acks, 256 submitted together (one writer group)",
+    "message_from": "POST /v1/messages body -> Message (validation, normalisation, id)",
+}
+
+
+def _count(on: bool) -> None:
+    subprocess.run(
+        ["callgrind_control", "-i", "on" if on else "off", str(os.getpid())],
+        stdout=subprocess.DEVNULL,
+        check=False,
+    )
+
+
+async def _measure(case: str) -> int:
+    """Run `case` in this process (under callgrind); return how many messages it handled."""
+    import msgspec
+    from wxbench.services import batch_body, message_body
+
+    from wxgate.api.intake import batch_from, message_from
+    from wxgate.clock import SystemClock
+    from wxgate.models import BatchIn, MessageIn, SendResult, new_id
+    from wxgate.settings import AppSettings
+    from wxgate.store.sqlite import SQLiteStore
+
+    app = AppSettings(name="shop", appid="wx_bench", secret="s")
+    one = msgspec.json.Decoder(MessageIn).decode(json.dumps(message_body(1)).encode())
+    if case == "message_from":
+        for _ in range(100):
+            message_from(one, app, time.time(), new_id(), None)
+        _count(True)
+        for _ in range(N):
+            message_from(one, app, time.time(), new_id(), None)
+        _count(False)
+        return N
+    tmp = tempfile.mkdtemp(prefix="wxgate-instr-")
+    store = SQLiteStore(f"{tmp}/gw.db", SystemClock(), retention_s=3600)
+    await store.open()
+    try:
+
+        def fresh(n: int) -> list:  # type: ignore[type-arg]
+            return [message_from(one, app, time.time(), new_id(), None) for _ in range(n)]
+
+        async def in_groups(calls: list[Callable[[], Awaitable[object]]], size: int) -> None:
+            for i in range(0, len(calls), size):
+                await asyncio.gather(*(c() for c in calls[i : i + size]))
+
+        if case == "enqueue":
+            msgs = fresh(N)
+            _count(True)
+            await in_groups([lambda m=m: store.enqueue((m,)) for m in msgs], 64)
+            _count(False)
+            return N
+        if case == "batch":
+            raw = json.dumps(batch_body(0, 1000)).encode()
+            decode = msgspec.json.Decoder(BatchIn).decode
+            for k in range(N // 1000 + 1):
+                if k == 1:  # the first batch warms caches and the statement cache
+                    _count(True)
+                batch, msgs = batch_from(decode(raw), app, time.time(), new_id(), 10_000)
+                await store.enqueue(msgs, batch)
+            _count(False)
+            return N
+        for _ in range(N // 1000):
+            await store.enqueue(fresh(1000))
+        if case == "lease":
+            _count(True)
+            got = 0
+            while got < N:
+                got += len(await store.lease(256, 600.0, time.time()))
+            _count(False)
+            return N
+        leased = []
+        while len(leased) < N:
+            leased += await store.lease(256, 600.0, time.time())
+        now = time.time()
+        _count(True)
+        await in_groups(
+            [
+                lambda m=m, k=k: store.ack(m.id, m.lease_token, SendResult(10_000 + k, now))
+                for k, m in enumerate(leased)
+            ],
+            256,
+        )
+        _count(False)
+        return N
+    finally:
+        await store.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _run_case(case: str) -> float:
+    out = tempfile.mkdtemp(prefix="wxgate-callgrind-")
+    try:
+        cmd = [
+            "valgrind",
+            "--tool=callgrind",
+            "--instr-atstart=no",
+            f"--callgrind-out-file={out}/cg.%p",
+            sys.executable,
+            __file__,
+            "--inside",
+            case,
+        ]
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        handled = [line for line in done.stdout.splitlines() if line.startswith("handled ")]
+        if done.returncode != 0 or not handled:
+            raise RuntimeError(f"{case}: {done.stderr[-2000:]}")
+        n = int(handled[-1].split()[1])
+        total = 0
+        for path in glob.glob(f"{out}/cg.*"):
+            with open(path) as f:
+                total += sum(int(line.split()[1]) for line in f if line.startswith("totals:"))
+        return total / n
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+
+
+def main() -> None:
+    if sys.argv[1:2] == ["--inside"]:
+        import uvloop
+
+        print(f"handled {uvloop.run(_measure(sys.argv[2]))}", flush=True)
+        return
+    if shutil.which("valgrind") is None:
+        sys.exit("valgrind is missing: apt-get install -y valgrind")
+    cases = sys.argv[1:] or list(CASES)
+    for case in cases:
+        if case not in CASES:
+            sys.exit(f"unknown case {case!r}; one of {', '.join(CASES)}")
+    print(f"{'case':14} {'instructions/message':>22}  what")
+    for case in cases:
+        print(f"{case:14} {_run_case(case):>22,.0f}  {CASES[case]}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
