@@ -54,7 +54,7 @@ async def _measure(case: str) -> int:
 
     from wxgate.api.intake import batch_from, message_from
     from wxgate.clock import SystemClock
-    from wxgate.models import BatchIn, MessageIn, SendResult, new_id
+    from wxgate.models import BatchIn, Message, MessageIn, SendResult, new_id
     from wxgate.settings import AppSettings
     from wxgate.store.sqlite import SQLiteStore
 
@@ -73,7 +73,7 @@ async def _measure(case: str) -> int:
     await store.open()
     try:
 
-        def fresh(n: int) -> list:  # type: ignore[type-arg]
+        def fresh(n: int) -> list[Message]:
             return [message_from(one, app, time.time(), new_id(), None) for _ in range(n)]
 
         async def in_groups(calls: list[Callable[[], Awaitable[object]]], size: int) -> None:

@@ -300,3 +300,41 @@ async def test_synchronous_full(clock: FakeClock, db_path: str) -> None:
         assert (await must_get(s, msg_id)).status == Status.QUEUED
     finally:
         await s.close()
+
+
+async def test_file_of_an_older_version_is_brought_up_to_date(
+    clock: FakeClock, db_path: str
+) -> None:
+    """Its pending index had an IN list (a temporary b-tree per row written): replaced at open,
+    and stats use the new one; its messages (JSON stored as BLOB then) still read back."""
+    s = SQLiteStore(db_path, clock, retention_s=3600)
+    await s.open()
+    await s.close()
+    conn = sqlite3.connect(db_path)
+    conn.execute("DROP INDEX messages_pending_by_created")
+    conn.execute(
+        "CREATE INDEX messages_pending_created ON messages (created_at) "
+        "WHERE status IN ('queued', 'scheduled', 'retrying')"
+    )
+    conn.execute(
+        "INSERT INTO messages (id, app, kind, touser, template_id, data, priority, created_at, "
+        "not_before, status, updated_at, due_at) VALUES "
+        "('old1', 'app_a', 'template', 'o_1', 'tpl', ?, 'normal', 5.0, 5.0, 'queued', 5.0, 5.0)",
+        (b'{"first":{"value":"hi"}}',),
+    )
+    conn.execute("INSERT INTO counts VALUES ('app_a', 'queued', 1)")
+    conn.commit()
+    conn.close()
+    s = SQLiteStore(db_path, clock, retention_s=3600)
+    await s.open()
+    try:
+        old = await must_get(s, "old1")
+        assert old.data == {"first": {"value": "hi"}}
+        assert (await s.stats()).oldest_pending_at == 5.0
+        conn = sqlite3.connect(db_path)
+        names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+        assert "messages_pending_created" not in names
+        assert "messages_pending_by_created" in names
+        conn.close()
+    finally:
+        await s.close()
