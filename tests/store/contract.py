@@ -996,6 +996,22 @@ class StoreContract:
         assert await store.take_rate("app_a", 5.0, 10.0, 10, t + 100) == 0
         assert await store.take_rate("app_a", 5.0, 10.0, 1, t + 100) == pytest.approx(0.2)
 
+    async def test_concurrent_rate_takes_are_served_in_order(
+        self, store: Store, clock: FakeClock
+    ) -> None:
+        """Takes made together (a backend may send them in one round trip) queue up in the
+        order they were made, across apps, as if made one by one."""
+        t = clock.now()
+        waits = await asyncio.gather(
+            *(store.take_rate("app_a", 5.0, 3.0, 1, t) for _ in range(6)),
+            store.take_rate("app_b", 5.0, 3.0, 2, t),
+            store.take_rate("app_a", 5.0, 3.0, 1, t),
+        )
+        assert waits[:3] == [0, 0, 0]  # the burst
+        assert waits[3:6] == [pytest.approx(0.2), pytest.approx(0.4), pytest.approx(0.6)]
+        assert waits[6] == 0  # app_b's own bucket
+        assert waits[7] == pytest.approx(0.8)
+
     # ------------------------------------------------------------------ status webhooks
 
     async def _events(self, store: Store, clock: FakeClock) -> dict[str, WebhookEvent]:

@@ -26,6 +26,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from wxgate.clock import Clock
 from wxgate.errors import StoreError, StoreUnavailable
 from wxgate.models import AppPause, TokenEntry
+from wxgate.store.coalesce import Coalescer
 
 # BusyLoadingError (Redis still loading its data after a restart) is a ConnectionError. A Redis
 # at its maxmemory (OOM, with the noeviction policy it must run with) refuses writes until
@@ -45,27 +46,34 @@ _S = TypeVar("_S", bound="RedisSharedState")
 _TOKEN_SLACK_S = 300
 _QUOTA_TTL_S = 2 * 86400
 _RATE_TTL_S = 3600
+RATE_TAKES_PER_CALL = 256
 
-# KEYS[1] bucket hash; ARGV rate, burst, n, now. A reserving token bucket (policy.ratelimit's
-# TokenBucket rules) shared by every process. Time is the callers' `now` and never moves back:
-# a process whose clock runs ahead only makes the others wait for real time to catch up, so
-# clock skew costs at most one burst of skew * rate, not a lasting error (keep NTP on).
-# Returns the wait as a decimal string (Lua numbers would come back truncated to integers).
-TAKE_RATE = rf"""#!lua
-local rate, burst, n, now = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]),
-  tonumber(ARGV[4])
-local s = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
-local tokens, ts = tonumber(s[1]) or burst, tonumber(s[2]) or now
-if now > ts then
-  tokens = math.min(burst, tokens + (now - ts) * rate)
-  ts = now
+# KEYS: one bucket hash per take; ARGV: rate, burst, n, now for each in turn. A reserving token
+# bucket (policy.ratelimit's TokenBucket rules) shared by every process; the takes of one call
+# are applied in order, as if made one by one (the callers of one coalesced round trip).
+# Time is the callers' `now` and never moves back: a process whose clock runs ahead only makes
+# the others wait for real time to catch up, so clock skew costs at most one burst of
+# skew * rate, not a lasting error (keep NTP on). Returns each wait as a decimal string (Lua
+# numbers would come back truncated to integers).
+TAKE_RATES = rf"""#!lua
+local out = {{}}
+for i, key in ipairs(KEYS) do
+  local b = (i - 1) * 4
+  local rate, burst = tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2])
+  local n, now = tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4])
+  local s = redis.call('HMGET', key, 'tokens', 'ts')
+  local tokens, ts = tonumber(s[1]) or burst, tonumber(s[2]) or now
+  if now > ts then
+    tokens = math.min(burst, tokens + (now - ts) * rate)
+    ts = now
+  end
+  tokens = tokens - n
+  redis.call('HSET', key, 'tokens', string.format('%.17g', tokens), 'ts',
+    string.format('%.17g', ts))
+  redis.call('EXPIRE', key, {_RATE_TTL_S})
+  if tokens >= 0 then out[i] = '0' else out[i] = string.format('%.17g', -tokens / rate) end
 end
-tokens = tokens - n
-redis.call('HSET', KEYS[1], 'tokens', string.format('%.17g', tokens), 'ts',
-  string.format('%.17g', ts))
-redis.call('EXPIRE', KEYS[1], {_RATE_TTL_S})
-if tokens >= 0 then return '0' end
-return string.format('%.17g', -tokens / rate)
+return out
 """
 
 # KEYS[1] token key; ARGV[1] the access_token that failed. Compare-and-delete.
@@ -131,6 +139,9 @@ class RedisSharedState:
         self._url = url
         self._clock = clock
         self._p = key_prefix
+        self._rate_takes: Coalescer[tuple[str, str, str, int, str], float] = Coalescer(
+            self._run_rate_takes, RATE_TAKES_PER_CALL
+        )
         self._pool_kwargs: dict[str, Any] = {
             "max_connections": max_connections,
             "timeout": socket_timeout_s,  # waiting for a free connection
@@ -164,6 +175,7 @@ class RedisSharedState:
 
     async def close(self) -> None:
         if self._redis is not None:
+            await self._rate_takes.wait_idle()
             redis, self._redis = self._redis, None
             await redis.aclose(close_connection_pool=True)
 
@@ -243,7 +255,12 @@ class RedisSharedState:
     ) -> float:
         if rate_per_s <= 0 or burst <= 0:
             raise ValueError("rate_per_s and burst must be > 0")
-        wait = await self._script(
-            TAKE_RATE, [f"{self._p}:rate:{app}"], [repr(rate_per_s), repr(burst), n, repr(now)]
+        # Every send takes from its app's bucket: concurrent takes share one round trip.
+        return await self._rate_takes.submit(
+            (f"{self._p}:rate:{app}", repr(rate_per_s), repr(burst), n, repr(now))
         )
-        return float(wait)
+
+    async def _run_rate_takes(self, takes: list[tuple[str, str, str, int, str]]) -> list[float]:
+        args = [arg for take in takes for arg in take[1:]]
+        waits = await self._script(TAKE_RATES, [take[0] for take in takes], args)
+        return [float(w) for w in waits]
