@@ -218,40 +218,10 @@ def _drop_blocked(
 # ---------------------------------------------------------------- outcomes (fenced)
 
 _FENCE = "WHERE id = ? AND status = 'sending' AND lease_token = ?"
-_ACK = (
-    "UPDATE messages SET status = 'sent', attempts = attempts + 1, wechat_msgid = ?, "
-    "sent_at = ?, finished_at = ?, "
-    f"updated_at = ?, due_at = NULL, lease_until = NULL {_FENCE} RETURNING app, callback_url"
-)
-_WAITING_RECEIPT = (
-    # INDEXED BY: without ANALYZE statistics the planner would scan the app's whole primary key.
-    "SELECT event_key, receipt FROM receipts INDEXED BY receipts_waiting "
-    "WHERE app = ? AND wechat_msgid = ? AND applied = 0"
-)
 _APPLY_RECEIPT = (
     "UPDATE messages SET status = ?, receipt = ?, finished_at = ?, updated_at = ? WHERE id = ?"
 )
 _RECEIPT_APPLIED = "UPDATE receipts SET applied = 1 WHERE app = ? AND event_key = ?"
-
-
-def ack(conn: Conn, msg_id: str, lease_token: int, result: SendResult, now: float) -> bool:
-    msgid = None if result.wechat_msgid is None else to_i64(result.wechat_msgid)
-    rows = conn.execute(_ACK, (msgid, result.sent_at, now, now, msg_id, lease_token)).fetchall()
-    if not rows:
-        return False
-    if msgid is not None:
-        # WeChat's receipt can beat this commit; it waited for us in `receipts`.
-        app = rows[0][0]
-        waiting = conn.execute(_WAITING_RECEIPT, (app, msgid)).fetchall()
-        if waiting:
-            receipt = waiting[0][1]
-            status = receipt_status(receipt)
-            conn.execute(_APPLY_RECEIPT, (status, receipt, now, now, msg_id))
-            for key, _ in waiting:
-                conn.execute(_RECEIPT_APPLIED, (app, key))
-    if rows[0][1] is not None:  # one event, for the status the message ends in
-        webhooks.emit(conn, msg_id, now)
-    return True
 
 
 _TEXT = msgspec.json.Encoder().encode  # json_each() wants text, not a blob
@@ -270,6 +240,7 @@ _SENDING = (
     "WHERE id IN (SELECT value FROM json_each(?)) AND status = 'sending'"
 )
 _WAITING_RECEIPTS = (
+    # INDEXED BY: without ANALYZE statistics the planner would scan the app's whole primary key.
     "SELECT wechat_msgid, event_key, receipt FROM receipts INDEXED BY receipts_waiting "
     "WHERE app = ? AND applied = 0 AND wechat_msgid IN (SELECT value FROM json_each(?))"
 )
@@ -322,6 +293,11 @@ def ack_many(conn: Conn, calls: Sequence[AckArgs]) -> list[bool]:
         if callback_url is not None:  # one event, for the status the message ends in
             webhooks.emit(conn, msg_id, now)
     return ok
+
+
+def ack(conn: Conn, msg_id: str, lease_token: int, result: SendResult, now: float) -> bool:
+    """One ack: `ack_many` of one (the writer batches consecutive acks into one call)."""
+    return ack_many(conn, [(msg_id, lease_token, result, now)])[0]
 
 
 _FENCED_BATCH = f"SELECT batch_id FROM messages {_FENCE}"
