@@ -28,6 +28,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from wxbench import services
 from wxbench.loadgen import run_wrk
 from wxbench.procs import BENCH, Proc, free_port, http_get, stop_all, venv_python, wait_http
 from wxbench.services import (
@@ -49,35 +50,7 @@ KEYS = ("thing1", "time2", "amount3", "name4")  # what bench messages and batche
 
 def start_sim(run_dir: Path, latency_ms: float) -> Sim:
     """The bench simulator, knowing the bench template (so `validate` passes)."""
-    port = free_port()
-    cfg = run_dir / "sim.toml"
-    run_dir.mkdir(parents=True, exist_ok=True)
-    cfg.write_text(
-        "\n".join(
-            [
-                'host = "127.0.0.1"',
-                f"port = {port}",
-                "keep_data = false",
-                "[faults]",
-                f"latency_ms = {float(latency_ms)}",
-                "[[apps]]",
-                f'appid = "{APPID}"',
-                f'secret = "{SECRET}"',
-                "daily_quota = 1000000000",
-                "token_daily_limit = 0",
-                "stable_daily_limit = 0",
-                "[[apps.templates]]",
-                f'template_id = "{TEMPLATE_ID}"',
-                f"keys = {json.dumps(list(KEYS))}",
-                "",
-            ]
-        )
-    )
-    cmd = [venv_python(), "-m", "wxgate", "sim", "--config", str(cfg)]
-    proc = Proc("sim", [*cmd, "--host", "127.0.0.1", "--port", str(port)], run_dir)
-    url = f"http://127.0.0.1:{port}"
-    wait_http(f"{url}/_sim/health", proc)
-    return Sim(proc, url, None)
+    return services.start_sim(run_dir, latency_ms=latency_ms, templates={TEMPLATE_ID: KEYS})
 
 
 def gateway_config(run_dir: Path, sim_url: str, app_extra: list[str]) -> Path:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,8 +99,25 @@ class Sim:
         return str(json.loads(raw)["access_token"])
 
 
-def start_sim(run_dir: Path, name: str = "sim", latency_ms: float = 0.0, tls: bool = False) -> Sim:
+def start_sim(
+    run_dir: Path,
+    name: str = "sim",
+    latency_ms: float = 0.0,
+    tls: bool = False,
+    templates: Mapping[str, Sequence[str]] | None = None,
+) -> Sim:
+    """The simulator with the bench app; `templates` (template_id -> keywords) gives it a
+    template list, for gateways that validate against it."""
     port = free_port()
+    template_lines = [
+        line
+        for template_id, keys in (templates or {}).items()
+        for line in (
+            "[[apps.templates]]",
+            f'template_id = "{template_id}"',
+            f"keys = {json.dumps(list(keys))}",
+        )
+    ]
     tls_dir = run_dir / f"{name}-tls"
     cfg = run_dir / f"{name}.toml"
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -119,6 +137,7 @@ def start_sim(run_dir: Path, name: str = "sim", latency_ms: float = 0.0, tls: bo
                 "daily_quota = 1000000000",
                 "token_daily_limit = 0",
                 "stable_daily_limit = 0",
+                *template_lines,
                 "",
             ]
         )

@@ -184,13 +184,10 @@ class SQLiteStore:
     async def enqueue(
         self, messages: Sequence[Message], batch: Batch | None = None
     ) -> list[EnqueueResult]:
-        if len(messages) >= BIG_ENQUEUE:
-            now = self._clock.now()
-            result: list[EnqueueResult] = await self._writer.submit_now(
-                ops.enqueue, messages, batch, now
-            )
-            return result
-        return await self._write(ops.enqueue, messages, batch, self._clock.now())
+        writer = self._writer
+        submit = writer.submit_now if len(messages) >= BIG_ENQUEUE else writer.submit
+        result: list[EnqueueResult] = await submit(ops.enqueue, messages, batch, self._clock.now())
+        return result
 
     async def lease(
         self, n: int, lease_s: float, now: float, exclude_apps: frozenset[str] = frozenset()
