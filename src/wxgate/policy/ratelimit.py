@@ -4,7 +4,7 @@ WeChat's quotas (45009 daily, 45011 per minute) reset on."""
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime, timedelta, timezone, tzinfo
+from datetime import datetime, timedelta, timezone, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from wxgate.clock import Clock
@@ -27,24 +27,29 @@ SHANGHAI = _shanghai()
 _DAY: tuple[float, float, str] = (0.0, 0.0, "")
 
 
-def shanghai_day(epoch_s: float) -> str:
-    """The Beijing-time calendar day of `epoch_s` as YYYY-MM-DD (the daily quota's key)."""
+def _shanghai_day_bounds(epoch_s: float) -> tuple[float, float, str]:
+    """The Beijing-time day holding `epoch_s`: its first second, the next day's, YYYY-MM-DD."""
     global _DAY
-    start, end, day = _DAY
-    if start <= epoch_s < end:
-        return day
+    if _DAY[0] <= epoch_s < _DAY[1]:
+        return _DAY
     local = datetime.fromtimestamp(epoch_s, SHANGHAI)
     midnight = datetime(local.year, local.month, local.day, tzinfo=SHANGHAI)
-    day = local.strftime("%Y-%m-%d")
-    _DAY = (midnight.timestamp(), (midnight + timedelta(days=1)).timestamp(), day)
-    return day
+    _DAY = (
+        midnight.timestamp(),
+        (midnight + timedelta(days=1)).timestamp(),
+        local.strftime("%Y-%m-%d"),
+    )
+    return _DAY
+
+
+def shanghai_day(epoch_s: float) -> str:
+    """The Beijing-time calendar day of `epoch_s` as YYYY-MM-DD (the daily quota's key)."""
+    return _shanghai_day_bounds(epoch_s)[2]
 
 
 def next_shanghai_midnight(epoch_s: float) -> float:
     """Epoch seconds of the next 00:00 Beijing time strictly after `epoch_s`."""
-    local = datetime.fromtimestamp(epoch_s, SHANGHAI)
-    midnight = datetime(local.year, local.month, local.day, tzinfo=SHANGHAI) + timedelta(days=1)
-    return midnight.astimezone(UTC).timestamp()
+    return _shanghai_day_bounds(epoch_s)[1]
 
 
 def next_minute(epoch_s: float) -> float:
