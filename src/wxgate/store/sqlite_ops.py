@@ -7,7 +7,6 @@ the caller (the event loop's clock), never from the writer thread.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -37,6 +36,13 @@ from wxgate.store.sqlite_schema import (
 )
 
 Conn = sqlite3.Connection
+_ENCODE = msgspec.json.Encoder().encode
+
+
+def _json_param(value: object) -> str:
+    """A list for json_each(?): bound as text (a bytes parameter would be a blob to SQLite)."""
+    return _ENCODE(value).decode()
+
 
 # ---------------------------------------------------------------- enqueue
 
@@ -189,7 +195,7 @@ def lease(
             break
         depth += 1
     until = now + lease_s
-    rows = conn.execute(_TAKE, (token, until, until, now, json.dumps(picked))).fetchall()
+    rows = conn.execute(_TAKE, (token, until, until, now, _json_param(picked))).fetchall()
     return [row_message(r) for r in rows]
 
 
@@ -224,7 +230,6 @@ _APPLY_RECEIPT = (
 _RECEIPT_APPLIED = "UPDATE receipts SET applied = 1 WHERE app = ? AND event_key = ?"
 
 
-_TEXT = msgspec.json.Encoder().encode  # json_each() wants text, not a blob
 AckArgs = tuple[str, int, SendResult, float]
 # One statement for a whole group: see ack_many.
 _ACK_MANY = (
@@ -257,7 +262,7 @@ def ack_many(conn: Conn, calls: Sequence[AckArgs]) -> list[bool]:
     order, so of two acks of one message in a group only the first whose token matches wins,
     as if run one after the other.
     """
-    ids = _TEXT([c[0] for c in calls]).decode()
+    ids = _json_param([c[0] for c in calls])
     sending = {r[0]: r for r in conn.execute(_SENDING, (ids,)).fetchall()}
     ok: list[bool] = []
     updates: list[tuple[str, int | None, float, int, float]] = []
@@ -273,7 +278,7 @@ def ack_many(conn: Conn, calls: Sequence[AckArgs]) -> list[bool]:
         updates.append((msg_id, msgid, result.sent_at, lease_token, now))
         done.append((msg_id, row[1], row[2], msgid, now))
     if updates:  # floats survive the JSON round trip exactly (shortest repr, correctly rounded)
-        conn.execute(_ACK_MANY, (_TEXT(updates).decode(),))
+        conn.execute(_ACK_MANY, (_json_param(updates),))
     # Receipts that beat their ack waited in `receipts`: one lookup per app for the group.
     by_app: dict[str, list[int]] = {}
     for _, app, _, sent_msgid, _ in done:
@@ -281,7 +286,7 @@ def ack_many(conn: Conn, calls: Sequence[AckArgs]) -> list[bool]:
             by_app.setdefault(app, []).append(sent_msgid)
     waiting: dict[tuple[str, int], list[tuple[str, str]]] = {}
     for app, msgids in by_app.items():
-        for got, key, receipt in conn.execute(_WAITING_RECEIPTS, (app, _TEXT(msgids).decode())):
+        for got, key, receipt in conn.execute(_WAITING_RECEIPTS, (app, _json_param(msgids))):
             waiting.setdefault((app, got), []).append((key, receipt))
     for msg_id, app, callback_url, sent_msgid, now in done:
         found = waiting.pop((app, sent_msgid), None) if sent_msgid is not None else None
