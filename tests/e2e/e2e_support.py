@@ -83,9 +83,15 @@ APP_B = AppSpec("b", "wx_b", "secret_b", "token_b")
 
 
 def sim_config(
-    gw_port: int, apps: Sequence[AppSpec] = (APP_A,), *, latency_ms: float = 0.0, **kw: Any
+    gw_port: int,
+    apps: Sequence[AppSpec] = (APP_A,),
+    *,
+    latency_ms: float = 0.0,
+    jitter_ms: float = 0.0,
+    **kw: Any,
 ) -> SimConfig:
-    """A simulator that knows `apps` and posts their receipts to the gateway on `gw_port`."""
+    """A simulator that knows `apps` and posts their receipts to the gateway on `gw_port`;
+    `jitter_ms` spreads answers uniformly over [latency_ms, latency_ms + jitter_ms)."""
     return SimConfig(
         apps=[
             SimApp(
@@ -97,7 +103,7 @@ def sim_config(
             )
             for a in apps
         ],
-        faults=Faults(latency_ms=latency_ms),
+        faults=Faults(latency_ms=latency_ms, latency_jitter_ms=jitter_ms),
         **kw,
     )
 
