@@ -9,7 +9,7 @@ from collections.abc import Callable
 import aiohttp
 from delivery_support import Rig, app_settings, worker_settings
 
-from wxgate.delivery.workers import WorkerPool
+from wxgate.delivery.workers import PREFETCH_DIVISOR, WorkerPool
 from wxgate.models import Status
 from wxgate.settings import BreakerSettings, RetrySettings
 
@@ -49,9 +49,14 @@ async def thousand_exactly_once(rig: Rig) -> None:
     settings = worker_settings(concurrency=24, lease_batch=50)
     pool = await rig.pool(settings=settings)
     held = Watch(lambda: pool.held)
+    in_flight = Watch(lambda: pool.in_flight)
     ids = await rig.enqueue(500, "a", mixed) + await rig.enqueue(500, "b", mixed)
     done = await rig.wait_final(ids, timeout_s=30)
-    assert held.stop() <= settings.concurrency  # never leased beyond free capacity
+    # Never leased beyond the free capacity plus the prefetch, never sent more at once than
+    # the workers.
+    prefetch = min(settings.concurrency, settings.lease_batch) // PREFETCH_DIVISOR
+    assert settings.concurrency < held.stop() <= settings.concurrency + prefetch
+    assert in_flight.stop() <= settings.concurrency
     assert {m.status for m in done} == {Status.SENT}
     # Ask the simulator over HTTP, as an outside checker would.
     async with aiohttp.ClientSession(rig.sim.base_url) as http:

@@ -2,9 +2,10 @@
 
 Leased messages wait in a per-app lane until the app has a free slot, then go to one shared
 ready queue that `concurrency` worker tasks read (a queue hand-off measured ~2 us a message
-against ~20 us for a task per message). The lease loop never leases more than the free global
-capacity, and leaves out apps that are paused, whose breaker is open, whose rate limit is
-saturated or that hold their cap, so one app's backlog never blocks another's. The store
+against ~20 us for a task per message). The lease loop leases no more than the free global
+capacity plus a prefetch (PREFETCH_DIVISOR), and leaves out apps that are paused, whose
+breaker is open, whose rate limit is saturated or that hold their cap, so one app's backlog
+never blocks another's. The store
 is fair across apps but takes no per-app limits, so a lease can bring one app more than its
 free slots: the extra wait in its lane, holding no worker (so other apps' leases go on), and
 the app sits out the next leases. Lanes hold at most `concurrency` messages in all.
@@ -41,6 +42,12 @@ LEASE_ERROR_PAUSE_S = 1.0
 # busy pool makes one lease per handful of sends instead of one per send.
 LEASE_COALESCE_S = 0.005
 WAKE_COALESCE_S = 0.002
+# Beyond its free slots, the pool leases up to 1/PREFETCH_DIVISOR of its concurrency (and each
+# app of its cap) ahead, to wait in the lanes: a worker that finishes a send takes the next
+# message at once instead of waiting for the next lease's round trip to the store. Without it
+# a lease's sends, answered together, left the pool empty until the next lease came back
+# (P3 at 50 ms: 68 ms a cycle against the bare client's 54).
+PREFETCH_DIVISOR = 2
 # A drain waits at least this long for a lease call in progress to return.
 LEASE_FINISH_S = 1.0
 
@@ -81,6 +88,7 @@ class WorkerPool:
         self._freed = 0  # slots freed since the last lease
         self._capacity_bound = False  # the lease loop waits for slots to free up
         self._refill_at_n: int | None = None
+        self._prefetch = min(self._concurrency, worker_settings.lease_batch) // PREFETCH_DIVISOR
         self._wake = asyncio.Event()
         self._idle_done = asyncio.Event()  # set whenever nothing is running
         self._idle_done.set()
@@ -187,13 +195,15 @@ class WorkerPool:
         for name, st in self._dispatcher.states.items():
             lane = self._lanes.get(name)
             held = lane.held if lane is not None else 0
-            if name in excluded or held >= st.max_held:
+            limit = st.max_held + st.max_held // PREFETCH_DIVISOR
+            if name in excluded or held >= limit:
                 excluded.add(name)
             else:
-                room += st.max_held - held
-        # Workers free now, but never more than `concurrency` messages waiting in lanes on top.
+                room += limit - held
+        # Workers free now plus a prefetch, but never more than `concurrency` messages waiting
+        # in lanes on top.
         active = self._held - self._waiting
-        free = min(self._concurrency - active, 2 * self._concurrency - self._held)
+        free = min(self._concurrency + self._prefetch - active, 2 * self._concurrency - self._held)
         n = min(free, room, self._settings.lease_batch)
         return n, frozenset(excluded)
 
