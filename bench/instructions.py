@@ -55,8 +55,11 @@ async def _measure(case: str) -> int:
     from wxgate.api.intake import batch_from, message_from
     from wxgate.clock import SystemClock
     from wxgate.models import BatchIn, Message, MessageIn, SendResult, new_id
+    from wxgate.runtime import tune_gc
     from wxgate.settings import AppSettings
     from wxgate.store.sqlite import SQLiteStore
+
+    tune_gc()  # as a serving gateway has it
 
     app = AppSettings(name="shop", appid="wx_bench", secret="s")
     one = msgspec.json.Decoder(MessageIn).decode(json.dumps(message_body(1)).encode())

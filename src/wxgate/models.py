@@ -71,16 +71,24 @@ class _IdSource:
         ms = int(time.time() * 1000)
         if ms != self._ms:  # under load most ids share their millisecond with the last one
             self._ms, self._prefix = ms, f"{ms:012x}{self.tag}"
-        return f"{self._prefix}{next(self.counter) & 0xFFFF:04x}"
+        c = next(self.counter)
+        return self._prefix + _HEX2[(c >> 8) & 0xFF] + _HEX2[c & 0xFF]
 
     def many(self, n: int) -> list[str]:
         """n ids from one clock read; ms are bumped every 65,536 so none repeats."""
         ms, tag, counter = int(time.time() * 1000), self.tag, self.counter
-        out = []
-        for i in range(n):
-            c = next(counter)
-            out.append(f"{ms + i // 0x10000:012x}{tag}{c & 0xFFFF:04x}")
+        out: list[str] = []
+        for start in range(0, n, 0x10000):
+            prefix = f"{ms + start // 0x10000:012x}{tag}"
+            out += [
+                prefix + _HEX2[(c >> 8) & 0xFF] + _HEX2[c & 0xFF]
+                for c in itertools.islice(counter, min(n - start, 0x10000))
+            ]
         return out
+
+
+# Two hex digits per byte, looked up: int.__format__ with a spec was 3% of batch ingest.
+_HEX2 = [f"{i:02x}" for i in range(256)]
 
 
 _IDS = _IdSource()

@@ -48,6 +48,23 @@ ROLES: tuple[Role, ...] = ("api", "worker", "all")
 # Stopping the HTTP site waits this long at most for requests in progress (each one is a
 # store round trip; a hung store must not eat the drain's time).
 HTTP_SHUTDOWN_S = 5.0
+# The collector's young-generation threshold while serving (see tune_gc).
+GC_GEN0_THRESHOLD = 7_000
+
+
+def tune_gc() -> None:
+    """Set the collector up for serving, once everything long-lived has been built.
+
+    Startup's objects live as long as the process: frozen, the collections that batch
+    ingest's allocations trigger do not walk them again and again (callgrind: -4%
+    instructions per batch recipient). A young generation of 700 (the default) is collected
+    every few requests, walking objects that a request frees a moment later anyway; 10x
+    fewer collections keep a few hundred kB of cyclic garbage a little longer (-5% per batch
+    recipient and per leased message).
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_GEN0_THRESHOLD, *gc.get_threshold()[1:])
 
 
 def parse_role(value: str) -> Role:
@@ -293,9 +310,5 @@ async def serve_until_signal(
         loop.add_reader(parent_fd, _on_parent_gone, parent_fd)
     async with gateway:
         on_ready(gateway)
-        # Everything built at startup lives as long as the process: move it out of the
-        # collector's sight, so the collections that batch ingest's allocations trigger do
-        # not walk it again and again (callgrind: -4% instructions per batch recipient).
-        gc.collect()
-        gc.freeze()
+        tune_gc()
         await stop.wait()
