@@ -60,6 +60,9 @@ class Recorder:
     def on_rate_wait(self, app: str, seconds: float) -> None:
         self.calls.append(("rate_wait", (app, seconds)))
 
+    def on_receipt(self, app: str, result: str, created_at: float | None, now: float) -> None:
+        self.calls.append(("receipt", (app, result)))
+
 
 @dataclass
 class FakeRig:

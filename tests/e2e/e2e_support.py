@@ -91,7 +91,8 @@ def sim_config(
     **kw: Any,
 ) -> SimConfig:
     """A simulator that knows `apps` and posts their receipts to the gateway on `gw_port`;
-    `jitter_ms` spreads answers uniformly over [latency_ms, latency_ms + jitter_ms)."""
+    `jitter_ms` spreads answers uniformly over [latency_ms, latency_ms + jitter_ms). A
+    `faults=` among `kw` replaces both."""
     return SimConfig(
         apps=[
             SimApp(
@@ -103,8 +104,7 @@ def sim_config(
             )
             for a in apps
         ],
-        faults=Faults(latency_ms=latency_ms, latency_jitter_ms=jitter_ms),
-        **kw,
+        **{"faults": Faults(latency_ms=latency_ms, latency_jitter_ms=jitter_ms), **kw},
     )
 
 

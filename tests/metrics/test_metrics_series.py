@@ -10,12 +10,13 @@ import re
 from pathlib import Path
 
 import yaml
-from e2e_support import APP_A, DATA, TEMPLATE, running_rig, wait_status
+from e2e_support import APP_A, DATA, TEMPLATE, db_query, running_rig, wait_status
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from wxgate.metrics import Metrics
 from wxgate.models import AppPause, Message, new_id
+from wxgate.sim.config import Faults
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 ALERTS = DEPLOY / "prometheus" / "alerts.yml"
@@ -124,6 +125,28 @@ async def test_series_add_up_after_a_forced_lease_expiry(tmp_path: Path) -> None
         await store.set_pause(AppPause(APP_A.name, rig.gw.clock.now() + 60, "daily quota"))
         parsed, _ = parse(await rig.api.metrics_text())
         assert total(parsed, "wxgate_app_paused", app="a") == 1
+
+
+async def test_receipts_that_beat_their_ack_are_counted(tmp_path: Path) -> None:
+    """WeChat may push a receipt before the answer to the send reaches us (here every answer
+    comes 0.4 s late and the receipt goes out at once): the receipt waits in the store, the
+    ack applies it, and it counts in the receipt series like any other."""
+    n = 20
+    late_answers = Faults(stall_rate=1.0, stall_s=0.4)
+    sim_kw = {"faults": late_answers, "receipt_delay_s": 0.0}
+    async with running_rig(tmp_path, (APP_A,), sim_kw=sim_kw) as rig:
+        await rig.api.send_many(n, lambda i: f"o_early{i}", concurrency=n)
+        await wait_status(rig.api, "delivered", n, timeout_s=30)
+        # They did come first: each one was in before its message was sent (acked).
+        early = db_query(
+            tmp_path / "wxgate.db",
+            "SELECT COUNT(*) FROM receipts r JOIN messages m "
+            "ON m.app = r.app AND m.wechat_msgid = r.wechat_msgid WHERE r.received_at < m.sent_at",
+        )
+        assert early == [(n,)]
+        parsed, _ = parse(await rig.api.metrics_text())
+        assert total(parsed, "wxgate_receipts_total", app="a", result="delivered") == n
+        assert total(parsed, "wxgate_accept_to_delivered_seconds_count", app="a") == n
 
 
 async def test_every_metric_in_the_rules_and_the_dashboard_is_scraped(tmp_path: Path) -> None:

@@ -396,7 +396,8 @@ class StoreContract:
             ack(plain[0], 1000),  # the same message again: already sent
             store.ack("no-such-id", 1, SendResult(1, now)),
         )
-        assert results == [True] * 5 + [True, True, True, True, False, False, False]
+        sent, blocked = Status.SENT, Status.BLOCKED  # `early` ends as its waiting receipt says
+        assert results == [sent] * 5 + [sent, blocked, sent, sent, None, None, None]
         for i, m in enumerate(plain):
             got = await must_get(store, m)
             assert (got.status, got.wechat_msgid, got.attempts) == (Status.SENT, 1000 + i, 1)
@@ -1059,7 +1060,8 @@ class StoreContract:
         assert await store.record_receipt("app_a", 71, "failed:user block", "ev-71")
         # A receipt that beats the ack: one event, for the status the message ends in.
         assert await store.record_receipt("app_a", 72, "success", "ev-72") is None
-        assert await store.ack(early, held[early].lease_token, SendResult(72, clock.now()))
+        ended = await store.ack(early, held[early].lease_token, SendResult(72, clock.now()))
+        assert ended == Status.DELIVERED
 
         events = await store.lease_webhooks(100, LEASE_S, clock.now())
         by_status: dict[str, list[WebhookEvent]] = {}

@@ -20,7 +20,7 @@ from wxgate.delivery.hooks import DeliveryMetrics, NoMetrics
 from wxgate.delivery.outcome import Outcome
 from wxgate.delivery.quota import QuotaClaims
 from wxgate.errors import Disposition, WeChatError
-from wxgate.models import AppPause, ErrorInfo, Message, SendResult
+from wxgate.models import AppPause, ErrorInfo, Message, SendResult, Status
 from wxgate.policy.adaptive import AimdController
 from wxgate.policy.backoff import delay_s
 from wxgate.policy.breaker import CircuitBreaker
@@ -238,10 +238,13 @@ class Dispatcher:
         if state.adaptive is not None:
             state.adaptive.record(False)
         now = self._clock.now()
-        if not await self._store.ack(message.id, message.lease_token, SendResult(msgid, now)):
+        status = await self._store.ack(message.id, message.lease_token, SendResult(msgid, now))
+        if status is None:
             return Outcome.FENCED
         state.sent += 1
         self._metrics.on_sent(message.app, latency_s, message.created_at, now)
+        if status is not Status.SENT:  # WeChat's receipt came before our ack and ended it
+            self._metrics.on_receipt(message.app, status.value, message.created_at, now)
         return Outcome.SENT
 
     async def _on_error(self, message: Message, state: AppState, exc: WeChatError) -> Outcome:

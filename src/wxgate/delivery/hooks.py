@@ -26,6 +26,9 @@ class DeliveryMetrics(Protocol):
 
     def on_rate_wait(self, app: str, seconds: float) -> None: ...
 
+    def on_receipt(self, app: str, result: str, created_at: float | None, now: float) -> None:
+        """A delivery receipt was applied (here: one that beat its ack, applied with it)."""
+
 
 class NoMetrics:
     """The default: count nothing."""
@@ -49,4 +52,7 @@ class NoMetrics:
         pass
 
     def on_rate_wait(self, app: str, seconds: float) -> None:
+        pass
+
+    def on_receipt(self, app: str, result: str, created_at: float | None, now: float) -> None:
         pass

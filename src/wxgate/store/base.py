@@ -89,10 +89,11 @@ class Store(Protocol):
         expired lease adds one to StoreStats.lease_expirations of the message's app.
         """
 
-    async def ack(self, msg_id: str, lease_token: int, result: SendResult) -> bool:
+    async def ack(self, msg_id: str, lease_token: int, result: SendResult) -> Status | None:
         """sending -> sent, attempts += 1 (the send that worked counts as an attempt).
 
-        Applies a receipt that arrived before the ack (see record_receipt).
+        Returns the status the message ends in, None if fenced: `sent`, or what a receipt
+        that arrived before the ack says (see record_receipt), applied here.
         """
 
     async def retry(

@@ -138,7 +138,9 @@ class RedisStore(RedisWebhooks):
         self._enqueues: Coalescer[bytes, list[Any]] = Coalescer(
             self._run_enqueues, _COALESCE_MAX_CALLS
         )
-        self._acks: Coalescer[list[str], int] = Coalescer(self._run_acks, _COALESCE_MAX_CALLS)
+        self._acks: Coalescer[list[str], int | bytes | str] = Coalescer(
+            self._run_acks, _COALESCE_MAX_CALLS
+        )
         self._next_prune = 0.0
 
     # ------------------------------------------------------------------ lifecycle
@@ -242,13 +244,15 @@ class RedisStore(RedisWebhooks):
             pass
 
     @guarded
-    async def ack(self, msg_id: str, lease_token: int, result: SendResult) -> bool:
+    async def ack(self, msg_id: str, lease_token: int, result: SendResult) -> Status | None:
         msgid = "" if result.wechat_msgid is None else str(result.wechat_msgid)
         ack = [msg_id, str(lease_token), msgid, repr(result.sent_at)]
-        return bool(await self._acks.submit(ack))
+        done = await self._acks.submit(ack)
+        # The script answers 0 for a fenced ack, else the status the message ends in.
+        return None if isinstance(done, int) else Status(text(done))
 
-    async def _run_acks(self, acks: list[list[str]]) -> list[int]:
-        results: list[int] = await self._msg_script(lua.ACK, pack(acks))
+    async def _run_acks(self, acks: list[list[str]]) -> list[int | bytes | str]:
+        results: list[int | bytes | str] = await self._msg_script(lua.ACK, pack(acks))
         return results
 
     @guarded

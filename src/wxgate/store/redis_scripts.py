@@ -440,7 +440,7 @@ for _, a in ipairs(cmsgpack.unpack(ARGV[5])) do
     move(m.app, m.batch, 'sending', to)
     finish(m)
     emit(m, to, '', '', msgid)
-    out[#out + 1] = 1
+    out[#out + 1] = to
   end
 end
 flush()

@@ -33,6 +33,7 @@ from wxgate.models import (
     ErrorInfo,
     Message,
     SendResult,
+    Status,
     StoreStats,
     TokenEntry,
     WebhookEvent,
@@ -194,7 +195,7 @@ class SQLiteStore:
     ) -> list[Message]:
         return await self._write(ops.lease, n, lease_s, now, exclude_apps)
 
-    async def ack(self, msg_id: str, lease_token: int, result: SendResult) -> bool:
+    async def ack(self, msg_id: str, lease_token: int, result: SendResult) -> Status | None:
         return await self._write(ops.ack, msg_id, lease_token, result, self._clock.now())
 
     async def retry(

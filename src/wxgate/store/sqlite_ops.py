@@ -251,7 +251,7 @@ _WAITING_RECEIPTS = (
 )
 
 
-def ack_many(conn: Conn, calls: Sequence[AckArgs]) -> list[bool]:
+def ack_many(conn: Conn, calls: Sequence[AckArgs]) -> list[Status | None]:
     """Several acks as one: `ack`'s outcome for each, in a fixed number of statements.
 
     One lookup of the fenced rows, one UPDATE for all of them (its rows as one JSON
@@ -264,19 +264,21 @@ def ack_many(conn: Conn, calls: Sequence[AckArgs]) -> list[bool]:
     """
     ids = _json_param([c[0] for c in calls])
     sending = {r[0]: r for r in conn.execute(_SENDING, (ids,)).fetchall()}
-    ok: list[bool] = []
+    ok: list[Status | None] = []
     updates: list[tuple[str, int | None, float, int, float]] = []
     done: list[tuple[str, str, str | None, int | None, float]] = []  # id, app, cb, msgid, now
+    applied: list[int] = []  # done[k] is the ack at ok[applied[k]]
     for msg_id, lease_token, result, now in calls:
         row = sending.get(msg_id)
         if row is None or row[3] != lease_token:
-            ok.append(False)
+            ok.append(None)
             continue
         del sending[msg_id]  # acked: a second ack of it in this group finds it gone
-        ok.append(True)
+        ok.append(Status.SENT)
         msgid = None if result.wechat_msgid is None else to_i64(result.wechat_msgid)
         updates.append((msg_id, msgid, result.sent_at, lease_token, now))
         done.append((msg_id, row[1], row[2], msgid, now))
+        applied.append(len(ok) - 1)
     if updates:  # floats survive the JSON round trip exactly (shortest repr, correctly rounded)
         conn.execute(_ACK_MANY, (_json_param(updates),))
     # Receipts that beat their ack waited in `receipts`: one lookup per app for the group.
@@ -288,11 +290,13 @@ def ack_many(conn: Conn, calls: Sequence[AckArgs]) -> list[bool]:
     for app, msgids in by_app.items():
         for got, key, receipt in conn.execute(_WAITING_RECEIPTS, (app, _json_param(msgids))):
             waiting.setdefault((app, got), []).append((key, receipt))
-    for msg_id, app, callback_url, sent_msgid, now in done:
+    for k, (msg_id, app, callback_url, sent_msgid, now) in enumerate(done):
         found = waiting.pop((app, sent_msgid), None) if sent_msgid is not None else None
         if found:
             receipt = found[0][1]
-            conn.execute(_APPLY_RECEIPT, (receipt_status(receipt), receipt, now, now, msg_id))
+            status = receipt_status(receipt)
+            ok[applied[k]] = status
+            conn.execute(_APPLY_RECEIPT, (status, receipt, now, now, msg_id))
             for key, _ in found:
                 conn.execute(_RECEIPT_APPLIED, (app, key))
         if callback_url is not None:  # one event, for the status the message ends in
@@ -300,7 +304,7 @@ def ack_many(conn: Conn, calls: Sequence[AckArgs]) -> list[bool]:
     return ok
 
 
-def ack(conn: Conn, msg_id: str, lease_token: int, result: SendResult, now: float) -> bool:
+def ack(conn: Conn, msg_id: str, lease_token: int, result: SendResult, now: float) -> Status | None:
     """One ack: `ack_many` of one (the writer batches consecutive acks into one call)."""
     return ack_many(conn, [(msg_id, lease_token, result, now)])[0]
 
