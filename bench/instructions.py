@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
@@ -36,7 +37,10 @@ CASES = {
     "lease": "leases of 256",
     "ack": "acks, 256 submitted together (one writer group)",
     "message_from": "POST /v1/messages body -> Message (validation, normalisation, id)",
+    "ingest": "P1 server side: POST /v1/messages to a role=api gateway (SQLite), wrk -c64",
+    "ingest_noop": "P1's baseline: the same POSTs to bench/noop_server.py's handler",
 }
+INGEST_S = 10  # the measured wrk run (under callgrind a server answers a few hundred a second)
 
 
 def _count(on: bool) -> None:
@@ -61,6 +65,8 @@ async def _measure(case: str) -> int:
 
     tune_gc()  # as a serving gateway has it
 
+    if case in ("ingest", "ingest_noop"):
+        return await _ingest(noop=case == "ingest_noop")
     app = AppSettings(name="shop", appid="wx_bench", secret="s")
     one = msgspec.json.Decoder(MessageIn).decode(json.dumps(message_body(1)).encode())
     if case == "message_from":
@@ -125,6 +131,55 @@ async def _measure(case: str) -> int:
     finally:
         await store.close()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+async def _ingest(noop: bool) -> int:
+    """Serve POST /v1/messages in this process while wrk (not counted) sends them; return
+    the 2xx answers of the measured run. Counts the server's every thread (the SQLite
+    writer too), as P1 puts them all on the same two cores."""
+    import noop_server
+    from wxbench.loadgen import run_wrk
+    from wxbench.procs import free_port
+    from wxbench.services import API_KEY, message_body, write_gateway_config
+
+    from wxgate.runtime import Gateway, tune_gc
+    from wxgate.settings import load
+
+    tmp = Path(tempfile.mkdtemp(prefix="wxgate-instr-"))
+    body = tmp / "message.json"
+    body.write_text(json.dumps(message_body(1)))
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/v1/messages"
+    async with AsyncExitStack() as stack:
+        stack.callback(shutil.rmtree, tmp, ignore_errors=True)
+        if noop:
+            stack.push_async_callback((await noop_server.start("127.0.0.1", port)).cleanup)
+        else:
+            cfg = write_gateway_config(
+                tmp / "gw.toml",
+                port=port,
+                store_url=f"sqlite:///{tmp}/gw.db",
+                sim_url="http://127.0.0.1:9",  # role=api sends nothing
+            )
+            await stack.enter_async_context(Gateway(load(cfg), role="api"))
+        tune_gc()  # as `wxgate serve` does once it is up
+
+        def wrk(name: str, seconds: float) -> int:
+            return run_wrk(
+                url,
+                body,
+                duration_s=seconds,
+                connections=64,
+                api_key=API_KEY,
+                log_dir=tmp,
+                name=name,
+            ).ok
+
+        await asyncio.to_thread(wrk, "warm-up", 2)
+        _count(True)
+        ok = await asyncio.to_thread(wrk, "measured", INGEST_S)
+        _count(False)
+        return ok
 
 
 def _run_case(case: str) -> float:

@@ -42,7 +42,8 @@ async def health(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-async def serve(host: str, port: int) -> None:
+async def start(host: str, port: int) -> web.AppRunner:
+    """The no-op server listening (also run in-process by bench/instructions.py)."""
     app = web.Application(client_max_size=16 * 1024 * 1024)
     app.add_routes(
         [
@@ -54,6 +55,11 @@ async def serve(host: str, port: int) -> None:
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     await web.TCPSite(runner, host, port, backlog=1024).start()
+    return runner
+
+
+async def serve(host: str, port: int) -> None:
+    runner = await start(host, port)
     print(f"noop listening on http://{host}:{port}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

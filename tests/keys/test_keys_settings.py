@@ -69,6 +69,12 @@ def test_keys_load_from_toml(tmp_path: Path) -> None:
     assert ring.authenticate(f"Bearer {HIDDEN}") is by_name["crm"]
     assert ring.authenticate(f"Bearer {LEGACY}") is by_name["api_keys[0]"]
     assert ring.authenticate(f"Bearer {HIDDEN_SHA}") is None  # the hash is not the key
+    # Asked again (a remembered match), spelled differently, or nearly right.
+    for _ in range(2):
+        assert ring.authenticate(f"Bearer {PLAIN}") is by_name["billing"]
+        assert ring.authenticate(f"bearer   {PLAIN} ") is by_name["billing"]
+        assert ring.authenticate(f"Bearer {PLAIN}x") is None
+        assert ring.authenticate(f"Basic {PLAIN}") is None
     assert by_name["api_keys[0]"].scopes == frozenset(Scope)  # old keys keep every scope
     assert by_name["api_keys[0]"].apps is None and by_name["api_keys[0]"].limit is None
     assert by_name["billing"].limit is not None and by_name["billing"].limit.burst == 100
