@@ -1,4 +1,4 @@
-"""Instructions per operation on the store's hot paths, counted by valgrind's callgrind.
+"""Instructions per message on the hot paths, counted by valgrind's callgrind.
 
 Wall-clock figures on these shared machines move by 2-3x from one hour to the next; an
 instruction count does not (same binary, same inputs: the same total, whatever else the
@@ -10,6 +10,12 @@ machine is doing). So a change to the hot paths is compared here, before and aft
 Each case runs in a fresh process under `valgrind --tool=callgrind --instr-atstart=no`;
 counting is switched on (callgrind_control) only around the measured loop, so start-up and
 set-up are left out. Printed: instructions per message. Needs valgrind (Debian's package).
+
+The store's cases (enqueue, batch, lease, ack) and message_from run their code directly. The
+pairs ingest / ingest_noop (P1) and deliver / deliver_bare (P3) count a whole server or
+client side against its benchmark baseline, with the other end (wrk, the simulator) in a
+process of its own that is not counted: their ratio is the noise-free version of the
+benchmark's.
 """
 
 from __future__ import annotations
@@ -39,7 +45,10 @@ CASES = {
     "message_from": "POST /v1/messages body -> Message (validation, normalisation, id)",
     "ingest": "P1 server side: POST /v1/messages to a role=api gateway (SQLite), wrk -c64",
     "ingest_noop": "P1's baseline: the same POSTs to bench/noop_server.py's handler",
+    "deliver": "P3 worker side: a role=worker gateway (SQLite) drains queued messages (0 ms)",
+    "deliver_bare": "P3's baseline: bench/bare_client.py sends as many to the simulator",
 }
+DELIVER_N = 3000  # messages per delivery case
 INGEST_S = 10  # the measured wrk run (under callgrind a server answers a few hundred a second)
 
 
@@ -67,6 +76,8 @@ async def _measure(case: str) -> int:
 
     if case in ("ingest", "ingest_noop"):
         return await _ingest(noop=case == "ingest_noop")
+    if case in ("deliver", "deliver_bare"):
+        return await _deliver(bare=case == "deliver_bare")
     app = AppSettings(name="shop", appid="wx_bench", secret="s")
     one = msgspec.json.Decoder(MessageIn).decode(json.dumps(message_body(1)).encode())
     if case == "message_from":
@@ -180,6 +191,61 @@ async def _ingest(noop: bool) -> int:
         ok = await asyncio.to_thread(wrk, "measured", INGEST_S)
         _count(False)
         return ok
+
+
+async def _deliver(bare: bool) -> int:
+    """Deliver DELIVER_N messages to a simulator in another process (not counted) with 256
+    in flight, as P3 at 0 ms does; return how many were delivered while counting."""
+    import bare_client
+    import msgspec
+    from wxbench.procs import free_port
+    from wxbench.services import batch_body, start_sim, write_gateway_config
+
+    from wxgate.api.intake import batch_from
+    from wxgate.clock import SystemClock
+    from wxgate.models import BatchIn, new_id
+    from wxgate.runtime import Gateway, tune_gc
+    from wxgate.settings import load
+    from wxgate.store.sqlite import SQLiteStore
+
+    tmp = Path(tempfile.mkdtemp(prefix="wxgate-instr-"))
+    async with AsyncExitStack() as stack:
+        stack.callback(shutil.rmtree, tmp, ignore_errors=True)
+        sim = start_sim(tmp)
+        stack.callback(sim.proc.stop)
+        if bare:
+            tune_gc()
+            _count(True)
+            result = await bare_client.run(sim.url, DELIVER_N, 256, None)
+            _count(False)
+            return int(str(result["sent"]))
+        cfg = write_gateway_config(
+            tmp / "gw.toml", port=free_port(), store_url=f"sqlite:///{tmp}/gw.db", sim_url=sim.url
+        )
+        settings = load(cfg)
+        store = SQLiteStore(f"{tmp}/gw.db", SystemClock(), retention_s=3600)
+        await store.open()
+        decode = msgspec.json.Decoder(BatchIn).decode
+        for start in range(0, DELIVER_N, 1000):
+            raw = json.dumps(batch_body(start, min(1000, DELIVER_N - start))).encode()
+            batch, msgs = batch_from(decode(raw), settings.apps[0], time.time(), new_id(), 10_000)
+            await store.enqueue(msgs, batch)
+        await store.close()
+
+        gw = await stack.enter_async_context(Gateway(settings, role="worker"))
+        assert gw.pool is not None
+        pool = gw.pool
+
+        def sent() -> int:  # acked sends, read in-process (an HTTP poll would be counted)
+            return sum(int(s["sent"]) for s in pool.app_states().values())
+
+        tune_gc()
+        _count(True)
+        before = sent()
+        while (done := sent()) < DELIVER_N:
+            await asyncio.sleep(0.5)
+        _count(False)
+        return done - before
 
 
 def _run_case(case: str) -> float:
