@@ -13,14 +13,12 @@ import pytest
 from e2e_support import (
     API_KEY,
     TEMPLATE,
-    Api,
-    GatewayProcess,
     db_status_counts,
     free_port,
-    settings_dict,
+    gateway_process,
+    short_leases,
     sim_config,
     wait_until,
-    write_config,
 )
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -48,83 +46,69 @@ async def test_kill_9_mid_campaign_every_recipient_exactly_once(tmp_path: Path) 
     db_file = tmp_path / "wxgate.db"
     # Jittered answers, as WeChat's are: with one fixed latency the 64 sends of a lease come
     # back together and are acked together, leaving an instant with nothing in flight.
-    async with running_simulator(sim_config(port, latency_ms=20.0, jitter_ms=40.0)) as sim:
-        config = write_config(
-            tmp_path / "wxgate.toml",
-            settings_dict(
-                tmp_path,
-                port,
-                sim.base_url,
-                wechat={"total_timeout_s": 1.0, "read_timeout_s": 1.0},
-                # lease_s just above the send budget: the dead process's leases come back soon.
-                workers={"concurrency": 64, "lease_batch": 64, "lease_s": 3.5},
-                app_overrides={"max_concurrency": 64},
+    sim_cfg = sim_config(port, latency_ms=20.0, jitter_ms=40.0)
+    async with (
+        running_simulator(sim_cfg) as sim,
+        gateway_process(
+            tmp_path, port, sim.base_url, app_overrides={"max_concurrency": 64}, **short_leases(64)
+        ) as (gw, api),
+    ):
+        async with AsyncClient(gw.url, API_KEY, timeout=60) as client:
+            accepted = await client.upload_batch(TEMPLATE, [_csv_body()], "text/csv")
+        assert (accepted.total, accepted.status) == (RECIPIENTS, "running")
+
+        # Kill only while the database shows sends in flight: on a loaded machine a stall
+        # of this process (the simulator) can time out every send at once, open the
+        # breaker and leave a moment with nothing leased, which would test less.
+        await wait_until(
+            lambda: (
+                sim.state.delivered >= KILL_AT * RECIPIENTS
+                and db_status_counts(db_file).get("sending", 0) > 0
             ),
+            30,
+            "deliveries under way",
+            interval_s=0.01,
         )
-        gw = GatewayProcess(config, port, tmp_path / "gateway.log")
-        api = Api(f"http://127.0.0.1:{port}")
-        try:
-            gw.start()
-            await gw.wait_ready()
-            async with AsyncClient(gw.url, API_KEY, timeout=60) as client:
-                accepted = await client.upload_batch(TEMPLATE, [_csv_body()], "text/csv")
-            assert (accepted.total, accepted.status) == (RECIPIENTS, "running")
+        gw.kill9()
+        in_flight = db_status_counts(db_file).get("sending", 0)
+        assert sim.state.delivered < RECIPIENTS, "killed before the campaign was done"
+        assert in_flight > 0, "sends were in flight when it died"
+        gw.start()
+        await gw.wait_ready()
 
-            # Kill only while the database shows sends in flight: on a loaded machine a stall
-            # of this process (the simulator) can time out every send at once, open the
-            # breaker and leave a moment with nothing leased, which would test less.
-            await wait_until(
-                lambda: (
-                    sim.state.delivered >= KILL_AT * RECIPIENTS
-                    and db_status_counts(db_file).get("sending", 0) > 0
-                ),
-                30,
-                "deliveries under way",
-                interval_s=0.01,
-            )
-            gw.kill9()
-            in_flight = db_status_counts(db_file).get("sending", 0)
-            assert sim.state.delivered < RECIPIENTS, "killed before the campaign was done"
-            assert in_flight > 0, "sends were in flight when it died"
-            gw.start()
-            await gw.wait_ready()
+        async def batch_done() -> bool:
+            status, body = await api.get(f"/v1/batches/{accepted.id}")
+            assert status == 200, body
+            return bool(body["status"] == "done")
 
-            async def batch_done() -> bool:
-                status, body = await api.get(f"/v1/batches/{accepted.id}")
-                assert status == 200, body
-                return bool(body["status"] == "done")
+        await wait_until(
+            batch_done, 60, "the batch done", progress=lambda: db_status_counts(db_file)
+        )
+        counts = {s: n for s, n in db_status_counts(db_file).items() if n}
+        assert set(counts) <= FINAL and sum(counts.values()) == RECIPIENTS, counts
 
-            await wait_until(
-                batch_done, 60, "the batch done", progress=lambda: db_status_counts(db_file)
-            )
-            counts = {s: n for s, n in db_status_counts(db_file).items() if n}
-            assert set(counts) <= FINAL and sum(counts.values()) == RECIPIENTS, counts
+        rows = await sim.deliveries()
+        users = [r["openid"] for r in rows]
+        assert len(users) == len(set(users)) == RECIPIENTS, "each recipient exactly once"
+        assert set(users) == {f"o_crash{i}" for i in range(RECIPIENTS)}, "none skipped"
+        assert not await sim.duplicates()
+        assert {r["data"]["thing1"]["value"] for r in rows if r["openid"] == "o_crash7"} == {
+            "hello 7"
+        }
 
-            rows = await sim.deliveries()
-            users = [r["openid"] for r in rows]
-            assert len(users) == len(set(users)) == RECIPIENTS, "each recipient exactly once"
-            assert set(users) == {f"o_crash{i}" for i in range(RECIPIENTS)}, "none skipped"
-            assert not await sim.duplicates()
-            assert {r["data"]["thing1"]["value"] for r in rows if r["openid"] == "o_crash7"} == {
-                "hello 7"
-            }
+        # The per-recipient results agree, one row each, with WeChat's msgid.
+        async with api.session.get(f"/v1/batches/{accepted.id}/results") as resp:
+            table = list(csv.DictReader(io.StringIO(await resp.text())))
+        assert len(table) == RECIPIENTS
+        by_user = {r["touser"]: r for r in table}
+        assert {int(by_user[r["openid"]]["wechat_msgid"]) for r in rows} == {
+            int(r["msgid"]) for r in rows
+        }
 
-            # The per-recipient results agree, one row each, with WeChat's msgid.
-            async with api.session.get(f"/v1/batches/{accepted.id}/results") as resp:
-                table = list(csv.DictReader(io.StringIO(await resp.text())))
-            assert len(table) == RECIPIENTS
-            by_user = {r["touser"]: r for r in table}
-            assert {int(by_user[r["openid"]]["wechat_msgid"]) for r in rows} == {
-                int(r["msgid"]) for r in rows
-            }
-
-            # The restarted process counts the leases it took over from the dead one.
-            expired = 0.0
-            for family in text_string_to_metric_families(await api.metrics_text()):
-                for sample in family.samples:
-                    if sample.name == "wxgate_lease_expirations_total":
-                        expired += sample.value
-            assert 0 < expired <= in_flight + 64, (expired, in_flight)
-        finally:
-            await api.close()
-            gw.stop()
+        # The restarted process counts the leases it took over from the dead one.
+        expired = 0.0
+        for family in text_string_to_metric_families(await api.metrics_text()):
+            for sample in family.samples:
+                if sample.name == "wxgate_lease_expirations_total":
+                    expired += sample.value
+        assert 0 < expired <= in_flight + 64, (expired, in_flight)

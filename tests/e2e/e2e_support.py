@@ -472,6 +472,43 @@ def write_config(path: Path, data: Mapping[str, Any]) -> Path:
     return path
 
 
+def short_leases(concurrency: int) -> dict[str, Any]:
+    """Settings sections for a gateway that a test kills: a send gives up after 1 s, and a
+    lease (just above the 2 x 1 s send budget + 1 s rate look-ahead) comes back 3.5 s after
+    its holder died, so a restarted process takes the dead one's messages over soon."""
+    return {
+        "wechat": {"total_timeout_s": 1.0, "read_timeout_s": 1.0},
+        "workers": {"concurrency": concurrency, "lease_batch": concurrency, "lease_s": 3.5},
+    }
+
+
+@asynccontextmanager
+async def gateway_process(
+    tmp_path: Path,
+    port: int,
+    sim_url: str,
+    *,
+    app_overrides: Mapping[str, Any] | None = None,
+    **sections: Mapping[str, Any],
+) -> AsyncIterator[tuple[GatewayProcess, Api]]:
+    """`python -m wxgate serve --config` on `port` with `settings_dict`'s settings (its
+    SQLite file is tmp_path / "wxgate.db"), started and ready, and an Api client for it;
+    killed at the end if still running."""
+    config = write_config(
+        tmp_path / "wxgate.toml",
+        settings_dict(tmp_path, port, sim_url, app_overrides=app_overrides, **sections),
+    )
+    gw = GatewayProcess(config, port, tmp_path / "gateway.log")
+    api = Api(gw.url)
+    try:
+        gw.start()
+        await gw.wait_ready()
+        yield gw, api
+    finally:
+        await api.close()
+        gw.stop()
+
+
 def db_query(db_file: Path, sql: str, *params: Any) -> list[tuple[Any, ...]]:
     """Read the gateway's SQLite file directly (WAL lets a reader in beside the writer)."""
     conn = sqlite3.connect(db_file, timeout=10)
