@@ -13,14 +13,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from e2e_support import (
-    APP_A,
-    Api,
-    GatewayProcess,
-    settings_dict,
-    wait_until,
-    write_config,
-)
+from e2e_support import APP_A, gateway_process, wait_until
 from webhook_support import SECRET, Receiver
 
 from redis_server import RedisServer
@@ -49,11 +42,10 @@ async def test_kill_9_before_the_webhooks_went_out_loses_none(
         if backend == "redis":
             redis.Redis(port=private_redis.port).flushall()
             store = {"url": private_redis.url()}
-        data = settings_dict(
+        async with gateway_process(
             tmp_path,
             port,
             sim.base_url,
-            [APP_A],
             app_overrides={"callback_url": f"{receiver.url}/hooks", "webhook_secret": SECRET},
             webhooks={
                 "base_s": 0.05,
@@ -64,12 +56,7 @@ async def test_kill_9_before_the_webhooks_went_out_loses_none(
                 "connect_timeout_s": 1.0,
             },
             store=store,
-        )
-        gw = GatewayProcess(write_config(tmp_path / "wxgate.toml", data), port, tmp_path / "gw.log")
-        api = Api(gw.url)
-        try:
-            gw.start()
-            await gw.wait_ready()
+        ) as (gw, api):
             expected = {(await api.send(f"o_user_{i}"), "sent") for i in range(20)}
             expected |= {(await api.send(f"o_invalid_{i}"), "dead") for i in range(10)}
 
@@ -96,6 +83,3 @@ async def test_kill_9_before_the_webhooks_went_out_loses_none(
             assert set(events) == expected
             assert all(d.signature_ok for d in receiver.deliveries)
             assert {d.body["status"] for d in events.values()} == {"sent", "dead"}
-        finally:
-            await api.close()
-            gw.stop()
