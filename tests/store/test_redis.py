@@ -113,6 +113,44 @@ async def test_dead_consumer_is_reclaimed_with_a_new_token(
     assert {k: v for k, v in (await late.stats()).by_status.items() if v} == {"sent": 1}
 
 
+async def test_prune_drops_the_consumers_of_processes_that_died(
+    redis_url: str, clock: FakeClock, prefix: str
+) -> None:
+    """A process killed without closing leaves its consumer in the app's group; a live
+    process's next prune removes it once idle past consumer_idle_max_s, and keeps its own
+    and recently active ones."""
+    live = RedisStore(
+        redis_url,
+        clock,
+        retention_s=3600,
+        key_prefix=prefix,
+        consumer="live",
+        consumer_idle_max_s=0.3,
+    )
+    await live.open()
+    raw = Redis.from_url(redis_url)
+    key = f"{prefix}:due:app_a"
+    try:
+        await enqueue_one(live, clock)
+        assert await live.lease(10, LEASE_S, clock.now())  # "live" joins; the first prune ran
+        await raw.xgroup_createconsumer(key, "wxgate", "killed-1")  # as a dead process left it
+        await raw.xgroup_createconsumer(key, "wxgate", "killed-2")
+        await asyncio.sleep(0.5)
+        await raw.xgroup_createconsumer(key, "wxgate", "busy-3")  # active a moment ago
+
+        async def names() -> set[str]:
+            return {c["name"].decode() for c in await raw.xinfo_consumers(key, "wxgate")}
+
+        assert await names() == {"live", "killed-1", "killed-2", "busy-3"}
+        clock.advance(61)  # the next lease prunes
+        await enqueue_one(live, clock)
+        assert await live.lease(10, LEASE_S, clock.now())
+        assert await names() == {"live", "busy-3"}
+    finally:
+        await raw.aclose()
+        await live.close()
+
+
 async def test_take_rate_is_shared_across_processes(stores: list[RedisStore]) -> None:
     rate_per_s, burst, duration_s = 400.0, 20.0, 2.0
     clock = SystemClock()

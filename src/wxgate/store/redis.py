@@ -94,6 +94,10 @@ _COALESCE_MAX_CALLS = 256
 _PROMOTE_CAP = 2000
 _READ_CAP_FACTOR = 8
 _PRUNE_EVERY_S = 60.0
+# A consumer this long without reading its app's stream belongs to a process that died
+# without closing (kill -9, a lost node); the prune removes it from the group. A live process
+# that comes back to the stream later is simply added again by XREADGROUP.
+CONSUMER_IDLE_MAX_S = 3600.0
 _PRUNE_CHUNK = 1000
 _DEAD_SCAN_BUDGET = 10_000
 _REQUEUE_CHUNK = 1000
@@ -117,6 +121,7 @@ class RedisStore(RedisWebhooks):
         retention_s: float,
         group: str = "wxgate",
         consumer: str | None = None,
+        consumer_idle_max_s: float = CONSUMER_IDLE_MAX_S,
         key_prefix: str = "wxgate",
         max_connections: int = 64,
         socket_timeout_s: float = 10.0,
@@ -135,6 +140,7 @@ class RedisStore(RedisWebhooks):
         self._finished_ttl_s = max(1, math.ceil(retention_s + 86400))
         self._group = group
         self.consumer = consumer or _default_consumer()
+        self._consumer_idle_max_ms = int(consumer_idle_max_s * 1000)
         self._enqueues: Coalescer[bytes, list[Any]] = Coalescer(
             self._run_enqueues, _COALESCE_MAX_CALLS
         )
@@ -242,6 +248,25 @@ class RedisStore(RedisWebhooks):
         cutoff = repr(now - self._retention_s)
         while await self._msg_script(lua.PRUNE, cutoff, _PRUNE_CHUNK) == _PRUNE_CHUNK:
             pass
+        await self._drop_dead_consumers()
+
+    async def _drop_dead_consumers(self) -> None:
+        """Remove other processes' consumers idle past consumer_idle_max_s from every group.
+
+        Safe even if one still had entries pending: lease expiry lives in P:inflight, not in
+        the group's pending list (see _leave_group).
+        """
+        redis = self._r
+        for app in await redis.smembers(f"{self._p}:apps"):
+            key = f"{self._p}:due:{text(app)}"
+            try:
+                consumers = await redis.xinfo_consumers(key, self._group)
+            except RedisError:  # no stream or group yet: nothing has read it
+                continue
+            for c in consumers:
+                name = text(c["name"])
+                if name != self.consumer and int(c["idle"]) > self._consumer_idle_max_ms:
+                    await redis.xgroup_delconsumer(key, self._group, name)
 
     @guarded
     async def ack(self, msg_id: str, lease_token: int, result: SendResult) -> Status | None:
