@@ -260,13 +260,12 @@ class RedisStore(RedisWebhooks):
         for app in await redis.smembers(f"{self._p}:apps"):
             key = f"{self._p}:due:{text(app)}"
             try:
-                consumers = await redis.xinfo_consumers(key, self._group)
-            except RedisError:  # no stream or group yet: nothing has read it
+                for c in await redis.xinfo_consumers(key, self._group):
+                    name = text(c["name"])
+                    if name != self.consumer and int(c["idle"]) > self._consumer_idle_max_ms:
+                        await redis.xgroup_delconsumer(key, self._group, name)
+            except RedisError:  # no stream or group yet (nothing read it), or gone meanwhile
                 continue
-            for c in consumers:
-                name = text(c["name"])
-                if name != self.consumer and int(c["idle"]) > self._consumer_idle_max_ms:
-                    await redis.xgroup_delconsumer(key, self._group, name)
 
     @guarded
     async def ack(self, msg_id: str, lease_token: int, result: SendResult) -> Status | None:
