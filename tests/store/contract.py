@@ -769,6 +769,30 @@ class StoreContract:
         assert await store.lease(10, LEASE_S, clock.now() + 1000) == []
         assert not await store.set_batch_status("missing", "paused")
 
+    async def test_large_batches_resume_and_cancel_whole(
+        self, store: Store, clock: FakeClock
+    ) -> None:
+        """Larger than any chunk a store works a batch status change in (Redis: 1,000)."""
+        n = 2_345
+        resumed, cancelled = self._batch(clock, n), self._batch(clock, n)
+        for batch in (resumed, cancelled):
+            batch.status = "loading"
+            await store.enqueue([], batch=batch)
+            for start in range(0, n, 1000):
+                chunk = range(start, min(n, start + 1000))
+                await store.enqueue([make_message(clock, batch_id=batch.id) for _ in chunk])
+        assert await store.lease(10, LEASE_S, clock.now()) == []
+        assert await store.set_batch_status(resumed.id, "running", expect="loading")
+        assert await store.set_batch_status(cancelled.id, "cancelled")
+        assert await store.batch_counts(cancelled.id) == {"cancelled": n}
+        leased: set[str] = set()
+        while got := await store.lease(500, LEASE_S, clock.now()):
+            leased.update(m.id for m in got)
+        assert len(leased) == n
+        assert {(await must_get(store, i)).batch_id for i in list(leased)[:50]} == {resumed.id}
+        by_status = {k: v for k, v in (await store.stats()).by_status.items() if v}
+        assert by_status == {"sending": n, "cancelled": n}
+
     async def test_recent_batches_newest_first(self, store: Store, clock: FakeClock) -> None:
         assert await store.recent_batches(10) == []
         made = []

@@ -13,7 +13,8 @@ from redis.asyncio import Redis
 from redis_server import RedisServer
 from wxgate.clock import FakeClock, SystemClock
 from wxgate.errors import StoreError, StoreUnavailable
-from wxgate.models import SendResult, Status
+from wxgate.models import Batch, SendResult, Status, new_id
+from wxgate.store import redis_scripts as lua
 from wxgate.store.base import Store
 from wxgate.store.redis import RedisStore
 
@@ -149,6 +150,31 @@ async def test_prune_drops_the_consumers_of_processes_that_died(
     finally:
         await raw.aclose()
         await live.close()
+
+
+async def test_batch_work_a_dead_process_left_is_finished_by_prune(
+    stores: list[RedisStore], clock: FakeClock, prefix: str, redis_url: str
+) -> None:
+    """A process that dies after a batch's status change but before the chunks that move its
+    messages leaves the batch in P:batch_work; another process's next prune finishes it."""
+    dying, other = stores[0], stores[1]
+    batch = Batch(id=new_id(), app="app_a", template_id="t", total=0, created_at=clock.now())
+    batch.status = "loading"
+    await dying.enqueue([], batch)
+    msgs = [make_message(clock, batch_id=batch.id) for _ in range(1500)]
+    await dying.enqueue(msgs)
+    assert await dying.lease(10, LEASE_S, clock.now()) == []  # parked; its first prune ran
+    # The status change alone, as the dying process got it done.
+    assert await dying._msg_script(lua.BATCH_STATUS, batch.id, "running", "loading") == 1
+    raw = Redis.from_url(redis_url)
+    try:
+        assert await raw.smembers(f"{prefix}:batch_work") == {batch.id.encode()}
+        assert await dying.lease(10, LEASE_S, clock.now()) == []  # still parked
+        leased = await other.lease(2000, LEASE_S, clock.now())  # its first prune works it off
+        assert {m.id for m in leased} == {m.id for m in msgs}
+        assert await raw.smembers(f"{prefix}:batch_work") == set()
+    finally:
+        await raw.aclose()
 
 
 async def test_take_rate_is_shared_across_processes(stores: list[RedisStore]) -> None:

@@ -612,9 +612,9 @@ return {moved, members[#members]}
 """)
 
 # ARGV[5] batch id, [6] new status, [7] expected current status ('' = any). Returns 1 if the
-# batch exists and took the status. Leaving a held status puts the parked messages back in
-# P:delayed; `cancelled` cancels every pending message of the batch (in-flight ones may finish;
-# a retry of one is cancelled when read).
+# batch exists and took the status. What that means for its messages (leaving a held status
+# puts the parked ones back in P:delayed; `cancelled` cancels every pending one) is BATCH_WORK's
+# job, a chunk per call: the batch goes into P:batch_work until it is done.
 BATCH_STATUS = _script(r"""
 local bid, to, expect = ARGV[5], ARGV[6], ARGV[7]
 local bk = bkey(bid)
@@ -626,22 +626,55 @@ if cur == 'cancelled' then
 end
 if expect ~= '' and cur ~= expect then return 0 end
 redis.call('HSET', bk, 'status', to)
-if not HELD[to] then
-  for _, id in ipairs(redis.call('SMEMBERS', bk .. ':parked')) do
+if to == 'cancelled' then
+  redis.call('HDEL', P .. ':batch_rates', bid)
+  redis.call('HSET', bk, 'cancel_after', '')
+  redis.call('SADD', P .. ':batch_work', bid)
+elseif not HELD[to] and redis.call('EXISTS', bk .. ':parked') == 1 then
+  redis.call('SADD', P .. ':batch_work', bid)
+end
+return 1
+""")
+
+# ARGV[5] batch id, [6] limit. One chunk of what the batch's status asks of its messages:
+# running again, up to `limit` parked messages back to P:delayed; cancelled, up to `limit` of
+# its ids (in order, from the `cancel_after` cursor) looked at and the pending ones cancelled
+# (in-flight ones may finish; a retry of one is cancelled when read). Returns how many it
+# handled; fewer than `limit` means done, and the batch leaves P:batch_work. A batch held again
+# meanwhile leaves it too: the next status change that releases it puts it back.
+BATCH_WORK = _script(r"""
+local bid, limit = ARGV[5], tonumber(ARGV[6])
+local bk, wk = bkey(bid), P .. ':batch_work'
+local cur = redis.call('HGET', bk, 'status')
+local n = 0
+if cur == 'cancelled' then
+  local after = redis.call('HGET', bk, 'cancel_after')
+  if after then
+    local lo = after == '' and '-' or ('(' .. after)
+    local ids = redis.call('ZRANGEBYLEX', bk .. ':ids', lo, '+', 'LIMIT', 0, limit)
+    for _, id in ipairs(ids) do
+      local m = load(id)
+      if m and PENDING[m.status] then set_final(m, 'cancelled') end
+    end
+    n = #ids
+    if n == limit then
+      redis.call('HSET', bk, 'cancel_after', ids[n])
+    else
+      redis.call('HDEL', bk, 'cancel_after')
+      redis.call('DEL', bk .. ':parked')
+    end
+  end
+elseif cur and not HELD[cur] then
+  local ids = redis.call('SPOP', bk .. ':parked', limit)
+  for _, id in ipairs(ids) do
     local nb = redis.call('HGET', mkey(id), 'not_before')
     if nb then redis.call('ZADD', P .. ':delayed', nb, id) end
   end
-  redis.call('DEL', bk .. ':parked')
+  n = #ids
 end
-if to == 'cancelled' then
-  redis.call('HDEL', P .. ':batch_rates', bid)
-  for _, id in ipairs(redis.call('ZRANGE', bk .. ':ids', 0, -1)) do
-    local m = load(id)
-    if m and PENDING[m.status] then set_final(m, 'cancelled') end
-  end
-end
+if n < limit then redis.call('SREM', wk, bid) end
 flush()
-return 1
+return n
 """)
 
 # ARGV[5] cutoff (finished at or before it are dropped), [6] limit. Returns how many list
