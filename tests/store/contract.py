@@ -793,6 +793,39 @@ class StoreContract:
         by_status = {k: v for k, v in (await store.stats()).by_status.items() if v}
         assert by_status == {"sending": n, "cancelled": n}
 
+    async def test_large_batch_in_one_call(self, store: Store, clock: FakeClock) -> None:
+        """More recipients than a store writes per step (Redis: 1,000): one call, one batch,
+        every message leasable once it returns."""
+        n = 2_345
+        batch = self._batch(clock, n)
+        msgs = [make_message(clock, batch_id=batch.id) for _ in range(n)]
+        results = await store.enqueue(msgs, batch=batch)
+        assert [r.id for r in results] == [m.id for m in msgs] and all(r.created for r in results)
+        got = await store.get_batch(batch.id)
+        assert got is not None and (got.status, got.total) == ("running", n)
+        assert await store.batch_counts(batch.id) == {"queued": n}
+        leased: set[str] = set()
+        while more := await store.lease(1000, LEASE_S, clock.now()):
+            leased.update(m.id for m in more)
+        assert leased == {m.id for m in msgs}
+
+    async def test_large_batch_refused_part_way_sends_nothing(
+        self, store: Store, clock: FakeClock
+    ) -> None:
+        """A message id clash past the first thousand: the call fails and none of the batch is
+        ever sent (SQLite writes nothing; Redis cancels the chunks it had written)."""
+        existing = await enqueue_one(store, clock)
+        assert await lease_one(store, clock, existing)
+        batch = self._batch(clock, 1_500)
+        msgs = [make_message(clock, batch_id=batch.id) for _ in range(1_499)]
+        msgs.append(make_message(clock, batch_id=batch.id, id=existing))
+        with pytest.raises(StoreError):
+            await store.enqueue(msgs, batch=batch)
+        assert await store.lease(2000, LEASE_S, clock.now() + 1) == []
+        assert not (await store.batch_counts(batch.id)).get("queued")
+        got = await store.get_batch(batch.id)
+        assert got is None or got.status == "cancelled"
+
     async def test_recent_batches_newest_first(self, store: Store, clock: FakeClock) -> None:
         assert await store.recent_batches(10) == []
         made = []

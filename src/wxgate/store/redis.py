@@ -58,6 +58,8 @@ means durable".
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
 import os
 import secrets
@@ -65,6 +67,7 @@ import socket
 from collections.abc import Sequence
 from typing import Any
 
+import msgspec
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
@@ -103,6 +106,7 @@ _PRUNE_EVERY_S = 60.0
 CONSUMER_IDLE_MAX_S = 3600.0
 _PRUNE_CHUNK = 1000
 _BATCH_WORK_CHUNK = 1000  # messages a batch status change handles per script call
+_ENQUEUE_CHUNK = 1000  # a batch larger than this is written in chunks (_enqueue_in_chunks)
 _DEAD_SCAN_BUDGET = 10_000
 _REQUEUE_CHUNK = 1000
 _EVENT_TTL_S = 3600  # WeChat retries a callback push three times within ~15 s
@@ -197,6 +201,36 @@ class RedisStore(RedisWebhooks):
     ) -> list[EnqueueResult]:
         if not messages and batch is None:
             return []
+        if batch is not None and batch.status == "running" and len(messages) > _ENQUEUE_CHUNK:
+            return await self._enqueue_in_chunks(messages, batch)
+        return await self._enqueue_group(messages, batch)
+
+    async def _enqueue_in_chunks(
+        self, messages: Sequence[Message], batch: Batch
+    ) -> list[EnqueueResult]:
+        """A large batch written `loading`, a chunk per script, then set running (its messages
+        unparked a chunk per script too): one script for a 10,000-recipient batch held Redis
+        ~120 ms, every other process waiting. Not all-or-nothing like one script: a failure
+        part-way cancels what was written (a retried POST makes a new batch); with Redis gone
+        it stays `loading` and is never sent, like a streamed upload whose gateway died."""
+        loading = msgspec.structs.replace(batch, status="loading")
+        results = await self._enqueue_group(messages[:_ENQUEUE_CHUNK], loading)
+        try:
+            for start in range(_ENQUEUE_CHUNK, len(messages), _ENQUEUE_CHUNK):
+                results += await self._enqueue_group(messages[start : start + _ENQUEUE_CHUNK], None)
+        except BaseException:
+            await asyncio.shield(self._cancel_quietly(batch.id))
+            raise
+        await self.set_batch_status(batch.id, "running", expect="loading")
+        return results
+
+    async def _cancel_quietly(self, batch_id: str) -> None:
+        with contextlib.suppress(Exception):
+            await self.set_batch_status(batch_id, "cancelled")
+
+    async def _enqueue_group(
+        self, messages: Sequence[Message], batch: Batch | None
+    ) -> list[EnqueueResult]:
         now = self._clock.now()
         records = [
             message_record(msg, Status.SCHEDULED if msg.not_before > now else Status.QUEUED)
