@@ -1,7 +1,7 @@
 """kill -9 under load, twice: no accepted message is lost, none reaches a user twice.
 
 The gateway runs as `python -m wxgate serve --config FILE` on a SQLite file; the simulator
-runs in this process with 50 ms of latency, so hundreds of sends are in flight when the
+runs in this process with 30-70 ms of latency, so hundreds of sends are in flight when the
 gateway dies. Expired leases (lease_s is short) bring those messages back after a restart,
 and WeChat's client_msg_id dedupe drops the re-sends of ones it had already taken.
 """
