@@ -76,6 +76,10 @@ class Store(Protocol):
         Results are in input order; a duplicate key returns the existing id with created=False.
         Messages with not_before > now are stored as `scheduled`, else `queued`. A message id
         that already exists fails the whole call with StoreError (nothing is stored).
+
+        One exception to "none": a store may write a large running batch in steps (Redis, over
+        1,000 messages, so that no one script holds Redis for it). A failure part-way then
+        leaves what was written `cancelled`, or `loading` if the process died: never sent.
         """
 
     async def lease(
