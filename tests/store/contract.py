@@ -817,11 +817,13 @@ class StoreContract:
         existing = await enqueue_one(store, clock)
         assert await lease_one(store, clock, existing)
         batch = self._batch(clock, 1_500)
-        msgs = [make_message(clock, batch_id=batch.id) for _ in range(1_499)]
+        msgs = [make_message(clock, batch_id=batch.id, callback_url=HOOK) for _ in range(1_499)]
         msgs.append(make_message(clock, batch_id=batch.id, id=existing))
         with pytest.raises(StoreError):
             await store.enqueue(msgs, batch=batch)
         assert await store.lease(2000, LEASE_S, clock.now() + 1) == []
+        # The caller never got these ids: no status webhook names them.
+        assert await store.lease_webhooks(100, LEASE_S, clock.now()) == []
         assert not (await store.batch_counts(batch.id)).get("queued")
         got = await store.get_batch(batch.id)
         assert got is None or got.status == "cancelled"

@@ -225,8 +225,11 @@ class RedisStore(RedisWebhooks):
         return results
 
     async def _cancel_quietly(self, batch_id: str) -> None:
+        """Cancel a batch whose POST fails, best effort and without status webhooks: the
+        caller never got its ids."""
         with contextlib.suppress(Exception):
-            await self.set_batch_status(batch_id, "cancelled")
+            await self._msg_script(lua.BATCH_STATUS, batch_id, "cancelled", "", "1")
+            await self._batch_work(batch_id)
 
     async def _enqueue_group(
         self, messages: Sequence[Message], batch: Batch | None

@@ -166,12 +166,12 @@ local function emit(m, status, errcode, errmsg, msgid)
   redis.call('ZADD', P .. ':wh:due', NOW, eid)
 end
 
-local function set_final(m, status)
+local function set_final(m, status, quiet)
   unindex(m)
   redis.call('HSET', m.key, 'status', status, 'finished_at', NOW, 'updated_at', NOW)
   move(m.app, m.batch, m.status, status)
   finish(m)
-  emit(m, status)
+  if not quiet then emit(m, status) end
 end
 
 -- The message if it is `sending` under `token` (fencing), taken out of its indexes.
@@ -611,8 +611,9 @@ if #members < budget then return {moved, ''} end
 return {moved, members[#members]}
 """)
 
-# ARGV[5] batch id, [6] new status, [7] expected current status ('' = any). Returns 1 if the
-# batch exists and took the status. What that means for its messages (leaving a held status
+# ARGV[5] batch id, [6] new status, [7] expected current status ('' = any), [8] '1' = cancel
+# without status webhooks (a batch whose POST failed: its ids were never handed out). Returns
+# 1 if the batch exists and took the status. What that means for its messages (leaving a held status
 # puts the parked ones back in P:delayed; `cancelled` cancels every pending one) is BATCH_WORK's
 # job, a chunk per call: the batch goes into P:batch_work until it is done.
 BATCH_STATUS = _script(r"""
@@ -629,6 +630,7 @@ redis.call('HSET', bk, 'status', to)
 if to == 'cancelled' then
   redis.call('HDEL', P .. ':batch_rates', bid)
   redis.call('HSET', bk, 'cancel_after', '')
+  if ARGV[8] == '1' then redis.call('HSET', bk, 'cancel_quiet', '1') end
   redis.call('SADD', P .. ':batch_work', bid)
 elseif not HELD[to] and redis.call('EXISTS', bk .. ':parked') == 1 then
   redis.call('SADD', P .. ':batch_work', bid)
@@ -649,18 +651,19 @@ local cur = redis.call('HGET', bk, 'status')
 local n = 0
 if cur == 'cancelled' then
   local after = redis.call('HGET', bk, 'cancel_after')
+  local quiet = redis.call('HGET', bk, 'cancel_quiet') == '1'
   if after then
     local lo = after == '' and '-' or ('(' .. after)
     local ids = redis.call('ZRANGEBYLEX', bk .. ':ids', lo, '+', 'LIMIT', 0, limit)
     for _, id in ipairs(ids) do
       local m = load(id)
-      if m and PENDING[m.status] then set_final(m, 'cancelled') end
+      if m and PENDING[m.status] then set_final(m, 'cancelled', quiet) end
     end
     n = #ids
     if n == limit then
       redis.call('HSET', bk, 'cancel_after', ids[n])
     else
-      redis.call('HDEL', bk, 'cancel_after')
+      redis.call('HDEL', bk, 'cancel_after', 'cancel_quiet')
       redis.call('DEL', bk .. ':parked')
     end
   end
