@@ -72,12 +72,11 @@ async def _measure(case: str) -> int:
     from wxgate.settings import AppSettings
     from wxgate.store.sqlite import SQLiteStore
 
-    tune_gc()  # as a serving gateway has it
-
     if case in ("ingest", "ingest_noop"):
         return await _ingest(noop=case == "ingest_noop")
     if case in ("deliver", "deliver_bare"):
         return await _deliver(bare=case == "deliver_bare")
+    tune_gc()  # as a serving gateway has it (the cases above do it once they are set up)
     app = AppSettings(name="shop", appid="wx_bench", secret="s")
     one = msgspec.json.Decoder(MessageIn).decode(json.dumps(message_body(1)).encode())
     if case == "message_from":

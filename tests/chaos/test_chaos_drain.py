@@ -40,13 +40,7 @@ async def test_sigterm_under_load_drains_and_exits_0(tmp_path: Path) -> None:
             app_overrides={"max_concurrency": 128},
         ) as (gw, api),
     ):
-        for b in range(BATCHES):
-            recipients = [{"touser": f"o_b{b}_{i}"} for i in range(BATCH_SIZE)]
-            status, answer = await api.post(
-                "/v1/batches",
-                {"template_id": "tpl_order", "data": {"thing1": "x"}, "recipients": recipients},
-            )
-            assert status == 202, answer
+        await api.send_batches(BATCHES, BATCH_SIZE)
         await wait_until(lambda: sim.state.delivered >= 500, 30, "500 deliveries")
 
         before = db_status_counts(db_file)

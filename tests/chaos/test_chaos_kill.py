@@ -58,15 +58,7 @@ async def test_kill_9_twice_under_load_loses_nothing_and_duplicates_nothing(
         ) as (gw, api),
     ):
         # Batches commit 8,000 messages in a few requests...
-        batch_ids = []
-        for b in range(BATCHES):
-            recipients = [{"touser": f"o_b{b}_{i}"} for i in range(BATCH_SIZE)]
-            status, answer = await api.post(
-                "/v1/batches",
-                {"template_id": "tpl_order", "data": {"thing1": "x"}, "recipients": recipients},
-            )
-            assert status == 202, answer
-            batch_ids.append(answer["id"])
+        batch_ids = await api.send_batches(BATCHES, BATCH_SIZE)
         # ...and 2,000 singles trickle in across both crashes, each retried under its
         # idempotency key until it gets a 202.
         singles: dict[str, str] = {}

@@ -264,6 +264,20 @@ class Api:
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         return ids
 
+    async def send_batches(self, batches: int, size: int, prefix: str = "o_b") -> list[str]:
+        """`batches` POST /v1/batches of `size` recipients each, touser f"{prefix}{b}_{i}";
+        their ids (asserts 202)."""
+        ids = []
+        for b in range(batches):
+            recipients = [{"touser": f"{prefix}{b}_{i}"} for i in range(size)]
+            status, answer = await self.post(
+                "/v1/batches",
+                {"template_id": TEMPLATE, "data": {"thing1": "x"}, "recipients": recipients},
+            )
+            assert status == 202, answer
+            ids.append(str(answer["id"]))
+        return ids
+
     async def message(self, msg_id: str) -> dict[str, Any]:
         status, body = await self.get(f"/v1/messages/{msg_id}")
         assert status == 200, (status, body)

@@ -74,13 +74,7 @@ async def test_kill_9_of_one_worker_its_leases_are_reclaimed_by_the_other(
             assert await http_status(f"{w}/healthz") == 200
             assert await http_status(f"{w}/readyz") == 200
             assert await http_status(f"{w}/v1/stats") == 404
-            for b in range(batches):
-                recipients = [{"touser": f"o_{b}_{i}"} for i in range(batch_size)]
-                status, answer = await api.post(
-                    "/v1/batches",
-                    {"template_id": TEMPLATE, "data": {"thing1": "x"}, "recipients": recipients},
-                )
-                assert status == 202, answer
+            await api.send_batches(batches, batch_size, prefix="o_")
             await wait_until(lambda: sim.state.delivered >= total // 4, 60, "a quarter sent")
 
             victim = workers[1]

@@ -228,8 +228,7 @@ class RedisStore(RedisWebhooks):
         """Cancel a batch whose POST fails, best effort and without status webhooks: the
         caller never got its ids."""
         with contextlib.suppress(Exception):
-            await self._msg_script(lua.BATCH_STATUS, batch_id, "cancelled", "", "1")
-            await self._batch_work(batch_id)
+            await self._change_batch(batch_id, "cancelled", "", quiet="1")
 
     async def _enqueue_group(
         self, messages: Sequence[Message], batch: Batch | None
@@ -471,7 +470,11 @@ class RedisStore(RedisWebhooks):
     async def set_batch_status(self, batch_id: str, status: str, expect: str | None = None) -> bool:
         if status not in _BATCH_STATUSES:
             raise ValueError(f"batch status must be one of {sorted(_BATCH_STATUSES)}")
-        done = await self._msg_script(lua.BATCH_STATUS, batch_id, status, expect or "")
+        return await self._change_batch(batch_id, status, expect or "")
+
+    async def _change_batch(self, batch_id: str, status: str, expect: str, quiet: str = "") -> bool:
+        """BATCH_STATUS, then the work it queued for the batch's messages."""
+        done = await self._msg_script(lua.BATCH_STATUS, batch_id, status, expect, quiet)
         if done:
             await self._batch_work(batch_id)
         return bool(done)
