@@ -11,7 +11,9 @@ are masked in `repr` and in `masked()`; library code never reads os.environ itse
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import ipaddress
 import re
 import tomllib
 import types
@@ -20,6 +22,7 @@ from datetime import UTC, timedelta, tzinfo
 from datetime import timezone as dt_timezone
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
@@ -46,6 +49,10 @@ class KeySettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     apps: list[str] | None = None  # only these apps (403 for any other); None = every app
     rate_per_s: float = 0.0  # requests per second at ingress, 429 beyond (0 = no limit)
     burst: float | None = None  # requests at once after an idle spell (default max(1, rate))
+    # Hosts this key may name in a message's or batch's own callback_url, as well as the
+    # app's callback_hosts (both must allow it; policy/callback_hosts.py has the syntax).
+    # Empty = this key cannot choose callback URLs.
+    callback_hosts: list[str] = msgspec.field(default_factory=list)
 
     def digest(self) -> bytes:
         """SHA-256 of the key: what the gateway keeps and compares."""
@@ -137,6 +144,10 @@ class AppSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # batch's own callback_url wins), signed with webhook_secret (README "Status webhooks").
     callback_url: str | None = None
     webhook_secret: str = ""
+    # Hosts a caller may name in a message's or batch's own callback_url ("hooks.example.com",
+    # "*.shop.example"); a named key must allow the host too. Empty = caller URLs refused
+    # (403). The app's own callback_url above is the operator's and may point anywhere.
+    callback_hosts: list[str] = msgspec.field(default_factory=list)
     # Template checks at accept time against the app's template list fetched from WeChat:
     # "off" (accept anything, the default: the checks need the template-list API), "reject"
     # (400 naming the field) or "truncate" (cut over-long values as WeChat would, noted).
@@ -208,6 +219,10 @@ class WebhookSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # second and leave the rest for when sends slack off: a POST costs about as much CPU as
     # a send. 0 = no such limit (webhooks compete with sends for the CPU).
     busy_rate_per_s: float = 100.0
+    # Caller-chosen callback URLs reach public addresses only: loopback, private, link-local,
+    # CGNAT, ULA, multicast, reserved (and IPv6 forms of them) are refused at connect time,
+    # unless inside one of these CIDRs ("10.1.0.0/16"). Apps' own callback_urls are not checked.
+    allow_private_networks: list[str] = msgspec.field(default_factory=list)
 
 
 class TemplateSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -445,6 +460,42 @@ def _validate_webhooks(settings: Settings) -> None:
             ("http://", "https://")
         ):
             raise ConfigError(f"apps.{app.name}.callback_url: expected an http(s):// URL")
+    _validate_egress(settings)
+
+
+# ---------------------------------------------------------------- caller callback URLs (SSRF)
+
+_HOST_LABEL = r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
+_HOST_NAME = re.compile(rf"^(?:\*\.)?{_HOST_LABEL}(?:\.{_HOST_LABEL})*$")
+
+
+def _check_host_pattern(entry: str, where: str) -> None:
+    """One callback_hosts entry: a name, "*." and a name of two labels or more, or an IP."""
+    h = entry.strip().lower().removesuffix(".")
+    with contextlib.suppress(ValueError):
+        ipaddress.ip_address(h[1:-1] if h.startswith("[") and h.endswith("]") else h)
+        return
+    if not _HOST_NAME.match(h) or re.match(r"^(?:0x[0-9a-f]*|[0-9]+)$", h.rsplit(".", 1)[-1]):
+        raise ConfigError(f"{where}: {entry!r} is not a host name, *.name or IP address")
+    if h.startswith("*.") and h.count(".") < 2:
+        raise ConfigError(f"{where}: {entry!r} is too wide (name two labels after *.)")
+
+
+def _validate_egress(settings: Settings) -> None:
+    for i, cidr in enumerate(settings.webhooks.allow_private_networks):
+        try:
+            ipaddress.ip_network(cidr.strip(), strict=True)
+        except ValueError as exc:
+            raise ConfigError(f"webhooks.allow_private_networks[{i}]: {exc}") from None
+    for app in settings.apps:
+        if app.callback_url is not None and urlsplit(app.callback_url).username is not None:
+            # They would be sent as Basic auth and show in logs: sign with webhook_secret.
+            raise ConfigError(f"apps.{app.name}.callback_url: no user:password@ in the URL")
+        for entry in app.callback_hosts:
+            _check_host_pattern(entry, f"apps.{app.name}.callback_hosts")
+    for key in settings.server.keys:
+        for entry in key.callback_hosts:
+            _check_host_pattern(entry, f"server.keys.{key.name}.callback_hosts")
 
 
 def from_dict(data: dict[str, Any]) -> Settings:

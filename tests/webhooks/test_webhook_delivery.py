@@ -43,8 +43,14 @@ async def rig(
             port,
             sim.base_url,
             [APP_A],
-            app_overrides={"callback_url": f"{receiver.url}/hooks", "webhook_secret": SECRET},
-            webhooks={**FAST_WEBHOOKS, **webhooks},
+            # The message with its own callback_url (a loopback receiver) needs both opt-ins:
+            # the host allowlisted for callers, and loopback allowed for caller URLs.
+            app_overrides={
+                "callback_url": f"{receiver.url}/hooks",
+                "webhook_secret": SECRET,
+                "callback_hosts": ["127.0.0.1"],
+            },
+            webhooks={**FAST_WEBHOOKS, "allow_private_networks": ["127.0.0.0/8"], **webhooks},
             store=store,
         )
         async with Gateway(settings) as gw:

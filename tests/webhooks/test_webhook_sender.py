@@ -57,7 +57,10 @@ async def test_a_send_backlog_slows_webhooks_to_busy_rate_then_they_catch_up(
     store = await outbox(tmp_path, f"{receiver.url}/hooks", 60)
     busy = True
     settings = WebhookSettings(poll_s=0.05, busy_rate_per_s=20.0)  # 1 event per 50 ms tick
-    app = AppSettings(name="a", appid="wx_a", secret="s", webhook_secret=SECRET)
+    # The app's own callback_url (the operator's, so loopback is fine): a URL no app has
+    # would be a caller's, refused on loopback.
+    hooks = f"{receiver.url}/hooks"
+    app = AppSettings(name="a", appid="wx_a", secret="s", webhook_secret=SECRET, callback_url=hooks)
     sender = WebhookSender(store, {"a": app}, settings, SystemClock(), busy=lambda: busy)
     await sender.start()
     try:

@@ -72,7 +72,7 @@ class KeyLimit:
 class ApiKey:
     """One configured key. Holds only the SHA-256 of the secret; `repr` shows no secret."""
 
-    __slots__ = ("_digest", "apps", "limit", "name", "scopes")
+    __slots__ = ("_digest", "apps", "callback_hosts", "limit", "name", "scopes")
 
     def __init__(
         self,
@@ -83,11 +83,15 @@ class ApiKey:
         apps: Iterable[str] | None = None,
         limit: KeyLimit | None = None,
         digest: bytes | None = None,
+        callback_hosts: Iterable[str] | None = None,
     ) -> None:
-        """`secret` is the key, or "sha256:<hex>"; or pass `digest` (its raw SHA-256)."""
+        """`secret` is the key, or "sha256:<hex>"; or pass `digest` (its raw SHA-256).
+        `callback_hosts`: the hosts this key may choose callback URLs on, besides the app's
+        list; None (a server.api_keys key) leaves it to the app's list alone."""
         self.name = name
         self.scopes = frozenset(scopes)
         self.apps = frozenset(apps) if apps is not None else None
+        self.callback_hosts = tuple(callback_hosts) if callback_hosts is not None else None
         self.limit = limit
         if digest is None:
             if secret is None:
@@ -109,6 +113,7 @@ class ApiKey:
             apps=ks.apps,
             limit=limit,
             digest=ks.digest(),
+            callback_hosts=ks.callback_hosts,
         )
 
     def matches(self, presented_sha256: bytes) -> bool:
@@ -225,6 +230,12 @@ def require_app(key: ApiKey | None, app: str) -> None:
 def caller(request: web.Request) -> ApiKey | None:
     """The key that authenticated this request (None on routes without auth)."""
     return request.get(CALLER)
+
+
+def callback_hosts(request: web.Request) -> tuple[str, ...] | None:
+    """The hosts this request's key may choose callback URLs on (None: no key-level list)."""
+    key = request.get(CALLER)
+    return key.callback_hosts if key is not None else None
 
 
 def allowed_apps(request: web.Request) -> frozenset[str] | None:

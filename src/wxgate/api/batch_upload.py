@@ -23,7 +23,7 @@ import math
 from aiohttp import web
 from msgspec.structs import replace
 
-from wxgate.api.auth import caller, require_app
+from wxgate.api.auth import callback_hosts, caller, require_app
 from wxgate.api.batch_stream import (
     CSV_TYPES,
     BatchHeader,
@@ -119,7 +119,8 @@ class StreamedBatch:
         """Every recipient's message but for id, touser and its own data: batch_from's checks
         (kind, urls, times, quiet hours, priority) run once, on a one-recipient batch."""
         body = header.as_batch_in([Recipient("-")])
-        _, [proto] = batch_from(body, self.gw.apps[app], now, new_id(), 1)
+        hosts = callback_hosts(self.request)
+        _, [proto] = batch_from(body, self.gw.apps[app], now, new_id(), 1, hosts)
         return proto
 
     async def _load(self, reader: NdjsonRecipients | CsvRecipients, proto: Message) -> None:

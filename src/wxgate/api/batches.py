@@ -7,7 +7,7 @@ from __future__ import annotations
 import msgspec
 from aiohttp import web
 
-from wxgate.api.auth import allowed_apps, caller, require_app
+from wxgate.api.auth import allowed_apps, callback_hosts, caller, require_app
 from wxgate.api.batch_results import FORMATS, stream_results
 from wxgate.api.batch_stream import CSV_TYPES, NDJSON_TYPES
 from wxgate.api.batch_upload import StreamedBatch, check_rate
@@ -50,7 +50,12 @@ class BatchRoutes:
         app = resolve_app(gw.apps, body.app)
         require_app(caller(request), app.name)
         batch, messages = batch_from(
-            body, app, gw.clock.now(), new_id(), gw.settings.server.max_batch_recipients
+            body,
+            app,
+            gw.clock.now(),
+            new_id(),
+            gw.settings.server.max_batch_recipients,
+            callback_hosts(request),
         )
         batch.rate_per_s = body.rate_per_s
         if app.validate != "off" and gw.templates is not None:

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from msgspec.structs import replace
 
+from wxgate.api.callback_url import caller_callback_url
 from wxgate.api.errors import invalid
 from wxgate.models import Batch, BatchIn, Message, MessageIn, MessageKind, Status, new_ids
 from wxgate.policy.quiet_hours import PRIORITY_ALIASES
@@ -152,12 +153,18 @@ def idempotency_key(body_key: str | None, header_key: str | None) -> str | None:
 
 
 def message_from(
-    body: MessageIn, app: AppSettings, now: float, msg_id: str, idem_key: str | None
+    body: MessageIn,
+    app: AppSettings,
+    now: float,
+    msg_id: str,
+    idem_key: str | None,
+    key_hosts: Sequence[str] | None = None,
 ) -> Message:
+    """`key_hosts`: the calling key's callback_hosts (callback_url.py), None if it has none."""
     _check_kind(body)
     priority = _priority(body.priority)
     _check_url(body.url, "url")
-    _check_url(body.callback_url, "callback_url")
+    own_callback = caller_callback_url(body.callback_url, app, key_hosts)
     not_before, expire_at, expired = _times(body.send_at, body.expire_at, now, app, priority)
     return Message(
         id=msg_id,
@@ -172,7 +179,7 @@ def message_from(
         miniprogram_state=body.miniprogram_state,
         lang=body.lang,
         idempotency_key=idem_key,
-        callback_url=body.callback_url or app.callback_url,  # fixed at accept time
+        callback_url=own_callback or app.callback_url,  # fixed at accept time
         priority=priority,
         created_at=now,
         not_before=not_before,
@@ -185,9 +192,15 @@ def message_from(
 
 
 def batch_from(
-    body: BatchIn, app: AppSettings, now: float, batch_id: str, max_recipients: int
+    body: BatchIn,
+    app: AppSettings,
+    now: float,
+    batch_id: str,
+    max_recipients: int,
+    key_hosts: Sequence[str] | None = None,
 ) -> tuple[Batch, list[Message]]:
-    """The Batch record and one Message per recipient; recipient data overrides shared data."""
+    """The Batch record and one Message per recipient; recipient data overrides shared data.
+    `key_hosts` as for message_from."""
     total = len(body.recipients)
     if total == 0:
         raise invalid("recipients", "must not be empty")
@@ -199,7 +212,7 @@ def batch_from(
     if kind is MessageKind.TEMPLATE and body.page is not None:
         raise invalid("page", "only for kind=subscribe")
     _check_url(body.url, "url")
-    _check_url(body.callback_url, "callback_url")
+    own_callback = caller_callback_url(body.callback_url, app, key_hosts)
     priority = _priority(body.priority)
     not_before, expire_at, expired = _times(body.send_at, body.expire_at, now, app, priority)
     shared = normalize_data(body.data)
@@ -216,7 +229,7 @@ def batch_from(
         miniprogram=body.miniprogram,
         page=body.page,
         batch_id=batch_id,
-        callback_url=body.callback_url or app.callback_url,  # fixed at accept time
+        callback_url=own_callback or app.callback_url,  # fixed at accept time
         priority=priority,
         created_at=now,
         not_before=not_before,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgspec
 from aiohttp import web
 
-from wxgate.api.auth import caller, require_app
+from wxgate.api.auth import callback_hosts, caller, require_app
 from wxgate.api.body import read_json
 from wxgate.api.context import Gateway
 from wxgate.api.errors import ApiError
@@ -34,7 +34,8 @@ class MessageRoutes:
         app = resolve_app(gw.apps, body.app)
         require_app(caller(request), app.name)
         key = idempotency_key(body.idempotency_key, request.headers.get("Idempotency-Key"))
-        message = message_from(body, app, gw.clock.now(), new_id(), key)
+        hosts = callback_hosts(request)
+        message = message_from(body, app, gw.clock.now(), new_id(), key, hosts)
         if app.validate != "off" and gw.templates is not None:
             message = await checked_message(gw.templates, app, message)
         if gw.depth.limit > 0:

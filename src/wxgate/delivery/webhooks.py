@@ -12,6 +12,14 @@ it sends at most `busy_rate_per_s` events a second and catches up once sends sla
 events wait in the store (pending in /v1/stats), the sends do not wait for them.
 Failed POSTs are retried with full-jitter backoff up to `max_attempts`, then the event is kept
 as failed, counted in /v1/stats and in wxgate_webhooks_total{result="failed"}.
+
+A URL the caller chose (any but its app's own callback_url) goes through a second session
+whose resolver refuses internal addresses (egress_resolver.py, webhooks.allow_private_networks)
+and is never sent credentials: a refusal fails the event at once, no retry, logged once per
+host and counted as result="refused". The app's callback_url is the operator's and is
+trusted. Which one an event has is read from its URL, so nothing extra is stored and events
+written before this check existed are checked too; the cost: after the operator changes an
+app's callback_url, events still waiting for the old URL are checked like a caller's.
 """
 
 from __future__ import annotations
@@ -25,10 +33,14 @@ from typing import Protocol
 
 import aiohttp
 import msgspec
+from aiohttp.abc import AbstractResolver
+from yarl import URL
 
 from wxgate.clock import Clock
+from wxgate.delivery.egress_resolver import GuardedResolver, literal_refusal, refused_in
 from wxgate.models import WebhookEvent
 from wxgate.policy.backoff import delay_s
+from wxgate.policy.egress import parse_networks
 from wxgate.policy.webhook_signature import (
     EVENT_ID_HEADER,
     SIGNATURE_HEADER,
@@ -45,6 +57,7 @@ USER_AGENT = "wxgate-webhooks/1"
 IDLE_POLL_CAP_S = 1.0
 STORE_ERROR_PAUSE_S = 1.0
 MAX_ERROR = 200
+MAX_REFUSED_LOGGED = 1024  # (app, host) pairs whose refusal was logged; later ones are counted
 _OK_STATUSES = frozenset({"sent", "delivered"})  # a success carries no errcode
 
 
@@ -86,7 +99,8 @@ def event_body(event: WebhookEvent) -> bytes:
 
 class WebhookMetrics(Protocol):
     def on_webhook(self, result: str) -> None:
-        """One POST's fate: delivered, retry (failed, will try again) or failed (gave up)."""
+        """One POST's fate: delivered, retry (failed, will try again), failed (gave up) or
+        refused (a caller-chosen URL the egress policy forbids; never POSTed)."""
 
 
 class WebhookSender:
@@ -102,7 +116,10 @@ class WebhookSender:
         *,
         busy: Callable[[], bool] | None = None,
         rand: Callable[[], float] = random.random,
+        resolver: AbstractResolver | None = None,
     ) -> None:
+        """`resolver`: what caller-chosen names are resolved with before the address check
+        (aiohttp's default resolver unless given; tests give one that answers as told)."""
         self._store = store
         self._apps = dict(apps)
         self._settings = settings
@@ -113,7 +130,11 @@ class WebhookSender:
         # Events per poll while busy: busy_rate_per_s spread over poll_s ticks.
         rate = settings.busy_rate_per_s
         self._busy_batch = max(1, round(rate * settings.poll_s)) if rate > 0 else 0
+        self._allowed = parse_networks(settings.allow_private_networks)
+        self._resolver = resolver
         self._session: aiohttp.ClientSession | None = None
+        self._guarded: aiohttp.ClientSession | None = None  # caller-chosen URLs
+        self._refused_logged: set[tuple[str, str]] = set()
         self._loop_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._slot_free = asyncio.Event()
@@ -122,14 +143,22 @@ class WebhookSender:
         self.delivered = 0
         self.retried = 0
         self.failed = 0
+        self.refused = 0
 
     async def start(self) -> None:
         s = self._settings
+        timeout = aiohttp.ClientTimeout(total=s.timeout_s, connect=s.connect_timeout_s)
         connector = aiohttp.TCPConnector(limit=s.concurrency, keepalive_timeout=30.0)
         self._session = aiohttp.ClientSession(
-            connector=connector,
-            timeout=aiohttp.ClientTimeout(total=s.timeout_s, connect=s.connect_timeout_s),
-            raise_for_status=False,
+            connector=connector, timeout=timeout, raise_for_status=False
+        )
+        guarded = aiohttp.TCPConnector(
+            limit=s.concurrency,
+            keepalive_timeout=30.0,
+            resolver=GuardedResolver(self._allowed, self._resolver),
+        )
+        self._guarded = aiohttp.ClientSession(
+            connector=guarded, timeout=timeout, raise_for_status=False
         )
         self._loop_task = asyncio.create_task(self._run(), name="wxgate-webhooks")
 
@@ -149,9 +178,10 @@ class WebhookSender:
                 task.cancel()
             if pending:
                 await asyncio.wait(pending)
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        for session in (self._session, self._guarded):
+            if session is not None:
+                await session.close()
+        self._session = self._guarded = None
 
     @property
     def in_flight(self) -> int:
@@ -161,7 +191,7 @@ class WebhookSender:
         state = "stopping" if self._stopping else "running"
         return (
             f"<WebhookSender {state} in_flight={len(self._tasks)} delivered={self.delivered} "
-            f"retried={self.retried} failed={self.failed}>"
+            f"retried={self.retried} failed={self.failed} refused={self.refused}>"
         )
 
     # ------------------------------------------------------------------ the loop
@@ -223,30 +253,83 @@ class WebhookSender:
             log.warning("app %r has no webhook_secret: its status webhooks go unsigned", event.app)
         return headers
 
-    async def _post(self, event: WebhookEvent) -> str | None:
-        """None when the receiver took it (2xx), else why not."""
-        session = self._session
+    def _trusted(self, event: WebhookEvent) -> bool:
+        """Whether the event goes to its app's own callback_url (the operator's choice)."""
+        app = self._apps.get(event.app)
+        return app is not None and app.callback_url is not None and event.url == app.callback_url
+
+    def _caller_refusal(self, url: str) -> str | None:
+        """Why a caller-chosen URL is not even tried: its shape, or an IP literal refused
+        (aiohttp resolves no literal, so GuardedResolver never sees one)."""
+        try:
+            parsed = URL(url)
+            host = parsed.raw_host
+        except (ValueError, TypeError):
+            return "refused: not a valid URL"
+        if parsed.scheme not in ("http", "https") or not host:
+            return "refused: not an http(s) URL with a host"
+        if parsed.raw_user is not None or parsed.raw_password is not None:
+            return "refused: credentials in a caller-chosen URL"
+        return literal_refusal(host, self._allowed)
+
+    async def _post(self, event: WebhookEvent) -> tuple[str | None, bool]:
+        """(None, False) when the receiver took it (2xx), else (why not, whether it is for
+        good: a refusal that no retry can change)."""
+        trusted = self._trusted(event)
+        session = self._session if trusted else self._guarded
         if session is None:
-            return "sender closed"
+            return "sender closed", False
+        if not trusted:
+            refused = self._caller_refusal(event.url)
+            if refused is not None:
+                return refused, True
         body = event_body(event)
         try:
             async with session.post(
                 event.url, data=body, headers=self._headers(event, body), allow_redirects=False
             ) as resp:
                 if 200 <= resp.status < 300:
-                    return None
-                return f"HTTP {resp.status}"
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+                    return None, False
+                return f"HTTP {resp.status}", False
+        except (aiohttp.ClientError, TimeoutError, ValueError, OSError) as exc:
             # ValueError: a URL aiohttp cannot use; retried like the rest, then failed.
-            return f"{type(exc).__name__}: {exc}"[:MAX_ERROR] if str(exc) else type(exc).__name__
+            denied = refused_in(exc)
+            if denied is not None:
+                return str(denied)[:MAX_ERROR], True
+            error = f"{type(exc).__name__}: {exc}"[:MAX_ERROR] if str(exc) else type(exc).__name__
+            return error, False
+
+    def _log_refused(self, event: WebhookEvent, error: str) -> None:
+        """One warning per (app, host): a batch to a refused host is one line, not 10,000."""
+        try:
+            host = URL(event.url).raw_host or "?"
+        except (ValueError, TypeError):
+            host = "?"
+        key = (event.app, host)
+        if key in self._refused_logged or len(self._refused_logged) >= MAX_REFUSED_LOGGED:
+            return
+        self._refused_logged.add(key)
+        log.warning(
+            "webhook %s of app %r to a caller-chosen URL on %s not sent (%s); later refusals "
+            'for this host are only counted (wxgate_webhooks_total{result="refused"})',
+            event.id,
+            event.app,
+            host,
+            error,
+        )
 
     async def _deliver(self, event: WebhookEvent) -> None:
-        error = await self._post(event)
+        error, permanent = await self._post(event)
         try:
             if error is None:
                 await self._store.webhook_delivered(event.id)
                 self.delivered += 1
                 result = "delivered"
+            elif permanent:
+                await self._store.webhook_failed(event.id, error)
+                self.refused += 1
+                result = "refused"
+                self._log_refused(event, error)
             elif event.attempts + 1 >= self._settings.max_attempts:
                 await self._store.webhook_failed(event.id, error)
                 self.failed += 1
@@ -254,7 +337,7 @@ class WebhookSender:
                 log.warning(
                     "webhook %s to %s failed %d times, giving up: %s",
                     event.id,
-                    event.url,
+                    _redacted(event.url),
                     event.attempts + 1,
                     error,
                 )
@@ -272,3 +355,11 @@ class WebhookSender:
             return
         if self._metrics is not None:
             self._metrics.on_webhook(result)
+
+
+def _redacted(url: str) -> str:
+    """The URL for a log line: no credentials, query or fragment (they may hold tokens)."""
+    try:
+        return str(URL(url).with_user(None).with_query(None).with_fragment(None))
+    except (ValueError, TypeError):
+        return "<invalid URL>"
