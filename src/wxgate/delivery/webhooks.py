@@ -40,6 +40,7 @@ from wxgate.clock import Clock
 from wxgate.delivery.egress_resolver import GuardedResolver, literal_refusal, refused_in
 from wxgate.models import WebhookEvent
 from wxgate.policy.backoff import delay_s
+from wxgate.policy.callback_hosts import odd_ip_literal
 from wxgate.policy.egress import parse_networks
 from wxgate.policy.webhook_signature import (
     EVENT_ID_HEADER,
@@ -270,6 +271,8 @@ class WebhookSender:
             return "refused: not an http(s) URL with a host"
         if parsed.raw_user is not None or parsed.raw_password is not None:
             return "refused: credentials in a caller-chosen URL"
+        if odd_ip_literal(host):  # 0x7f000001, 127.1: resolvers take them, intake does not
+            return f"refused: {host} is not a canonical IP address"
         return literal_refusal(host, self._allowed)
 
     async def _post(self, event: WebhookEvent) -> tuple[str | None, bool]:
