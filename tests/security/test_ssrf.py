@@ -24,12 +24,15 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
+from contract import HOOK, LEASE_S, enqueue_one
 from e2e_support import API_KEY, TEMPLATE, Api, running_rig, wait_until
 
-from wxgate.clock import SystemClock
+from wxgate.clock import FakeClock, SystemClock
 from wxgate.delivery.webhooks import WebhookSender
-from wxgate.models import Message, new_id
+from wxgate.models import Message, SendResult, new_id
 from wxgate.settings import AppSettings, WebhookSettings
+from wxgate.store.base import Store
+from wxgate.store.redis import RedisStore
 from wxgate.store.sqlite import SQLiteStore
 
 # The webhook tests' receiver (tests/webhooks/webhook_support.py): signed, deduped by id.
@@ -420,3 +423,43 @@ async def test_an_allowlisted_caller_url_is_delivered_once_per_status_where_allo
             assert not [d for d in receiver.deliveries if d.path == "/own"], "never connected"
             assert hooks["failed"] == own_events
             assert f'wxgate_webhooks_total{{result="refused"}} {float(own_events)}' in metrics
+
+
+# ---------------------------------------------------------------- one event per status
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+async def any_store(
+    request: pytest.FixtureRequest, tmp_path: Path, redis_url: str
+) -> AsyncIterator[tuple[Store, FakeClock]]:
+    clock = FakeClock()
+    store: Store
+    if request.param == "sqlite":
+        store = SQLiteStore(str(tmp_path / "s.db"), clock)
+    else:
+        store = RedisStore(redis_url, clock, retention_s=3600, key_prefix=f"ssrf{new_id()}")
+    await store.open()
+    yield store, clock
+    await store.close()
+
+
+async def test_receipts_never_make_a_second_event_for_a_status(
+    any_store: tuple[Store, FakeClock],
+) -> None:
+    """Amplification: the same receipt pushed again under a new event key, a contradicting
+    later receipt, and a receipt that beat its ack arriving twice each leave one event per
+    message per status."""
+    store, clock = any_store
+    acked = await enqueue_one(store, clock, callback_url=HOOK)
+    early = await enqueue_one(store, clock, callback_url=HOOK)
+    held = {m.id: m for m in await store.lease(10, LEASE_S, clock.now())}
+    assert await store.ack(acked, held[acked].lease_token, SendResult(71, clock.now()))
+    for key, receipt in (("ev-1", "success"), ("ev-2", "success"), ("ev-3", "failed:user block")):
+        await store.record_receipt("app_a", 71, receipt, key)
+    for key in ("ev-4", "ev-5"):  # before its ack: kept for it
+        await store.record_receipt("app_a", 72, "success", key)
+    assert await store.ack(early, held[early].lease_token, SendResult(72, clock.now()))
+    await store.record_receipt("app_a", 72, "failed:system failed", "ev-6")
+    events = await store.lease_webhooks(100, LEASE_S, clock.now())
+    per_status = Counter((e.message_id, e.status) for e in events)
+    assert per_status == {(acked, "sent"): 1, (acked, "delivered"): 1, (early, "delivered"): 1}

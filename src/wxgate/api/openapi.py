@@ -60,7 +60,8 @@ _MODELS: tuple[type[msgspec.Struct], ...] = (
 _ERRORS = {
     "400": "Invalid request; `field` names the offending input",
     "401": "Missing or unknown API key",
-    "403": "The key lacks the scope this route needs, or may not use this app",
+    "403": "The key lacks the scope this route needs, or may not use this app (or this "
+    "callback_url: callback_url_not_allowed)",
     "404": "Not found",
     "409": "Conflict with the current state",
     "413": "Body over the size limit",
