@@ -30,6 +30,7 @@ from e2e_support import API_KEY, TEMPLATE, Api, running_rig, wait_until
 from wxgate.clock import FakeClock, SystemClock
 from wxgate.delivery.webhooks import WebhookSender
 from wxgate.models import Message, SendResult, new_id
+from wxgate.sandbox import free_port
 from wxgate.settings import AppSettings, WebhookSettings
 from wxgate.store.base import Store
 from wxgate.store.redis import RedisStore
@@ -209,6 +210,7 @@ async def sender_on(
     app_url: str | None = None,
     allow: Sequence[str] = (),
     resolver: AbstractResolver | None = None,
+    max_attempts: int = 12,
 ) -> AsyncIterator[tuple[SQLiteStore, WebhookSender, Results]]:
     """The real sender on a real SQLite outbox holding one cancelled message's event per URL
     (as a store written before intake checked anything would hold them)."""
@@ -235,7 +237,11 @@ async def sender_on(
     app = AppSettings(
         name="a", appid="wx_a", secret="s", webhook_secret=SECRET, callback_url=app_url
     )
-    settings = WebhookSettings(**FAST, allow_private_networks=list(allow))  # type: ignore[arg-type]
+    settings = WebhookSettings(
+        **FAST,
+        allow_private_networks=list(allow),
+        max_attempts=max_attempts,
+    )
     results = Results()
     sender = WebhookSender(store, {"a": app}, settings, clock, results, resolver=resolver)
     await sender.start()
@@ -339,6 +345,19 @@ async def test_the_operators_app_callback_url_may_point_anywhere(
         await settled(store, 2)
         assert results.counts == {"delivered": 2}
     assert [h[2] for h in listener.hits] == ["/operator", "/operator"]
+
+
+async def test_a_failing_webhook_url_is_logged_without_its_query_or_credentials(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Callers put tokens in query strings: the give-up warning shows the URL without them."""
+    url = f"http://127.0.0.1:{free_port()}/hook?token=s3cr3t-query"  # nothing listens there
+    caplog.set_level(logging.WARNING, "wxgate.webhooks")
+    async with sender_on(tmp_path, [url], app_url=url, max_attempts=1) as (store, sender, _):
+        await settled(store, 1)
+        assert sender.failed == 1
+    assert "giving up" in caplog.text and "/hook" in caplog.text
+    assert "s3cr3t" not in caplog.text
 
 
 # ---------------------------------------------------------------- end to end, opted in

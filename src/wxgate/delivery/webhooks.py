@@ -135,6 +135,7 @@ class WebhookSender:
         self._resolver = resolver
         self._session: aiohttp.ClientSession | None = None
         self._guarded: aiohttp.ClientSession | None = None  # caller-chosen URLs
+        self._guard: GuardedResolver | None = None
         self._refused_logged: set[tuple[str, str]] = set()
         self._loop_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -153,10 +154,9 @@ class WebhookSender:
         self._session = aiohttp.ClientSession(
             connector=connector, timeout=timeout, raise_for_status=False
         )
+        self._guard = GuardedResolver(self._allowed, self._resolver)
         guarded = aiohttp.TCPConnector(
-            limit=s.concurrency,
-            keepalive_timeout=30.0,
-            resolver=GuardedResolver(self._allowed, self._resolver),
+            limit=s.concurrency, keepalive_timeout=30.0, resolver=self._guard
         )
         self._guarded = aiohttp.ClientSession(
             connector=guarded, timeout=timeout, raise_for_status=False
@@ -183,6 +183,9 @@ class WebhookSender:
             if session is not None:
                 await session.close()
         self._session = self._guarded = None
+        if self._guard is not None:  # a resolver given to a connector is not closed by it
+            await self._guard.close()
+            self._guard = None
 
     @property
     def in_flight(self) -> int:
