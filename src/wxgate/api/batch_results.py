@@ -68,7 +68,7 @@ def spreadsheet_safe(value: object) -> object:
 
 def _csv(rows: list[ResultRow], header: bool) -> bytes:
     out = io.StringIO()
-    w = csv.writer(out, lineterminator="\n")
+    w = csv.writer(out, lineterminator="\r\n")  # RFC 4180: so a bare CR in a cell is quoted
     if header:
         w.writerow(COLUMNS)
     for r in rows:
