@@ -163,7 +163,7 @@ def test_deeper_than_counts_levels_without_recursing() -> None:
 
 
 FORMULAS = ["=cmd|' /C calc'!A0", "+1", "-1", "@SUM(1)", "\tx", "\rx", '=1+2";=1+2']
-PLAIN = ["o_alice", "a=b", "1+1", " =x", "o-1", "'quoted"]
+PLAIN = ["o_alice", "a=b", "1+1", " =x", "o-1", "'quoted", "x\r=1+2"]  # CR mid-cell: quoted
 
 
 def test_spreadsheet_safe_leads_formula_cells_with_a_quote() -> None:

@@ -36,7 +36,7 @@ MAX_BLANK_RUN = 1_000
 # The reader yields to the event loop after this much work: each line counts its bytes plus
 # LINE_COST for the per-line overhead, so neither long lines nor many short ones (blank ones
 # included) hold the loop for more than a millisecond or so.
-YIELD_EVERY = 65_536
+YIELD_EVERY = 32_768
 LINE_COST = 64
 # The header line and query JSON are compared and merged as Python objects: bounded first.
 MAX_HEADER_DEPTH = 32
