@@ -22,6 +22,8 @@ from api_support import AUTH, Gateway, make_settings, running_gateway
 
 from wxgate.api import batch_stream
 from wxgate.api.batch_stream import CsvRecipients
+from wxgate.errors import ConfigError
+from wxgate.settings import from_dict, load
 
 T = TypeVar("T")
 
@@ -178,3 +180,10 @@ async def test_csv_parse_is_linear_in_the_lines_of_a_record(
 
     small, large = await parse_s(body(10_000)), await parse_s(body(40_000))
     assert large / small < 8, f"{small * 1e3:.1f} ms for N lines, {large * 1e3:.1f} ms for 4N"
+
+
+def test_the_byte_cap_is_a_setting_checked_at_start() -> None:
+    assert from_dict({}).server.max_stream_bytes == 64 * 1024 * 1024
+    assert load(None, {"WXGATE_SERVER__MAX_STREAM_BYTES": "1000"}).server.max_stream_bytes == 1000
+    with pytest.raises(ConfigError, match=r"^server\.max_stream_bytes: must be >= 1$"):
+        from_dict({"server": {"max_stream_bytes": 0}})
