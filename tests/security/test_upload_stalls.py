@@ -157,14 +157,15 @@ def reader_of(body: bytes) -> StreamReader:
 
 
 async def parse_s(body: bytes) -> float:
-    """Seconds to parse `body` as a streamed CSV (the best of three, against a busy box)."""
+    """CPU seconds to parse `body` as a streamed CSV: this thread's time, so another process
+    taking the core meanwhile does not count, and the best of three."""
     best = float("inf")
     for _ in range(3):
         csv_in = CsvRecipients(reader_of(body), len(body))
-        start = time.perf_counter()
+        start = time.thread_time()
         await csv_in.read_header()
         rows = [r async for r in csv_in.rows()]
-        best = min(best, time.perf_counter() - start)
+        best = min(best, time.thread_time() - start)
         assert len(rows) == 1
     return best
 
