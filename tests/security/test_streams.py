@@ -5,16 +5,20 @@ run as formulas."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
 import re
+import zlib
 from pathlib import Path
 from typing import Any
 
 import pytest
 from api_support import AUTH, Gateway, running_gateway
+from e2e_support import wait_until
 
+from wxgate.api import batch_upload
 from wxgate.api.batch_results import spreadsheet_safe
 from wxgate.api.batch_stream import header_from
 from wxgate.api.batch_upload import CHUNK
@@ -202,3 +206,42 @@ async def test_results_csv_escapes_formula_cells_and_ndjson_keeps_them(tmp_path:
         assert status == 200
         raw = {json.loads(line)["touser"] for line in text.splitlines()}
         assert raw == set(FORMULAS + PLAIN), "NDJSON is for programs: exactly as sent"
+
+
+async def test_a_body_that_breaks_off_leaves_an_incomplete_batch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The other side of the rule: a body that broke off (here its gzip stream turns to junk
+    after 150 rows, 100 of them committed) is no verdict on the rows before, so they wait for
+    resume or cancel. (The campaign tests cover a client that hangs up.)"""
+    monkeypatch.setattr(batch_upload, "CHUNK", 100)
+    rows = b"".join(b'{"touser": "o_%d"}\n' % i for i in range(150))
+    gz = zlib.compressobj(wbits=31)
+    good = gz.compress(rows) + gz.flush(zlib.Z_SYNC_FLUSH)
+    async with running_gateway(tmp_path / "wx.db") as gw:
+        url = gw.client.make_url("/")
+        reader, writer = await asyncio.open_connection(url.host, url.port)
+        writer.write(
+            b"POST /v1/batches?template_id=tpl HTTP/1.1\r\nHost: x\r\n"
+            + f"Authorization: {AUTH['Authorization']}\r\n".encode()
+            + b"Content-Type: application/x-ndjson\r\nContent-Encoding: gzip\r\n"
+            + b"Transfer-Encoding: chunked\r\n\r\n"
+            + b"%x\r\n%s\r\n" % (len(good), good)
+        )
+        await writer.drain()
+
+        async def batch(status: str) -> dict[str, Any] | None:
+            _, listing = await gw.get("/v1/batches?limit=1")
+            items = listing["items"]
+            return items[0] if items and items[0]["status"] == status else None
+
+        loading = await wait_until(lambda: batch("loading"), 10, "the upload to begin")
+        writer.write(b"40\r\n" + b"\xff" * 64 + b"\r\n")  # not gzip
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 400 "), answer
+        assert b'"error":"upload_broken"' in answer and b"is incomplete" in answer, answer
+        done = await batch("incomplete")
+        assert done is not None and done["id"] == loading["id"]
+        assert (done["total"], done["counts"]) == (100, {"queued": 100}), "kept for a resume"

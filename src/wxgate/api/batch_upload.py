@@ -48,9 +48,11 @@ log = logging.getLogger("wxgate.api")
 # the chunk in memory (and a commit's hold on the writer) stays modest.
 CHUNK = 5_000
 _REFUSED = frozenset({400, 413, 415})  # bad input: the batch is cancelled
-# How a body breaks off: the client went away (ConnectionResetError, a read timeout) or its
-# framing broke (a chunked body cut short). Only these leave an `incomplete` batch.
-_BROKEN = (OSError, HttpProcessingError)
+# How a body breaks off: the client went away (ConnectionResetError, a read timeout) or the
+# body turned unreadable (a chunked body cut short, a gzip stream that turns to junk: the
+# parser's HttpProcessingError or aiohttp's RequestPayloadError). Only these leave an
+# `incomplete` batch.
+_BROKEN = (OSError, HttpProcessingError, web.RequestPayloadError)
 
 
 def check_rate(rate_per_s: float | None, field: str = "rate_per_s") -> None:
