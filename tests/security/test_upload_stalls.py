@@ -11,6 +11,7 @@ import asyncio
 import io
 import re
 import time
+import zlib
 from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -137,6 +138,23 @@ async def test_a_chunked_body_past_the_byte_cap_is_413_and_its_batch_cancelled(
         status, answer = await upload(gw, rows, "application/x-ndjson", chunked=False)
         assert (status, answer["error"]) == (413, "payload_too_large"), answer
         assert len(await batch_ids(gw)) == 1
+
+
+async def test_a_gzip_body_is_capped_by_what_it_expands_to(tmp_path: Path) -> None:
+    rows = b'{"touser": "o_0000001"}\n' * (2 * 262_144 // 24)  # 512 KiB of rows...
+    gz = zlib.compressobj(9, wbits=31)
+    small = gz.compress(rows) + gz.flush()  # ...in a few KiB
+    assert len(small) < 16_384
+    settings = make_settings(max_stream_bytes=262_144)
+    async with running_gateway(tmp_path / "wx.db", settings) as gw:
+        async with gw.client.post(
+            "/v1/batches",
+            params=TEMPLATE,
+            data=pieces(small),
+            headers={**AUTH, "Content-Type": "application/x-ndjson", "Content-Encoding": "gzip"},
+        ) as resp:
+            answer = await resp.json(content_type=None)
+            assert (resp.status, answer["error"]) == (413, "payload_too_large"), answer
 
 
 async def test_under_the_cap_a_stream_is_accepted(tmp_path: Path) -> None:
