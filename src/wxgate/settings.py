@@ -99,6 +99,9 @@ class ServerSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     max_batch_recipients: int = 10_000
     # A streamed batch (NDJSON or CSV body, committed in chunks): at most this many recipients.
     max_stream_recipients: int = 1_000_000
+    # ... and at most this many bytes: 413 as soon as the body passes it. 64 MiB holds the
+    # 1,000,000 recipients at ~64 bytes a row (an openid and a short field or two).
+    max_stream_bytes: int = 67_108_864
     # 429 once this many messages are waiting (0 = no limit).
     max_queue_depth: int = 0
     public_url: str | None = None
@@ -435,6 +438,8 @@ def validate(settings: Settings) -> Settings:
         raise ConfigError("store.url: must start with sqlite:// or redis://")
     if not 0 < settings.server.port < 65536:
         raise ConfigError("server.port: must be 1-65535")
+    if settings.server.max_stream_bytes < 1:
+        raise ConfigError("server.max_stream_bytes: must be >= 1")
     if settings.workers.concurrency < 1:
         raise ConfigError("workers.concurrency: must be >= 1")
     if settings.workers.retry.max_attempts < 1:

@@ -1,5 +1,10 @@
 """GET /v1/batches/{id}/results: one row per recipient with its final status, errcode and
-WeChat msgid, streamed page by page from the store (never the whole batch in memory)."""
+WeChat msgid, streamed page by page from the store (never the whole batch in memory).
+
+The CSV is opened in spreadsheets, and its text cells come from callers and from WeChat
+(touser, errmsg, receipt): a cell a spreadsheet would run as a formula is escaped (OWASP's
+CSV injection advice). The NDJSON is data for programs and stays exactly as stored.
+"""
 
 from __future__ import annotations
 
@@ -32,6 +37,9 @@ class ResultRow(msgspec.Struct, omit_defaults=False):
 
 
 COLUMNS = tuple(f.name for f in msgspec.structs.fields(ResultRow))
+# What makes Excel, LibreOffice or Sheets read a cell as a formula (or hide one after a tab
+# or carriage return): such a text cell is led by a single quote, which they show as text.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _encode = msgspec.json.Encoder().encode
 
 
@@ -50,13 +58,21 @@ def row_of(m: Message, now: float) -> ResultRow:
     )
 
 
+def spreadsheet_safe(value: object) -> object:
+    """A text cell that would start a formula, led by a single quote; anything else as it
+    is. Numbers are no formula (errcode -1 is WeChat's "busy"): they stay numbers."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
 def _csv(rows: list[ResultRow], header: bool) -> bytes:
     out = io.StringIO()
-    w = csv.writer(out, lineterminator="\n")
+    w = csv.writer(out, lineterminator="\r\n")  # RFC 4180: so a bare CR in a cell is quoted
     if header:
         w.writerow(COLUMNS)
     for r in rows:
-        w.writerow(["" if v is None else v for v in msgspec.structs.astuple(r)])
+        w.writerow(["" if v is None else spreadsheet_safe(v) for v in msgspec.structs.astuple(r)])
     return out.getvalue().encode()
 
 

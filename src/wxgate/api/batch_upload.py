@@ -5,11 +5,13 @@ The honest atomicity: every CHUNK recipients are one commit, so a 100,000-recipi
 never one giant transaction or one giant body in memory. The batch is created `loading` and
 its messages go in parked, so nothing of it is sent before the whole body is in; then it
 turns `running` (unless someone paused or cancelled it meanwhile). If the upload fails:
-- bad input anywhere (a bad line, too many recipients): 400/413 and the batch is cancelled,
-  so nothing of it is ever sent;
+- bad input anywhere (a bad line, too deep, too many recipients or bytes): 400/413 and the
+  batch is cancelled, so nothing of it is ever sent: a file refused at line 37,012 is a file
+  to fix and upload again, not the first 35,000 recipients of it;
 - the connection breaks, the queue is full (429) or the store fails: the batch becomes
   `incomplete`, keeping the recipients committed so far (`total` says how many); resume sends
   them, cancel drops them;
+- anything else (a bug: a 500): cancelled, like bad input, since nothing says the body was good;
 - the gateway dies mid-upload: the batch stays `loading` (resume or cancel it the same way).
 """
 
@@ -21,6 +23,7 @@ import logging
 import math
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from msgspec.structs import replace
 
 from wxgate.api.auth import callback_hosts, caller, require_app
@@ -30,6 +33,7 @@ from wxgate.api.batch_stream import (
     CsvRecipients,
     NdjsonRecipients,
     header_from,
+    too_large,
 )
 from wxgate.api.context import Gateway
 from wxgate.api.errors import ApiError, invalid
@@ -44,6 +48,11 @@ log = logging.getLogger("wxgate.api")
 # the chunk in memory (and a commit's hold on the writer) stays modest.
 CHUNK = 5_000
 _REFUSED = frozenset({400, 413, 415})  # bad input: the batch is cancelled
+# How a body breaks off: the client went away (ConnectionResetError, a read timeout) or the
+# body turned unreadable (a chunked body cut short, a gzip stream that turns to junk: the
+# parser's HttpProcessingError or aiohttp's RequestPayloadError). Only these leave an
+# `incomplete` batch.
+_BROKEN = (OSError, HttpProcessingError, web.RequestPayloadError)
 
 
 def check_rate(rate_per_s: float | None, field: str = "rate_per_s") -> None:
@@ -63,11 +72,14 @@ class StreamedBatch:
 
     async def run(self) -> BatchAccepted:
         gw, request = self.gw, self.request
+        max_bytes = gw.settings.server.max_stream_bytes
+        if request.content_length is not None and request.content_length > max_bytes:
+            raise too_large(max_bytes)  # before a batch exists
         reader: NdjsonRecipients | CsvRecipients
         if self.mime in CSV_TYPES:
-            reader = CsvRecipients(request.content)
+            reader = CsvRecipients(request.content, max_bytes)
         else:
-            reader = NdjsonRecipients(request.content)
+            reader = NdjsonRecipients(request.content, max_bytes)
         await reader.read_header()
         header_line = reader.header_line if isinstance(reader, NdjsonRecipients) else None
         header = header_from(request.query, header_line)
@@ -96,7 +108,7 @@ class StreamedBatch:
         except WxgateError:
             await self._incomplete()
             raise
-        except Exception as exc:  # the body broke off: payload or connection errors
+        except _BROKEN as exc:
             await self._incomplete()
             raise ApiError(
                 400,
@@ -104,6 +116,9 @@ class StreamedBatch:
                 f"the body broke off ({type(exc).__name__}) after {self.accepted} recipients; "
                 f"batch {batch.id} is incomplete: resume it to send those, or cancel it",
             ) from None
+        except Exception:
+            await self._cancelled()
+            raise
         if self.accepted == 0:
             await gw.store.set_batch_status(batch.id, "cancelled")
             raise invalid("recipients", f"no recipients in the body (batch {batch.id} cancelled)")
@@ -172,8 +187,7 @@ class StreamedBatch:
         batch = self.batch
         assert batch is not None
         if exc.status in _REFUSED:
-            with contextlib.suppress(WxgateError):
-                await self.gw.store.set_batch_status(batch.id, "cancelled")
+            await self._cancelled()
             note = f"batch {batch.id} is cancelled: nothing of it is sent"
         elif exc.status == 409:
             return exc
@@ -184,6 +198,11 @@ class StreamedBatch:
                 "resume it to send those, or cancel it"
             )
         return ApiError(exc.status, exc.error, f"{exc.message}; {note}", exc.field, exc.headers)
+
+    async def _cancelled(self) -> None:
+        assert self.batch is not None
+        with contextlib.suppress(WxgateError):  # the store is down: it stays `loading`
+            await self.gw.store.set_batch_status(self.batch.id, "cancelled")
 
     async def _incomplete(self) -> None:
         batch = self.batch

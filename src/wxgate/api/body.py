@@ -1,13 +1,15 @@
 """Reading a JSON request body: content type, size limit, one-pass msgspec decode.
 
 msgspec's error text ("Expected `str`, got `int` - at `$.data.k`") is turned into a 400 whose
-`field` is the dotted path ("data.k"), so callers see where without parsing prose.
+`field` is the dotted path ("data.k"), so callers see where without parsing prose. Every JSON
+value the API decodes (bodies, NDJSON lines, JSON query parameters) goes through
+`decode_value`, so nothing msgspec refuses, deep nesting included, is ever a 500.
 """
 
 from __future__ import annotations
 
 import re
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import msgspec
 from aiohttp import web
@@ -85,16 +87,50 @@ def field_of(exc: msgspec.ValidationError) -> tuple[str | None, str]:
 def decode(decoder: msgspec.json.Decoder[T], body: bytes) -> T:
     if not body:
         raise invalid(None, "request body is empty; send a JSON object")
+    return decode_value(decoder, body, None)
+
+
+def decode_value(decoder: msgspec.json.Decoder[T], raw: bytes, field: str | None) -> T:
+    """One JSON value; any refusal is a 400 naming `field` (None: the whole body), with
+    msgspec's path appended for a value of the wrong shape."""
     try:
-        return decoder.decode(body)
+        return decoder.decode(raw)
     except msgspec.ValidationError as exc:
-        field, reason = field_of(exc)
-        raise invalid(field, reason) from None
+        path, reason = field_of(exc)
+        raise invalid(_join(field, path), reason) from None
     except msgspec.DecodeError as exc:
         reason = str(exc).removeprefix("JSON is malformed: ")
-        raise invalid(None, f"malformed JSON: {reason}") from None
+        raise invalid(field, f"malformed JSON: {reason}") from None
     except UnicodeDecodeError:  # msgspec raises this, not DecodeError, for invalid UTF-8
-        raise invalid(None, "malformed JSON: not valid UTF-8") from None
+        raise invalid(field, "malformed JSON: not valid UTF-8") from None
+    except RecursionError:
+        # msgspec's C decoder stops at the interpreter's recursion limit (~1000 levels)
+        # and unwinds cleanly; no valid body is nested more than a few levels.
+        raise invalid(field, "malformed JSON: nested too deeply") from None
+
+
+def _join(field: str | None, path: str | None) -> str | None:
+    if field is None or path is None:
+        return field or path
+    return f"{field}.{path}"
+
+
+def deeper_than(value: Any, limit: int) -> bool:
+    """Whether a decoded JSON value nests more than `limit` arrays/objects, found without
+    recursion (so without a RecursionError of its own) and stopping at the first too deep."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth >= limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
 
 
 async def read_json(request: web.Request, decoder: msgspec.json.Decoder[T], limit: int) -> T:
