@@ -96,8 +96,8 @@ class ServerSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     max_queue_depth: int = 0
     public_url: str | None = None
     # WeChat callbacks: a push whose timestamp is further than this from our clock (either
-    # way) is refused with 403, and its (timestamp, nonce) is remembered in the store for
-    # twice this long so a replay inside the window is caught. At most 86,400.
+    # way) is refused with 403, and its (timestamp, nonce) is remembered in the store until
+    # the window has passed for it, so a replay inside the window is caught. At most a week.
     callback_max_skew_s: float = 300.0
 
     def __repr__(self) -> str:
@@ -395,7 +395,7 @@ def _validate_keys(settings: Settings) -> None:
         raise ConfigError("server: the same API key is configured twice")
 
 
-MAX_CALLBACK_SKEW_S = 86_400.0
+MAX_CALLBACK_SKEW_S = 604_800.0  # a week: past that the check means nothing
 
 
 def callback_max_skew_s(settings: Settings, app: AppSettings) -> float:
