@@ -103,12 +103,18 @@ async def test_bad_signature_is_403_and_records_nothing(plain_gw: Gateway) -> No
 
 async def test_malformed_xml_is_400_and_unknown_app_404(plain_gw: Gateway) -> None:
     before = await plain_gw.snapshot()
-    resp = await plain_gw.client.post("/wechat/callback/shop", params=signed(plain_gw), data=b"<xml><oops")
+    resp = await plain_gw.client.post(
+        "/wechat/callback/shop", params=signed(plain_gw), data=b"<xml><oops"
+    )
     assert resp.status == 400
-    resp = await plain_gw.client.post("/wechat/callback/nope", params=signed(plain_gw), data=b"<xml/>")
+    resp = await plain_gw.client.post(
+        "/wechat/callback/nope", params=signed(plain_gw), data=b"<xml/>"
+    )
     assert resp.status == 404
     doctype = b'<!DOCTYPE x [<!ENTITY a "b">]><xml>&a;</xml>'
-    resp = await plain_gw.client.post("/wechat/callback/shop", params=signed(plain_gw), data=doctype)
+    resp = await plain_gw.client.post(
+        "/wechat/callback/shop", params=signed(plain_gw), data=doctype
+    )
     assert resp.status == 400
     assert await plain_gw.snapshot() == before
 

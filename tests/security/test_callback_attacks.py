@@ -124,13 +124,13 @@ async def test_plain_push_to_an_aes_app_is_refused(gw: Gateway) -> None:
     assert code == 403
     assert await status(gw, msg_id) == "sent"
     # The same receipt in safe mode (msg_signature covers the encrypted body) applies.
-    encrypted = crypto.encrypt(AES_KEY, AES.appid, receipt_xml(3001, "success"))
+    body = aes_body(receipt_xml(3001, "success"))
+    encrypted = body.split(b"<Encrypt>")[1].split(b"</Encrypt>")[0].decode()
     query = signed(gw, "n-aes")
     query |= {
         "encrypt_type": "aes",
         "msg_signature": crypto.signature("cb_token", query["timestamp"], "n-aes", encrypted),
     }
-    body = f"<xml><ToUserName>gh</ToUserName><Encrypt>{encrypted}</Encrypt></xml>".encode()
     assert await push(gw, "safe", query, body) == (200, "success")
     assert await status(gw, msg_id) == "delivered"
 
@@ -159,16 +159,21 @@ async def test_receipt_naming_another_openid_is_not_applied(
 # ---------------------------------------------------------------- Medium 5: unauthenticated 500s
 
 
+def aes_body(xml: bytes) -> bytes:
+    encrypted = crypto.encrypt(AES_KEY, AES.appid, xml)
+    return f"<xml><ToUserName>gh</ToUserName><Encrypt>{encrypted}</Encrypt></xml>".encode()
+
+
 @pytest.mark.parametrize(
     "query",
     [
-        {"signature": "é" * 40},
+        {"signature": "\u00e9" * 40},  # was a TypeError in hmac.compare_digest: 500 + traceback
         {"signature": "\u202e" + "0" * 39},
-        {"encrypt_type": "aes", "msg_signature": "签名" * 20},
-        {"timestamp": "１７００００００００"},  # full-width digits: int() would take them
+        {"encrypt_type": "aes", "msg_signature": "\u7b7e\u540d" * 20},  # the same, in safe mode
+        {"timestamp": "\uff11\uff17" + "\uff10" * 8},  # full-width digits: int() takes them
         {"timestamp": ""},
         {"nonce": ""},
-        {"encrypt_type": "aes"},
+        {"encrypt_type": "aes"},  # no msg_signature at all
     ],
 )
 async def test_malformed_callbacks_are_4xx_without_a_traceback(
@@ -176,7 +181,8 @@ async def test_malformed_callbacks_are_4xx_without_a_traceback(
 ) -> None:
     caplog.set_level(logging.INFO)
     msg_id = await sent(gw, "safe", 5001)
-    body = receipt_xml(5001, "failed: system failed")
+    xml = receipt_xml(5001, "failed: system failed")
+    body = aes_body(xml) if "encrypt_type" in query else xml
     for i in range(20):
         q = {**signed(gw, f"n-bad{i}"), **query}
         resp = await gw.client.post("/wechat/callback/safe", params=q, data=body)

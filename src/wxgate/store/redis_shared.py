@@ -3,8 +3,9 @@ access tokens, locks, app pauses, daily quota counters, rate buckets and callbac
 
 Keys under the prefix P: P:token:{app} (TokenEntry JSON), P:lock:{name} (hash owner + until),
 P:pauses (hash app -> AppPause JSON), P:quota:{app}:{day} (counter, 2 days), P:rate:{app}
-(hash tokens + ts), P:nonce:{app}:{nonce} (hash digest + until: a WeChat callback's nonce). Expiry that the contract judges by the store's clock (locks, pauses) is
-stored as a time and compared in Lua; Redis TTLs only collect what is abandoned.
+(hash tokens + ts), P:nonce:{app}:{nonce} (hash digest + until: a WeChat callback's nonce).
+Expiry that the contract judges by the store's clock (locks, pauses, nonces) is stored as a
+time and compared in Lua; Redis TTLs only collect what is abandoned.
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ MAX_BODY_BYTES = 64 * 1024  # real pushes are well under 2 KiB
 DEFAULT_MAX_SKEW_S = 300.0
 
 MSGID_LIMIT = 1 << 64  # WeChat msgids are unsigned 64-bit; the store keeps exactly that range
-_DIGITS = re.compile(r"[0-9]{1,20}")  # int() would also take "+1", " 1", "1_0" and "١"
+_DIGITS = re.compile(r"[0-9]{1,20}")  # int() also takes "+1", " 1", "1_0", non-ASCII digits
 _MAX_NONCE_CHARS = 128
 
 # Any markup declaration except CDATA sections and comments: DOCTYPE, ENTITY, ELEMENT, ...
