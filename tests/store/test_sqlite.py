@@ -368,3 +368,16 @@ async def test_receipts_of_a_file_before_openids_still_apply(
         )
     finally:
         await s.close()
+
+
+async def test_expired_nonces_do_not_pile_up(store: SQLiteStore, clock: FakeClock) -> None:
+    """Every new nonce drops expired ones: the table stays at what the window holds."""
+    for i in range(50):
+        assert await store.remember_nonce("app_a", f"t:{i}", "d", 10.0, clock.now())
+        clock.advance(1.0)
+    conn = sqlite3.connect(store.path)
+    try:
+        (rows,) = conn.execute("SELECT count(*) FROM nonces").fetchone()
+    finally:
+        conn.close()
+    assert rows <= 12
