@@ -602,6 +602,8 @@ class StoreContract:
         )
         assert (await must_get(store, msg_id)).status == Status.SENT
         assert (await store.webhook_stats()).pending == before  # no status webhook either
+        assert await store.record_receipt("app_a", 919, "failed: x", ":1:919", "") is None
+        assert (await must_get(store, msg_id)).status == Status.SENT  # "" is not unchecked
         updated = await store.record_receipt("app_a", 919, "success", "o_user_1:1:919", "o_user_1")
         assert updated is not None and updated.status == Status.DELIVERED
 

@@ -415,3 +415,9 @@ def test_callback_window_per_app_or_server() -> None:
     )
     assert [callback_max_skew_s(s, a) for a in s.apps] == [120, 30]
     assert callback_max_skew_s(from_dict({"apps": [_APP_DICT]}), APP) == 300
+
+
+def test_receipt_without_fromusername_is_rejected() -> None:
+    body = _template_push().replace(b"<FromUserName><![CDATA[o_user]]></FromUserName>", b"")
+    with pytest.raises(CallbackError, match="FromUserName"):
+        parse_push(APP, _query(), body, now=NOW)

@@ -382,7 +382,7 @@ class RedisStore(RedisWebhooks):
             receipt,
             _EVENT_TTL_S,
             _EARLY_RECEIPT_TTL_S,
-            openid or "",
+            "" if openid is None else f"={openid}",  # "=": an empty openid is still checked
         )
         return decode_message(flat) if flat else None
 

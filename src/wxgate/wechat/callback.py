@@ -188,8 +188,16 @@ def _open_envelope(app: AppSettings, query: Mapping[str, str], body: bytes) -> b
     return body
 
 
-def _template_receipt(fields: Mapping[str, str]) -> Receipt:
+def _openid(fields: Mapping[str, str]) -> str:
+    """The event's FromUserName: the recipient a receipt must match (never empty)."""
     openid = fields.get("fromusername", "")
+    if not openid:
+        raise CallbackError("FromUserName: missing")
+    return openid
+
+
+def _template_receipt(fields: Mapping[str, str]) -> Receipt:
+    openid = _openid(fields)
     create_time = _uint(fields, "createtime")
     msgid = _uint(fields, "msgid")
     return Receipt(
@@ -202,7 +210,7 @@ def _template_receipt(fields: Mapping[str, str]) -> Receipt:
 
 
 def _subscribe_receipts(root: ET.Element, fields: Mapping[str, str]) -> list[Receipt]:
-    openid = fields.get("fromusername", "")
+    openid = _openid(fields)
     create_time = _uint(fields, "createtime")
     receipts = []
     for event in _children(root, "subscribemsgsentevent"):
