@@ -105,6 +105,10 @@ class ServerSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # 429 once this many messages are waiting (0 = no limit).
     max_queue_depth: int = 0
     public_url: str | None = None
+    # WeChat callbacks: a push whose timestamp is further than this from our clock (either
+    # way) is refused with 403, and its (timestamp, nonce) is remembered in the store until
+    # the window has passed for it, so a replay inside the window is caught. At most a week.
+    callback_max_skew_s: float = 300.0
 
     def __repr__(self) -> str:
         return (
@@ -159,6 +163,8 @@ class AppSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # for its end (urgent ones do not). None = no quiet hours.
     quiet_hours: str | None = None
     timezone: str = "Asia/Shanghai"
+    # This app's WeChat callbacks: overrides server.callback_max_skew_s (None: the server's).
+    callback_max_skew_s: float | None = None
 
     def __repr__(self) -> str:
         return (
@@ -407,6 +413,27 @@ def _validate_keys(settings: Settings) -> None:
         raise ConfigError("server: the same API key is configured twice")
 
 
+MAX_CALLBACK_SKEW_S = 604_800.0  # a week: past that the check means nothing
+
+
+def callback_max_skew_s(settings: Settings, app: AppSettings) -> float:
+    """The timestamp window of `app`'s WeChat callbacks (its own, else the server's)."""
+    own = app.callback_max_skew_s
+    return settings.server.callback_max_skew_s if own is None else own
+
+
+def _validate_callbacks(settings: Settings) -> None:
+    windows = [("server.callback_max_skew_s", settings.server.callback_max_skew_s)]
+    windows += [
+        (f"apps.{a.name}.callback_max_skew_s", a.callback_max_skew_s)
+        for a in settings.apps
+        if a.callback_max_skew_s is not None
+    ]
+    for where, value in windows:
+        if not 0 < value <= MAX_CALLBACK_SKEW_S:
+            raise ConfigError(f"{where}: must be > 0 and at most {MAX_CALLBACK_SKEW_S:.0f}")
+
+
 def _validate_adaptive(a: AdaptiveSettings) -> None:
     where = "workers.adaptive"
     if a.interval_s <= 0 or a.window < 1 or a.min_samples < 1:
@@ -445,6 +472,7 @@ def validate(settings: Settings) -> Settings:
     if settings.workers.retry.max_attempts < 1:
         raise ConfigError("workers.retry.max_attempts: must be >= 1")
     _validate_keys(settings)
+    _validate_callbacks(settings)
     _validate_adaptive(settings.workers.adaptive)
     _validate_webhooks(settings)
     return settings

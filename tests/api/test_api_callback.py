@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from api_support import AES_KEY, SHOP, Gateway, msg_body
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import msgspec
+import pytest
+from api_support import AES_KEY, SHOP, Gateway, make_settings, msg_body, running_gateway
 
 from wxgate.models import SendResult
 from wxgate.wechat import crypto
@@ -25,6 +30,15 @@ def signed(gw: Gateway, token: str = SHOP.callback_token) -> dict[str, str]:
     return {"timestamp": ts, "nonce": nonce, "signature": crypto.signature(token, ts, nonce)}
 
 
+@pytest.fixture
+async def plain_gw(tmp_path: Path) -> AsyncIterator[Gateway]:
+    """The shop app in WeChat's plain mode (no encoding_aes_key): an app with a key takes AES
+    pushes only, so plain pushes are tested here."""
+    plain = msgspec.structs.replace(SHOP, encoding_aes_key=None)
+    async with running_gateway(tmp_path / "plain.db", make_settings([plain])) as g:
+        yield g
+
+
 async def _sent_message(gw: Gateway) -> str:
     _, body = await gw.post("/v1/messages", msg_body())
     [m] = await gw.store.lease(10, 30.0, gw.clock.now())
@@ -44,15 +58,15 @@ async def test_url_verification(gw: Gateway) -> None:
     assert resp.status == 404
 
 
-async def test_plain_receipt_marks_delivered(gw: Gateway) -> None:
-    msg_id = await _sent_message(gw)
-    body = receipt_xml(MSGID, "success", int(gw.clock.now()))
-    resp = await gw.client.post("/wechat/callback/shop", params=signed(gw), data=body)
+async def test_plain_receipt_marks_delivered(plain_gw: Gateway) -> None:
+    msg_id = await _sent_message(plain_gw)
+    body = receipt_xml(MSGID, "success", int(plain_gw.clock.now()))
+    resp = await plain_gw.client.post("/wechat/callback/shop", params=signed(plain_gw), data=body)
     assert resp.status == 200 and await resp.text() == "success"
-    _, got = await gw.get(f"/v1/messages/{msg_id}")
+    _, got = await plain_gw.get(f"/v1/messages/{msg_id}")
     assert got["status"] == "delivered" and got["receipt"] == "success"
     # WeChat retries the same push: still "success", nothing changes.
-    resp = await gw.client.post("/wechat/callback/shop", params=signed(gw), data=body)
+    resp = await plain_gw.client.post("/wechat/callback/shop", params=signed(plain_gw), data=body)
     assert resp.status == 200 and await resp.text() == "success"
 
 
@@ -75,36 +89,42 @@ async def test_aes_receipt_marks_blocked(gw: Gateway) -> None:
     assert got["status"] == "blocked"
 
 
-async def test_bad_signature_is_403_and_records_nothing(gw: Gateway) -> None:
-    msg_id = await _sent_message(gw)
-    before = await gw.snapshot()
-    body = receipt_xml(MSGID, "success", int(gw.clock.now()))
-    forged = signed(gw, token="not_the_token")
-    resp = await gw.client.post("/wechat/callback/shop", params=forged, data=body)
+async def test_bad_signature_is_403_and_records_nothing(plain_gw: Gateway) -> None:
+    msg_id = await _sent_message(plain_gw)
+    before = await plain_gw.snapshot()
+    body = receipt_xml(MSGID, "success", int(plain_gw.clock.now()))
+    forged = signed(plain_gw, token="not_the_token")
+    resp = await plain_gw.client.post("/wechat/callback/shop", params=forged, data=body)
     assert resp.status == 403
-    assert await gw.snapshot() == before
-    _, got = await gw.get(f"/v1/messages/{msg_id}")
+    assert await plain_gw.snapshot() == before
+    _, got = await plain_gw.get(f"/v1/messages/{msg_id}")
     assert got["status"] == "sent"
 
 
-async def test_malformed_xml_is_400_and_unknown_app_404(gw: Gateway) -> None:
-    before = await gw.snapshot()
-    resp = await gw.client.post("/wechat/callback/shop", params=signed(gw), data=b"<xml><oops")
+async def test_malformed_xml_is_400_and_unknown_app_404(plain_gw: Gateway) -> None:
+    before = await plain_gw.snapshot()
+    resp = await plain_gw.client.post(
+        "/wechat/callback/shop", params=signed(plain_gw), data=b"<xml><oops"
+    )
     assert resp.status == 400
-    resp = await gw.client.post("/wechat/callback/nope", params=signed(gw), data=b"<xml/>")
+    resp = await plain_gw.client.post(
+        "/wechat/callback/nope", params=signed(plain_gw), data=b"<xml/>"
+    )
     assert resp.status == 404
     doctype = b'<!DOCTYPE x [<!ENTITY a "b">]><xml>&a;</xml>'
-    resp = await gw.client.post("/wechat/callback/shop", params=signed(gw), data=doctype)
+    resp = await plain_gw.client.post(
+        "/wechat/callback/shop", params=signed(plain_gw), data=doctype
+    )
     assert resp.status == 400
-    assert await gw.snapshot() == before
+    assert await plain_gw.snapshot() == before
 
 
-async def test_other_events_are_acknowledged(gw: Gateway) -> None:
+async def test_other_events_are_acknowledged(plain_gw: Gateway) -> None:
     body = (
         b"<xml><FromUserName>o_1</FromUserName><CreateTime>1</CreateTime>"
         b"<MsgType>event</MsgType><Event>subscribe</Event></xml>"
     )
-    resp = await gw.client.post("/wechat/callback/shop", params=signed(gw), data=body)
+    resp = await plain_gw.client.post("/wechat/callback/shop", params=signed(plain_gw), data=body)
     assert resp.status == 200 and await resp.text() == "success"
 
 

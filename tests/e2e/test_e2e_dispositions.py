@@ -142,7 +142,12 @@ async def _token_dies_mid_run(
 @pytest.mark.timeout(60)
 async def test_token_expiry_mid_run_fails_no_message(tmp_path: Path) -> None:
     sim_clock = JumpClock()
-    async with running_rig(tmp_path, latency_ms=5.0, sim_clock=sim_clock) as rig:
+    # WeChat's receipts will carry its clock, 2 h ahead of ours: opt in to a callback window
+    # that wide (the default, 300 s, would refuse them as stale).
+    skewed = {"callback_max_skew_s": 7_500.0}
+    async with running_rig(
+        tmp_path, latency_ms=5.0, sim_clock=sim_clock, app_overrides=skewed
+    ) as rig:
 
         async def two_hours_pass_for_wechat() -> None:
             # Every token WeChat issued has expired (42001); the gateway's clock has not moved.

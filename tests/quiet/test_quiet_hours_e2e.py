@@ -43,7 +43,13 @@ async def test_held_overnight_at_ingest_and_at_delivery(tmp_path: Path) -> None:
     night = next_23h()
     clock.jump(night - time.time())
     morning = night + 9 * 3600  # 08:00 the next day
-    quiet = {"quiet_hours": "22:00-08:00", "timezone": "Asia/Shanghai"}
+    # The simulator's receipts carry real time, up to 25 h behind the gateway's jumped clock:
+    # opt in to a callback window that wide (the default, 300 s, would refuse them).
+    quiet = {
+        "quiet_hours": "22:00-08:00",
+        "timezone": "Asia/Shanghai",
+        "callback_max_skew_s": 93_600.0,
+    }
     async with running_rig(tmp_path, gw_clock=clock, app_overrides=quiet) as rig:
         # At ingest: normal and low wait for 08:00, urgent (and its alias high) go now.
         normal = await rig.api.send("o_normal")

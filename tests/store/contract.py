@@ -589,6 +589,48 @@ class StoreContract:
     async def test_find_by_unknown_msgid(self, store: Store) -> None:
         assert await store.find_by_wechat_msgid("app_a", 4242) is None
 
+    async def test_receipt_naming_another_openid_is_dropped(
+        self, store: Store, clock: FakeClock
+    ) -> None:
+        """A signed push can still be forged in plain mode: a receipt only changes a message
+        sent to the event's FromUserName (make_message sends to o_user_1)."""
+        msg_id = await enqueue_one(store, clock, callback_url=HOOK)
+        await send_and_ack(store, clock, msg_id, 919)
+        before = (await store.webhook_stats()).pending
+        assert (
+            await store.record_receipt("app_a", 919, "failed: x", "o_evil:1:919", "o_evil") is None
+        )
+        assert (await must_get(store, msg_id)).status == Status.SENT
+        assert (await store.webhook_stats()).pending == before  # no status webhook either
+        assert await store.record_receipt("app_a", 919, "failed: x", ":1:919", "") is None
+        assert (await must_get(store, msg_id)).status == Status.SENT  # "" is not unchecked
+        updated = await store.record_receipt("app_a", 919, "success", "o_user_1:1:919", "o_user_1")
+        assert updated is not None and updated.status == Status.DELIVERED
+
+    async def test_early_receipt_naming_another_openid_is_dropped_at_ack(
+        self, store: Store, clock: FakeClock
+    ) -> None:
+        """Receipts that beat their ack wait with their openid: planting one for a msgid
+        WeChat has yet to hand out does not decide that message."""
+        msg_id = await enqueue_one(store, clock)
+        held = await lease_one(store, clock, msg_id)
+        assert (
+            await store.record_receipt("app_a", 929, "failed: x", "o_evil:1:929", "o_evil") is None
+        )
+        assert (
+            await store.ack(msg_id, held.lease_token, SendResult(929, clock.now())) == Status.SENT
+        )
+        assert (await must_get(store, msg_id)).status == Status.SENT
+        other = await enqueue_one(store, clock)
+        held = await lease_one(store, clock, other)
+        assert (
+            await store.record_receipt("app_a", 939, "success", "o_user_1:1:939", "o_user_1")
+            is None
+        )
+        assert await store.ack(other, held.lease_token, SendResult(939, clock.now())) == (
+            Status.DELIVERED
+        )
+
     # ------------------------------------------------------------------ stats
 
     async def test_stats(self, store: Store, clock: FakeClock) -> None:
@@ -1014,6 +1056,21 @@ class StoreContract:
         clock.advance(11)  # p2's lock expired: anyone may take it
         assert await store.acquire_lock("refresh:app_a", "p3", 10)
         assert not await store.acquire_lock("refresh:app_a", "p2", 10)
+
+    # ------------------------------------------------------------------ callback nonces
+
+    async def test_remember_nonce(self, store: Store, clock: FakeClock) -> None:
+        now = clock.now()
+        assert await store.remember_nonce("app_a", "1700000000:n1", "d1", 600, now)
+        # The same push again (WeChat's retry): still fine, for any process.
+        assert await store.remember_nonce("app_a", "1700000000:n1", "d1", 600, now + 1)
+        # The nonce with another body: a captured URL replayed with a forged body.
+        assert not await store.remember_nonce("app_a", "1700000000:n1", "d2", 600, now + 2)
+        assert await store.remember_nonce("app_b", "1700000000:n1", "d2", 600, now + 2)
+        assert await store.remember_nonce("app_a", "1700000000:n2", "d2", 600, now + 2)
+        # Forgotten once its time is up (the timestamp window refuses it by then anyway).
+        assert await store.remember_nonce("app_a", "1700000000:n1", "d3", 600, now + 601)
+        assert not await store.remember_nonce("app_a", "1700000000:n1", "d1", 600, now + 602)
 
     # ------------------------------------------------------------------ pauses
 

@@ -338,3 +338,46 @@ async def test_file_of_an_older_version_is_brought_up_to_date(
         conn.close()
     finally:
         await s.close()
+
+
+async def test_receipts_of_a_file_before_openids_still_apply(
+    clock: FakeClock, db_path: str
+) -> None:
+    """A file made before receipts kept their openid gets the column at open; a receipt
+    waiting there (openid NULL: never checked) is still applied at its ack."""
+    s = SQLiteStore(db_path, clock, retention_s=3600)
+    await s.open()
+    await s.close()
+    conn = sqlite3.connect(db_path)
+    conn.execute("DROP TABLE receipts")
+    conn.execute(
+        "CREATE TABLE receipts (app TEXT NOT NULL, event_key TEXT NOT NULL, "
+        "wechat_msgid INTEGER NOT NULL, receipt TEXT NOT NULL, received_at REAL NOT NULL, "
+        "applied INTEGER NOT NULL, PRIMARY KEY (app, event_key)) WITHOUT ROWID"
+    )
+    conn.execute("INSERT INTO receipts VALUES ('app_a', 'o:1:77', 77, 'success', 1.0, 0)")
+    conn.commit()
+    conn.close()
+    s = SQLiteStore(db_path, clock, retention_s=3600)
+    await s.open()
+    try:
+        msg_id = await enqueue_one(s, clock)
+        [held] = await s.lease(1, LEASE_S, clock.now())
+        assert await s.ack(msg_id, held.lease_token, SendResult(77, clock.now())) == (
+            Status.DELIVERED
+        )
+    finally:
+        await s.close()
+
+
+async def test_expired_nonces_do_not_pile_up(store: SQLiteStore, clock: FakeClock) -> None:
+    """Every new nonce drops expired ones: the table stays at what the window holds."""
+    for i in range(50):
+        assert await store.remember_nonce("app_a", f"t:{i}", "d", 10.0, clock.now())
+        clock.advance(1.0)
+    conn = sqlite3.connect(store.path)
+    try:
+        (rows,) = conn.execute("SELECT count(*) FROM nonces").fetchone()
+    finally:
+        conn.close()
+    assert rows <= 12

@@ -8,14 +8,18 @@ Official Account safe mode.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
-from wxgate.settings import AppSettings
+from wxgate.errors import ConfigError
+from wxgate.settings import AppSettings, callback_max_skew_s, from_dict
 from wxgate.wechat import crypto
 from wxgate.wechat.callback import (
     CallbackError,
     Receipt,
     normalise_status,
+    open_push,
     parse_push,
     parse_xml,
     verify_url,
@@ -25,6 +29,7 @@ TOKEN = "cb_token"
 AES_KEY = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
 NOW = 1_700_000_000
 APP = AppSettings(name="shop", appid="wx_shop", secret="x", callback_token=TOKEN)
+_APP_DICT = {"name": "shop", "appid": "wx_shop", "secret": "x", "callback_token": TOKEN}
 AES_APP = AppSettings(
     name="shop", appid="wx_shop", secret="x", callback_token=TOKEN, encoding_aes_key=AES_KEY
 )
@@ -331,3 +336,88 @@ def test_our_encrypt_our_decrypt() -> None:
         assert crypto.decrypt(AES_KEY, "wx_shop", crypto.encrypt(AES_KEY, "wx_shop", message)) == (
             message
         )
+
+
+# ---------------------------------------------------------------- issue 11: replay and forgery
+
+
+def test_plain_push_to_an_aes_app_is_forbidden() -> None:
+    with pytest.raises(CallbackError, match="AES safe mode") as info:
+        parse_push(AES_APP, _query(), _template_push(), now=NOW)
+    assert info.value.forbidden
+
+
+def test_default_window_is_five_minutes_both_ways() -> None:
+    assert parse_push(APP, _query(ts=NOW - 300), _template_push(), now=NOW)
+    assert parse_push(APP, _query(ts=NOW + 300), _template_push(), now=NOW)
+    for ts in (NOW - 301, NOW + 301):
+        with pytest.raises(CallbackError, match="window") as info:
+            parse_push(APP, _query(ts=ts), _template_push(), now=NOW)
+        assert info.value.forbidden
+
+
+def test_open_push_names_its_nonce_and_digest() -> None:
+    push = open_push(APP, _query(nonce="n1"), _template_push(), now=NOW)
+    again = open_push(APP, _query(nonce="n1"), _template_push(), now=NOW)
+    forged = open_push(APP, _query(nonce="n1"), _template_push(status="failed: x"), now=NOW)
+    assert (push.timestamp, push.nonce) == (NOW, "n1")
+    assert push.digest == again.digest != forged.digest
+    # In safe mode the digest is of the event inside: a re-encrypted retry matches.
+    first = crypto.encrypt(AES_KEY, "wx_shop", _template_push())
+    second = crypto.encrypt(AES_KEY, "wx_shop", _template_push())
+    assert first != second
+    a = open_push(AES_APP, _aes_query(first), _aes_body(first), now=NOW)
+    b = open_push(AES_APP, _aes_query(second), _aes_body(second), now=NOW)
+    assert a.digest == b.digest == push.digest
+
+
+@pytest.mark.parametrize("msgid", ["18446744073709551616", "-1", "+1", "1_0", " ", "0x10"])
+def test_msgid_outside_u64_is_rejected(msgid: str) -> None:
+    body = _template_push().replace(b"200163836", msgid.encode())
+    with pytest.raises(CallbackError, match="msgid") as info:
+        parse_push(APP, _query(), body, now=NOW)
+    assert not info.value.forbidden  # signed but unreadable: 400
+
+
+@pytest.mark.parametrize("msgid", [0, 2**63, 2**64 - 1])
+def test_every_u64_msgid_is_read(msgid: int) -> None:
+    body = _template_push(msgid=msgid)
+    assert [r.msgid for r in parse_push(APP, _query(), body, now=NOW)] == [msgid]
+
+
+@pytest.mark.parametrize("signature", ["\u00e9" * 40, "\udcff", "0" * 39 + "\u0660"])
+def test_non_ascii_signatures_do_not_raise(signature: str) -> None:
+    assert not crypto.check_signature(signature, TOKEN, str(NOW), "n")
+    q = {**_query(), "signature": signature}
+    with pytest.raises(CallbackError, match="signature"):
+        parse_push(APP, q, _template_push(), now=NOW)
+
+
+@pytest.mark.parametrize(
+    ("settings", "where"),
+    [
+        ({"server": {"callback_max_skew_s": 0}}, "server.callback_max_skew_s"),
+        ({"server": {"callback_max_skew_s": 700_000}}, "server.callback_max_skew_s"),
+        ({"apps": [{**_APP_DICT, "callback_max_skew_s": -1}]}, "apps.shop.callback_max_skew_s"),
+    ],
+)
+def test_callback_window_settings_are_validated(settings: dict[str, Any], where: str) -> None:
+    with pytest.raises(ConfigError, match=where):
+        from_dict(settings)
+
+
+def test_callback_window_per_app_or_server() -> None:
+    s = from_dict(
+        {
+            "server": {"callback_max_skew_s": 120},
+            "apps": [_APP_DICT, {**_APP_DICT, "name": "b", "callback_max_skew_s": 30}],
+        }
+    )
+    assert [callback_max_skew_s(s, a) for a in s.apps] == [120, 30]
+    assert callback_max_skew_s(from_dict({"apps": [_APP_DICT]}), APP) == 300
+
+
+def test_receipt_without_fromusername_is_rejected() -> None:
+    body = _template_push().replace(b"<FromUserName><![CDATA[o_user]]></FromUserName>", b"")
+    with pytest.raises(CallbackError, match="FromUserName"):
+        parse_push(APP, _query(), body, now=NOW)

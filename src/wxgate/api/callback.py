@@ -1,38 +1,45 @@
 """GET|POST /wechat/callback/{app}: WeChat's URL check and its event pushes (receipts).
 
-Authenticated by WeChat's signature, not an API key. Never slow: only the store is touched,
-and "success" is answered only after every receipt is recorded, so a store failure makes
-WeChat push again instead of losing the receipt.
+Authenticated by WeChat's signature, not an API key. In plain mode that signature covers
+only token, timestamp and nonce, not the body, so a push is also held to a timestamp window,
+its (timestamp, nonce) is used once (remembered in the store, for every process), and a
+receipt only changes a message sent to the event's FromUserName. Never slow: only the store
+is touched, and "success" is answered only after every receipt is recorded, so a store
+failure makes WeChat push again instead of losing the receipt. Refusals are one throttled
+log line, never a traceback.
 """
 
 from __future__ import annotations
+
+import logging
 
 from aiohttp import web
 
 from wxgate.api.body import read_limited
 from wxgate.api.context import Gateway
 from wxgate.api.errors import ApiError
-from wxgate.settings import AppSettings
-from wxgate.wechat.callback import MAX_BODY_BYTES, CallbackError, parse_push, verify_url
+from wxgate.api.throttled_log import ThrottledLog
+from wxgate.settings import AppSettings, callback_max_skew_s
+from wxgate.wechat.callback import (
+    MAX_BODY_BYTES,
+    CallbackError,
+    Push,
+    Receipt,
+    open_push,
+    verify_url,
+)
+
+log = logging.getLogger("wxgate.api.callback")
 
 _TEXT = "text/plain"
-
-
-# CallbackError carries no kind, so its (stable, module-local) reason text tells a forged or
-# stale request (403, nothing stored) from a signed one we cannot read (400).
-_FORBIDDEN_REASONS = ("bad signature", "bad msg_signature", "timestamp")
-
-
-def _rejected(exc: CallbackError) -> ApiError:
-    reason = str(exc)
-    if reason.startswith(_FORBIDDEN_REASONS):
-        return ApiError(403, "bad_signature", "callback signature did not verify")
-    return ApiError(400, "invalid_request", f"callback rejected: {reason}")
+# Past the window's end a replay fails the timestamp check; a second of slack for rounding.
+_NONCE_SLACK_S = 1.0
 
 
 class CallbackRoutes:
     def __init__(self, gw: Gateway) -> None:
         self.gw = gw
+        self._log = ThrottledLog(log, gw.clock)
 
     def _app(self, request: web.Request) -> AppSettings:
         name = request.match_info["app"]
@@ -41,6 +48,14 @@ class CallbackRoutes:
         if app is None or not app.callback_token:
             raise ApiError(404, "not_found", f"no callback configured for app {name!r}", "app")
         return app
+
+    def _rejected(self, app: AppSettings, exc: CallbackError) -> ApiError:
+        """403 for a request that is not (or no longer) authentic, 400 for a signed one we
+        cannot read; one throttled line per app says why."""
+        self._log.warning(f"{app.name}:rejected", "callback for app %r refused: %s", app.name, exc)
+        if exc.forbidden:
+            return ApiError(403, "bad_signature", "callback signature did not verify")
+        return ApiError(400, "invalid_request", f"callback rejected: {exc}")
 
     async def verify(self, request: web.Request) -> web.Response:
         app = self._app(request)
@@ -54,21 +69,52 @@ class CallbackRoutes:
                 q.get("echostr", ""),
             )
         except CallbackError as exc:
-            raise _rejected(exc) from None
+            raise self._rejected(app, exc) from None
         return web.Response(text=echostr, content_type=_TEXT)
 
     async def push(self, request: web.Request) -> web.Response:
         app = self._app(request)
         # WeChat sends text/xml; read_body's JSON content-type check does not apply here.
         body = await read_limited(request, min(self.gw.max_body_bytes, MAX_BODY_BYTES))
+        now = self.gw.clock.now()
+        window_s = callback_max_skew_s(self.gw.settings, app)
         try:
-            receipts = parse_push(app, request.query, body, now=self.gw.clock.now())
+            push = open_push(app, request.query, body, now=now, max_skew_s=window_s)
         except CallbackError as exc:
-            raise _rejected(exc) from None
-        for r in receipts:
-            updated = await self.gw.store.record_receipt(app.name, r.msgid, r.status, r.event_key)
-            if updated is not None:
-                self.gw.metrics.on_receipt(
-                    app.name, updated.status.value, updated.created_at, self.gw.clock.now()
-                )
+            raise self._rejected(app, exc) from None
+        await self._use_nonce(app, push, now, window_s)
+        for r in push.receipts:
+            await self._apply(app, r)
         return web.Response(text="success", content_type=_TEXT)
+
+    async def _use_nonce(self, app: AppSettings, push: Push, now: float, window_s: float) -> None:
+        """Refuse a (timestamp, nonce) already used with another body: a captured URL replayed
+        with a forged body. The same push again (WeChat's retry, whether or not it keeps the
+        nonce) goes on and is applied idempotently, so it changes nothing twice."""
+        ttl_s = push.timestamp + window_s + _NONCE_SLACK_S - now
+        nonce = f"{push.timestamp}:{push.nonce}"
+        if await self.gw.store.remember_nonce(app.name, nonce, push.digest, ttl_s, now):
+            return
+        self._log.warning(
+            f"{app.name}:replay", "callback for app %r refused: nonce reused", app.name
+        )
+        raise ApiError(403, "replayed", "callback nonce was already used")
+
+    async def _apply(self, app: AppSettings, r: Receipt) -> None:
+        store = self.gw.store
+        known = await store.find_by_wechat_msgid(app.name, r.msgid)
+        if known is not None and known.touser != r.openid:
+            # Answered "success" all the same: WeChat would only retry, and a forger learns
+            # nothing. The store checks again (an early receipt waits with its openid).
+            self._log.warning(
+                f"{app.name}:openid",
+                "callback for app %r: receipt for msgid %d names another openid; ignored",
+                app.name,
+                r.msgid,
+            )
+            return
+        updated = await store.record_receipt(app.name, r.msgid, r.status, r.event_key, r.openid)
+        if updated is not None:
+            self.gw.metrics.on_receipt(
+                app.name, updated.status.value, updated.created_at, self.gw.clock.now()
+            )

@@ -127,14 +127,17 @@ class Store(Protocol):
     async def find_by_wechat_msgid(self, app: str, wechat_msgid: int) -> Message | None: ...
 
     async def record_receipt(
-        self, app: str, wechat_msgid: int, receipt: str, event_key: str
+        self, app: str, wechat_msgid: int, receipt: str, event_key: str, openid: str | None = None
     ) -> Message | None:
         """Apply a TEMPLATESENDJOBFINISH: sent -> delivered | blocked | failed.
 
         `receipt` is WeChat's Status string; "success" -> delivered, a "user block" failure ->
         blocked, any other failure -> failed. Idempotent by `event_key` (FromUserName+CreateTime).
         If no message has that msgid yet (the receipt beat our ack), keep it and apply it at ack.
-        Returns the updated message, or None when it was kept for later or a duplicate.
+        With `openid` (the event's FromUserName; the callback route always gives it), only a
+        message to that openid takes the receipt, now or at its ack: a receipt naming someone
+        else's message is dropped. Returns the updated message, or None when it was kept for
+        later, a duplicate, or dropped.
         """
 
     async def stats(self) -> StoreStats: ...
@@ -209,6 +212,14 @@ class Store(Protocol):
 
     async def set_pause(self, pause: AppPause) -> None: ...
     async def clear_pause(self, app: str) -> None: ...
+
+    async def remember_nonce(
+        self, app: str, nonce: str, digest: str, ttl_s: float, now: float
+    ) -> bool:
+        """Remember a WeChat callback's nonce ("timestamp:nonce") and its body's digest until
+        now + ttl_s, for every process. True if it was new, or is remembered with this same
+        digest (the same push again: WeChat's retry, applied idempotently); False if it was
+        used with another body (a captured URL replayed with a forged body)."""
 
     async def incr_quota(self, app: str, day: str, n: int = 1) -> int:
         """Add n to the app's send count for `day` (YYYY-MM-DD, Asia/Shanghai); the new total."""

@@ -371,7 +371,7 @@ class RedisStore(RedisWebhooks):
 
     @guarded
     async def record_receipt(
-        self, app: str, wechat_msgid: int, receipt: str, event_key: str
+        self, app: str, wechat_msgid: int, receipt: str, event_key: str, openid: str | None = None
     ) -> Message | None:
         flat = await self._msg_script(
             lua.RECEIPT,
@@ -382,6 +382,7 @@ class RedisStore(RedisWebhooks):
             receipt,
             _EVENT_TTL_S,
             _EARLY_RECEIPT_TTL_S,
+            "" if openid is None else f"={openid}",  # "=": an empty openid is still checked
         )
         return decode_message(flat) if flat else None
 

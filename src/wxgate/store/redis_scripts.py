@@ -412,7 +412,8 @@ return out
 """)
 
 # ARGV[5] msgpack [[id, token, wechat_msgid ('' = none), sent_at], ...]. Returns 1/0 per ack.
-# A receipt that beat the ack (P:receipt:{app}:{msgid}) is applied here.
+# A receipt that beat the ack (P:receipt:{app}:{msgid}) is applied here if it names the
+# message's openid ('=' .. openid; '' or none: unchecked, or kept before openids were).
 ACK = _script(r"""
 local out = {}
 for _, a in ipairs(cmsgpack.unpack(ARGV[5])) do
@@ -427,12 +428,13 @@ for _, a in ipairs(cmsgpack.unpack(ARGV[5])) do
       fields[#fields + 1] = 'wechat_msgid'; fields[#fields + 1] = msgid
       redis.call('HSET', P .. ':msgid:' .. m.app, msgid, id)
       local rk = P .. ':receipt:' .. m.app .. ':' .. msgid
-      local r = redis.call('HMGET', rk, 'status', 'receipt')
-      if r[1] then
+      local r = redis.call('HMGET', rk, 'status', 'receipt', 'openid')
+      local mine = not r[3] or r[3] == '' or r[3] == '=' .. cjson.decode(m.raw[IX.doc]).touser
+      if r[1] and mine then
         to = r[1]
         fields[#fields + 1] = 'receipt'; fields[#fields + 1] = r[2]
-        redis.call('DEL', rk)
       end
+      if r[1] then redis.call('DEL', rk) end
     end
     fields[#fields + 1] = 'status'; fields[#fields + 1] = to
     redis.call('HSET', m.key, unpack(fields))
@@ -504,21 +506,24 @@ return 'cancelled'
 """)
 
 # ARGV[5] app, [6] msgid, [7] event key, [8] status the receipt means, [9] receipt,
-# [10] event TTL (s), [11] early-receipt TTL (s). Returns the updated message (MESSAGE_FIELDS
-# values), or false when it was a duplicate, kept for the ack, or changes nothing.
+# [10] event TTL (s), [11] early-receipt TTL (s), [12] '=' .. openid ('' = unchecked): only a
+# message to that openid takes the receipt. Returns the updated message (MESSAGE_FIELDS
+# values), or false when it was a duplicate, kept for the ack, another openid's, or changes
+# nothing.
 RECEIPT = _script(r"""
-local app, msgid, to, receipt = ARGV[5], ARGV[6], ARGV[8], ARGV[9]
+local app, msgid, to, receipt, openid = ARGV[5], ARGV[6], ARGV[8], ARGV[9], ARGV[12]
 local ek = P .. ':event:' .. app .. ':' .. ARGV[7]
 if not redis.call('SET', ek, '1', 'NX', 'EX', ARGV[10]) then return false end
 local id = redis.call('HGET', P .. ':msgid:' .. app, msgid)
 local m = id and load(id)
 if not m then
   local rk = P .. ':receipt:' .. app .. ':' .. msgid
-  redis.call('HSET', rk, 'status', to, 'receipt', receipt)
+  redis.call('HSET', rk, 'status', to, 'receipt', receipt, 'openid', openid)
   redis.call('EXPIRE', rk, ARGV[11])
   return false
 end
 if m.status ~= 'sent' then return false end
+if openid ~= '' and '=' .. cjson.decode(m.raw[IX.doc]).touser ~= openid then return false end
 redis.call('HSET', m.key, 'status', to, 'receipt', receipt, 'updated_at', NOW)
 move(m.app, m.batch, 'sent', to)
 emit(m, to)

@@ -1,10 +1,11 @@
 """The Redis connection behind RedisStore, and the state every process shares through it:
-access tokens, locks, app pauses, daily quota counters and rate buckets.
+access tokens, locks, app pauses, daily quota counters, rate buckets and callback nonces.
 
 Keys under the prefix P: P:token:{app} (TokenEntry JSON), P:lock:{name} (hash owner + until),
 P:pauses (hash app -> AppPause JSON), P:quota:{app}:{day} (counter, 2 days), P:rate:{app}
-(hash tokens + ts). Expiry that the contract judges by the store's clock (locks, pauses) is
-stored as a time and compared in Lua; Redis TTLs only collect what is abandoned.
+(hash tokens + ts), P:nonce:{app}:{nonce} (hash digest + until: a WeChat callback's nonce).
+Expiry that the contract judges by the store's clock (locks, pauses, nonces) is stored as a
+time and compared in Lua; Redis TTLs only collect what is abandoned.
 """
 
 from __future__ import annotations
@@ -89,6 +90,19 @@ ACQUIRE_LOCK = r"""#!lua
 local f = redis.call('HMGET', KEYS[1], 'owner', 'until')
 if f[1] and f[1] ~= ARGV[1] and tonumber(f[2]) > tonumber(ARGV[2]) then return 0 end
 redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'until', ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return 1
+"""
+
+# KEYS[1] nonce hash; ARGV digest, now, until, ttl_ms. 1 if the nonce is new (or its entry
+# expired by `now`) or is remembered with this digest, else 0.
+REMEMBER_NONCE = r"""#!lua
+local f = redis.call('HMGET', KEYS[1], 'digest', 'until')
+if f[1] and tonumber(f[2]) > tonumber(ARGV[2]) then
+  if f[1] == ARGV[1] then return 1 end
+  return 0
+end
+redis.call('HSET', KEYS[1], 'digest', ARGV[1], 'until', ARGV[3])
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return 1
 """
@@ -222,6 +236,17 @@ class RedisSharedState:
     @guarded
     async def release_lock(self, name: str, owner: str) -> None:
         await self._script(RELEASE_LOCK, [f"{self._p}:lock:{name}"], [owner])
+
+    @guarded
+    async def remember_nonce(
+        self, app: str, nonce: str, digest: str, ttl_s: float, now: float
+    ) -> bool:
+        done = await self._script(
+            REMEMBER_NONCE,
+            [f"{self._p}:nonce:{app}:{nonce}"],
+            [digest, repr(now), repr(now + ttl_s), max(1, math.ceil(ttl_s * 1000))],
+        )
+        return bool(done)
 
     # ------------------------------------------------------------------ pauses, quota, rate
 

@@ -225,10 +225,12 @@ class SQLiteStore:
         return await self._read(reads.find_by_wechat_msgid, app, wechat_msgid)
 
     async def record_receipt(
-        self, app: str, wechat_msgid: int, receipt: str, event_key: str
+        self, app: str, wechat_msgid: int, receipt: str, event_key: str, openid: str | None = None
     ) -> Message | None:
         now = self._clock.now()
-        return await self._write(ops.record_receipt, app, wechat_msgid, receipt, event_key, now)
+        return await self._write(
+            ops.record_receipt, app, wechat_msgid, receipt, event_key, openid, now
+        )
 
     async def stats(self) -> StoreStats:
         return await self._read(reads.stats)
@@ -310,6 +312,11 @@ class SQLiteStore:
 
     async def clear_pause(self, app: str) -> None:
         await self._write(state.clear_pause, app)
+
+    async def remember_nonce(
+        self, app: str, nonce: str, digest: str, ttl_s: float, now: float
+    ) -> bool:
+        return await self._write(state.remember_nonce, app, nonce, digest, ttl_s, now)
 
     async def incr_quota(self, app: str, day: str, n: int = 1) -> int:
         return await self._write(state.incr_quota, app, day, n)

@@ -241,12 +241,12 @@ _ACK_MANY = (
     "AND messages.lease_token = j.value ->> 3"
 )
 _SENDING = (
-    "SELECT id, app, callback_url, lease_token FROM messages "
+    "SELECT id, app, callback_url, lease_token, touser FROM messages "
     "WHERE id IN (SELECT value FROM json_each(?)) AND status = 'sending'"
 )
 _WAITING_RECEIPTS = (
     # INDEXED BY: without ANALYZE statistics the planner would scan the app's whole primary key.
-    "SELECT wechat_msgid, event_key, receipt FROM receipts INDEXED BY receipts_waiting "
+    "SELECT wechat_msgid, event_key, receipt, openid FROM receipts INDEXED BY receipts_waiting "
     "WHERE app = ? AND applied = 0 AND wechat_msgid IN (SELECT value FROM json_each(?))"
 )
 
@@ -266,7 +266,8 @@ def ack_many(conn: Conn, calls: Sequence[AckArgs]) -> list[Status | None]:
     sending = {r[0]: r for r in conn.execute(_SENDING, (ids,)).fetchall()}
     ok: list[Status | None] = []
     updates: list[tuple[str, int | None, float, int, float]] = []
-    done: list[tuple[str, str, str | None, int | None, float]] = []  # id, app, cb, msgid, now
+    # id, app, callback_url, msgid, now, touser
+    done: list[tuple[str, str, str | None, int | None, float, str]] = []
     applied: list[int] = []  # done[k] is the ack at ok[applied[k]]
     for msg_id, lease_token, result, now in calls:
         row = sending.get(msg_id)
@@ -277,27 +278,30 @@ def ack_many(conn: Conn, calls: Sequence[AckArgs]) -> list[Status | None]:
         ok.append(Status.SENT)
         msgid = None if result.wechat_msgid is None else to_i64(result.wechat_msgid)
         updates.append((msg_id, msgid, result.sent_at, lease_token, now))
-        done.append((msg_id, row[1], row[2], msgid, now))
+        done.append((msg_id, row[1], row[2], msgid, now, row[4]))
         applied.append(len(ok) - 1)
     if updates:  # floats survive the JSON round trip exactly (shortest repr, correctly rounded)
         conn.execute(_ACK_MANY, (_json_param(updates),))
     # Receipts that beat their ack waited in `receipts`: one lookup per app for the group.
     by_app: dict[str, list[int]] = {}
-    for _, app, _, sent_msgid, _ in done:
+    for _, app, _, sent_msgid, _, _ in done:
         if sent_msgid is not None:
             by_app.setdefault(app, []).append(sent_msgid)
-    waiting: dict[tuple[str, int], list[tuple[str, str]]] = {}
+    waiting: dict[tuple[str, int], list[tuple[str, str, str | None]]] = {}
     for app, msgids in by_app.items():
-        for got, key, receipt in conn.execute(_WAITING_RECEIPTS, (app, _json_param(msgids))):
-            waiting.setdefault((app, got), []).append((key, receipt))
-    for k, (msg_id, app, callback_url, sent_msgid, now) in enumerate(done):
+        rows = conn.execute(_WAITING_RECEIPTS, (app, _json_param(msgids)))
+        for got, key, receipt, openid in rows:
+            waiting.setdefault((app, got), []).append((key, receipt, openid))
+    for k, (msg_id, app, callback_url, sent_msgid, now, touser) in enumerate(done):
         found = waiting.pop((app, sent_msgid), None) if sent_msgid is not None else None
         if found:
-            receipt = found[0][1]
-            status = receipt_status(receipt)
-            ok[applied[k]] = status
-            conn.execute(_APPLY_RECEIPT, (status, receipt, now, now, msg_id))
-            for key, _ in found:
+            # A waiting receipt that names another openid is not this message's: dropped.
+            mine = [r for _, r, openid in found if openid is None or openid == touser]
+            if mine:
+                status = receipt_status(mine[0])
+                ok[applied[k]] = status
+                conn.execute(_APPLY_RECEIPT, (status, mine[0], now, now, msg_id))
+            for key, _, _ in found:
                 conn.execute(_RECEIPT_APPLIED, (app, key))
         if callback_url is not None:  # one event, for the status the message ends in
             webhooks.emit(conn, msg_id, now)
@@ -406,24 +410,33 @@ def cancel(conn: Conn, msg_id: str, now: float) -> str:
 # ---------------------------------------------------------------- receipts
 
 _INSERT_RECEIPT = (
-    "INSERT OR IGNORE INTO receipts (app, event_key, wechat_msgid, receipt, received_at, applied) "
-    "VALUES (?, ?, ?, ?, ?, 0)"
+    "INSERT OR IGNORE INTO receipts "
+    "(app, event_key, wechat_msgid, receipt, received_at, applied, openid) "
+    "VALUES (?, ?, ?, ?, ?, 0, ?)"
 )
 _RECEIPT_TO_MESSAGE = (
     "UPDATE messages SET status = ?, receipt = ?, finished_at = ?, updated_at = ? "
-    f"WHERE app = ? AND wechat_msgid = ? AND status = 'sent' RETURNING {COLUMNS}"
+    "WHERE app = ? AND wechat_msgid = ? AND status = 'sent' AND (? IS NULL OR touser = ?) "
+    f"RETURNING {COLUMNS}"
 )
 _MSGID_EXISTS = "SELECT 1 FROM messages WHERE app = ? AND wechat_msgid = ? LIMIT 1"
 
 
 def record_receipt(
-    conn: Conn, app: str, wechat_msgid: int, receipt: str, event_key: str, now: float
+    conn: Conn,
+    app: str,
+    wechat_msgid: int,
+    receipt: str,
+    event_key: str,
+    openid: str | None,
+    now: float,
 ) -> Message | None:
     msgid = to_i64(wechat_msgid)
-    if conn.execute(_INSERT_RECEIPT, (app, event_key, msgid, receipt, now)).rowcount == 0:
+    if conn.execute(_INSERT_RECEIPT, (app, event_key, msgid, receipt, now, openid)).rowcount == 0:
         return None  # this event was seen before
     status = receipt_status(receipt)
-    rows = conn.execute(_RECEIPT_TO_MESSAGE, (status, receipt, now, now, app, msgid)).fetchall()
+    params = (status, receipt, now, now, app, msgid, openid, openid)
+    rows = conn.execute(_RECEIPT_TO_MESSAGE, params).fetchall()
     if rows:
         conn.execute(_RECEIPT_APPLIED, (app, event_key))
         message = row_message(rows[0])
@@ -431,7 +444,7 @@ def record_receipt(
             webhooks.emit(conn, message.id, now)
         return message
     if conn.execute(_MSGID_EXISTS, (app, msgid)).fetchall():
-        # Already final (an earlier receipt decided it): nothing to wait for.
+        # Already final (an earlier receipt decided it), or another openid's: nothing to wait for.
         conn.execute(_RECEIPT_APPLIED, (app, event_key))
     # Else no message has this msgid yet: ack will apply the receipt when it arrives.
     return None
@@ -540,6 +553,11 @@ _PRUNE_RECEIPTS = (
     "(SELECT app, event_key FROM receipts WHERE received_at < ? LIMIT ?)"
 )
 
+_PRUNE_NONCES = (
+    "DELETE FROM nonces WHERE (app, nonce) IN "
+    "(SELECT app, nonce FROM nonces WHERE expires_at < ? LIMIT ?)"
+)
+
 
 def prune(conn: Conn, cutoff: float, now: float, limit: int) -> int:
     """Delete up to `limit` finished messages older than `cutoff`, and other stale rows.
@@ -550,6 +568,7 @@ def prune(conn: Conn, cutoff: float, now: float, limit: int) -> int:
     conn.execute(_PRUNE_RECEIPTS, (cutoff, limit))
     webhooks.prune(conn, cutoff, limit)
     conn.execute("DELETE FROM locks WHERE expires_at < ?", (now,))
+    conn.execute(_PRUNE_NONCES, (now, limit))
     conn.execute(
         "DELETE FROM batches WHERE created_at < ? AND NOT EXISTS "
         "(SELECT 1 FROM messages WHERE messages.batch_id = batches.id)",

@@ -150,11 +150,22 @@ CREATE TABLE IF NOT EXISTS receipts (
     receipt TEXT NOT NULL,
     received_at REAL NOT NULL,
     applied INTEGER NOT NULL,
+    openid TEXT,                     -- FromUserName; NULL: not checked (files before it)
     PRIMARY KEY (app, event_key)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS receipts_waiting
     ON receipts (app, wechat_msgid) WHERE applied = 0;
 CREATE INDEX IF NOT EXISTS receipts_received ON receipts (received_at);
+
+-- WeChat callback nonces seen inside the timestamp window (remember_nonce), to refuse replays.
+CREATE TABLE IF NOT EXISTS nonces (
+    app TEXT NOT NULL,
+    nonce TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    expires_at REAL NOT NULL,
+    PRIMARY KEY (app, nonce)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS nonces_expiry ON nonces (expires_at);
 
 CREATE TABLE IF NOT EXISTS tokens (
     app TEXT PRIMARY KEY,
@@ -386,7 +397,7 @@ def create_schema(conn: sqlite3.Connection) -> None:
 
 
 # Columns added after a file may have been created: (table, column, type).
-_ADDED_COLUMNS = (("messages", "notes", "BLOB"),)
+_ADDED_COLUMNS = (("messages", "notes", "BLOB"), ("receipts", "openid", "TEXT"))
 
 
 def _add_missing_columns(conn: sqlite3.Connection) -> None:

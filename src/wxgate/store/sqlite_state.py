@@ -1,4 +1,5 @@
-"""SQLite writes of the state processes share: token cache, locks, pauses, quota counters.
+"""SQLite writes of the state processes share: token cache, locks, pauses, quota counters,
+callback nonces.
 
 Run by the writer thread like sqlite_ops (inside its transaction); reads are in sqlite_reads.
 """
@@ -37,6 +38,30 @@ def acquire_lock(conn: Conn, name: str, owner: str, ttl_s: float, now: float) ->
 
 def release_lock(conn: Conn, name: str, owner: str) -> None:
     conn.execute("DELETE FROM locks WHERE name = ? AND owner = ?", (name, owner))
+
+
+_REMEMBER_NONCE = (
+    "INSERT INTO nonces VALUES (?, ?, ?, ?) ON CONFLICT (app, nonce) DO UPDATE SET "
+    "digest = excluded.digest, expires_at = excluded.expires_at WHERE nonces.expires_at <= ?"
+)
+
+
+# Each new nonce drops up to two expired ones, so expired rows cannot pile up between the
+# writer's housekeeping slices however fast WeChat pushes.
+_DROP_EXPIRED_NONCES = (
+    "DELETE FROM nonces WHERE (app, nonce) IN "
+    "(SELECT app, nonce FROM nonces WHERE expires_at < ? LIMIT 2)"
+)
+
+
+def remember_nonce(conn: Conn, app: str, nonce: str, digest: str, ttl_s: float, now: float) -> bool:
+    if conn.execute(_REMEMBER_NONCE, (app, nonce, digest, now + ttl_s, now)).rowcount == 1:
+        conn.execute(_DROP_EXPIRED_NONCES, (now,))
+        return True
+    row = conn.execute(
+        "SELECT digest FROM nonces WHERE app = ? AND nonce = ?", (app, nonce)
+    ).fetchone()
+    return row is not None and row[0] == digest
 
 
 def set_pause(conn: Conn, pause: AppPause) -> None:

@@ -6,6 +6,7 @@ no DTDs allowed, and turns TEMPLATESENDJOBFINISH / subscribe_msg_sent_event into
 
 from __future__ import annotations
 
+import hashlib
 import re
 import time
 import xml.etree.ElementTree as ET
@@ -19,11 +20,16 @@ from wxgate.wechat import crypto
 
 MAX_BODY_BYTES = 64 * 1024  # real pushes are well under 2 KiB
 
-# WeChat gives up after 3 tries 5 s apart, so a genuine push is seconds old. The window is
-# still wide because it only guards against replays, and a replayed (validly signed) receipt
-# is harmless: receipts are applied idempotently by event_key. A tight window would instead
-# reject genuine pushes whenever our clock or WeChat's drifts.
-DEFAULT_MAX_AGE_S = 86_400.0
+# WeChat gives up after 3 tries 5 s apart, so a genuine push is seconds old; the window only
+# has to absorb clock skew (either way). It bounds how long a captured, validly signed push
+# URL can be replayed, and the nonces the store must remember: in plain mode the signature
+# does not cover the body, so a replay with a forged body is NOT harmless (it could turn a
+# `sent` message `failed`); the route refuses it by its remembered (timestamp, nonce).
+DEFAULT_MAX_SKEW_S = 300.0
+
+MSGID_LIMIT = 1 << 64  # WeChat msgids are unsigned 64-bit; the store keeps exactly that range
+_DIGITS = re.compile(r"[0-9]{1,20}")  # int() also takes "+1", " 1", "1_0", non-ASCII digits
+_MAX_NONCE_CHARS = 128
 
 # Any markup declaration except CDATA sections and comments: DOCTYPE, ENTITY, ELEMENT, ...
 # Without a DTD there are no entities to expand, so no billion laughs and no external fetches.
@@ -31,7 +37,15 @@ _DECLARATION = re.compile(r"<!(?!\[CDATA\[|--)")
 
 
 class CallbackError(WxgateError):
-    """A callback request failed a check (signature, timestamp, size, XML, appid)."""
+    """A callback request failed a check (signature, timestamp, size, XML, appid).
+
+    `forbidden`: the request is not (or no longer) authentic: a bad signature, a stale
+    timestamp, a plain push to an AES app. Else it is signed but unreadable.
+    """
+
+    def __init__(self, reason: str, *, forbidden: bool = False) -> None:
+        super().__init__(reason)
+        self.forbidden = forbidden
 
 
 class Receipt(msgspec.Struct, frozen=True):
@@ -50,7 +64,7 @@ class Receipt(msgspec.Struct, frozen=True):
 def verify_url(token: str, signature: str, timestamp: str, nonce: str, echostr: str) -> str:
     """The echostr to answer verbatim when sha1(sorted [token, timestamp, nonce]) matches."""
     if not crypto.check_signature(signature, token, timestamp, nonce):
-        raise CallbackError("bad signature")
+        raise CallbackError("bad signature", forbidden=True)
     return echostr
 
 
@@ -84,11 +98,13 @@ def _children(element: ET.Element, tag: str) -> list[ET.Element]:
     return [child for child in element if child.tag.lower() == tag]
 
 
-def _int(fields: Mapping[str, str], name: str) -> int:
-    try:
-        return int(fields[name])
-    except (KeyError, ValueError):
-        raise CallbackError(f"{name}: missing or not an integer") from None
+def _uint(fields: Mapping[str, str], name: str, limit: int = MSGID_LIMIT) -> int:
+    """A decimal in [0, limit): a MsgID of 2**64 or -1 is a 400 here, not an OverflowError
+    where the store binds it to a 64-bit column."""
+    text = fields.get(name, "")
+    if not _DIGITS.fullmatch(text) or int(text) >= limit:
+        raise CallbackError(f"{name}: missing or not an integer in [0, {limit})")
+    return int(text)
 
 
 def normalise_status(raw: str) -> str:
@@ -112,19 +128,36 @@ def normalise_status(raw: str) -> str:
 # ---------------------------------------------------------------- pushes
 
 
-def _check_age(timestamp: str, now: float | None, max_age_s: float | None) -> None:
-    if max_age_s is None:
-        return
-    try:
-        sent = int(timestamp)
-    except ValueError:
-        raise CallbackError("timestamp: not an integer") from None
+class Push(msgspec.Struct, frozen=True):
+    """A verified push: its receipts, and what tells a retry of it from a forged replay."""
+
+    receipts: list[Receipt]
+    timestamp: int
+    nonce: str
+    # sha256 (hex) of the event XML, decrypted in safe mode: a push sent again (WeChat's retry,
+    # or a replay of the captured request) has the same digest, a forged body does not.
+    digest: str
+
+
+def _timestamp(query: Mapping[str, str], now: float | None, max_skew_s: float | None) -> int:
+    text = query.get("timestamp", "")
+    if not _DIGITS.fullmatch(text):
+        raise CallbackError("timestamp: missing or not an integer", forbidden=True)
+    sent = int(text)
     current = time.time() if now is None else now
-    if abs(current - sent) > max_age_s:
-        raise CallbackError("timestamp outside the accepted window")
+    if max_skew_s is not None and abs(current - sent) > max_skew_s:
+        raise CallbackError("timestamp outside the accepted window", forbidden=True)
+    return sent
 
 
-def _open_envelope(app: AppSettings, query: Mapping[str, str], body: bytes) -> ET.Element:
+def _nonce(query: Mapping[str, str]) -> str:
+    nonce = query.get("nonce", "")
+    if not nonce or len(nonce) > _MAX_NONCE_CHARS:
+        raise CallbackError(f"nonce: missing or over {_MAX_NONCE_CHARS} characters")
+    return nonce
+
+
+def _open_envelope(app: AppSettings, query: Mapping[str, str], body: bytes) -> bytes:
     """Check the signature and return the plaintext event XML (decrypted in safe mode)."""
     token = app.callback_token
     timestamp = query.get("timestamp", "")
@@ -138,23 +171,35 @@ def _open_envelope(app: AppSettings, query: Mapping[str, str], body: bytes) -> E
             raise CallbackError("AES push without Encrypt")
         msg_signature = query.get("msg_signature", "")
         if not crypto.check_signature(msg_signature, token, timestamp, nonce, encrypted):
-            raise CallbackError("bad msg_signature")
+            raise CallbackError("bad msg_signature", forbidden=True)
         try:
-            plain = crypto.decrypt(app.encoding_aes_key, app.appid, encrypted)
+            return crypto.decrypt(app.encoding_aes_key, app.appid, encrypted)
         except crypto.CryptoError as exc:
             raise CallbackError(f"cannot decrypt: {exc}") from None
-        return parse_xml(plain)
-    # Plain mode: the signature does not cover the body, but checking it before parsing keeps
-    # unauthenticated senders away from the XML parser.
+    if app.encoding_aes_key:
+        # WeChat's compatible and safe modes both send encrypt_type=aes. A plain push to an
+        # app with a key is someone using the unsigned-body mode to get around msg_signature.
+        raise CallbackError("plain push to an app in AES safe mode", forbidden=True)
+    # Plain mode: the signature does not cover the body (a captured URL signs any body; the
+    # timestamp window and the remembered nonce limit it), but checking it before parsing
+    # keeps unauthenticated senders away from the XML parser.
     if not crypto.check_signature(query.get("signature", ""), token, timestamp, nonce):
-        raise CallbackError("bad signature")
-    return parse_xml(body)
+        raise CallbackError("bad signature", forbidden=True)
+    return body
+
+
+def _openid(fields: Mapping[str, str]) -> str:
+    """The event's FromUserName: the recipient a receipt must match (never empty)."""
+    openid = fields.get("fromusername", "")
+    if not openid:
+        raise CallbackError("FromUserName: missing")
+    return openid
 
 
 def _template_receipt(fields: Mapping[str, str]) -> Receipt:
-    openid = fields.get("fromusername", "")
-    create_time = _int(fields, "createtime")
-    msgid = _int(fields, "msgid")
+    openid = _openid(fields)
+    create_time = _uint(fields, "createtime")
+    msgid = _uint(fields, "msgid")
     return Receipt(
         msgid=msgid,
         openid=openid,
@@ -165,13 +210,13 @@ def _template_receipt(fields: Mapping[str, str]) -> Receipt:
 
 
 def _subscribe_receipts(root: ET.Element, fields: Mapping[str, str]) -> list[Receipt]:
-    openid = fields.get("fromusername", "")
-    create_time = _int(fields, "createtime")
+    openid = _openid(fields)
+    create_time = _uint(fields, "createtime")
     receipts = []
     for event in _children(root, "subscribemsgsentevent"):
         for item in _children(event, "list"):  # one <List> or several
             entry = _fields(item)
-            msgid = _int(entry, "msgid")
+            msgid = _uint(entry, "msgid")
             code = entry.get("errorcode", "0")
             error_status = entry.get("errorstatus", "")
             if code == "0":
@@ -192,20 +237,27 @@ def _subscribe_receipts(root: ET.Element, fields: Mapping[str, str]) -> list[Rec
     return receipts
 
 
-def parse_push(
+def open_push(
     app: AppSettings,
     query: Mapping[str, str],
     body: bytes,
     *,
     now: float | None = None,
-    max_age_s: float | None = DEFAULT_MAX_AGE_S,
-) -> list[Receipt]:
-    """Receipts in a verified push; [] for events that carry none. Raises CallbackError.
+    max_skew_s: float | None = DEFAULT_MAX_SKEW_S,
+) -> Push:
+    """Verify a push (signature, mode, timestamp) and read its receipts. Raises CallbackError.
 
-    `now` defaults to the wall clock; `max_age_s=None` turns the timestamp check off.
+    `now` defaults to the wall clock; `max_skew_s=None` turns the timestamp check off.
     """
-    root = _open_envelope(app, query, body)
-    _check_age(query.get("timestamp", ""), now, max_age_s)
+    plain = _open_envelope(app, query, body)
+    timestamp = _timestamp(query, now, max_skew_s)
+    nonce = _nonce(query)
+    root = parse_xml(plain)
+    digest = hashlib.sha256(plain).hexdigest()
+    return Push(_receipts(root), timestamp, nonce, digest)
+
+
+def _receipts(root: ET.Element) -> list[Receipt]:
     fields = _fields(root)
     if fields.get("msgtype", "").lower() != "event":
         return []
@@ -215,3 +267,15 @@ def parse_push(
     if event == "subscribe_msg_sent_event":
         return _subscribe_receipts(root, fields)
     return []
+
+
+def parse_push(
+    app: AppSettings,
+    query: Mapping[str, str],
+    body: bytes,
+    *,
+    now: float | None = None,
+    max_age_s: float | None = DEFAULT_MAX_SKEW_S,
+) -> list[Receipt]:
+    """The receipts of `open_push` (for callers that do not check replays themselves)."""
+    return open_push(app, query, body, now=now, max_skew_s=max_age_s).receipts

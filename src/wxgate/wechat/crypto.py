@@ -22,11 +22,15 @@ class CryptoError(ValueError):
 
 def signature(*parts: str) -> str:
     """sha1 of the parts sorted lexicographically and concatenated (signature, msg_signature)."""
-    return hashlib.sha1("".join(sorted(parts)).encode("utf-8")).hexdigest()
+    # surrogatepass: a query value with a lone surrogate must fail the compare, not raise.
+    return hashlib.sha1("".join(sorted(parts)).encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def check_signature(expected: str, *parts: str) -> bool:
-    return hmac.compare_digest(signature(*parts), expected.lower())
+    """Constant-time compare as bytes: compare_digest raises TypeError on a non-ASCII str, and
+    `expected` comes from the query string of an unauthenticated request."""
+    given = expected.lower().encode("utf-8", "surrogateescape")
+    return hmac.compare_digest(signature(*parts).encode("ascii"), given)
 
 
 def aes_key(encoding_aes_key: str) -> bytes:
