@@ -151,7 +151,7 @@ async def test_connections_past_the_cap_are_refused_at_once(tmp_path: Path) -> N
         assert all(a.startswith(b"HTTP/1.1 503") or a == b"" for a in answers), answers
         assert gw.http.refused >= 10 and gw.http.open == 20
         # Capacity frees up: a normal client is served again.
-        for reader, writer in held[:5]:
+        for _, writer in held[:5]:
             writer.close()
         await wait_until(lambda: gw.http is not None and gw.http.open <= 15, 10, "freed")
         assert await healthz(gw) == 200
@@ -161,9 +161,7 @@ async def test_connections_past_the_cap_are_refused_at_once(tmp_path: Path) -> N
 
 @pytest.mark.timeout(60)
 async def test_worker_ops_port_has_the_same_bounds(tmp_path: Path) -> None:
-    async with gateway(
-        tmp_path, role="worker", header_timeout_s=0.5, max_connections=5
-    ) as gw:
+    async with gateway(tmp_path, role="worker", header_timeout_s=0.5, max_connections=5) as gw:
         assert await healthz(gw) == 200
         await closed_within(await connect(gw), 0.5 + MARGIN_S)  # silent: closed
         assert gw.http is not None and gw.http.head_timeouts >= 1

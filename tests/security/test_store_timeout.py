@@ -22,8 +22,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from api_support import AUTH, make_settings, msg_body, running_gateway
-from redis_server import RedisServer
 
+from redis_server import RedisServer
 from wxgate.api.app import create_app
 from wxgate.clock import SystemClock
 from wxgate.store.redis import RedisStore
@@ -122,9 +122,7 @@ async def test_frozen_redis_post_is_a_fast_store_timeout_with_the_id() -> None:
                 "recipients": [{"touser": f"o_{i}"} for i in range(3)],
             }
             with frozen(server):
-                status, body, headers, took = await call(
-                    client, "POST", "/v1/batches", json=batch
-                )
+                status, body, headers, took = await call(client, "POST", "/v1/batches", json=batch)
                 assert_store_timeout(status, body, headers, took)
                 assert body["batch_id"] and body["id"] is None
             deadline = time.monotonic() + 15
