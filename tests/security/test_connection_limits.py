@@ -23,6 +23,7 @@ import msgspec
 import pytest
 from e2e_support import API_KEY, DATA, TEMPLATE, build_settings, wait_until
 
+from wxgate.errors import ConfigError
 from wxgate.runtime import Gateway, Role
 
 MARGIN_S = 3.0  # a loaded 2-core machine; the unbounded server held them for minutes
@@ -166,3 +167,18 @@ async def test_worker_ops_port_has_the_same_bounds(tmp_path: Path) -> None:
         await closed_within(await connect(gw), 0.5 + MARGIN_S)  # silent: closed
         assert gw.http is not None and gw.http.head_timeouts >= 1
         assert gw.http.limits.max_connections == 5
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"header_timeout_s": 0},
+        {"read_timeout_s": -1},
+        {"keepalive_timeout_s": 0},
+        {"store_timeout_s": 0},
+        {"max_connections": 0},
+    ],
+)
+def test_bounds_are_validated(tmp_path: Path, bad: dict[str, Any]) -> None:
+    with pytest.raises(ConfigError, match=f"server.{next(iter(bad))}"):
+        build_settings(tmp_path, 1, "http://127.0.0.1:9", server=bad)
