@@ -168,3 +168,34 @@ async def test_locked_sqlite_post_is_a_fast_store_timeout_and_then_stored(
         )
         assert (status, again["id"]) == (202, msg_id)
         assert sum((await gw.store.stats()).by_status.values()) == 1
+
+
+@pytest.mark.timeout(60)
+async def test_locked_sqlite_streamed_upload_names_its_batch(tmp_path: Path) -> None:
+    db = tmp_path / "wx.db"
+    async with running_gateway(db, make_settings(store_timeout_s=DEADLINE_S)) as gw:
+        rows = b"".join(b'{"touser": "o_%d"}\n' % i for i in range(3))
+        other = sqlite3.connect(db, isolation_level=None)
+        try:
+            other.execute("BEGIN EXCLUSIVE")
+            started = time.monotonic()
+            resp = await gw.client.post(
+                "/v1/batches",
+                data=rows,
+                params={"template_id": "tpl_order"},
+                headers={**AUTH, "Content-Type": "application/x-ndjson"},
+            )
+            took = time.monotonic() - started
+            body = msgspec.json.decode(await resp.read())
+            assert_store_timeout(resp.status, body, dict(resp.headers), took)
+            batch_id = body["batch_id"]
+            assert batch_id and batch_id in body["message"]
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        deadline = time.monotonic() + 15
+        while (status := (await gw.get(f"/v1/batches/{batch_id}"))[0]) != 200:
+            assert status == 404 and time.monotonic() < deadline, status
+            await asyncio.sleep(0.05)
+        status, progress = await gw.get(f"/v1/batches/{batch_id}")
+        assert progress["status"] == "loading"  # held, never sent: resume or cancel it

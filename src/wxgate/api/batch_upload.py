@@ -86,7 +86,10 @@ class StreamedBatch:
             status="loading",
             rate_per_s=header.rate_per_s,
         )
-        await gw.store.enqueue([], batch)
+        try:
+            await gw.store.enqueue([], batch)
+        except StoreTimeout as exc:
+            raise OutcomeUnknown(exc, batch_id=batch.id) from None
         try:
             await self._load(reader, proto)
         except asyncio.CancelledError:
