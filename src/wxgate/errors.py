@@ -7,6 +7,7 @@ WxgateError
 ├── Conflict                 a state change that is no longer allowed (cancel of a sent message)
 ├── StoreError               the store failed
 │   └── StoreUnavailable     the store cannot be reached right now (HTTP 503)
+│       └── StoreTimeout     no answer within the request deadline: a write's outcome is unknown
 └── WeChatError              WeChat answered with a non-zero errcode (knows its disposition)
     └── TransportError       no usable answer from WeChat
         ├── NotSent          the request never left (connect failed): safe to resend
@@ -61,6 +62,15 @@ class StoreError(WxgateError):
 
 class StoreUnavailable(StoreError):
     """The store cannot be reached; callers should get 503 and try again."""
+
+
+class StoreTimeout(StoreUnavailable):
+    """A store call did not complete within its deadline (server.store_timeout_s). The command
+    may still reach the store and apply: for a write, the outcome is unknown."""
+
+    def __init__(self, deadline_s: float) -> None:
+        super().__init__(f"the store did not answer within {deadline_s:g} s")
+        self.deadline_s = deadline_s
 
 
 class WeChatError(WxgateError):

@@ -24,6 +24,8 @@ from typing import Any, Literal
 from aiohttp import web
 
 from wxgate.api.app import create_app
+from wxgate.api.connections import ConnectionLimits, LimitedRunner, LimitedServer
+from wxgate.api.metrics_access import metrics_route
 from wxgate.api.ops import METRICS_HANDLER
 from wxgate.api.responses import json_response
 from wxgate.api.schemas import Health
@@ -33,8 +35,9 @@ from wxgate.delivery.webhooks import WebhookSender
 from wxgate.delivery.workers import WorkerPool
 from wxgate.errors import ConfigError, StoreUnavailable
 from wxgate.metrics import Metrics
+from wxgate.models import ErrorBody
 from wxgate.policy.errcodes import known_codes
-from wxgate.settings import Settings
+from wxgate.settings import Settings, parse_bind
 from wxgate.store.base import Store
 from wxgate.store.factory import open_store
 from wxgate.wechat.client import WeChatClient
@@ -92,7 +95,10 @@ def ops_app(store: Store) -> web.Application:
         return json_response(Health("ready"))
 
     async def metrics(request: web.Request) -> web.StreamResponse:
-        return await request.app[METRICS_HANDLER](request)
+        handler = request.app.get(METRICS_HANDLER)
+        if handler is None:  # served on server.metrics_bind instead
+            return json_response(ErrorBody("not_found", "no such route"), status=404)
+        return await handler(request)
 
     app = web.Application()
     app.router.add_get("/healthz", healthz)
@@ -126,8 +132,15 @@ class Gateway:
         self.webhooks: WebhookSender | None = None
         self.templates: TemplateCatalog | None = None
         self.app: web.Application | None = None
-        self._runner: web.AppRunner | None = None
+        self._runner: LimitedRunner | None = None
+        self._metrics_runner: LimitedRunner | None = None
         self.port: int = settings.server.port
+        self.metrics_port: int | None = None  # the server.metrics_bind listener's, when set
+
+    @property
+    def http(self) -> LimitedServer | None:
+        """The API listener's connection counts (open, refused, timeouts)."""
+        return self._runner.limited if self._runner is not None else None
 
     @property
     def url(self) -> str:
@@ -203,9 +216,13 @@ class Gateway:
                 wake=self.pool.wake if self.pool is not None else None,
                 templates=self.templates,
             )
-        self.app[METRICS_HANDLER] = self.metrics.handler
-        self._runner = web.AppRunner(
+        metrics_handler = metrics_route(self.metrics.handler, s.server.metrics_key)
+        if s.server.metrics_bind is None:
+            self.app[METRICS_HANDLER] = metrics_handler
+        limits = ConnectionLimits.from_settings(s.server)
+        self._runner = LimitedRunner(
             self.app,
+            limits,
             # Not a log: the class counts and times requests for /metrics (metrics.py).
             access_log=logging.getLogger("wxgate.http"),
             access_log_class=self.metrics.access_logger(),
@@ -225,11 +242,34 @@ class Gateway:
                 backlog=1024,
             )
         await site.start()
-        server = getattr(site, "_server", None)
-        if server is not None and server.sockets:
-            self.port = server.sockets[0].getsockname()[1]
+        self.port = _bound_port(site) or self.port
+        if s.server.metrics_bind is not None:
+            await self._serve_metrics(s.server.metrics_bind, metrics_handler, limits)
+
+    async def _serve_metrics(
+        self,
+        bind: str,
+        handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+        limits: ConnectionLimits,
+    ) -> None:
+        """/metrics alone on its own listener (e.g. a private interface), not the API port."""
+        app = web.Application()
+        app.router.add_get("/metrics", handler)
+        self._metrics_runner = LimitedRunner(
+            app, limits, access_log=None, handle_signals=False, shutdown_timeout=HTTP_SHUTDOWN_S
+        )
+        await self._metrics_runner.setup()
+        host, port = parse_bind(bind)
+        # Every process of `serve --processes N` binds it, as it does the API port.
+        reuse = self.reuse_port or self._sock is not None
+        site = web.TCPSite(self._metrics_runner, host, port, reuse_port=reuse or None)
+        await site.start()
+        self.metrics_port = _bound_port(site) or port
 
     async def close(self, *, drain: bool = True) -> None:
+        if self._metrics_runner is not None:
+            await self._metrics_runner.cleanup()
+            self._metrics_runner = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -251,6 +291,14 @@ class Gateway:
         if self.store is not None:
             await self.store.close()
             self.store = None
+
+
+def _bound_port(site: web.BaseSite) -> int | None:
+    server = getattr(site, "_server", None)
+    if server is not None and server.sockets:
+        port: int = server.sockets[0].getsockname()[1]
+        return port
+    return None
 
 
 def install_uvloop() -> None:

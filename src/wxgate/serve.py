@@ -60,12 +60,15 @@ def apply_overrides(base: Settings, opts: ServeOptions) -> Settings:
 
 def _banner(gw: Gateway, sandbox: bool, sim_url: str | None, processes: int) -> None:
     s = gw.settings
+    metrics = f"{gw.url}/metrics"
+    if gw.metrics_port is not None and s.server.metrics_bind is not None:
+        metrics = f"http://{s.server.metrics_bind.rpartition(':')[0]}:{gw.metrics_port}/metrics"
     lines = [
         f"wxgate listening on {gw.url} (store {s.masked()['store']['url']}, "
         f"role {gw.role}, processes {processes})",
-        f"  API:       {gw.url}/v1/messages   stats: {gw.url}/v1/stats   metrics: {gw.url}/metrics"
+        f"  API:       {gw.url}/v1/messages   stats: {gw.url}/v1/stats   metrics: {metrics}"
         if gw.role != "worker"
-        else f"  probes:    {gw.url}/healthz  {gw.url}/readyz  {gw.url}/metrics (no API here)",
+        else f"  probes:    {gw.url}/healthz  {gw.url}/readyz  {metrics} (no API here)",
     ]
     if sandbox:
         lines += [

@@ -109,6 +109,26 @@ class ServerSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # way) is refused with 403, and its (timestamp, nonce) is remembered in the store until
     # the window has passed for it, so a replay inside the window is caught. At most a week.
     callback_max_skew_s: float = 300.0
+    # --- Bounds on connections and the store (issue 11; README "Security").
+    # A request-path store call that has not completed in this long is answered 503 at once:
+    # `store_timeout` (outcome unknown, with the ids assigned) for a write, else the same code.
+    store_timeout_s: float = 2.5
+    # A new connection must send a complete request head within this, and so must each later
+    # request once its first byte has arrived; else 408 and closed (slow-loris).
+    header_timeout_s: float = 10.0
+    # A request whose body stops arriving for this long (bytes missing, nothing received) is
+    # closed; the time is between arrivals, so a long streamed upload that keeps sending is fine.
+    read_timeout_s: float = 30.0
+    # An idle keep-alive connection (between requests) is closed after this. Behind a load
+    # balancer, set it longer than the balancer's own idle timeout.
+    keepalive_timeout_s: float = 15.0
+    # Open connections per listener (per process); one more is answered 503 and closed at once.
+    max_connections: int = 1000
+    # /metrics shows app names, key names and queue sizes. metrics_key (plain, or
+    # "sha256:<hex>") makes it require `Authorization: Bearer <key>` (401 without); metrics_bind
+    # ("127.0.0.1:9102", "[::1]:9102") serves it on its own listener instead of the API port.
+    metrics_key: str | None = None
+    metrics_bind: str | None = None
 
     def __repr__(self) -> str:
         return (
@@ -267,6 +287,8 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         """The effective settings as plain data with every secret replaced by ***."""
         raw: dict[str, Any] = msgspec.to_builtins(self)
         raw["server"]["api_keys"] = [MASK for _ in raw["server"]["api_keys"]]
+        if raw["server"].get("metrics_key"):
+            raw["server"]["metrics_key"] = MASK
         for key in raw["server"]["keys"]:
             for field in ("key", "key_sha256"):
                 if key.get(field) is not None:
@@ -432,6 +454,27 @@ def _validate_callbacks(settings: Settings) -> None:
     for where, value in windows:
         if not 0 < value <= MAX_CALLBACK_SKEW_S:
             raise ConfigError(f"{where}: must be > 0 and at most {MAX_CALLBACK_SKEW_S:.0f}")
+def parse_bind(value: str, where: str = "server.metrics_bind") -> tuple[str, int]:
+    """ "host:port" or "[v6]:port" -> (host, port); port 0 takes a free one."""
+    host, sep, port = value.strip().rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ConfigError(f"{where}: expected host:port, e.g. 127.0.0.1:9102 or [::1]:9102")
+    return host, int(port)
+
+
+def _validate_bounds(server: ServerSettings) -> None:
+    timeouts = ("store_timeout_s", "header_timeout_s", "read_timeout_s", "keepalive_timeout_s")
+    for name in timeouts:
+        if not getattr(server, name) > 0:
+            raise ConfigError(f"server.{name}: must be > 0")
+    if server.max_connections < 1:
+        raise ConfigError("server.max_connections: must be >= 1")
+    if server.metrics_key is not None:
+        api_key_digest(server.metrics_key, "server.metrics_key")
+    if server.metrics_bind is not None:
+        parse_bind(server.metrics_bind)
 
 
 def _validate_adaptive(a: AdaptiveSettings) -> None:
@@ -473,6 +516,7 @@ def validate(settings: Settings) -> Settings:
         raise ConfigError("workers.retry.max_attempts: must be >= 1")
     _validate_keys(settings)
     _validate_callbacks(settings)
+    _validate_bounds(settings.server)
     _validate_adaptive(settings.workers.adaptive)
     _validate_webhooks(settings)
     return settings

@@ -33,6 +33,7 @@ from wxgate.api.messages import MessageRoutes
 from wxgate.api.openapi import document
 from wxgate.api.ops import OpsRoutes
 from wxgate.api.responses import JSON, encode
+from wxgate.api.store_deadline import with_deadline
 from wxgate.api.template_check import TemplateSource
 from wxgate.api.tokens import TokenRoutes
 from wxgate.clock import Clock
@@ -93,6 +94,7 @@ def create_app(
     templates: TemplateSource | None = None,
 ) -> web.Application:
     server = settings.server
+    store = with_deadline(store, server.store_timeout_s)  # handlers fail fast on a hung store
     gw = Gateway(
         settings=settings,
         store=store,

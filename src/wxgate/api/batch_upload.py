@@ -38,8 +38,9 @@ from wxgate.api.batch_stream import (
 from wxgate.api.context import Gateway
 from wxgate.api.errors import ApiError, invalid
 from wxgate.api.intake import batch_from, normalize_data, resolve_app
+from wxgate.api.outcome import OutcomeUnknown
 from wxgate.api.template_check import checked_batch
-from wxgate.errors import WxgateError
+from wxgate.errors import StoreTimeout, WxgateError
 from wxgate.models import Batch, BatchAccepted, Message, Recipient, new_id, new_ids
 
 log = logging.getLogger("wxgate.api")
@@ -97,7 +98,10 @@ class StreamedBatch:
             status="loading",
             rate_per_s=header.rate_per_s,
         )
-        await gw.store.enqueue([], batch)
+        try:
+            await gw.store.enqueue([], batch)
+        except StoreTimeout as exc:
+            raise OutcomeUnknown(exc, batch_id=batch.id) from None
         try:
             await self._load(reader, proto)
         except asyncio.CancelledError:
@@ -105,8 +109,10 @@ class StreamedBatch:
             raise
         except ApiError as exc:
             raise await self._failed(exc) from None
-        except WxgateError:
+        except WxgateError as exc:
             await self._incomplete()
+            if isinstance(exc, StoreTimeout):  # a chunk's commit: outcome unknown
+                raise OutcomeUnknown(exc, batch_id=batch.id) from None
             raise
         except _BROKEN as exc:
             await self._incomplete()

@@ -15,9 +15,11 @@ from wxgate.api.body import read_json
 from wxgate.api.context import Gateway
 from wxgate.api.errors import ApiError, invalid
 from wxgate.api.intake import batch_from, resolve_app
+from wxgate.api.outcome import OutcomeUnknown
 from wxgate.api.responses import json_response
 from wxgate.api.schemas import BatchList, BatchPatch
 from wxgate.api.template_check import checked_batch
+from wxgate.errors import StoreTimeout
 from wxgate.models import (
     BATCH_HELD,
     FINAL_STATUSES,
@@ -61,7 +63,10 @@ class BatchRoutes:
         if app.validate != "off" and gw.templates is not None:
             await checked_batch(gw.templates, app, messages, body.recipients)
         await gw.depth.admit(batch.total)
-        results = await gw.store.enqueue(messages, batch)
+        try:
+            results = await gw.store.enqueue(messages, batch)
+        except StoreTimeout as exc:
+            raise OutcomeUnknown(exc, batch_id=batch.id) from None
         gw.depth.accepted(batch.total)
         gw.metrics.on_accepted(batch.app, sum(1 for r in results if r.created))
         gw.wake()

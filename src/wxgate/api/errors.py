@@ -18,6 +18,7 @@ from wxgate.errors import (
     ConfigError,
     Conflict,
     NotFound,
+    StoreTimeout,
     StoreUnavailable,
     TransportError,
     ValidationError,
@@ -106,6 +107,13 @@ def response_for(exc: BaseException, request: web.Request) -> web.StreamResponse
         return error_response(404, "not_found", str(exc))
     if isinstance(exc, Conflict):
         return error_response(409, "conflict", str(exc))
+    if isinstance(exc, StoreTimeout):  # a read, or a write whose handler adds no ids
+        return error_response(
+            503,
+            "store_timeout",
+            f"{exc}; what this request changed, if anything, is unknown",
+            headers={"Retry-After": str(RETRY_AFTER_STORE_S)},
+        )
     if isinstance(exc, StoreUnavailable):
         return error_response(
             503,

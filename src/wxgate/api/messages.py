@@ -10,9 +10,11 @@ from wxgate.api.body import read_json
 from wxgate.api.context import Gateway
 from wxgate.api.errors import ApiError
 from wxgate.api.intake import idempotency_key, message_from, resolve_app
+from wxgate.api.outcome import OutcomeUnknown
 from wxgate.api.responses import json_response
 from wxgate.api.schemas import MessageView
 from wxgate.api.template_check import checked_message
+from wxgate.errors import StoreTimeout
 from wxgate.models import Accepted, MessageIn, Status, new_id
 from wxgate.store.base import CancelOutcome
 
@@ -40,7 +42,10 @@ class MessageRoutes:
             message = await checked_message(gw.templates, app, message)
         if gw.depth.limit > 0:
             await gw.depth.admit(1)
-        (result,) = await gw.store.enqueue((message,))
+        try:
+            (result,) = await gw.store.enqueue((message,))
+        except StoreTimeout as exc:
+            raise OutcomeUnknown(exc, message_id=message.id) from None
         status = result.status
         if result.created:
             gw.depth.accepted(1)

@@ -67,7 +67,10 @@ _ERRORS = {
     "413": "Body over the size limit",
     "415": "Body is not JSON",
     "429": "The key's rate limit or the queue depth limit reached; see Retry-After",
-    "503": "Store unavailable; see Retry-After",
+    "503": (
+        "Store unavailable (store_unavailable), or no answer in time (store_timeout: a "
+        "write's outcome is unknown; its id or batch_id says what to look up); see Retry-After"
+    ),
 }
 
 
