@@ -12,6 +12,11 @@ from wxgate.models import AppPause, TokenEntry
 Conn = sqlite3.Connection
 
 
+def probe(conn: Conn) -> None:
+    """A one-row write that changes nothing: whether commits go through (SQLiteStore.ping)."""
+    conn.execute("UPDATE meta SET value = value WHERE key = 'schema_version'")
+
+
 def set_token(conn: Conn, app: str, entry: TokenEntry) -> None:
     conn.execute(
         "INSERT OR REPLACE INTO tokens VALUES (?, ?, ?, ?)",
