@@ -39,7 +39,9 @@ from wxgate.models import (
     BatchProgress,
     ErrorBody,
     MessageIn,
+    MessageKind,
 )
+from wxgate.policy.quiet_hours import PRIORITY_ALIASES
 
 _MODELS: tuple[type[msgspec.Struct], ...] = (
     MessageIn,
@@ -75,6 +77,8 @@ _ERRORS = {
 
 
 Schema = str | dict[str, Any]  # a JSON type name, or a whole JSON schema
+# A model (JSON), a media type (a raw body), or several of these
+Content = type[msgspec.Struct] | str | tuple[type[msgspec.Struct] | str, ...]
 # intake.idempotency_key's bound for the header (and MessageIn's for the body field)
 MAX_IDEMPOTENCY_KEY = 256
 
@@ -82,9 +86,8 @@ MAX_IDEMPOTENCY_KEY = 256
 @dataclass(frozen=True)
 class Op:
     summary: str
-    # (status, model or media type(s), or None for an answer without a body)
-    ok: tuple[str, type[msgspec.Struct] | str | tuple[str, ...] | None]
-    body: type[msgspec.Struct] | str | None = None  # model, or a media type for raw bodies
+    ok: tuple[str, Content | None]  # (status, what it carries; None: no body)
+    body: Content | None = None
     errors: tuple[str, ...] = ()
     params: tuple[tuple[str, str, Schema, str], ...] = ()  # (name, in, schema, description)
     description: str = ""
@@ -95,6 +98,9 @@ def _limit(most: int, default: int) -> tuple[str, str, Schema, str]:
     schema = {"type": "integer", "minimum": 1, "maximum": most, "default": default}
     return ("limit", "query", schema, f"1-{most}, default {default}")
 
+
+# The streamed batch bodies' media types (batch_stream.py takes a few aliases of each too)
+_STREAM_TYPES = ("application/x-ndjson", "text/csv")
 
 _ID = (("id", "path", "string", "Message or batch id"),)
 _APP = (("app", "path", "string", "App name from the gateway's settings"),)
@@ -132,19 +138,30 @@ OPERATIONS: dict[tuple[str, str], Op] = {
     ("POST", "/v1/batches"): Op(
         "Enqueue one template to many recipients",
         ("202", BatchAccepted),
-        BatchIn,
+        (BatchIn, *_STREAM_TYPES),
         ("400", "401", "403", "409", "413", "415", "429", "503"),
         (
             ("template_id", "query", "string", "Streamed bodies: the template"),
             ("app", "query", "string", "Streamed bodies: the app"),
             ("data", "query", "string", "Streamed bodies: shared data as a JSON object"),
-            ("kind", "query", "string", "Streamed bodies: template or subscribe"),
+            ("miniprogram", "query", "string", "Streamed bodies: {appid, pagepath} as JSON"),
+            (
+                "kind",
+                "query",
+                {"type": "string", "enum": [k.value for k in MessageKind]},
+                "Streamed bodies: template or subscribe",
+            ),
             ("url", "query", "string", "Streamed bodies"),
             ("page", "query", "string", "Streamed bodies"),
             ("send_at", "query", "number", "Streamed bodies: epoch seconds"),
             ("expire_at", "query", "number", "Streamed bodies: epoch seconds"),
             ("callback_url", "query", "string", "Streamed bodies"),
-            ("priority", "query", "string", "Streamed bodies: urgent, normal or low"),
+            (
+                "priority",
+                "query",
+                {"type": "string", "enum": sorted(PRIORITY_ALIASES)},
+                "Streamed bodies: urgent, normal or low (high: urgent's older name)",
+            ),
             ("rate_per_s", "query", "number", "Streamed bodies: the batch's own send rate"),
         ),
         description=(
@@ -287,7 +304,7 @@ OPERATIONS: dict[tuple[str, str], Op] = {
 }
 
 
-def _content(model: type[msgspec.Struct] | str | tuple[str, ...]) -> dict[str, Any]:
+def _content(model: Content) -> dict[str, Any]:
     if isinstance(model, tuple):
         return {k: v for media in model for k, v in _content(media).items()}
     if isinstance(model, str):
