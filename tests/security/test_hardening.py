@@ -10,7 +10,7 @@ import os
 import sqlite3
 import stat
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from contract import make_message
 from e2e_support import wait_until
 
 from wxgate.clock import FakeClock
+from wxgate.errors import StoreUnavailable
 from wxgate.store.sqlite import SQLiteStore
 
 SQLITE_LOG = "wxgate.store.sqlite"
@@ -223,3 +224,45 @@ async def test_query_bounds_are_declared_and_enforced(tmp_path: Path) -> None:
             status, body = await gw.post("/v1/messages", msg_body(), headers=headers)
             assert (status, body["field"]) == (400, "idempotency_key"), body
         assert (await gw.snapshot())["by_status"].get("queued", 0) == 0
+
+
+def _pragma(sql: str) -> Callable[[sqlite3.Connection], Any]:
+    return lambda conn: conn.execute(sql).fetchall()
+
+
+async def test_database_at_its_page_limit_is_refused_not_ready_then_recovers(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SQLITE_FULL without a full disk (max_page_count): the disk has room, so readiness
+    rests on the probe write, which must need new pages as an enqueue does."""
+    caplog.set_level(logging.INFO, logger=SQLITE_LOG)
+    clock = FakeClock()
+    store = SQLiteStore(str(tmp_path / "wxgate.db"), clock)
+    await store.open()
+    try:
+        [[pages]] = await store._write(_pragma("PRAGMA page_count"))
+        await store._write(_pragma(f"PRAGMA max_page_count = {pages + 3}"))
+        accepted = []
+        for _ in range(1000):
+            try:
+                accepted += await store.enqueue([make_message(clock)])
+            except StoreUnavailable as exc:
+                assert "full" in str(exc)
+                break
+        else:
+            pytest.fail("the page limit never refused a write")
+        for _ in range(20):
+            with pytest.raises(StoreUnavailable):
+                await store.enqueue([make_message(clock)])
+            with pytest.raises(StoreUnavailable):
+                await store.ping()
+        assert len(records(caplog, "commits are failing")) == 1, caplog.text
+
+        await store._write(_pragma("PRAGMA max_page_count = 1000000"))
+        await store.ping()
+        accepted += await store.enqueue([make_message(clock)])
+        assert len(records(caplog, "commits succeed again")) == 1, caplog.text
+        for result in accepted:
+            assert await store.get(result.id) is not None
+    finally:
+        await store.close()

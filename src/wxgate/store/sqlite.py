@@ -152,8 +152,8 @@ class SQLiteStore:
     async def ping(self) -> None:
         """Not ready while commits fail (a full disk leaves reads working). Once one has
         failed, each ping asks for READY_HEADROOM_BYTES free on the file's disk (a small write
-        can still commit into the log's slack on a full one) and then for a one-row write to
-        commit, which clears the failure."""
+        can still commit into the log's slack on a full one) and for a write that needs new
+        pages to commit (state.probe), which clears the failure."""
         if not self._writer.alive:
             raise StoreUnavailable("SQLite store is closed")
         if self._writer.failing is not None:
