@@ -103,7 +103,7 @@ class BatchRoutes:
 
     async def list(self, request: web.Request) -> web.Response:
         """The newest batches first, with their progress (the dashboard's batch list)."""
-        raw = request.query.get("limit") or "20"
+        raw = request.query.get("limit", "20")  # `?limit=` is not an integer: 400
         try:
             limit = int(raw)
         except ValueError:

@@ -14,16 +14,23 @@ from wxgate.api.schemas import DeadLetterPage, MessageView, Requeued, RequeueIn
 
 _DECODER = msgspec.json.Decoder(RequeueIn)
 MAX_LIMIT = 1000
+# WeChat's errcodes are 32-bit; a bigger filter would overflow the store's integer (a 500).
+ERRCODE_MIN, ERRCODE_MAX = -(2**31), 2**31 - 1
 
 
-def _int_param(request: web.Request, name: str) -> int | None:
+def _int_param(request: web.Request, name: str, low: int, high: int) -> int | None:
+    """An optional integer query parameter within [low, high], as the OpenAPI document
+    declares it; given but empty (`?limit=`) is a 400 like any other non-integer."""
     raw = request.query.get(name)
-    if raw is None or raw == "":
+    if raw is None:
         return None
     try:
-        return int(raw)
+        value = int(raw)
     except ValueError:
         raise invalid(name, "expected an integer") from None
+    if not low <= value <= high:
+        raise invalid(name, f"expected {low} to {high}" if low < 0 else f"expected {low}-{high}")
+    return value
 
 
 class DeadLetterRoutes:
@@ -44,16 +51,12 @@ class DeadLetterRoutes:
         return name
 
     async def list(self, request: web.Request) -> web.Response:
-        limit = _int_param(request, "limit")
-        if limit is None:
-            limit = 100
-        if not 1 <= limit <= MAX_LIMIT:
-            raise invalid("limit", f"expected 1-{MAX_LIMIT}")
+        limit = _int_param(request, "limit", 1, MAX_LIMIT)
         items, cursor = await self.gw.store.dead_letters(
             app=self._app(request.query.get("app") or None, request),
-            errcode=_int_param(request, "errcode"),
+            errcode=_int_param(request, "errcode", ERRCODE_MIN, ERRCODE_MAX),
             cursor=request.query.get("cursor") or None,
-            limit=limit,
+            limit=100 if limit is None else limit,
         )
         now = self.gw.clock.now()
         return json_response(DeadLetterPage([MessageView.of(m, now) for m in items], cursor))

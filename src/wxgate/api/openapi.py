@@ -1,7 +1,8 @@
 """The OpenAPI 3.1 document, generated from the msgspec models so it cannot drift from them.
 
 app.py registers each route with the operation named here; a route without an entry in
-OPERATIONS fails at startup, so the document always lists every route.
+OPERATIONS fails at startup, so the document always lists every route. Every query parameter
+a handler reads is declared here with the bounds the handler enforces (400 naming it).
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ import msgspec
 
 import wxgate
 from wxgate.api.auth import Scope
+from wxgate.api.batch_results import FORMATS
+from wxgate.api.batches import MAX_LIST
+from wxgate.api.deadletters import ERRCODE_MAX, ERRCODE_MIN, MAX_LIMIT
 from wxgate.api.schemas import (
     AccessToken,
     BatchList,
@@ -35,7 +39,9 @@ from wxgate.models import (
     BatchProgress,
     ErrorBody,
     MessageIn,
+    MessageKind,
 )
+from wxgate.policy.quiet_hours import PRIORITY_ALIASES
 
 _MODELS: tuple[type[msgspec.Struct], ...] = (
     MessageIn,
@@ -74,16 +80,31 @@ _ERRORS = {
 }
 
 
+Schema = str | dict[str, Any]  # a JSON type name, or a whole JSON schema
+# A model (JSON), a media type (a raw body), or several of these
+Content = type[msgspec.Struct] | str | tuple[type[msgspec.Struct] | str, ...]
+# intake.idempotency_key's bound for the header (and MessageIn's for the body field)
+MAX_IDEMPOTENCY_KEY = 256
+
+
 @dataclass(frozen=True)
 class Op:
     summary: str
-    ok: tuple[str, type[msgspec.Struct] | str]  # (status, model or a text media type)
-    body: type[msgspec.Struct] | str | None = None  # model, or a media type for raw bodies
+    ok: tuple[str, Content | None]  # (status, what it carries; None: no body)
+    body: Content | None = None
     errors: tuple[str, ...] = ()
-    params: tuple[tuple[str, str, str, str], ...] = ()  # (name, in, type, description)
+    params: tuple[tuple[str, str, Schema, str], ...] = ()  # (name, in, schema, description)
     description: str = ""
-    headers: tuple[tuple[str, str], ...] = field(default=())  # (name, description) in-header
+    headers: tuple[tuple[str, Schema, str], ...] = field(default=())  # (name, schema, desc)
 
+
+def _limit(most: int, default: int) -> tuple[str, str, Schema, str]:
+    schema = {"type": "integer", "minimum": 1, "maximum": most, "default": default}
+    return ("limit", "query", schema, f"1-{most}, default {default}")
+
+
+# The streamed batch bodies' media types (batch_stream.py takes a few aliases of each too)
+_STREAM_TYPES = ("application/x-ndjson", "text/csv")
 
 _ID = (("id", "path", "string", "Message or batch id"),)
 _APP = (("app", "path", "string", "App name from the gateway's settings"),)
@@ -99,7 +120,13 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         ("202", Accepted),
         MessageIn,
         ("400", "401", "403", "413", "415", "429", "503"),
-        headers=(("Idempotency-Key", "Same key, same message: a repeat returns the first id"),),
+        headers=(
+            (
+                "Idempotency-Key",
+                {"type": "string", "minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY},
+                "Same key, same message: a repeat returns the first id",
+            ),
+        ),
         description="Answered only after the message is committed to the store.",
     ),
     ("GET", "/v1/messages/{id}"): Op(
@@ -115,19 +142,30 @@ OPERATIONS: dict[tuple[str, str], Op] = {
     ("POST", "/v1/batches"): Op(
         "Enqueue one template to many recipients",
         ("202", BatchAccepted),
-        BatchIn,
+        (BatchIn, *_STREAM_TYPES),
         ("400", "401", "403", "409", "413", "415", "429", "503"),
         (
             ("template_id", "query", "string", "Streamed bodies: the template"),
             ("app", "query", "string", "Streamed bodies: the app"),
             ("data", "query", "string", "Streamed bodies: shared data as a JSON object"),
-            ("kind", "query", "string", "Streamed bodies: template or subscribe"),
+            ("miniprogram", "query", "string", "Streamed bodies: {appid, pagepath} as JSON"),
+            (
+                "kind",
+                "query",
+                {"type": "string", "enum": [k.value for k in MessageKind]},
+                "Streamed bodies: template or subscribe",
+            ),
             ("url", "query", "string", "Streamed bodies"),
             ("page", "query", "string", "Streamed bodies"),
             ("send_at", "query", "number", "Streamed bodies: epoch seconds"),
             ("expire_at", "query", "number", "Streamed bodies: epoch seconds"),
             ("callback_url", "query", "string", "Streamed bodies"),
-            ("priority", "query", "string", "Streamed bodies: urgent, normal or low"),
+            (
+                "priority",
+                "query",
+                {"type": "string", "enum": sorted(PRIORITY_ALIASES)},
+                "Streamed bodies: urgent, normal or low (high: urgent's older name)",
+            ),
             ("rate_per_s", "query", "number", "Streamed bodies: the batch's own send rate"),
         ),
         description=(
@@ -145,7 +183,7 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         ("200", BatchList),
         None,
         ("400", "401", "403"),
-        (("limit", "query", "integer", "1-100, default 20"),),
+        (_limit(MAX_LIST, 20),),
     ),
     ("GET", "/v1/batches/{id}"): Op(
         "Batch progress by status", ("200", BatchProgress), None, ("401", "403", "404"), _ID
@@ -174,10 +212,18 @@ OPERATIONS: dict[tuple[str, str], Op] = {
     ),
     ("GET", "/v1/batches/{id}/results"): Op(
         "One row per recipient: final status, errcode, WeChat msgid (streamed)",
-        ("200", "text/csv"),
+        ("200", tuple(sorted(FORMATS.values()))),
         None,
         ("400", "401", "403", "404"),
-        (*_ID, ("format", "query", "string", "csv (default) or ndjson")),
+        (
+            *_ID,
+            (
+                "format",
+                "query",
+                {"type": "string", "enum": sorted(FORMATS), "default": "csv"},
+                "csv (default) or ndjson",
+            ),
+        ),
     ),
     ("POST", "/v1/batches/{id}/cancel"): Op(
         "Cancel the batch's pending messages",
@@ -193,9 +239,14 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         ("400", "401", "403"),
         (
             ("app", "query", "string", "Only this app"),
-            ("errcode", "query", "integer", "Only this last errcode"),
+            (
+                "errcode",
+                "query",
+                {"type": "integer", "minimum": ERRCODE_MIN, "maximum": ERRCODE_MAX},
+                "Only this last errcode",
+            ),
             ("cursor", "query", "string", "next_cursor of the previous page"),
-            ("limit", "query", "integer", "1-1000, default 100"),
+            _limit(MAX_LIMIT, 100),
         ),
     ),
     ("POST", "/v1/dead-letters/requeue"): Op(
@@ -246,7 +297,7 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         "The operator dashboard (HTML; its data comes from /v1 with the key entered)",
         ("200", "text/html"),
     ),
-    ("GET", "/dashboard/"): Op("Redirects to /dashboard", ("301", "text/plain")),
+    ("GET", "/dashboard/"): Op("Redirects to /dashboard", ("301", None)),
     ("GET", "/dashboard/{name}"): Op(
         "The dashboard's static files",
         ("200", "text/plain"),
@@ -257,10 +308,17 @@ OPERATIONS: dict[tuple[str, str], Op] = {
 }
 
 
-def _content(model: type[msgspec.Struct] | str) -> dict[str, Any]:
+def _content(model: Content) -> dict[str, Any]:
+    if isinstance(model, tuple):
+        return {k: v for media in model for k, v in _content(media).items()}
     if isinstance(model, str):
-        return {model: {"schema": {"type": "string"}}}
+        kind = "object" if model == "application/json" else "string"
+        return {model: {"schema": {"type": kind}}}
     return {"application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}
+
+
+def _schema(schema: Schema) -> dict[str, Any]:
+    return {"type": schema} if isinstance(schema, str) else dict(schema)
 
 
 def _operation_id(method: str, path: str) -> str:
@@ -270,7 +328,10 @@ def _operation_id(method: str, path: str) -> str:
 
 def _operation(method: str, path: str, op: Op, scope: Scope | None) -> dict[str, Any]:
     ok_status, ok_model = op.ok
-    responses: dict[str, Any] = {ok_status: {"description": "OK", "content": _content(ok_model)}}
+    ok: dict[str, Any] = {"description": "OK"}
+    if ok_model is not None:
+        ok["content"] = _content(ok_model)
+    responses: dict[str, Any] = {ok_status: ok}
     errors = list(op.errors)
     if scope is not None:
         errors += [e for e in ("401", "403", "429") if e not in errors]
@@ -295,20 +356,20 @@ def _operation(method: str, path: str, op: Op, scope: Scope | None) -> dict[str,
             "name": name,
             "in": where,
             "required": where == "path",
-            "schema": {"type": typ},
+            "schema": _schema(schema),
             **({"description": desc} if desc else {}),
         }
-        for name, where, typ, desc in op.params
+        for name, where, schema, desc in op.params
     ]
     params += [
         {
             "name": name,
             "in": "header",
             "required": False,
-            "schema": {"type": "string"},
+            "schema": _schema(schema),
             "description": desc,
         }
-        for name, desc in op.headers
+        for name, schema, desc in op.headers
     ]
     if params:
         out["parameters"] = params

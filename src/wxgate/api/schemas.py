@@ -86,7 +86,8 @@ class DeadLetterPage(msgspec.Struct):
 class BatchPatch(msgspec.Struct, forbid_unknown_fields=True):
     """PATCH /v1/batches/{id}: the batch's own send rate (null: only the app's rate)."""
 
-    rate_per_s: float | None
+    # > 0 is checked again (check_rate: not infinite); declared so the document says so
+    rate_per_s: Annotated[float, msgspec.Meta(gt=0)] | None
 
 
 class BatchList(msgspec.Struct):

@@ -11,7 +11,9 @@ or the OS crashes before a checkpoint; pass synchronous="FULL" to fsync every co
 commit keeps that affordable) when that matters more than latency.
 
 Every piece of shared state (tokens, locks, pauses, quota) lives in the file, so processes
-opening the same file share it. Only `take_rate` is process-local (see ratebucket.py).
+opening the same file share it. Only `take_rate` is process-local (see ratebucket.py). The
+file holds access tokens, so `open()` creates it mode 0600 (SQLite gives its -wal and -shm
+files the database file's mode).
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import functools
+import logging
+import os
 import sqlite3
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -50,6 +54,8 @@ from wxgate.store.sqlite_writer import GroupCommitWriter, map_error
 
 T = TypeVar("T")
 
+log = logging.getLogger("wxgate.store.sqlite")
+
 _SYNCHRONOUS = ("NORMAL", "FULL", "EXTRA")
 # Rows deleted per pruning transaction: small enough that callers queued behind it wait
 # only milliseconds; the writer comes back for the rest right after their groups.
@@ -58,6 +64,8 @@ PRUNE_BATCH = 1000
 
 # An enqueue this large goes to the writer at once (GroupCommitWriter.submit_now).
 BIG_ENQUEUE = 100
+# After commits failed, ping reports ready again only with this much free on the file's disk.
+READY_HEADROOM_BYTES = 1 << 20
 
 
 class SQLiteStore:
@@ -112,6 +120,7 @@ class SQLiteStore:
         if self._open:
             return
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        _create_private(self.path)
         await self._writer.start()  # creates the schema before any reader looks
         try:
             self._read_conn = connect(
@@ -141,8 +150,17 @@ class SQLiteStore:
             conn.close()
 
     async def ping(self) -> None:
+        """Not ready while commits fail (a full disk leaves reads working). Once one has
+        failed, each ping asks for READY_HEADROOM_BYTES free on the file's disk (a small write
+        can still commit into the log's slack on a full one) and for a write that needs new
+        pages to commit (state.probe), which clears the failure."""
         if not self._writer.alive:
             raise StoreUnavailable("SQLite store is closed")
+        if self._writer.failing is not None:
+            free = _free_bytes(self.path)
+            if free < READY_HEADROOM_BYTES:
+                raise StoreUnavailable(f"SQLite store's disk is full ({free} bytes free)")
+            await self._write(state.probe)
         await self._read(reads.ping)
 
     # ---------------------------------------------------------------- plumbing
@@ -346,3 +364,29 @@ class SQLiteStore:
 
     def __repr__(self) -> str:
         return f"<SQLiteStore path={self.path!r} open={self._open} writer={self._writer!r}>"
+
+
+def _free_bytes(path: str) -> int:
+    """Bytes an unprivileged writer may still use on the disk holding `path`."""
+    st = os.statvfs(Path(path).parent)
+    return st.f_bavail * st.f_frsize
+
+
+def _create_private(path: str) -> None:
+    """Create the database file mode 0600 (not by the umask): it holds access tokens. An
+    existing file keeps the mode its operator gave it; a warning says if others can read it."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        mode = os.stat(path).st_mode & 0o777
+        if mode & 0o077:
+            log.warning(
+                "SQLite store %s is mode %o: other users may read its access tokens (chmod 600 it)",
+                path,
+                mode,
+            )
+        return
+    except OSError as exc:
+        raise StoreUnavailable(f"SQLite store cannot create {path}: {exc.strerror}") from None
+    os.fchmod(fd, 0o600)  # the umask may have taken bits off O_CREAT's mode: exactly 0600
+    os.close(fd)

@@ -13,6 +13,16 @@ from wxgate.models import AppPause, TokenEntry
 Conn = sqlite3.Connection
 
 
+PROBE_BYTES = 16384
+
+
+def probe(conn: Conn) -> None:
+    """Whether writes that need new pages commit (SQLiteStore.ping): a row of PROBE_BYTES,
+    deleted in the same transaction, so the file keeps no more than a few free pages."""
+    conn.execute("INSERT INTO meta VALUES ('probe', zeroblob(?))", (PROBE_BYTES,))
+    conn.execute("DELETE FROM meta WHERE key = 'probe'")
+
+
 def set_token(conn: Conn, app: str, entry: TokenEntry) -> None:
     conn.execute(
         "INSERT OR REPLACE INTO tokens VALUES (?, ?, ?, ?)",

@@ -6,6 +6,10 @@ to the event loop. Concurrent callers thus share a commit: throughput grows with
 of each caller paying for its own. If one operation fails, the group is rolled back and rerun
 one operation per transaction, so a bad call never fails its neighbours. Consecutive calls of
 an operation that has a batched form (enqueue) run as one call, one executemany for all.
+
+`failing` says whether the last commit that mattered failed for want of the store (a full
+disk, a lock held too long): set by a write refused as unavailable, cleared by the next commit
+that changed rows. Each change is logged once, not once per refused write.
 """
 
 from __future__ import annotations
@@ -85,6 +89,7 @@ class GroupCommitWriter:
         self.groups = 0
         self.ops = 0
         self.failed_groups = 0
+        self.failing: str | None = None  # why commits fail now; None while they succeed
 
     async def start(self) -> None:
         """Start the thread and wait until its connection is open (errors surface here)."""
@@ -161,7 +166,9 @@ class GroupCommitWriter:
             timeout = max(0.0, next_housekeeping - time.monotonic())
             group, stop = self._next_group(timeout)
             if group:
+                changes = conn.total_changes
                 outcomes = self._commit_group(conn, group)
+                self._note_health(outcomes, conn.total_changes != changes)
                 self._call_in_loop(_resolve, outcomes)
             if time.monotonic() >= next_housekeeping:
                 more = self._housekeep(conn)
@@ -241,6 +248,22 @@ class GroupCommitWriter:
             return (fut, None, map_error(exc))
         return (fut, result, None)
 
+    def _note_health(self, outcomes: list[_Outcome], wrote: bool) -> None:
+        """Track (and log once per change) whether commits go through. A group that wrote
+        nothing (an empty lease) proves nothing: a full disk still commits those."""
+        refused = next((e for _, _, e in outcomes if isinstance(e, StoreUnavailable)), None)
+        if refused is not None:
+            if self.failing is None:
+                log.error(
+                    "SQLite commits are failing (%s): writes are refused and /readyz is not "
+                    "ready until one commits",
+                    refused,
+                )
+            self.failing = str(refused)
+        elif wrote and self.failing is not None and any(e is None for _, _, e in outcomes):
+            self.failing = None
+            log.warning("SQLite commits succeed again")
+
     def _housekeep(self, conn: sqlite3.Connection) -> bool:
         """Run the housekeeping slice in its own transaction; True when more is left to do."""
         if self._housekeeping is None:
@@ -280,7 +303,8 @@ class GroupCommitWriter:
     def __repr__(self) -> str:
         return (
             f"<GroupCommitWriter alive={self.alive} queued_batches={self._queue.qsize()} "
-            f"groups={self.groups} ops={self.ops} failed_groups={self.failed_groups}>"
+            f"groups={self.groups} ops={self.ops} failed_groups={self.failed_groups} "
+            f"failing={self.failing is not None}>"
         )
 
 
