@@ -454,6 +454,8 @@ def _validate_callbacks(settings: Settings) -> None:
     for where, value in windows:
         if not 0 < value <= MAX_CALLBACK_SKEW_S:
             raise ConfigError(f"{where}: must be > 0 and at most {MAX_CALLBACK_SKEW_S:.0f}")
+
+
 def parse_bind(value: str, where: str = "server.metrics_bind") -> tuple[str, int]:
     """ "host:port" or "[v6]:port" -> (host, port); port 0 takes a free one."""
     host, sep, port = value.strip().rpartition(":")
