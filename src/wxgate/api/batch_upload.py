@@ -32,8 +32,9 @@ from wxgate.api.batch_stream import (
     header_from,
 )
 from wxgate.api.context import Gateway
+from wxgate.api.data_limits import BatchBudget, DataLimits
 from wxgate.api.errors import ApiError, invalid
-from wxgate.api.intake import batch_from, normalize_data, resolve_app
+from wxgate.api.intake import batch_from, own_data, resolve_app
 from wxgate.api.template_check import checked_batch
 from wxgate.errors import WxgateError
 from wxgate.models import Batch, BatchAccepted, Message, Recipient, new_id, new_ids
@@ -60,6 +61,8 @@ class StreamedBatch:
         self.mime = mime
         self.batch: Batch | None = None
         self.accepted = 0
+        self.limits = DataLimits.of(gw.settings.server)
+        self.budget: BatchBudget | None = None  # the batch's data bytes so far (_load)
 
     async def run(self) -> BatchAccepted:
         gw, request = self.gw, self.request
@@ -84,6 +87,7 @@ class StreamedBatch:
             created_at=now,
             status="loading",
             rate_per_s=header.rate_per_s,
+            shared=proto.shared,  # stored once, here; chunks store their own data only
         )
         await gw.store.enqueue([], batch)
         try:
@@ -117,9 +121,10 @@ class StreamedBatch:
 
     def _prototype(self, header: BatchHeader, app: str, now: float) -> Message:
         """Every recipient's message but for id, touser and its own data: batch_from's checks
-        (kind, urls, times, quiet hours, priority) run once, on a one-recipient batch."""
+        (kind, urls, times, quiet hours, priority, the shared data's size) run once, on a
+        one-recipient batch. Its `shared` is the batch's, referenced by every message."""
         body = header.as_batch_in([Recipient("-")])
-        _, [proto] = batch_from(body, self.gw.apps[app], now, new_id(), 1)
+        _, [proto] = batch_from(body, self.gw.apps[app], now, new_id(), 1, self.limits)
         return proto
 
     async def _load(self, reader: NdjsonRecipients | CsvRecipients, proto: Message) -> None:
@@ -127,6 +132,7 @@ class StreamedBatch:
         assert self.batch is not None
         limit = gw.settings.server.max_stream_recipients
         shared = proto.data
+        self.budget = BatchBudget(shared, self.limits)
         chunk: list[tuple[int, Recipient]] = []
         async for row in reader.rows():
             chunk.append(row)
@@ -143,15 +149,17 @@ class StreamedBatch:
     async def _commit(
         self, rows: list[tuple[int, Recipient]], proto: Message, shared: dict[str, dict[str, str]]
     ) -> None:
-        gw, batch = self.gw, self.batch
-        assert batch is not None
+        gw, batch, budget = self.gw, self.batch, self.budget
+        assert batch is not None and budget is not None
         current = await gw.store.get_batch(batch.id)
         if current is None or current.status == "cancelled":
             raise ApiError(409, "conflict", f"batch {batch.id} was cancelled during the upload")
         messages = []
         for msg_id, (n, r) in zip(new_ids(len(rows)), rows, strict=True):
             if r.data:
-                data = {**shared, **normalize_data(r.data, f"line {n}.data")}
+                own = own_data(r.data, "line {}.data", n)
+                data = {**shared, **own} if shared else own
+                budget.add(own, data, "line {}.data", n)
                 messages.append(replace(proto, id=msg_id, touser=r.touser, data=data))
             else:
                 messages.append(replace(proto, id=msg_id, touser=r.touser))

@@ -13,8 +13,18 @@ from typing import Any
 
 from msgspec.structs import replace
 
+from wxgate.api.data_limits import DEFAULT_LIMITS, BatchBudget, DataLimits
 from wxgate.api.errors import invalid
-from wxgate.models import Batch, BatchIn, Message, MessageIn, MessageKind, Status, new_ids
+from wxgate.models import (
+    Batch,
+    BatchIn,
+    Message,
+    MessageIn,
+    MessageKind,
+    SharedFields,
+    Status,
+    new_ids,
+)
 from wxgate.policy.quiet_hours import PRIORITY_ALIASES
 from wxgate.policy.quiet_hours import for_app as quiet_hours_of
 from wxgate.settings import AppSettings
@@ -184,10 +194,31 @@ def message_from(
     )
 
 
+def own_data(items: Mapping[str, Any], field: str, n: int) -> Data:
+    """Recipient n's own data in WeChat's shape (normalize_data, the shorthand inline);
+    `field` is a format string for n, formatted only on the error path."""
+    own: Data = {}
+    for key, item in items.items():
+        if type(item) is str and key:  # the common case, without normalize_data's call
+            own[key] = {"value": item}
+        else:
+            own.update(normalize_data({key: item}, field.format(n)))
+    return own
+
+
 def batch_from(
-    body: BatchIn, app: AppSettings, now: float, batch_id: str, max_recipients: int
+    body: BatchIn,
+    app: AppSettings,
+    now: float,
+    batch_id: str,
+    max_recipients: int,
+    limits: DataLimits = DEFAULT_LIMITS,
 ) -> tuple[Batch, list[Message]]:
-    """The Batch record and one Message per recipient; recipient data overrides shared data."""
+    """The Batch record and one Message per recipient; recipient data overrides shared data.
+
+    The shared fields are one SharedFields object, referenced by the batch and every message
+    (the store keeps them once); a recipient without data of its own shares the shared data
+    object itself. Data over `limits` is a 413 (data_limits.py)."""
     total = len(body.recipients)
     if total == 0:
         raise invalid("recipients", "must not be empty")
@@ -203,6 +234,8 @@ def batch_from(
     priority = _priority(body.priority)
     not_before, expire_at, expired = _times(body.send_at, body.expire_at, now, app, priority)
     shared = normalize_data(body.data)
+    budget = BatchBudget(shared, limits)
+    common = SharedFields(data=shared, url=body.url, miniprogram=body.miniprogram, page=body.page)
     # One prototype, copied per recipient: msgspec's replace is several times cheaper than
     # building each Message from a dozen keyword arguments (batch ingest is a hot path).
     proto = Message(
@@ -223,22 +256,25 @@ def batch_from(
         expire_at=expire_at,
         status=Status.EXPIRED if expired else Status.QUEUED,
         finished_at=now if expired else None,
+        shared=common,
     )
     messages: list[Message] = []
     append = messages.append
     for i, (msg_id, r) in enumerate(zip(new_ids(total), body.recipients, strict=True)):
         if r.data:
-            data = dict(shared)
-            for key, item in r.data.items():
-                if type(item) is str and key:  # the common case, without normalize_data's
-                    data[key] = {"value": item}  # call and its error-path field name
-                else:
-                    data.update(normalize_data({key: item}, f"recipients[{i}].data"))
+            own = own_data(r.data, "recipients[{}].data", i)
+            data = {**shared, **own} if shared else own
+            budget.add(own, data, "recipients[{}].data", i)
             append(replace(proto, id=msg_id, touser=r.touser, data=data))
         else:
             # `data` is shared by reference: nothing mutates a stored message's data.
             append(replace(proto, id=msg_id, touser=r.touser))
     batch = Batch(
-        id=batch_id, app=app.name, template_id=body.template_id, total=total, created_at=now
+        id=batch_id,
+        app=app.name,
+        template_id=body.template_id,
+        total=total,
+        created_at=now,
+        shared=common,
     )
     return batch, messages

@@ -8,6 +8,7 @@ from aiohttp import web
 from wxgate.api.auth import caller, require_app
 from wxgate.api.body import read_json
 from wxgate.api.context import Gateway
+from wxgate.api.data_limits import check_message_data
 from wxgate.api.errors import ApiError
 from wxgate.api.intake import idempotency_key, message_from, resolve_app
 from wxgate.api.responses import json_response
@@ -35,6 +36,7 @@ class MessageRoutes:
         require_app(caller(request), app.name)
         key = idempotency_key(body.idempotency_key, request.headers.get("Idempotency-Key"))
         message = message_from(body, app, gw.clock.now(), new_id(), key)
+        check_message_data(message.data, gw.settings.server.max_data_bytes)
         if app.validate != "off" and gw.templates is not None:
             message = await checked_message(gw.templates, app, message)
         if gw.depth.limit > 0:

@@ -24,6 +24,7 @@ from wxgate.models import (
 )
 from wxgate.store import sqlite_webhooks as webhooks
 from wxgate.store.base import CancelOutcome, receipt_status
+from wxgate.store.batch_shared import encode_shared
 from wxgate.store.sqlite_schema import (
     ACTIVE_SQL,
     COLUMNS,
@@ -51,8 +52,8 @@ _COUNT_ADD = (
     "INSERT INTO counts VALUES (?, ?, ?) ON CONFLICT (app, status) DO UPDATE SET n = n + excluded.n"
 )
 _INSERT_BATCH = (
-    "INSERT INTO batches (id, app, template_id, total, created_at, status, rate_per_s) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO batches (id, app, template_id, total, created_at, status, rate_per_s, shared) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -132,7 +133,8 @@ def _held(conn: Conn, batch_id: str, cache: dict[str, bool]) -> bool:
 
 
 def _batch_row(b: Batch) -> tuple[object, ...]:
-    return (b.id, b.app, b.template_id, b.total, b.created_at, b.status, b.rate_per_s)
+    shared = None if b.shared is None else encode_shared(b.shared)
+    return (b.id, b.app, b.template_id, b.total, b.created_at, b.status, b.rate_per_s, shared)
 
 
 # ---------------------------------------------------------------- lease

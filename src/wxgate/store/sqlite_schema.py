@@ -13,6 +13,7 @@ from typing import Any
 import msgspec
 
 from wxgate.models import Message, MessageKind, MiniProgram, Status
+from wxgate.store.batch_shared import UNRESOLVED, own_data
 
 SCHEMA_VERSION = 1
 WAL_AUTOCHECKPOINT_PAGES = 20_000  # ~80 MB of log
@@ -62,7 +63,8 @@ CREATE TABLE IF NOT EXISTS messages (
     lease_token INTEGER NOT NULL DEFAULT 0,
     lease_until REAL,
     due_at REAL,                     -- see the module docstring
-    notes BLOB                       -- msgspec JSON list of accept-time notes, or NULL
+    notes BLOB,                      -- msgspec JSON list of accept-time notes, or NULL
+    shared INTEGER                   -- 1: data is the row's own, the rest is its batch's
 );
 CREATE INDEX IF NOT EXISTS messages_due
     ON messages (app, due_at, batch_id) WHERE due_at IS NOT NULL;
@@ -121,7 +123,8 @@ CREATE TABLE IF NOT EXISTS batches (
     total INTEGER NOT NULL,
     created_at REAL NOT NULL,
     status TEXT NOT NULL,
-    rate_per_s REAL
+    rate_per_s REAL,
+    shared BLOB                      -- msgspec JSON SharedFields of its messages, or NULL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS batches_blocked
     ON batches (status) WHERE status IN ('paused', 'cancelled');
@@ -211,7 +214,7 @@ COLUMNS = (
     "id, app, kind, touser, template_id, data, url, miniprogram, page, miniprogram_state, "
     "lang, idempotency_key, batch_id, callback_url, priority, created_at, not_before, "
     "expire_at, status, attempts, last_errcode, last_errmsg, wechat_msgid, receipt, sent_at, "
-    "finished_at, updated_at, lease_token, notes"
+    "finished_at, updated_at, lease_token, notes, shared"
 )
 
 # A new message's columns: always bound, then the optional ones, bound only when set.
@@ -230,6 +233,7 @@ _INSERT_OPTIONAL = (
     "expire_at",
     "notes",
     "due_at",
+    "shared",
 )
 _INSERTS: dict[tuple[bool, ...], str] = {}
 
@@ -271,12 +275,22 @@ def message_insert(
     two attribute lookups per parameter. Unset columns are left out of the statement (one
     cached statement per shape) and JSON goes in as text, which made an insert about a third
     cheaper in instructions.
+
+    A batch message keeps only its own data, the rest is its batch's (batch_shared.py).
     """
     mp, notes = m.miniprogram, m.notes
+    data = m.data if m.shared is None else own_data(m)
+    shared = data is not None and m.shared is not None
+    if data is None:
+        data = m.data
+    if shared:
+        url, mp, page = None, None, None
+    else:
+        url, page = m.url, m.page
     optional = (
-        m.url,
+        url,
         None if mp is None else _encode(mp).decode(),
-        m.page,
+        page,
         m.miniprogram_state,
         m.lang,
         m.idempotency_key,
@@ -285,6 +299,7 @@ def message_insert(
         m.expire_at,
         None if notes is None else _encode(notes).decode(),
         None if parked else m.not_before,
+        1 if shared else None,
     )
     present = tuple([v is not None for v in optional])
     sql = _INSERTS.get(present) or _insert_sql(present)
@@ -294,7 +309,7 @@ def message_insert(
         m.kind.value,  # plain str, not the StrEnum member
         m.touser,
         m.template_id,
-        _encode(m.data).decode(),
+        _encode(data).decode(),
         m.priority,
         m.created_at,
         m.not_before,
@@ -336,6 +351,8 @@ def row_message(r: Any) -> Message:
         updated_at=r[26],
         lease_token=r[27],
         notes=None if r[28] is None else _decode_notes(r[28]),
+        # Filled in by the store from the batch (SharedCache.fill) before anyone sees it.
+        shared=None if r[29] is None else UNRESOLVED,
     )
 
 
@@ -386,7 +403,11 @@ def create_schema(conn: sqlite3.Connection) -> None:
 
 
 # Columns added after a file may have been created: (table, column, type).
-_ADDED_COLUMNS = (("messages", "notes", "BLOB"),)
+_ADDED_COLUMNS = (
+    ("messages", "notes", "BLOB"),
+    ("messages", "shared", "INTEGER"),
+    ("batches", "shared", "BLOB"),
+)
 
 
 def _add_missing_columns(conn: sqlite3.Connection) -> None:
