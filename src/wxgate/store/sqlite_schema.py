@@ -64,7 +64,8 @@ CREATE TABLE IF NOT EXISTS messages (
     lease_until REAL,
     due_at REAL,                     -- see the module docstring
     notes BLOB,                      -- msgspec JSON list of accept-time notes, or NULL
-    shared INTEGER                   -- 1: data is the row's own, the rest is its batch's
+    -- 1: data is the row's own (what differs from its batch's), the rest is the batch's
+    shared INTEGER
 );
 CREATE INDEX IF NOT EXISTS messages_due
     ON messages (app, due_at, batch_id) WHERE due_at IS NOT NULL;
@@ -124,7 +125,8 @@ CREATE TABLE IF NOT EXISTS batches (
     created_at REAL NOT NULL,
     status TEXT NOT NULL,
     rate_per_s REAL,
-    shared BLOB                      -- msgspec JSON SharedFields of its messages, or NULL
+    -- msgspec JSON SharedFields: what its messages share, stored once (batch_shared.py)
+    shared BLOB
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS batches_blocked
     ON batches (status) WHERE status IN ('paused', 'cancelled');
