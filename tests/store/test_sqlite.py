@@ -382,7 +382,7 @@ async def test_batch_rows_keep_only_their_own_data(clock: FakeClock, db_path: st
         await s.close()
     conn = sqlite3.connect(db_path)
     rows = dict(conn.execute("SELECT touser, data FROM messages ORDER BY rowid").fetchall())
-    [(shared_raw,)] = conn.execute("SELECT shared FROM batches").fetchall()
+    [(shared_raw,)] = conn.execute("SELECT fields FROM batch_shared").fetchall()
     conn.close()
     assert rows["o_0"] == "{}" and rows["o_1"] == '{"name":{"value":"n1"}}'
     assert sum(map(len, rows.values())) < 300 and len(shared_raw) > 2000
@@ -403,18 +403,16 @@ async def test_batch_file_of_the_previous_version_still_reads_and_sends(
 ) -> None:
     """A file written before batches kept their shared fields (no `shared` columns; every
     batch row holds its data whole) opens, and its batch messages read and lease whole."""
-    # The previous version's DDL: today's without the two `shared` columns.
-    old_ddl = DDL
-    for column in ("\n    shared INTEGER\n", "\n    shared BLOB\n"):
-        assert column in old_ddl
-        old_ddl = old_ddl.replace(column, "\n")
-    old_ddl = old_ddl.replace("notes BLOB,", "notes BLOB").replace(
-        "rate_per_s REAL,", "rate_per_s REAL"
-    )
+    # The previous version's DDL: today's without messages.shared and the batch_shared table.
+    old_ddl, table = DDL.split("CREATE TABLE IF NOT EXISTS batch_shared", 1)
+    old_ddl += table.split(");", 1)[1]
+    assert "\n    shared INTEGER\n" in old_ddl
+    old_ddl = old_ddl.replace("\n    shared INTEGER\n", "\n").replace("notes BLOB,", "notes BLOB")
     conn = sqlite3.connect(db_path)
     for statement in _split(old_ddl):
         conn.execute(statement)
     assert "shared" not in {r[1] for r in conn.execute("PRAGMA table_info(messages)")}
+    assert not conn.execute("SELECT name FROM sqlite_master WHERE name = 'batch_shared'").fetchall()
     conn.execute(
         "INSERT INTO batches (id, app, template_id, total, created_at, status) "
         "VALUES ('oldb', 'app_a', 'tpl', 1, 5.0, 'running')"

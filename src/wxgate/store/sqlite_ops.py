@@ -52,8 +52,13 @@ _COUNT_ADD = (
     "INSERT INTO counts VALUES (?, ?, ?) ON CONFLICT (app, status) DO UPDATE SET n = n + excluded.n"
 )
 _INSERT_BATCH = (
-    "INSERT INTO batches (id, app, template_id, total, created_at, status, rate_per_s, shared) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO batches (id, app, template_id, total, created_at, status, rate_per_s) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+_INSERT_BATCH_SHARED = "INSERT INTO batch_shared (batch_id, fields) VALUES (?, ?)"
+_PRUNE_BATCH_SHARED = (
+    "DELETE FROM batch_shared WHERE NOT EXISTS "
+    "(SELECT 1 FROM batches WHERE batches.id = batch_shared.batch_id)"
 )
 
 
@@ -111,6 +116,8 @@ def enqueue_many(conn: Conn, calls: Sequence[EnqueueArgs]) -> list[list[EnqueueR
             counts[count_key] = counts.get(count_key, 0) + 1
         if batch is not None:
             conn.execute(_INSERT_BATCH, _batch_row(batch))
+            if batch.shared is not None:
+                conn.execute(_INSERT_BATCH_SHARED, (batch.id, encode_shared(batch.shared)))
         out.append(results)
     for sql, params in rows.items():
         if len(params) == 1:
@@ -133,8 +140,7 @@ def _held(conn: Conn, batch_id: str, cache: dict[str, bool]) -> bool:
 
 
 def _batch_row(b: Batch) -> tuple[object, ...]:
-    shared = None if b.shared is None else encode_shared(b.shared)
-    return (b.id, b.app, b.template_id, b.total, b.created_at, b.status, b.rate_per_s, shared)
+    return (b.id, b.app, b.template_id, b.total, b.created_at, b.status, b.rate_per_s)
 
 
 # ---------------------------------------------------------------- lease
@@ -557,6 +563,7 @@ def prune(conn: Conn, cutoff: float, now: float, limit: int) -> int:
         "(SELECT 1 FROM messages WHERE messages.batch_id = batches.id)",
         (cutoff,),
     )
+    conn.execute(_PRUNE_BATCH_SHARED)
     conn.execute("DELETE FROM counts WHERE n = 0")
     return deleted
 

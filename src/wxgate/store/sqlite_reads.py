@@ -135,8 +135,8 @@ def recent_batches(conn: Conn, limit: int) -> list[Batch]:
 def batch_shared(conn: Conn, batch_ids: list[str]) -> dict[str, SharedFields]:
     """The shared fields of these batches (those that have them)."""
     rows = conn.execute(
-        "SELECT id, shared FROM batches WHERE id IN (SELECT value FROM json_each(?)) "
-        "AND shared IS NOT NULL",
+        "SELECT batch_id, fields FROM batch_shared "
+        "WHERE batch_id IN (SELECT value FROM json_each(?))",
         (_encode(batch_ids).decode(),),
     ).fetchall()
     return {batch_id: decode_shared(raw) for batch_id, raw in rows}

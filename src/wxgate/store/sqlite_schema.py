@@ -124,10 +124,15 @@ CREATE TABLE IF NOT EXISTS batches (
     total INTEGER NOT NULL,
     created_at REAL NOT NULL,
     status TEXT NOT NULL,
-    rate_per_s REAL,
-    -- msgspec JSON SharedFields: what its messages share, stored once (batch_shared.py)
-    shared BLOB
+    rate_per_s REAL
 ) WITHOUT ROWID;
+-- What a batch's messages share (msgspec JSON SharedFields, batch_shared.py), stored once. A
+-- table of its own: an UPDATE rewrites the whole row, and a batch's status and total change
+-- once per streamed chunk while its shared data (up to server.max_data_bytes) never does.
+CREATE TABLE IF NOT EXISTS batch_shared (
+    batch_id TEXT PRIMARY KEY,
+    fields BLOB NOT NULL
+);
 CREATE INDEX IF NOT EXISTS batches_blocked
     ON batches (status) WHERE status IN ('paused', 'cancelled');
 CREATE INDEX IF NOT EXISTS batches_not_running
@@ -408,7 +413,6 @@ def create_schema(conn: sqlite3.Connection) -> None:
 _ADDED_COLUMNS = (
     ("messages", "notes", "BLOB"),
     ("messages", "shared", "INTEGER"),
-    ("batches", "shared", "BLOB"),
 )
 
 
