@@ -32,12 +32,13 @@ from wxgate.api.batch_stream import (
     header_from,
 )
 from wxgate.api.context import Gateway
-from wxgate.api.data_limits import BatchBudget, DataLimits
+from wxgate.api.data_limits import BatchBudget, DataLimits, size_of
 from wxgate.api.errors import ApiError, invalid
-from wxgate.api.intake import batch_from, own_data, resolve_app
+from wxgate.api.intake import batch_from, normalize_data, resolve_app
 from wxgate.api.template_check import checked_batch
 from wxgate.errors import WxgateError
 from wxgate.models import Batch, BatchAccepted, Message, Recipient, new_id, new_ids
+from wxgate.store.batch_shared import merged
 
 log = logging.getLogger("wxgate.api")
 
@@ -155,14 +156,19 @@ class StreamedBatch:
         if current is None or current.status == "cancelled":
             raise ApiError(409, "conflict", f"batch {batch.id} was cancelled during the upload")
         messages = []
+        room, own_total = budget.room, 0
         for msg_id, (n, r) in zip(new_ids(len(rows)), rows, strict=True):
             if r.data:
-                own = own_data(r.data, "line {}.data", n)
-                data = {**shared, **own} if shared else own
-                budget.add(own, data, "line {}.data", n)
+                own = normalize_data(r.data, f"line {n}.data")
+                data = merged(shared, own)
+                size = size_of(own)
+                if size > room:
+                    budget.check_effective(data, f"line {n}.data")
+                own_total += size
                 messages.append(replace(proto, id=msg_id, touser=r.touser, data=data))
             else:
                 messages.append(replace(proto, id=msg_id, touser=r.touser))
+        budget.add(own_total)
         app = gw.apps[batch.app]
         if app.validate != "off" and gw.templates is not None:  # template_check.py
             labels = [f"line {n}" for n, _ in rows]

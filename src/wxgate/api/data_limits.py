@@ -18,7 +18,7 @@ from wxgate.settings import ServerSettings
 
 Data = dict[str, dict[str, str]]
 
-_encode = msgspec.json.Encoder().encode
+encode_data = msgspec.json.Encoder().encode
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ DEFAULT_LIMITS = DataLimits.of(ServerSettings())
 
 
 def size_of(data: Data) -> int:
-    return len(_encode(data)) if data else 0
+    return len(encode_data(data)) if data else 0
 
 
 def _too_large(field: str, what: str, size: int, limit: int, setting: str) -> ApiError:
@@ -56,27 +56,30 @@ def check_message_data(data: Data, max_data_bytes: int, field: str = "data") -> 
 
 
 class BatchBudget:
-    """A batch's data bytes as the store keeps them, checked as recipients are added."""
+    """A batch's data bytes as the store keeps them, checked as recipients are added.
+
+    Per recipient with data of its own the caller encodes it once (`size_of`) and, only when
+    that is over `room`, has the merge checked exactly (shared + own bounds the merged size
+    from above); the sizes are added up per call of `add` (a batch, or a streamed chunk)."""
 
     def __init__(self, shared: Data, limits: DataLimits) -> None:
         self.limits = limits
         self.shared_bytes = check_message_data(shared, limits.max_data_bytes)
+        self.room = limits.max_data_bytes - self.shared_bytes
         self.total_bytes = self.shared_bytes
 
-    def add(self, own: Data, effective: Data, field: str, n: int) -> None:
-        """Recipient n's own data (`effective` = shared updated by it); `field`, a format
-        string for n, names it in an error."""
-        own_bytes = size_of(own)
-        limits = self.limits
-        # shared + own bounds the merged size from above: encode the merge only near the limit
-        if self.shared_bytes + own_bytes > limits.max_data_bytes:
-            check_message_data(effective, limits.max_data_bytes, field.format(n))
+    def check_effective(self, effective: Data, field: str) -> None:
+        check_message_data(effective, self.limits.max_data_bytes, field)
+
+    def add(self, own_bytes: int) -> None:
+        """Count recipients' own bytes; 413 once the batch is over max_batch_data_bytes."""
         self.total_bytes += own_bytes
-        if self.total_bytes > limits.max_batch_data_bytes:
+        limit = self.limits.max_batch_data_bytes
+        if self.total_bytes > limit:
             raise _too_large(
                 "recipients",
                 "the batch's data (shared data once, plus every recipient's own)",
                 self.total_bytes,
-                limits.max_batch_data_bytes,
+                limit,
                 "server.max_batch_data_bytes",
             )

@@ -13,7 +13,7 @@ from typing import Any
 
 from msgspec.structs import replace
 
-from wxgate.api.data_limits import DEFAULT_LIMITS, BatchBudget, DataLimits
+from wxgate.api.data_limits import DEFAULT_LIMITS, BatchBudget, DataLimits, encode_data
 from wxgate.api.errors import invalid
 from wxgate.models import (
     Batch,
@@ -28,6 +28,7 @@ from wxgate.models import (
 from wxgate.policy.quiet_hours import PRIORITY_ALIASES
 from wxgate.policy.quiet_hours import for_app as quiet_hours_of
 from wxgate.settings import AppSettings
+from wxgate.store.batch_shared import merged
 
 Data = dict[str, dict[str, str]]
 
@@ -194,18 +195,6 @@ def message_from(
     )
 
 
-def own_data(items: Mapping[str, Any], field: str, n: int) -> Data:
-    """Recipient n's own data in WeChat's shape (normalize_data, the shorthand inline);
-    `field` is a format string for n, formatted only on the error path."""
-    own: Data = {}
-    for key, item in items.items():
-        if type(item) is str and key:  # the common case, without normalize_data's call
-            own[key] = {"value": item}
-        else:
-            own.update(normalize_data({key: item}, field.format(n)))
-    return own
-
-
 def batch_from(
     body: BatchIn,
     app: AppSettings,
@@ -260,15 +249,25 @@ def batch_from(
     )
     messages: list[Message] = []
     append = messages.append
+    room, own_total = budget.room, 0
     for i, (msg_id, r) in enumerate(zip(new_ids(total), body.recipients, strict=True)):
         if r.data:
-            own = own_data(r.data, "recipients[{}].data", i)
-            data = {**shared, **own} if shared else own
-            budget.add(own, data, "recipients[{}].data", i)
+            own: Data = {}
+            for key, item in r.data.items():
+                if type(item) is str and key:  # the common case, without normalize_data's
+                    own[key] = {"value": item}  # call and its error-path field name
+                else:
+                    own.update(normalize_data({key: item}, f"recipients[{i}].data"))
+            data = merged(shared, own)
+            size = len(encode_data(own))
+            if size > room:
+                budget.check_effective(data, f"recipients[{i}].data")
+            own_total += size
             append(replace(proto, id=msg_id, touser=r.touser, data=data))
         else:
             # `data` is shared by reference: nothing mutates a stored message's data.
             append(replace(proto, id=msg_id, touser=r.touser))
+    budget.add(own_total)
     batch = Batch(
         id=batch_id,
         app=app.name,

@@ -29,6 +29,27 @@ UNRESOLVED = SharedFields(data={})
 _NO_DATA: Data = {}
 
 
+class MergedData(dict[str, dict[str, str]]):
+    """A batch message's effective data (shared updated by its own) that remembers its own
+    part, so that the store need not work it out again per message (batch ingest is a hot
+    path). Never changed in place, as no message's data is; a copy (a template check's
+    truncation) is a plain dict, for which `own_data` compares with the shared data."""
+
+    __slots__ = ("own",)
+    own: Data
+
+
+def merged(shared: Data, own: Data) -> Data:
+    """A recipient's effective data: `shared` updated by `own` (a MergedData; `own` itself
+    when nothing is shared)."""
+    if not shared:
+        return own
+    data = MergedData(shared)
+    data.update(own)
+    data.own = own
+    return data
+
+
 def encode_shared(shared: SharedFields) -> str:
     return _encode(shared).decode()
 
@@ -44,19 +65,24 @@ def own_data(m: Message) -> Data | None:
     shared = m.shared
     if shared is None or m.batch_id is None:
         return None
-    if m.url != shared.url or m.miniprogram != shared.miniprogram or m.page != shared.page:
-        return None
+    if (m.url is not shared.url and m.url != shared.url) or (
+        (m.miniprogram is not shared.miniprogram and m.miniprogram != shared.miniprogram)
+        or (m.page is not shared.page and m.page != shared.page)
+    ):
+        return None  # identity first: a batch message's fields are the shared objects
     data, base = m.data, shared.data
     if data is base:
         return _NO_DATA  # no overrides: the common case, shared by reference
+    if type(data) is MergedData:
+        return data.own
     if not base:
         return data  # nothing shared (a CSV upload's columns): all of it is its own
-    own: Data = {}
-    for key, value in data.items():
-        have = base.get(key)
-        if have is not value and have != value:
-            own[key] = value
-    if len(data) - len(own) < len(base) and any(k not in data for k in base):
+    # By identity: a message's data is built from the shared dict's own value objects (and a
+    # template check copies the ones it leaves alone), so this is exact for every message the
+    # API makes; a value equal but not identical is merely kept twice.
+    get = base.get
+    own = {k: v for k, v in data.items() if get(k) is not v}
+    if len(data) - len(own) != len(base) and any(k not in data for k in base):
         return None  # a shared key is missing: an update cannot express that
     return own
 

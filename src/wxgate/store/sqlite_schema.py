@@ -285,15 +285,12 @@ def message_insert(
 
     A batch message keeps only its own data, the rest is its batch's (batch_shared.py).
     """
-    mp, notes = m.miniprogram, m.notes
-    data = m.data if m.shared is None else own_data(m)
-    shared = data is not None and m.shared is not None
-    if data is None:
-        data = m.data
-    if shared:
-        url, mp, page = None, None, None
+    notes = m.notes
+    own = None if m.shared is None else own_data(m)
+    if own is None:
+        data, url, mp, page, shared = m.data, m.url, m.miniprogram, m.page, None
     else:
-        url, page = m.url, m.page
+        data, url, mp, page, shared = own, None, None, None, 1
     optional = (
         url,
         None if mp is None else _encode(mp).decode(),
@@ -306,7 +303,7 @@ def message_insert(
         m.expire_at,
         None if notes is None else _encode(notes).decode(),
         None if parked else m.not_before,
-        1 if shared else None,
+        shared,
     )
     present = tuple([v is not None for v in optional])
     sql = _INSERTS.get(present) or _insert_sql(present)
