@@ -23,8 +23,9 @@ from redis.asyncio import Redis
 from wxgate.api.data_limits import DataLimits
 from wxgate.api.intake import batch_from
 from wxgate.clock import FakeClock
+from wxgate.errors import ConfigError
 from wxgate.models import BatchIn
-from wxgate.settings import AppSettings
+from wxgate.settings import AppSettings, from_dict
 from wxgate.store.redis import RedisStore
 from wxgate.store.sqlite import SQLiteStore
 
@@ -235,3 +236,19 @@ async def test_a_streamed_upload_over_the_batch_data_limit_is_cancelled(tmp_path
             headers={**AUTH, "Content-Type": "application/x-ndjson"},
         )
         assert resp.status == 413 and (await resp.json())["field"] == "data"
+
+
+@pytest.mark.parametrize(
+    ("server", "message"),
+    [
+        ({"max_data_bytes": 10}, "server.max_data_bytes: must be >= 64"),
+        (
+            {"max_data_bytes": 8192, "max_batch_data_bytes": 4096},
+            "server.max_batch_data_bytes: must be >= server.max_data_bytes",
+        ),
+    ],
+)
+def test_the_limits_are_checked_at_start(server: dict[str, int], message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        from_dict({"server": server})
+    assert str(caught.value) == message
