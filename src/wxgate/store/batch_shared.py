@@ -132,24 +132,29 @@ class SharedCache:
         """Resolve every message a row decoder marked UNRESOLVED (see module docstring). A
         batch that is gone (pruned) leaves its messages with their own data only."""
         waiting: dict[str, list[Message]] = {}
+        found: dict[str, SharedFields] = {}  # this call's batches: one cache lookup each
         entries = self._entries
         for m in messages:
             if m.shared is not UNRESOLVED:
                 continue
             batch_id = m.batch_id or ""
-            entry = entries.get(batch_id)
-            if entry is not None:
-                self.hits += 1
-                entries.move_to_end(batch_id)
-                resolve(m, entry[0])
+            shared = found.get(batch_id)
+            if shared is None and batch_id not in waiting:
+                entry = entries.get(batch_id)
+                if entry is not None:
+                    self.hits += 1
+                    entries.move_to_end(batch_id)
+                    shared = found[batch_id] = entry[0]
+            if shared is not None:
+                resolve(m, shared)
             else:
                 waiting.setdefault(batch_id, []).append(m)
         if not waiting:
             return
         self.misses += len(waiting)
-        found = await self._load(list(waiting))
+        loaded = await self._load(list(waiting))
         for batch_id, msgs in waiting.items():
-            shared = found.get(batch_id)
+            shared = loaded.get(batch_id)
             for m in msgs:
                 if shared is None:
                     m.shared = None
