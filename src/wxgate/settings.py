@@ -102,6 +102,13 @@ class ServerSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # ... and at most this many bytes: 413 as soon as the body passes it. 64 MiB holds the
     # 1,000,000 recipients at ~64 bytes a row (an openid and a short field or two).
     max_stream_bytes: int = 67_108_864
+    # Bytes of `data` one message may carry, as stored (JSON of {"k": {"value": "v"}}): its
+    # effective data, a batch's shared data included. WeChat's own values are tiny (thing <= 20
+    # chars; a template body <= 200), so 4 KiB is 20 keys of 200 bytes with room to spare.
+    max_data_bytes: int = 4096
+    # Bytes of `data` one batch may make the store keep: its shared data once plus every
+    # recipient's own. 128 MiB is a 1,000,000-recipient upload with ~130 bytes each.
+    max_batch_data_bytes: int = 134_217_728
     # 429 once this many messages are waiting (0 = no limit).
     max_queue_depth: int = 0
     public_url: str | None = None
@@ -512,6 +519,10 @@ def validate(settings: Settings) -> Settings:
         raise ConfigError("server.port: must be 1-65535")
     if settings.server.max_stream_bytes < 1:
         raise ConfigError("server.max_stream_bytes: must be >= 1")
+    if settings.server.max_data_bytes < 64:
+        raise ConfigError("server.max_data_bytes: must be >= 64")
+    if settings.server.max_batch_data_bytes < settings.server.max_data_bytes:
+        raise ConfigError("server.max_batch_data_bytes: must be >= server.max_data_bytes")
     if settings.workers.concurrency < 1:
         raise ConfigError("workers.concurrency: must be >= 1")
     if settings.workers.retry.max_attempts < 1:

@@ -36,6 +36,7 @@ from wxgate.models import (
     MessageKind,
     MiniProgram,
     SendResult,
+    SharedFields,
     Status,
     TokenEntry,
     WebhookEvent,
@@ -982,6 +983,111 @@ class StoreContract:
         if one.batch_id == batch.id:
             assert (by_id[one.id].status, by_id[one.id].wechat_msgid) == (Status.SENT, 77)
         assert await store.batch_messages("missing") == ([], None)
+
+    def _shared_batch(
+        self, clock: FakeClock, n: int, status: str = "running"
+    ) -> tuple[Batch, list[Message]]:
+        """A batch whose messages reference one SharedFields, as the API builds them: the
+        first without data of its own (its data IS the shared dict), the second with a
+        recipient's override and an extra key, the third with a shared value changed (as a
+        template check truncates one), the rest without overrides."""
+        shared = SharedFields(
+            data={"first": {"value": "shared " * 50}, "amount": {"value": "9.90"}},
+            url="https://example.com/campaign",
+            miniprogram=MiniProgram(appid="wx_mini", pagepath="pages/a"),
+        )
+        batch = self._batch(clock, n)
+        batch.status, batch.shared = status, shared
+        own = [
+            shared.data,
+            {**shared.data, "amount": {"value": "1.00"}, "name": {"value": "Li"}},
+            {**shared.data, "first": {"value": "shared..."}},
+        ]
+        msgs = [
+            make_message(
+                clock,
+                batch_id=batch.id,
+                touser=f"o_{i}",
+                data=own[i] if i < len(own) else shared.data,
+                url=shared.url,
+                miniprogram=shared.miniprogram,
+                shared=shared,
+            )
+            for i in range(n)
+        ]
+        return batch, msgs
+
+    @staticmethod
+    def _same_content(got: Message, want: Message) -> None:
+        assert (got.data, got.url, got.miniprogram, got.page) == (
+            want.data,
+            want.url,
+            want.miniprogram,
+            want.page,
+        ), got.id
+
+    async def test_batch_shared_fields_read_back_whole_everywhere(
+        self, store: Store, clock: FakeClock
+    ) -> None:
+        """A batch's shared fields are the batch's; every read of a message (get, lease,
+        pages, dead letters, msgid lookup, receipt, requeue) shows its effective data."""
+        batch, msgs = self._shared_batch(clock, 5)
+        await store.enqueue(msgs, batch=batch)
+        want = {m.id: m for m in msgs}
+        for m in msgs:
+            self._same_content(await must_get(store, m.id), m)
+        leased = await store.lease(10, LEASE_S, clock.now())
+        assert len(leased) == 5
+        for m in leased:
+            self._same_content(m, want[m.id])
+        first, second, third = (next(x for x in leased if x.id == m.id) for m in msgs[:3])
+        assert await store.ack(first.id, first.lease_token, SendResult(501, clock.now()))
+        found = await store.find_by_wechat_msgid("app_a", 501)
+        assert found is not None
+        self._same_content(found, msgs[0])
+        receipted = await store.record_receipt("app_a", 501, "success", "ev-501")
+        assert receipted is not None
+        self._same_content(receipted, msgs[0])
+        assert await store.dead(second.id, second.lease_token, ErrorInfo(47003, "bad"))
+        assert await store.dead(third.id, third.lease_token, ErrorInfo(47003, "bad"))
+        dead, _ = await store.dead_letters()
+        assert {m.id for m in dead} == {msgs[1].id, msgs[2].id}
+        for m in dead:
+            self._same_content(m, want[m.id])
+        page, cursor = await store.batch_messages(batch.id, limit=10)
+        assert cursor is None and len(page) == 5
+        for m in page:
+            self._same_content(m, want[m.id])
+        assert await store.requeue([msgs[1].id]) == 1
+        [again] = await store.lease(10, LEASE_S, clock.now())
+        self._same_content(again, msgs[1])
+
+    async def test_streamed_chunks_share_the_loading_batch_fields(
+        self, store: Store, clock: FakeClock
+    ) -> None:
+        """Chunks added to a batch created empty (a streamed upload) read back whole."""
+        batch, msgs = self._shared_batch(clock, 4, status="loading")
+        assert await store.enqueue([], batch=batch) == []
+        await store.enqueue(msgs[:2])
+        await store.enqueue(msgs[2:])
+        assert await store.set_batch_status(batch.id, "running", expect="loading")
+        leased = await store.lease(10, LEASE_S, clock.now())
+        want = {m.id: m for m in msgs}
+        assert set(want) == {m.id for m in leased}
+        for m in leased:
+            self._same_content(m, want[m.id])
+
+    async def test_a_batch_message_without_shared_fields_is_kept_whole(
+        self, store: Store, clock: FakeClock
+    ) -> None:
+        """Messages that do not reference shared fields (older callers) keep their data whole,
+        even in a batch that has shared fields."""
+        batch, msgs = self._shared_batch(clock, 2)
+        await store.enqueue(msgs, batch=batch)
+        loose = make_message(clock, batch_id=batch.id, data={"only": {"value": "mine"}})
+        await store.enqueue([loose])
+        got = await must_get(store, loose.id)
+        self._same_content(got, loose)
 
     async def test_batch_rates(self, store: Store, clock: FakeClock) -> None:
         assert await store.batch_rates() == {}

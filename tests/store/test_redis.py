@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 from redis_server import RedisServer
 from wxgate.clock import FakeClock, SystemClock
 from wxgate.errors import StoreError, StoreUnavailable
-from wxgate.models import Batch, SendResult, Status, new_id
+from wxgate.models import Batch, SendResult, SharedFields, Status, new_id
 from wxgate.store import redis_scripts as lua
 from wxgate.store.base import Store
 from wxgate.store.redis import RedisStore
@@ -323,3 +323,39 @@ async def test_open_while_down_fails_then_works(clock: FakeClock) -> None:
         await store.close()
     finally:
         server.close()
+
+
+async def test_batch_docs_keep_only_their_own_data(
+    stores: list[RedisStore], clock: FakeClock, redis_url: str, prefix: str
+) -> None:
+    """The shared data is the batch hash's `shared` field, once; a message's doc holds only
+    its own data, and another process (nothing cached) reads and leases every message whole."""
+    shared = SharedFields(data={"first": {"value": "x" * 2000}}, url="https://example.com/c")
+    batch = Batch(
+        id=new_id(), app="app_a", template_id="tpl", total=6, created_at=clock.now(), shared=shared
+    )
+    msgs = [
+        make_message(
+            clock,
+            batch_id=batch.id,
+            touser=f"o_{i}",
+            data={**shared.data, "name": {"value": f"n{i}"}} if i % 2 else shared.data,
+            url=shared.url,
+            shared=shared,
+        )
+        for i in range(6)
+    ]
+    await stores[0].enqueue(msgs, batch)
+    raw = Redis.from_url(redis_url)
+    try:
+        docs = [await raw.hget(f"{prefix}:msg:{m.id}", "doc") for m in msgs]
+        assert all(d is not None and b"xxxx" not in d for d in docs)
+        assert len(await raw.hget(f"{prefix}:batch:{batch.id}", "shared") or b"") > 2000
+        assert b"xxxx" not in (await raw.hget(f"{prefix}:batch:{batch.id}", "doc") or b"")
+    finally:
+        await raw.aclose()
+    for m in msgs:
+        got = await must_get(stores[1], m.id)
+        assert (got.data, got.url) == (m.data, m.url)
+    leased = await stores[2].lease(20, LEASE_S, clock.now())
+    assert {m.id: m.data for m in leased} == {m.id: m.data for m in msgs}

@@ -17,10 +17,21 @@ from contract import LEASE_S, StoreContract, enqueue_one, make_message, must_get
 
 from wxgate.clock import FakeClock
 from wxgate.errors import ConfigError, StoreUnavailable
-from wxgate.models import AppPause, ErrorInfo, SendResult, Status, TokenEntry
+from wxgate.models import (
+    AppPause,
+    Batch,
+    ErrorInfo,
+    Message,
+    SendResult,
+    SharedFields,
+    Status,
+    TokenEntry,
+    new_id,
+)
 from wxgate.store.base import Store
 from wxgate.store.factory import open_store, sqlite_path
 from wxgate.store.sqlite import SQLiteStore
+from wxgate.store.sqlite_schema import DDL, _split
 
 
 class TestSQLite(StoreContract):
@@ -336,6 +347,100 @@ async def test_file_of_an_older_version_is_brought_up_to_date(
         assert "messages_pending_created" not in names
         assert "messages_pending_by_created" in names
         conn.close()
+    finally:
+        await s.close()
+
+
+def _shared_batch(clock: FakeClock, n: int) -> tuple[Batch, list[Message]]:
+    shared = SharedFields(data={"first": {"value": "x" * 2000}}, url="https://example.com/c")
+    batch = Batch(
+        id=new_id(), app="app_a", template_id="tpl", total=n, created_at=clock.now(), shared=shared
+    )
+    msgs = [
+        make_message(
+            clock,
+            batch_id=batch.id,
+            touser=f"o_{i}",
+            data={**shared.data, "name": {"value": f"n{i}"}} if i % 2 else shared.data,
+            url=shared.url,
+            shared=shared,
+        )
+        for i in range(n)
+    ]
+    return batch, msgs
+
+
+async def test_batch_rows_keep_only_their_own_data(clock: FakeClock, db_path: str) -> None:
+    """The shared data is in the batch row once; a row holds its overrides (or `{}`), and a
+    store opened afresh (nothing cached) reads every message whole."""
+    batch, msgs = _shared_batch(clock, 10)
+    s = SQLiteStore(db_path, clock, retention_s=3600)
+    await s.open()
+    try:
+        await s.enqueue(msgs, batch)
+    finally:
+        await s.close()
+    conn = sqlite3.connect(db_path)
+    rows = dict(conn.execute("SELECT touser, data FROM messages ORDER BY rowid").fetchall())
+    [(shared_raw,)] = conn.execute("SELECT fields FROM batch_shared").fetchall()
+    conn.close()
+    assert rows["o_0"] == "{}" and rows["o_1"] == '{"name":{"value":"n1"}}'
+    assert sum(map(len, rows.values())) < 300 and len(shared_raw) > 2000
+    s = SQLiteStore(db_path, clock, retention_s=3600)
+    await s.open()
+    try:
+        for m in msgs:
+            got = await must_get(s, m.id)
+            assert (got.data, got.url) == (m.data, m.url)
+        leased = await s.lease(20, LEASE_S, clock.now())
+        assert {m.id: m.data for m in leased} == {m.id: m.data for m in msgs}
+    finally:
+        await s.close()
+
+
+async def test_batch_file_of_the_previous_version_still_reads_and_sends(
+    clock: FakeClock, db_path: str
+) -> None:
+    """A file written before batches kept their shared fields (no `shared` columns; every
+    batch row holds its data whole) opens, and its batch messages read and lease whole."""
+    # The previous version's DDL: today's without messages.shared and the batch_shared table.
+    old_ddl, table = DDL.split("CREATE TABLE IF NOT EXISTS batch_shared", 1)
+    old_ddl += table.split(");", 1)[1]
+    assert "\n    shared INTEGER\n" in old_ddl
+    old_ddl = old_ddl.replace("\n    shared INTEGER\n", "\n").replace("notes BLOB,", "notes BLOB")
+    conn = sqlite3.connect(db_path)
+    for statement in _split(old_ddl):
+        conn.execute(statement)
+    assert "shared" not in {r[1] for r in conn.execute("PRAGMA table_info(messages)")}
+    assert not conn.execute("SELECT name FROM sqlite_master WHERE name = 'batch_shared'").fetchall()
+    conn.execute(
+        "INSERT INTO batches (id, app, template_id, total, created_at, status) "
+        "VALUES ('oldb', 'app_a', 'tpl', 1, 5.0, 'running')"
+    )
+    conn.execute(
+        "INSERT INTO messages (id, app, kind, touser, template_id, data, url, batch_id, "
+        "priority, created_at, not_before, status, updated_at, due_at) VALUES ('old1', 'app_a', "
+        "'template', 'o_1', 'tpl', ?, 'https://example.com/o', 'oldb', 'normal', 5.0, 5.0, "
+        "'queued', 5.0, 5.0)",
+        ('{"first":{"value":"hi"}}',),
+    )
+    conn.execute("INSERT INTO counts VALUES ('app_a', 'queued', 1)")
+    conn.commit()
+    conn.close()
+    s = SQLiteStore(db_path, clock, retention_s=3600)
+    await s.open()
+    try:
+        old = await must_get(s, "old1")
+        assert (old.data, old.url, old.batch_id) == (
+            {"first": {"value": "hi"}},
+            "https://example.com/o",
+            "oldb",
+        )
+        [leased] = await s.lease(10, LEASE_S, clock.now())
+        assert (leased.id, leased.data, leased.url) == ("old1", old.data, old.url)
+        batch, msgs = _shared_batch(clock, 2)  # and new batches go into the upgraded file
+        await s.enqueue(msgs, batch)
+        assert (await must_get(s, msgs[1].id)).data == msgs[1].data
     finally:
         await s.close()
 

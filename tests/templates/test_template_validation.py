@@ -210,3 +210,33 @@ async def test_a_streamed_batch_is_checked_line_by_line(r: Rig) -> None:
     query["app"] = "b"
     async with r.api.session.post("/v1/batches", params=query, data=body, headers=headers) as resp:
         assert resp.status == 202, await resp.text()
+
+
+async def test_a_batch_with_truncated_shared_data_delivers_it_whole(r: Rig) -> None:
+    """The batch's shared data is stored once and truncated once; each recipient gets it,
+    updated by its own (issue 11: batch data is no longer copied per row)."""
+    batch = {
+        "app": "b",
+        "template_id": "tpl_order",
+        "data": {"thing1": LONG, "amount2": "9.90"},
+        "recipients": [
+            {"touser": "o_tr1"},
+            {"touser": "o_tr2", "data": {"amount2": "1.00"}},
+            {"touser": "o_tr3", "data": {"thing1": "Short"}},
+        ],
+    }
+    status, body = await r.post("/v1/batches", batch)
+    assert status == 202, body
+
+    async def got(openid: str) -> dict[str, Any]:
+        async def arrived() -> list[dict[str, Any]]:
+            return await r.sim.deliveries(openid=openid)
+
+        [row] = await wait_until(arrived, 10, f"{openid} at the simulator")
+        return {k: v["value"] for k, v in row["data"].items()}
+
+    first = await got("o_tr1")
+    assert first["amount2"] == "9.90"
+    assert first["thing1"] != LONG and len(first["thing1"]) <= 20
+    assert await got("o_tr2") == {"thing1": first["thing1"], "amount2": "1.00"}
+    assert await got("o_tr3") == {"thing1": "Short", "amount2": "9.90"}

@@ -36,12 +36,14 @@ from wxgate.api.batch_stream import (
     too_large,
 )
 from wxgate.api.context import Gateway
+from wxgate.api.data_limits import BatchBudget, DataLimits, size_of
 from wxgate.api.errors import ApiError, invalid
 from wxgate.api.intake import batch_from, normalize_data, resolve_app
 from wxgate.api.outcome import OutcomeUnknown
 from wxgate.api.template_check import checked_batch
 from wxgate.errors import StoreTimeout, WxgateError
 from wxgate.models import Batch, BatchAccepted, Message, Recipient, new_id, new_ids
+from wxgate.store.batch_shared import merged
 
 log = logging.getLogger("wxgate.api")
 
@@ -70,6 +72,8 @@ class StreamedBatch:
         self.mime = mime
         self.batch: Batch | None = None
         self.accepted = 0
+        self.limits = DataLimits.of(gw.settings.server)
+        self.budget: BatchBudget | None = None  # the batch's data bytes so far (_load)
 
     async def run(self) -> BatchAccepted:
         gw, request = self.gw, self.request
@@ -97,6 +101,7 @@ class StreamedBatch:
             created_at=now,
             status="loading",
             rate_per_s=header.rate_per_s,
+            shared=proto.shared,  # stored once, here; chunks store their own data only
         )
         try:
             await gw.store.enqueue([], batch)
@@ -138,10 +143,11 @@ class StreamedBatch:
 
     def _prototype(self, header: BatchHeader, app: str, now: float) -> Message:
         """Every recipient's message but for id, touser and its own data: batch_from's checks
-        (kind, urls, times, quiet hours, priority) run once, on a one-recipient batch."""
+        (kind, urls, times, quiet hours, priority, the shared data's size) run once, on a
+        one-recipient batch. Its `shared` is the batch's, referenced by every message."""
         body = header.as_batch_in([Recipient("-")])
         hosts = callback_hosts(self.request)
-        _, [proto] = batch_from(body, self.gw.apps[app], now, new_id(), 1, hosts)
+        _, [proto] = batch_from(body, self.gw.apps[app], now, new_id(), 1, hosts, self.limits)
         return proto
 
     async def _load(self, reader: NdjsonRecipients | CsvRecipients, proto: Message) -> None:
@@ -149,6 +155,7 @@ class StreamedBatch:
         assert self.batch is not None
         limit = gw.settings.server.max_stream_recipients
         shared = proto.data
+        self.budget = BatchBudget(shared, self.limits)
         chunk: list[tuple[int, Recipient]] = []
         async for row in reader.rows():
             chunk.append(row)
@@ -165,18 +172,25 @@ class StreamedBatch:
     async def _commit(
         self, rows: list[tuple[int, Recipient]], proto: Message, shared: dict[str, dict[str, str]]
     ) -> None:
-        gw, batch = self.gw, self.batch
-        assert batch is not None
+        gw, batch, budget = self.gw, self.batch, self.budget
+        assert batch is not None and budget is not None
         current = await gw.store.get_batch(batch.id)
         if current is None or current.status == "cancelled":
             raise ApiError(409, "conflict", f"batch {batch.id} was cancelled during the upload")
         messages = []
+        room, own_total = budget.room, 0
         for msg_id, (n, r) in zip(new_ids(len(rows)), rows, strict=True):
             if r.data:
-                data = {**shared, **normalize_data(r.data, f"line {n}.data")}
+                own = normalize_data(r.data, f"line {n}.data")
+                data = merged(shared, own)
+                size = size_of(own)
+                if size > room:
+                    budget.check_effective(data, f"line {n}.data")
+                own_total += size
                 messages.append(replace(proto, id=msg_id, touser=r.touser, data=data))
             else:
                 messages.append(replace(proto, id=msg_id, touser=r.touser))
+        budget.add(own_total)
         app = gw.apps[batch.app]
         if app.validate != "off" and gw.templates is not None:  # template_check.py
             labels = [f"line {n}" for n, _ in rows]

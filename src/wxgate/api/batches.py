@@ -13,6 +13,7 @@ from wxgate.api.batch_stream import CSV_TYPES, NDJSON_TYPES
 from wxgate.api.batch_upload import StreamedBatch, check_rate
 from wxgate.api.body import read_json
 from wxgate.api.context import Gateway
+from wxgate.api.data_limits import DataLimits
 from wxgate.api.errors import ApiError, invalid
 from wxgate.api.intake import batch_from, resolve_app
 from wxgate.api.outcome import OutcomeUnknown
@@ -51,13 +52,15 @@ class BatchRoutes:
         check_rate(body.rate_per_s)
         app = resolve_app(gw.apps, body.app)
         require_app(caller(request), app.name)
+        server = gw.settings.server
         batch, messages = batch_from(
             body,
             app,
             gw.clock.now(),
             new_id(),
-            gw.settings.server.max_batch_recipients,
+            server.max_batch_recipients,
             callback_hosts(request),
+            DataLimits.of(server),
         )
         batch.rate_per_s = body.rate_per_s
         if app.validate != "off" and gw.templates is not None:

@@ -14,11 +14,22 @@ from typing import Any
 from msgspec.structs import replace
 
 from wxgate.api.callback_url import caller_callback_url
+from wxgate.api.data_limits import DEFAULT_LIMITS, BatchBudget, DataLimits, encode_data
 from wxgate.api.errors import invalid
-from wxgate.models import Batch, BatchIn, Message, MessageIn, MessageKind, Status, new_ids
+from wxgate.models import (
+    Batch,
+    BatchIn,
+    Message,
+    MessageIn,
+    MessageKind,
+    SharedFields,
+    Status,
+    new_ids,
+)
 from wxgate.policy.quiet_hours import PRIORITY_ALIASES
 from wxgate.policy.quiet_hours import for_app as quiet_hours_of
 from wxgate.settings import AppSettings
+from wxgate.store.batch_shared import merged
 
 Data = dict[str, dict[str, str]]
 
@@ -198,9 +209,14 @@ def batch_from(
     batch_id: str,
     max_recipients: int,
     key_hosts: Sequence[str] | None = None,
+    limits: DataLimits = DEFAULT_LIMITS,
 ) -> tuple[Batch, list[Message]]:
     """The Batch record and one Message per recipient; recipient data overrides shared data.
-    `key_hosts` as for message_from."""
+
+    The shared fields are one SharedFields object, referenced by the batch and every message
+    (the store keeps them once); a recipient without data of its own shares the shared data
+    object itself. Data over `limits` is a 413 (data_limits.py). `key_hosts` as for
+    message_from."""
     total = len(body.recipients)
     if total == 0:
         raise invalid("recipients", "must not be empty")
@@ -216,6 +232,8 @@ def batch_from(
     priority = _priority(body.priority)
     not_before, expire_at, expired = _times(body.send_at, body.expire_at, now, app, priority)
     shared = normalize_data(body.data)
+    budget = BatchBudget(shared, limits)
+    common = SharedFields(data=shared, url=body.url, miniprogram=body.miniprogram, page=body.page)
     # One prototype, copied per recipient: msgspec's replace is several times cheaper than
     # building each Message from a dozen keyword arguments (batch ingest is a hot path).
     proto = Message(
@@ -236,22 +254,35 @@ def batch_from(
         expire_at=expire_at,
         status=Status.EXPIRED if expired else Status.QUEUED,
         finished_at=now if expired else None,
+        shared=common,
     )
     messages: list[Message] = []
     append = messages.append
+    room, own_total = budget.room, 0
     for i, (msg_id, r) in enumerate(zip(new_ids(total), body.recipients, strict=True)):
         if r.data:
-            data = dict(shared)
+            own: Data = {}
             for key, item in r.data.items():
                 if type(item) is str and key:  # the common case, without normalize_data's
-                    data[key] = {"value": item}  # call and its error-path field name
+                    own[key] = {"value": item}  # call and its error-path field name
                 else:
-                    data.update(normalize_data({key: item}, f"recipients[{i}].data"))
+                    own.update(normalize_data({key: item}, f"recipients[{i}].data"))
+            data = merged(shared, own)
+            size = len(encode_data(own))
+            if size > room:
+                budget.check_effective(data, f"recipients[{i}].data")
+            own_total += size
             append(replace(proto, id=msg_id, touser=r.touser, data=data))
         else:
             # `data` is shared by reference: nothing mutates a stored message's data.
             append(replace(proto, id=msg_id, touser=r.touser))
+    budget.add(own_total)
     batch = Batch(
-        id=batch_id, app=app.name, template_id=body.template_id, total=total, created_at=now
+        id=batch_id,
+        app=app.name,
+        template_id=body.template_id,
+        total=total,
+        created_at=now,
+        shared=common,
     )
     return batch, messages

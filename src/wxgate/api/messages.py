@@ -8,6 +8,7 @@ from aiohttp import web
 from wxgate.api.auth import callback_hosts, caller, require_app
 from wxgate.api.body import read_json
 from wxgate.api.context import Gateway
+from wxgate.api.data_limits import check_message_data
 from wxgate.api.errors import ApiError
 from wxgate.api.intake import idempotency_key, message_from, resolve_app
 from wxgate.api.outcome import OutcomeUnknown
@@ -38,6 +39,7 @@ class MessageRoutes:
         key = idempotency_key(body.idempotency_key, request.headers.get("Idempotency-Key"))
         hosts = callback_hosts(request)
         message = message_from(body, app, gw.clock.now(), new_id(), key, hosts)
+        check_message_data(message.data, gw.settings.server.max_data_bytes)
         if app.validate != "off" and gw.templates is not None:
             message = await checked_message(gw.templates, app, message)
         if gw.depth.limit > 0:

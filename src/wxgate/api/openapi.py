@@ -70,7 +70,7 @@ _ERRORS = {
     "callback_url: callback_url_not_allowed)",
     "404": "Not found",
     "409": "Conflict with the current state",
-    "413": "Body over the size limit",
+    "413": "Body, or the `data` it makes the gateway store, over a size limit; `field` names it",
     "415": "Body is not JSON",
     "429": "The key's rate limit or the queue depth limit reached; see Retry-After",
     "503": (

@@ -10,6 +10,10 @@ Rules every backend keeps:
 - Time rules without a `now` argument (scheduled vs queued, lock and pause expiry) are judged by
   the clock the store was built with.
 - Lease tokens only grow: a message's new lease always carries a larger token than its last.
+- A batch's shared fields (Batch.shared, referenced by its messages' Message.shared) are
+  stored once, with the batch; a message row keeps only what differs (store/batch_shared.py).
+  Every read (get, lease, pages, dead letters, receipts) returns a message's data, url,
+  miniprogram and page whole, as enqueued.
 - Status webhooks (a transactional outbox): every change that puts a message with a
   `callback_url` into a final status (ack, a receipt, dead, expire, cancel, a batch's cancel,
   including the lease's cancel of a cancelled batch's message) writes a WebhookEvent in the

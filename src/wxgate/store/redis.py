@@ -29,7 +29,8 @@ Keys under the prefix P (default "wxgate"; tokens, locks, pauses, quotas: redis_
   P:msgid:{app}           hash    WeChat msgid -> id
   P:receipt:{app}:{msgid} hash    a receipt that beat the ack, applied by the ack script
   P:event:{app}:{key}     string  receipt event already seen (1 hour)
-  P:batch:{id}            hash    batch doc + status (+ total, rate once changed); beside it
+  P:batch:{id}            hash    batch doc + status (+ total, rate once changed) + shared
+                                  (what its messages share, stored once); beside it
                                   :counts, :errcodes (dead by errcode), :parked (set) and :ids
                                   (zset, all scores 0: lex order pages batch_messages)
   P:batch_rates           hash    batch id -> rate_per_s of batches with a rate of their own
@@ -73,9 +74,19 @@ from redis.exceptions import RedisError
 
 from wxgate.clock import Clock
 from wxgate.errors import StoreError
-from wxgate.models import Batch, EnqueueResult, ErrorInfo, Message, SendResult, Status, StoreStats
+from wxgate.models import (
+    Batch,
+    EnqueueResult,
+    ErrorInfo,
+    Message,
+    SendResult,
+    SharedFields,
+    Status,
+    StoreStats,
+)
 from wxgate.store import redis_scripts as lua
 from wxgate.store.base import receipt_status
+from wxgate.store.batch_shared import SharedCache, decode_shared
 from wxgate.store.coalesce import Coalescer
 from wxgate.store.redis_codec import (
     BATCH_FIELDS,
@@ -87,6 +98,7 @@ from wxgate.store.redis_codec import (
     decode_message,
     decode_messages,
     encode_batch,
+    encode_batch_shared,
     message_record,
     pack,
 )
@@ -156,6 +168,7 @@ class RedisStore(RedisWebhooks):
             self._run_acks, _COALESCE_MAX_CALLS
         )
         self._next_prune = 0.0
+        self._shared = SharedCache(self._load_shared)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -184,6 +197,23 @@ class RedisStore(RedisWebhooks):
                 await pipe.execute(raise_on_error=False)
         except (RedisError, OSError):
             pass
+
+    async def _load_shared(self, batch_ids: Sequence[str]) -> dict[str, SharedFields]:
+        async with self._r.pipeline(transaction=False) as pipe:
+            for batch_id in batch_ids:
+                pipe.hget(f"{self._p}:batch:{batch_id}", "shared")
+            found = await pipe.execute()
+        return {b: decode_shared(raw) for b, raw in zip(batch_ids, found, strict=True) if raw}
+
+    async def _filled(self, messages: list[Message]) -> list[Message]:
+        """Batch messages as read (own data only) with their batch's shared fields back."""
+        await self._shared.fill(messages)
+        return messages
+
+    async def _filled_one(self, message: Message | None) -> Message | None:
+        if message is not None and message.shared is not None:
+            await self._shared.fill((message,))
+        return message
 
     async def _msg_script(self, source: str, *args: Any) -> Any:
         """Run a message script with the shared leading arguments (see redis_scripts.PRELUDE)."""
@@ -238,13 +268,22 @@ class RedisStore(RedisWebhooks):
             message_record(msg, Status.SCHEDULED if msg.not_before > now else Status.QUEUED)
             for msg in messages
         ]
-        group = pack([batch.id if batch else "", encode_batch(batch) if batch else "", records])
+        group = pack(
+            [
+                batch.id if batch else "",
+                encode_batch(batch) if batch else "",
+                records,
+                encode_batch_shared(batch),
+            ]
+        )
         if len(messages) > _COALESCE_MAX_MESSAGES:
             [reply] = await self._run_enqueues([group])
         else:
             reply = await self._enqueues.submit(group)
         if reply[0] != b"ok":
             raise StoreError(f"enqueue refused: {text(reply[1])}")
+        if batch is not None and batch.shared is not None:
+            self._shared.put(batch.id, batch.shared)
         return [
             EnqueueResult(
                 id=text(reply[i]), status=Status(text(reply[i + 1])), created=bool(reply[i + 2])
@@ -281,7 +320,7 @@ class RedisStore(RedisWebhooks):
                 *sorted(exclude_apps),
             ],
         )
-        return decode_messages(replies)
+        return await self._filled(decode_messages(replies))
 
     async def _prune(self, now: float) -> None:
         """Drop messages finished more than retention_s ago, with their counts and indexes."""
@@ -360,14 +399,15 @@ class RedisStore(RedisWebhooks):
 
     @guarded
     async def get(self, msg_id: str) -> Message | None:
-        return decode_message(await self._r.hmget(f"{self._p}:msg:{msg_id}", MESSAGE_FIELDS))
+        found = decode_message(await self._r.hmget(f"{self._p}:msg:{msg_id}", MESSAGE_FIELDS))
+        return await self._filled_one(found)
 
     @guarded
     async def find_by_wechat_msgid(self, app: str, wechat_msgid: int) -> Message | None:
         flat = await self._script(
             lua.FIND_BY_MSGID, [f"{self._p}:msgid:{app}"], [f"{self._p}:msg:", str(wechat_msgid)]
         )
-        return decode_message(flat) if flat else None
+        return await self._filled_one(decode_message(flat) if flat else None)
 
     @guarded
     async def record_receipt(
@@ -384,7 +424,7 @@ class RedisStore(RedisWebhooks):
             _EARLY_RECEIPT_TTL_S,
             "" if openid is None else f"={openid}",  # "=": an empty openid is still checked
         )
-        return decode_message(flat) if flat else None
+        return await self._filled_one(decode_message(flat) if flat else None)
 
     @guarded
     async def stats(self) -> StoreStats:
@@ -419,7 +459,7 @@ class RedisStore(RedisWebhooks):
             _DEAD_SCAN_BUDGET,
         )
         next_cursor = text(reply[0]) or None
-        return decode_messages(reply[1:]), next_cursor
+        return await self._filled(decode_messages(reply[1:])), next_cursor
 
     @guarded
     async def requeue(
@@ -521,7 +561,7 @@ class RedisStore(RedisWebhooks):
             for msg_id in ids:
                 pipe.hmget(f"{self._p}:msg:{msg_id}", MESSAGE_FIELDS)
             rows = await pipe.execute()
-        return decode_messages(rows), (ids[-1] if len(ids) == limit else None)
+        return await self._filled(decode_messages(rows)), (ids[-1] if len(ids) == limit else None)
 
     @guarded
     async def batch_errcodes(self, batch_id: str) -> dict[int, int]:

@@ -1,7 +1,9 @@
 """Messages and batches to and from the Redis store's hashes (no I/O).
 
 A message hash holds `doc`, the msgspec JSON of the Message as enqueued (its immutable fields,
-`data` included), beside one field per mutable value that the Lua scripts change in place.
+`data` included), beside one field per mutable value that the Lua scripts change in place. A
+batch message's doc holds only its own data (`shared` = "1"), the rest being the batch's
+`shared` field (store/batch_shared.py).
 Floats travel as Python's repr, so every timestamp round-trips exactly.
 """
 
@@ -10,8 +12,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import msgspec
+from msgspec.structs import replace
 
 from wxgate.models import Batch, Message, Status
+from wxgate.store.batch_shared import UNRESOLVED, encode_shared, own_data
 
 _message_decoder = msgspec.json.Decoder(Message)
 _batch_decoder = msgspec.json.Decoder(Batch)
@@ -41,11 +45,18 @@ MESSAGE_FIELDS = (
     "sent_at",
     "finished_at",
     "updated_at",
+    "shared",
 )
 
 
 def message_record(msg: Message, status: Status) -> list[str]:
     """One message's fields for the enqueue script (see redis_scripts.ENQUEUE)."""
+    own = None if msg.shared is None else own_data(msg)
+    doc = msg
+    if own is not None:
+        doc = replace(msg, data=own, url=None, miniprogram=None, page=None, shared=None)
+    elif msg.shared is not None:
+        doc = replace(msg, shared=None)
     return [
         msg.id,
         msg.app,
@@ -54,8 +65,9 @@ def message_record(msg: Message, status: Status) -> list[str]:
         status.value,
         repr(float(msg.not_before)),
         repr(float(msg.created_at)),
-        _encoder.encode(msg).decode(),
+        _encoder.encode(doc).decode(),
         msg.callback_url or "",  # `cb`: a final status queues a webhook event (redis_webhooks)
+        "" if own is None else "1",  # `shared`: doc.data is the message's own (see above)
     ]
 
 
@@ -66,7 +78,15 @@ def pack(value: object) -> bytes:
 
 
 def encode_batch(batch: Batch) -> str:
+    """The batch doc without its shared fields: those are the batch hash's `shared` field,
+    which get_batch never reads."""
+    if batch.shared is not None:
+        batch = replace(batch, shared=None)
     return _encoder.encode(batch).decode()
+
+
+def encode_batch_shared(batch: Batch | None) -> str:
+    return "" if batch is None or batch.shared is None else encode_shared(batch.shared)
 
 
 # Replies are bytes (decode_responses=False); str is accepted for redis-py's typing.
@@ -101,6 +121,7 @@ def decode_message(values: Sequence[bytes | str | None]) -> Message | None:
         sent_at,
         finished_at,
         updated_at,
+        shared,
     ) = values
     if not doc or not status or not not_before:
         return None
@@ -116,6 +137,8 @@ def decode_message(values: Sequence[bytes | str | None]) -> Message | None:
     msg.sent_at = _opt_float(sent_at)
     msg.finished_at = _opt_float(finished_at)
     msg.updated_at = _opt_float(updated_at)
+    if shared:
+        msg.shared = UNRESOLVED  # the store fills it in (SharedCache.fill)
     return msg
 
 

@@ -191,8 +191,9 @@ def _script(body: str) -> str:
 
 # ARGV[5] = number of enqueue calls (groups), then one msgpack argument per group:
 # [batch_id, batch_doc, [[id, app, idempotency_key, batch_id, status, not_before, created_at,
-# doc], ...]]. Returns per group {'ok', id, status, created(0|1), ...} or {'err', reason}; a
-# group is checked completely before any of it is written, so each call is all-or-nothing.
+# doc, cb, shared], ...], batch_shared]. Returns per group {'ok', id, status, created(0|1), ...}
+# or {'err', reason}; a group is checked completely before any of it is written, so each call
+# is all-or-nothing.
 ENQUEUE = _script(r"""
 local out = {}
 local held = {}  -- batch id -> its new messages are parked (a held batch)
@@ -253,7 +254,7 @@ for g = 1, tonumber(ARGV[5]) do
       end
       redis.call('HSET', mkey(id), 'doc', r[8], 'app', app, 'batch_id', mbid,
         'idem', idem, 'status', status, 'not_before', nb, 'created_at', created,
-        'attempts', 0, 'lease_token', 0, 'sid', sid, 'cb', r[9] or '')
+        'attempts', 0, 'lease_token', 0, 'sid', sid, 'cb', r[9] or '', 'shared', r[10] or '')
       redis.call('ZADD', P .. ':pending', created, id)
       if idem ~= '' then redis.call('SET', P .. ':idem:' .. app .. ':' .. idem, id) end
       if mbid ~= '' then redis.call('ZADD', bkey(mbid) .. ':ids', 0, id) end
@@ -261,6 +262,7 @@ for g = 1, tonumber(ARGV[5]) do
     end
     if bid ~= '' then
       redis.call('HSET', bkey(bid), 'doc', bdoc, 'status', bstatus)
+      if group[4] and group[4] ~= '' then redis.call('HSET', bkey(bid), 'shared', group[4]) end
       local rate = cjson.decode(bdoc).rate_per_s
       if type(rate) == 'number' then
         redis.call('HSET', P .. ':batch_rates', bid, string.format('%.17g', rate))

@@ -37,6 +37,7 @@ from wxgate.models import (
     ErrorInfo,
     Message,
     SendResult,
+    SharedFields,
     Status,
     StoreStats,
     TokenEntry,
@@ -47,6 +48,7 @@ from wxgate.store import sqlite_ops as ops
 from wxgate.store import sqlite_reads as reads
 from wxgate.store import sqlite_state as state
 from wxgate.store import sqlite_webhooks as webhooks
+from wxgate.store.batch_shared import SharedCache
 from wxgate.store.ratebucket import RateBuckets
 from wxgate.store.sqlite_checkpoint import Checkpointer
 from wxgate.store.sqlite_schema import connect, create_schema
@@ -104,6 +106,7 @@ class SQLiteStore:
         self._reader: concurrent.futures.ThreadPoolExecutor | None = None
         self._read_conn: sqlite3.Connection | None = None
         self._buckets = RateBuckets()
+        self._shared = SharedCache(self._load_shared)
         self._open = False
 
     # ---------------------------------------------------------------- lifecycle
@@ -181,6 +184,19 @@ class SQLiteStore:
         except RuntimeError as exc:  # executor shut down between the check and the call
             raise StoreUnavailable("SQLite store is closed") from exc
 
+    async def _load_shared(self, batch_ids: Sequence[str]) -> dict[str, SharedFields]:
+        return await self._read(reads.batch_shared, list(batch_ids))
+
+    async def _filled(self, messages: list[Message]) -> list[Message]:
+        """Batch messages as read (own data only) with their batch's shared fields back."""
+        await self._shared.fill(messages)
+        return messages
+
+    async def _filled_one(self, message: Message | None) -> Message | None:
+        if message is not None and message.shared is not None:
+            await self._shared.fill((message,))
+        return message
+
     def _housekeep(self, conn: sqlite3.Connection) -> bool:
         now = self._clock.now()
         return ops.prune(conn, now - self._retention_s, now, PRUNE_BATCH) >= PRUNE_BATCH
@@ -206,12 +222,14 @@ class SQLiteStore:
         writer = self._writer
         submit = writer.submit_now if len(messages) >= BIG_ENQUEUE else writer.submit
         result: list[EnqueueResult] = await submit(ops.enqueue, messages, batch, self._clock.now())
+        if batch is not None and batch.shared is not None:
+            self._shared.put(batch.id, batch.shared)  # its first leases need no read
         return result
 
     async def lease(
         self, n: int, lease_s: float, now: float, exclude_apps: frozenset[str] = frozenset()
     ) -> list[Message]:
-        return await self._write(ops.lease, n, lease_s, now, exclude_apps)
+        return await self._filled(await self._write(ops.lease, n, lease_s, now, exclude_apps))
 
     async def ack(self, msg_id: str, lease_token: int, result: SendResult) -> Status | None:
         return await self._write(ops.ack, msg_id, lease_token, result, self._clock.now())
@@ -237,17 +255,21 @@ class SQLiteStore:
         return await self._write(ops.cancel, msg_id, self._clock.now())
 
     async def get(self, msg_id: str) -> Message | None:
-        return await self._read(reads.get, msg_id)
+        return await self._filled_one(await self._read(reads.get, msg_id))
 
     async def find_by_wechat_msgid(self, app: str, wechat_msgid: int) -> Message | None:
-        return await self._read(reads.find_by_wechat_msgid, app, wechat_msgid)
+        return await self._filled_one(
+            await self._read(reads.find_by_wechat_msgid, app, wechat_msgid)
+        )
 
     async def record_receipt(
         self, app: str, wechat_msgid: int, receipt: str, event_key: str, openid: str | None = None
     ) -> Message | None:
         now = self._clock.now()
-        return await self._write(
-            ops.record_receipt, app, wechat_msgid, receipt, event_key, openid, now
+        return await self._filled_one(
+            await self._write(
+                ops.record_receipt, app, wechat_msgid, receipt, event_key, openid, now
+            )
         )
 
     async def stats(self) -> StoreStats:
@@ -260,7 +282,8 @@ class SQLiteStore:
         cursor: str | None = None,
         limit: int = 100,
     ) -> tuple[list[Message], str | None]:
-        return await self._read(reads.dead_letters, app, errcode, cursor, limit)
+        page, next_cursor = await self._read(reads.dead_letters, app, errcode, cursor, limit)
+        return await self._filled(page), next_cursor
 
     async def requeue(
         self,
@@ -300,7 +323,8 @@ class SQLiteStore:
     async def batch_messages(
         self, batch_id: str, cursor: str | None = None, limit: int = 1000
     ) -> tuple[list[Message], str | None]:
-        return await self._read(reads.batch_messages, batch_id, cursor, limit)
+        page, next_cursor = await self._read(reads.batch_messages, batch_id, cursor, limit)
+        return await self._filled(page), next_cursor
 
     async def batch_errcodes(self, batch_id: str) -> dict[int, int]:
         return await self._read(reads.batch_errcodes, batch_id)

@@ -24,6 +24,7 @@ from wxgate.models import (
 )
 from wxgate.store import sqlite_webhooks as webhooks
 from wxgate.store.base import CancelOutcome, receipt_status
+from wxgate.store.batch_shared import encode_shared
 from wxgate.store.sqlite_schema import (
     ACTIVE_SQL,
     COLUMNS,
@@ -53,6 +54,11 @@ _COUNT_ADD = (
 _INSERT_BATCH = (
     "INSERT INTO batches (id, app, template_id, total, created_at, status, rate_per_s) "
     "VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+_INSERT_BATCH_SHARED = "INSERT INTO batch_shared (batch_id, fields) VALUES (?, ?)"
+_PRUNE_BATCH_SHARED = (
+    "DELETE FROM batch_shared WHERE NOT EXISTS "
+    "(SELECT 1 FROM batches WHERE batches.id = batch_shared.batch_id)"
 )
 
 
@@ -110,6 +116,8 @@ def enqueue_many(conn: Conn, calls: Sequence[EnqueueArgs]) -> list[list[EnqueueR
             counts[count_key] = counts.get(count_key, 0) + 1
         if batch is not None:
             conn.execute(_INSERT_BATCH, _batch_row(batch))
+            if batch.shared is not None:
+                conn.execute(_INSERT_BATCH_SHARED, (batch.id, encode_shared(batch.shared)))
         out.append(results)
     for sql, params in rows.items():
         if len(params) == 1:
@@ -574,6 +582,7 @@ def prune(conn: Conn, cutoff: float, now: float, limit: int) -> int:
         "(SELECT 1 FROM messages WHERE messages.batch_id = batches.id)",
         (cutoff,),
     )
+    conn.execute(_PRUNE_BATCH_SHARED)
     conn.execute("DELETE FROM counts WHERE n = 0")
     return deleted
 

@@ -9,11 +9,15 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
+import msgspec
+
 from wxgate.errors import ValidationError
-from wxgate.models import AppPause, Batch, Message, Status, StoreStats, TokenEntry
+from wxgate.models import AppPause, Batch, Message, SharedFields, Status, StoreStats, TokenEntry
+from wxgate.store.batch_shared import decode_shared
 from wxgate.store.sqlite_schema import COLUMNS, PENDING_OR, row_message, to_i64
 
 Conn = sqlite3.Connection
+_encode = msgspec.json.Encoder().encode
 
 
 def get(conn: Conn, msg_id: str) -> Message | None:
@@ -126,6 +130,16 @@ def recent_batches(conn: Conn, limit: int) -> list[Batch]:
         (limit,),
     ).fetchall()
     return [_row_batch(r) for r in rows]
+
+
+def batch_shared(conn: Conn, batch_ids: list[str]) -> dict[str, SharedFields]:
+    """The shared fields of these batches (those that have them)."""
+    rows = conn.execute(
+        "SELECT batch_id, fields FROM batch_shared "
+        "WHERE batch_id IN (SELECT value FROM json_each(?))",
+        (_encode(batch_ids).decode(),),
+    ).fetchall()
+    return {batch_id: decode_shared(raw) for batch_id, raw in rows}
 
 
 def batch_counts(conn: Conn, batch_id: str) -> dict[str, int]:

@@ -13,6 +13,7 @@ from typing import Any
 import msgspec
 
 from wxgate.models import Message, MessageKind, MiniProgram, Status
+from wxgate.store.batch_shared import UNRESOLVED, own_data
 
 SCHEMA_VERSION = 1
 WAL_AUTOCHECKPOINT_PAGES = 20_000  # ~80 MB of log
@@ -62,7 +63,9 @@ CREATE TABLE IF NOT EXISTS messages (
     lease_token INTEGER NOT NULL DEFAULT 0,
     lease_until REAL,
     due_at REAL,                     -- see the module docstring
-    notes BLOB                       -- msgspec JSON list of accept-time notes, or NULL
+    notes BLOB,                      -- msgspec JSON list of accept-time notes, or NULL
+    -- 1: data is the row's own (what differs from its batch's), the rest is the batch's
+    shared INTEGER
 );
 CREATE INDEX IF NOT EXISTS messages_due
     ON messages (app, due_at, batch_id) WHERE due_at IS NOT NULL;
@@ -123,6 +126,13 @@ CREATE TABLE IF NOT EXISTS batches (
     status TEXT NOT NULL,
     rate_per_s REAL
 ) WITHOUT ROWID;
+-- What a batch's messages share (msgspec JSON SharedFields, batch_shared.py), stored once. A
+-- table of its own: an UPDATE rewrites the whole row, and a batch's status and total change
+-- once per streamed chunk while its shared data (up to server.max_data_bytes) never does.
+CREATE TABLE IF NOT EXISTS batch_shared (
+    batch_id TEXT PRIMARY KEY,
+    fields BLOB NOT NULL
+);
 CREATE INDEX IF NOT EXISTS batches_blocked
     ON batches (status) WHERE status IN ('paused', 'cancelled');
 CREATE INDEX IF NOT EXISTS batches_not_running
@@ -222,7 +232,7 @@ COLUMNS = (
     "id, app, kind, touser, template_id, data, url, miniprogram, page, miniprogram_state, "
     "lang, idempotency_key, batch_id, callback_url, priority, created_at, not_before, "
     "expire_at, status, attempts, last_errcode, last_errmsg, wechat_msgid, receipt, sent_at, "
-    "finished_at, updated_at, lease_token, notes"
+    "finished_at, updated_at, lease_token, notes, shared"
 )
 
 # A new message's columns: always bound, then the optional ones, bound only when set.
@@ -241,6 +251,7 @@ _INSERT_OPTIONAL = (
     "expire_at",
     "notes",
     "due_at",
+    "shared",
 )
 _INSERTS: dict[tuple[bool, ...], str] = {}
 
@@ -282,12 +293,19 @@ def message_insert(
     two attribute lookups per parameter. Unset columns are left out of the statement (one
     cached statement per shape) and JSON goes in as text, which made an insert about a third
     cheaper in instructions.
+
+    A batch message keeps only its own data, the rest is its batch's (batch_shared.py).
     """
-    mp, notes = m.miniprogram, m.notes
+    notes = m.notes
+    own = None if m.shared is None else own_data(m)
+    if own is None:
+        data, url, mp, page, shared = m.data, m.url, m.miniprogram, m.page, None
+    else:
+        data, url, mp, page, shared = own, None, None, None, 1
     optional = (
-        m.url,
+        url,
         None if mp is None else _encode(mp).decode(),
-        m.page,
+        page,
         m.miniprogram_state,
         m.lang,
         m.idempotency_key,
@@ -296,6 +314,7 @@ def message_insert(
         m.expire_at,
         None if notes is None else _encode(notes).decode(),
         None if parked else m.not_before,
+        shared,
     )
     present = tuple([v is not None for v in optional])
     sql = _INSERTS.get(present) or _insert_sql(present)
@@ -305,7 +324,7 @@ def message_insert(
         m.kind.value,  # plain str, not the StrEnum member
         m.touser,
         m.template_id,
-        _encode(m.data).decode(),
+        _encode(data).decode(),
         m.priority,
         m.created_at,
         m.not_before,
@@ -347,6 +366,8 @@ def row_message(r: Any) -> Message:
         updated_at=r[26],
         lease_token=r[27],
         notes=None if r[28] is None else _decode_notes(r[28]),
+        # Filled in by the store from the batch (SharedCache.fill) before anyone sees it.
+        shared=None if r[29] is None else UNRESOLVED,
     )
 
 
@@ -397,7 +418,11 @@ def create_schema(conn: sqlite3.Connection) -> None:
 
 
 # Columns added after a file may have been created: (table, column, type).
-_ADDED_COLUMNS = (("messages", "notes", "BLOB"), ("receipts", "openid", "TEXT"))
+_ADDED_COLUMNS = (
+    ("messages", "notes", "BLOB"),
+    ("messages", "shared", "INTEGER"),
+    ("receipts", "openid", "TEXT"),
+)
 
 
 def _add_missing_columns(conn: sqlite3.Connection) -> None:
