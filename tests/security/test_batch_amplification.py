@@ -122,7 +122,7 @@ async def test_taking_a_batch_holds_memory_by_the_request_not_per_recipient(
         tracemalloc.start()
         try:
             body = msgspec.json.decode(raw, type=BatchIn)
-            batch, messages = batch_from(body, APP, clock.now(), "b_mem", RECIPIENTS, limits)
+            batch, messages = batch_from(body, APP, clock.now(), "b_mem", RECIPIENTS, limits=limits)
             await store.enqueue(messages, batch)
             _, peak = tracemalloc.get_traced_memory()
         finally:
@@ -143,7 +143,7 @@ async def test_redis_keeps_a_batch_shared_data_once(redis_url: str) -> None:
     admin = Redis.from_url(redis_url)
     try:
         body = msgspec.json.decode(raw, type=BatchIn)
-        batch, messages = batch_from(body, APP, clock.now(), "b_redis", RECIPIENTS, limits)
+        batch, messages = batch_from(body, APP, clock.now(), "b_redis", RECIPIENTS, limits=limits)
         await store.enqueue(messages, batch)
         used = 0
         async for key in admin.scan_iter(match=f"{prefix}:*", count=1000):

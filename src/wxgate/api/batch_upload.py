@@ -147,7 +147,9 @@ class StreamedBatch:
         one-recipient batch. Its `shared` is the batch's, referenced by every message."""
         body = header.as_batch_in([Recipient("-")])
         hosts = callback_hosts(self.request)
-        _, [proto] = batch_from(body, self.gw.apps[app], now, new_id(), 1, hosts, self.limits)
+        _, [proto] = batch_from(
+            body, self.gw.apps[app], now, new_id(), 1, key_hosts=hosts, limits=self.limits
+        )
         return proto
 
     async def _load(self, reader: NdjsonRecipients | CsvRecipients, proto: Message) -> None:

@@ -59,8 +59,8 @@ class BatchRoutes:
             gw.clock.now(),
             new_id(),
             server.max_batch_recipients,
-            callback_hosts(request),
-            DataLimits.of(server),
+            key_hosts=callback_hosts(request),
+            limits=DataLimits.of(server),
         )
         batch.rate_per_s = body.rate_per_s
         if app.validate != "off" and gw.templates is not None:

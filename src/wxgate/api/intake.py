@@ -208,6 +208,7 @@ def batch_from(
     now: float,
     batch_id: str,
     max_recipients: int,
+    *,
     key_hosts: Sequence[str] | None = None,
     limits: DataLimits = DEFAULT_LIMITS,
 ) -> tuple[Batch, list[Message]]:
