@@ -93,6 +93,11 @@ def _http_exception(exc: web.HTTPException) -> web.Response:
     return error_response(exc.status, error, message, None, headers)
 
 
+def _client_gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
 def response_for(exc: BaseException, request: web.Request) -> web.StreamResponse:
     """The answer for an exception that escaped a handler (CancelledError never gets here)."""
     if isinstance(exc, ApiError):
@@ -129,6 +134,12 @@ def response_for(exc: BaseException, request: web.Request) -> web.StreamResponse
         )
     if isinstance(exc, ConfigError):
         return error_response(409, "app_misconfigured", str(exc))
+    if isinstance(exc, ConnectionResetError) and _client_gone(request):
+        # The caller hung up mid-body: nobody reads this answer, and a traceback per dropped
+        # upload would let anyone fill the log. Nothing half-read was stored (bodies are read
+        # whole before intake; a streamed batch's own handler marks it incomplete).
+        log.debug("client went away on %s %s", request.method, request.rel_url.path)
+        return error_response(400, "client_disconnected", "the connection closed mid-request")
     error_id = os.urandom(6).hex()
     log.error(
         "unhandled error %s on %s %s",
