@@ -179,6 +179,17 @@ class EnqueueResult(msgspec.Struct, frozen=True):
     created: bool  # False when (app, idempotency_key) already existed: `id` is the original
 
 
+class BatchStatus(StrEnum):
+    """A batch's stored status. `done` is not stored: the API reports it once every message
+    is final (api/batches.py)."""
+
+    LOADING = "loading"  # a streamed or chunked batch still being written; nothing is sent
+    RUNNING = "running"
+    PAUSED = "paused"
+    INCOMPLETE = "incomplete"  # its upload broke off: resume sends what arrived, or cancel
+    CANCELLED = "cancelled"  # final
+
+
 class Batch(msgspec.Struct, kw_only=True):
     """A campaign: one template to many recipients, controlled as one.
 
@@ -193,7 +204,7 @@ class Batch(msgspec.Struct, kw_only=True):
     template_id: str
     total: int
     created_at: float
-    status: str = "running"
+    status: BatchStatus = BatchStatus.RUNNING
     rate_per_s: float | None = None  # a send rate for this batch alone, under the app's
     # What its messages share, written once with the batch; get_batch leaves it None (the
     # store puts it back into the batch's messages as it reads them).
@@ -201,8 +212,10 @@ class Batch(msgspec.Struct, kw_only=True):
 
 
 # Batch statuses whose messages are not leased: held until resumed (or cancelled for good).
-BATCH_HELD = frozenset({"loading", "paused", "incomplete"})
-BATCH_STATUSES = frozenset({"loading", "running", "paused", "incomplete", "cancelled"})
+BATCH_HELD = frozenset({BatchStatus.LOADING, BatchStatus.PAUSED, BatchStatus.INCOMPLETE})
+BATCH_STATUSES = frozenset(BatchStatus)
+# What set_batch_status may set: every status but `loading`, which only a new batch has.
+BATCH_SETTABLE = BATCH_STATUSES - {BatchStatus.LOADING}
 
 
 class AppPause(msgspec.Struct, frozen=True):

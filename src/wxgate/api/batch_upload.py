@@ -42,7 +42,7 @@ from wxgate.api.intake import batch_from, normalize_data, resolve_app
 from wxgate.api.outcome import OutcomeUnknown
 from wxgate.api.template_check import checked_batch
 from wxgate.errors import StoreTimeout, WxgateError
-from wxgate.models import Batch, BatchAccepted, Message, Recipient, new_id, new_ids
+from wxgate.models import Batch, BatchAccepted, BatchStatus, Message, Recipient, new_id, new_ids
 from wxgate.store.batch_shared import merged
 
 log = logging.getLogger("wxgate.api")
@@ -99,7 +99,7 @@ class StreamedBatch:
             template_id=header.template_id,
             total=0,
             created_at=now,
-            status="loading",
+            status=BatchStatus.LOADING,
             rate_per_s=header.rate_per_s,
             shared=proto.shared,  # stored once, here; chunks store their own data only
         )

@@ -28,6 +28,7 @@ from wxgate.models import (
     BatchAccepted,
     BatchIn,
     BatchProgress,
+    BatchStatus,
     new_id,
 )
 
@@ -86,10 +87,14 @@ class BatchRoutes:
     async def _progress_of(self, batch: Batch) -> BatchProgress:
         store = self.gw.store
         counts = await store.batch_counts(batch.id)
-        status = batch.status
+        status: str = batch.status  # or "done", which is reported, never stored
         # While loading, the recipients committed so far (the total is written per chunk).
-        total = max(batch.total, sum(counts.values())) if status == "loading" else batch.total
-        if status == "running" and sum(n for s, n in counts.items() if s in _FINAL) >= total:
+        loading = status == BatchStatus.LOADING
+        total = max(batch.total, sum(counts.values())) if loading else batch.total
+        if (
+            status == BatchStatus.RUNNING
+            and sum(n for s, n in counts.items() if s in _FINAL) >= total
+        ):
             status = "done"
         errcodes = await store.batch_errcodes(batch.id) if counts.get("dead") else {}
         return BatchProgress(

@@ -1,4 +1,5 @@
-"""The Store contract every backend implements and `tests/store/` checks (DESIGN.md section 4).
+"""The Store contract every backend implements and `tests/store/` checks, split by role
+(MessageQueue, BatchRecords, SharedState, WebhookOutbox; `Store` is all four).
 
 Rules every backend keeps:
 - `enqueue` commits all or nothing, and only returns after the commit is durable.
@@ -63,15 +64,10 @@ class CancelOutcome:
     CONFLICT = "conflict"  # already in flight or finished
 
 
-@runtime_checkable
-class Store(Protocol):
-    # ---- lifecycle
-    async def open(self) -> None: ...
-    async def close(self) -> None: ...
-    async def ping(self) -> None:
-        """Raise StoreUnavailable when the store cannot serve requests."""
+class MessageQueue(Protocol):
+    """Messages from accept to a final status: what the worker pool, the API's message and
+    dead-letter routes and the callback route need."""
 
-    # ---- messages
     async def enqueue(
         self, messages: Sequence[Message], batch: Batch | None = None
     ) -> list[EnqueueResult]:
@@ -167,7 +163,10 @@ class Store(Protocol):
         says why the message died; the status says it is queued again).
         """
 
-    # ---- batches
+
+class BatchRecords(Protocol):
+    """Batch records and their messages as a group: the batch routes and the campaign CLI."""
+
     async def get_batch(self, batch_id: str) -> Batch | None: ...
     async def batch_counts(self, batch_id: str) -> dict[str, int]:
         """How many of the batch's messages are in each status now (each counted once)."""
@@ -202,7 +201,11 @@ class Store(Protocol):
     async def batch_errcodes(self, batch_id: str) -> dict[int, int]:
         """The batch's dead letters by their last errcode."""
 
-    # ---- shared state across processes
+
+class SharedState(Protocol):
+    """What every process must see alike: tokens, locks, pauses, nonces, quota and rate
+    buckets. The token broker, the dispatcher's policies and the callback route use it."""
+
     async def get_token(self, app: str) -> TokenEntry | None: ...
     async def set_token(self, app: str, entry: TokenEntry) -> None: ...
     async def invalidate_token(self, app: str, access_token: str) -> bool:
@@ -238,7 +241,11 @@ class Store(Protocol):
         send. SQLite keeps the bucket in this process; Redis shares it across processes.
         """
 
-    # ---- status webhooks (the outbox; see the module docstring)
+
+class WebhookOutbox(Protocol):
+    """Status events written with the status change (see the module docstring), leased by
+    the webhook sender."""
+
     async def lease_webhooks(self, n: int, lease_s: float, now: float) -> list[WebhookEvent]:
         """Up to n events due at `now` (oldest first), not handed out again for lease_s."""
 
@@ -253,3 +260,14 @@ class Store(Protocol):
         """Give up: attempts += 1, kept as failed (counted in stats) for retention_s."""
 
     async def webhook_stats(self) -> WebhookStats: ...
+
+
+@runtime_checkable
+class Store(MessageQueue, BatchRecords, SharedState, WebhookOutbox, Protocol):
+    """A backend: every role, plus its lifecycle. Consumers type what they take as the
+    narrowest role they use (the worker pool a MessageQueue, the token broker SharedState)."""
+
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    async def ping(self) -> None:
+        """Raise StoreUnavailable when the store cannot serve requests."""

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import msgspec
 from msgspec.structs import replace
 
-from wxgate.models import Batch, Message, Status
+from wxgate.models import Batch, BatchStatus, Message, Status
 from wxgate.store.batch_shared import UNRESOLVED, encode_shared, own_data
 
 _message_decoder = msgspec.json.Decoder(Message)
@@ -158,7 +158,7 @@ def decode_batch(
     rate: bytes | str | None = None,
 ) -> Batch:
     batch = _batch_decoder.decode(doc)
-    batch.status = _text(status)
+    batch.status = BatchStatus(_text(status))
     if total is not None:
         batch.total = int(total)
     if rate is not None:
