@@ -60,6 +60,9 @@ class ServeProcess:
 
     def start(self) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("WXGATE_")}
+        # These tests are about delivery, not the request deadline (tests/security has those):
+        # a loaded 2-core box can stall one Redis call past the 2.5 s default.
+        env["WXGATE_SERVER__STORE_TIMEOUT_S"] = "30"
         env.update(self._env)
         env["PYTHONUNBUFFERED"] = "1"
         with open(self.log_file, "ab") as log:
