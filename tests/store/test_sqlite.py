@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from contract import LEASE_S, StoreContract, enqueue_one, make_message, must_get
+from wxgate.store.sqlite.schema import DDL, _split
 
 from wxgate.clock import FakeClock
 from wxgate.errors import ConfigError, StoreUnavailable
@@ -31,7 +32,6 @@ from wxgate.models import (
 from wxgate.store.base import Store
 from wxgate.store.factory import open_store, sqlite_path
 from wxgate.store.sqlite import SQLiteStore
-from wxgate.store.sqlite_schema import DDL, _split
 
 
 class TestSQLite(StoreContract):

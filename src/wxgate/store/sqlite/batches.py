@@ -1,108 +1,156 @@
-"""The SQLite reads: plain functions of (connection, args) run on the reader thread.
+"""Batch records on SQLite (BatchRecords): the batch row, its shared fields (stored once,
+store/batch_shared.py), its status and rate, and its messages read as a group.
 
-In WAL mode a reader sees the last commit and never waits for the writer, so reads here do
-not slow down group commits and always see every write that has returned to its caller.
+Writes run on the writer thread like queue.py's; reads on the reader thread.
 """
 
 from __future__ import annotations
 
-import sqlite3
+from collections.abc import Sequence
 from typing import Any
 
-import msgspec
-
 from wxgate.errors import ValidationError
-from wxgate.models import AppPause, Batch, Message, SharedFields, Status, StoreStats, TokenEntry
-from wxgate.store.batch_shared import decode_shared
-from wxgate.store.sqlite_schema import COLUMNS, PENDING_OR, row_message, to_i64
-
-Conn = sqlite3.Connection
-_encode = msgspec.json.Encoder().encode
-
-
-def get(conn: Conn, msg_id: str) -> Message | None:
-    rows = conn.execute(f"SELECT {COLUMNS} FROM messages WHERE id = ?", (msg_id,)).fetchall()
-    return row_message(rows[0]) if rows else None
+from wxgate.models import BATCH_HELD, BATCH_SETTABLE, Batch, BatchStatus, Message, SharedFields
+from wxgate.store.batch_shared import decode_shared, encode_shared
+from wxgate.store.sqlite import outbox
+from wxgate.store.sqlite.core import SQLiteCore
+from wxgate.store.sqlite.rows import COLUMNS, Conn, json_param, row_message
+from wxgate.store.sqlite.schema import ACTIVE_SQL, PENDING_SQL
 
 
-def find_by_wechat_msgid(conn: Conn, app: str, wechat_msgid: int) -> Message | None:
-    rows = conn.execute(
-        f"SELECT {COLUMNS} FROM messages WHERE app = ? AND wechat_msgid = ? LIMIT 1",
-        (app, to_i64(wechat_msgid)),
-    ).fetchall()
-    return row_message(rows[0]) if rows else None
+class SQLiteBatches(SQLiteCore):
+    async def get_batch(self, batch_id: str) -> Batch | None:
+        return await self._read(get_batch, batch_id)
+
+    async def batch_counts(self, batch_id: str) -> dict[str, int]:
+        return await self._read(batch_counts, batch_id)
+
+    async def recent_batches(self, limit: int = 20) -> list[Batch]:
+        return await self._read(recent_batches, limit)
+
+    async def set_batch_status(self, batch_id: str, status: str, expect: str | None = None) -> bool:
+        if status not in BATCH_SETTABLE:
+            settable = sorted(s.value for s in BATCH_SETTABLE)
+            raise ValueError(f"batch status must be one of {settable}")
+        now = self._clock.now()
+        return await self._write(set_batch_status, batch_id, status, expect, now)
+
+    async def set_batch_total(self, batch_id: str, total: int) -> bool:
+        return await self._write(set_batch_total, batch_id, total)
+
+    async def set_batch_rate(self, batch_id: str, rate_per_s: float | None) -> bool:
+        return await self._write(set_batch_rate, batch_id, rate_per_s, self._clock.now())
+
+    async def batch_rates(self) -> dict[str, float]:
+        return await self._read(batch_rates)
+
+    async def batch_messages(
+        self, batch_id: str, cursor: str | None = None, limit: int = 1000
+    ) -> tuple[list[Message], str | None]:
+        page, next_cursor = await self._read(batch_messages, batch_id, cursor, limit)
+        return await self._filled(page), next_cursor
+
+    async def batch_errcodes(self, batch_id: str) -> dict[int, int]:
+        return await self._read(batch_errcodes, batch_id)
+
+    async def _load_shared(self, batch_ids: Sequence[str]) -> dict[str, SharedFields]:
+        """The SharedCache's loader (every role's reads fill batch messages through it)."""
+        return await self._read(batch_shared, list(batch_ids))
 
 
-def stats(conn: Conn) -> StoreStats:
-    """From the counts table (maintained on every write) plus one index lookup."""
-    conn.execute("BEGIN")  # one snapshot for both queries
-    try:
-        rows = conn.execute("SELECT app, status, n FROM counts WHERE n != 0").fetchall()
-        oldest = conn.execute(
-            f"SELECT min(created_at) FROM messages WHERE {PENDING_OR}"
-        ).fetchall()[0][0]
-        pruned_rows = conn.execute("SELECT app, status, n FROM pruned WHERE n != 0").fetchall()
-        expired_rows = conn.execute("SELECT app, n FROM lease_expirations").fetchall()
-    finally:
-        conn.execute("COMMIT")
-    by_status = {s.value: 0 for s in Status}
-    by_app: dict[str, dict[str, int]] = {}
-    for app, status, n in rows:
-        by_status[status] = by_status.get(status, 0) + n
-        by_app.setdefault(app, {})[status] = n
-    pruned: dict[str, dict[str, int]] = {}
-    for app, status, n in pruned_rows:
-        pruned.setdefault(app, {})[status] = n
-    return StoreStats(
-        by_status=by_status,
-        by_app=by_app,
-        oldest_pending_at=oldest,
-        pruned_by_app=pruned,
-        lease_expirations={app: n for app, n in expired_rows},
+# ---------------------------------------------------------------- written with its messages
+
+_INSERT_BATCH = (
+    "INSERT INTO batches (id, app, template_id, total, created_at, status, rate_per_s) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+_INSERT_BATCH_SHARED = "INSERT INTO batch_shared (batch_id, fields) VALUES (?, ?)"
+BATCH_STATUS = "SELECT status FROM batches WHERE id = ?"
+
+
+def insert(conn: Conn, batch: Batch) -> None:
+    """The batch's row and its shared fields (queue.enqueue_many, with its first messages)."""
+    conn.execute(_INSERT_BATCH, _batch_row(batch))
+    if batch.shared is not None:
+        conn.execute(_INSERT_BATCH_SHARED, (batch.id, encode_shared(batch.shared)))
+
+
+def held(conn: Conn, batch_id: str, cache: dict[str, bool]) -> bool:
+    """Whether a message joining this batch must wait (a streamed upload adds its chunks to a
+    `loading` batch): it goes in parked, as if the batch had been paused after it arrived."""
+    found = cache.get(batch_id)
+    if found is None:
+        rows = conn.execute(BATCH_STATUS, (batch_id,)).fetchall()
+        found = cache[batch_id] = bool(rows) and rows[0][0] in BATCH_HELD
+    return found
+
+
+def _batch_row(b: Batch) -> tuple[object, ...]:
+    return (b.id, b.app, b.template_id, b.total, b.created_at, b.status, b.rate_per_s)
+
+
+# ---------------------------------------------------------------- status, total, rate
+
+_BATCH_SET = "UPDATE batches SET status = ? WHERE id = ?"
+_BATCH_PARK = f"UPDATE messages SET due_at = NULL WHERE batch_id = ? AND status IN {PENDING_SQL}"
+_BATCH_RESUME = (
+    "UPDATE messages SET due_at = CASE status WHEN 'sending' THEN lease_until "
+    f"ELSE not_before END WHERE batch_id = ? AND status IN {ACTIVE_SQL} AND due_at IS NULL"
+)
+_BATCH_CANCEL = (
+    "UPDATE messages SET status = 'cancelled', due_at = NULL, finished_at = ?, updated_at = ? "
+    f"WHERE batch_id = ? AND status IN {PENDING_SQL}"
+)
+
+
+def set_batch_status(
+    conn: Conn, batch_id: str, status: str, expect: str | None, now: float
+) -> bool:
+    """See Store.set_batch_status. Cancelled is final: it cannot be resumed."""
+    found = conn.execute(BATCH_STATUS, (batch_id,)).fetchall()
+    if not found:
+        return False
+    current = found[0][0]
+    if current == BatchStatus.CANCELLED:
+        return status == BatchStatus.CANCELLED and expect in (None, BatchStatus.CANCELLED)
+    if expect is not None and current != expect:
+        return False
+    conn.execute(_BATCH_SET, (status, batch_id))
+    if status in BATCH_HELD:
+        conn.execute(_BATCH_PARK, (batch_id,))
+    elif status == BatchStatus.RUNNING:
+        conn.execute(_BATCH_RESUME, (batch_id,))
+    elif status == BatchStatus.CANCELLED:
+        outbox.emit_batch_cancel(conn, batch_id, now)  # before: it picks the pending ones
+        conn.execute(_BATCH_CANCEL, (now, now, batch_id))
+    return True
+
+
+def set_batch_total(conn: Conn, batch_id: str, total: int) -> bool:
+    return (
+        conn.execute("UPDATE batches SET total = ? WHERE id = ?", (total, batch_id)).rowcount == 1
     )
 
 
-def _encode_cursor(finished_at: float, msg_id: str) -> str:
-    return f"{finished_at!r}~{msg_id}"
+_BATCH_RETRIES_NOW = (
+    "UPDATE messages SET not_before = ?, due_at = CASE WHEN due_at IS NULL THEN NULL ELSE ? END "
+    "WHERE batch_id = ? AND status = 'retrying' AND not_before > ?"
+)
 
 
-def _decode_cursor(cursor: str) -> tuple[float, str]:
-    at, sep, msg_id = cursor.partition("~")
-    try:
-        if not sep or not msg_id:
-            raise ValueError(cursor)
-        return float(at), msg_id
-    except ValueError:
-        raise ValidationError("cursor", "not a cursor this store returned") from None
+def set_batch_rate(conn: Conn, batch_id: str, rate_per_s: float | None, now: float) -> bool:
+    sql = "UPDATE batches SET rate_per_s = ? WHERE id = ?"
+    if conn.execute(sql, (rate_per_s, batch_id)).rowcount != 1:
+        return False
+    # Messages the old rate held back wait for later turns: due now, so the new rate decides.
+    conn.execute(_BATCH_RETRIES_NOW, (now, now, batch_id, now))
+    return True
 
 
-def dead_letters(
-    conn: Conn, app: str | None, errcode: int | None, cursor: str | None, limit: int
-) -> tuple[list[Message], str | None]:
-    """Newest death first; the cursor is the (finished_at, id) of the last row returned."""
-    sql = f"SELECT {COLUMNS}, finished_at FROM messages WHERE status = 'dead'"
-    params: list[object] = []
-    if app is not None:
-        sql += " AND app = ?"
-        params.append(app)
-    if errcode is not None:
-        sql += " AND last_errcode = ?"
-        params.append(errcode)
-    if cursor is not None:
-        sql += " AND (finished_at, id) < (?, ?)"
-        params.extend(_decode_cursor(cursor))
-    limit = max(1, limit)
-    sql += " ORDER BY finished_at DESC, id DESC LIMIT ?"
-    params.append(limit + 1)
-    rows = conn.execute(sql, params).fetchall()
-    page = [row_message(r) for r in rows[:limit]]
-    if len(rows) <= limit:
-        return page, None
-    last = rows[limit - 1]
-    return page, _encode_cursor(last[-1], last[0])
-
+# ---------------------------------------------------------------- reads (reader thread)
 
 _BATCH_COLUMNS = "id, app, template_id, total, created_at, status, rate_per_s"
+_BATCH_STATUSES = {s.value: s for s in BatchStatus}
 
 
 def _row_batch(r: Any) -> Batch:
@@ -112,7 +160,7 @@ def _row_batch(r: Any) -> Batch:
         template_id=r[2],
         total=r[3],
         created_at=r[4],
-        status=r[5],
+        status=_BATCH_STATUSES[r[5]],
         rate_per_s=r[6],
     )
 
@@ -137,7 +185,7 @@ def batch_shared(conn: Conn, batch_ids: list[str]) -> dict[str, SharedFields]:
     rows = conn.execute(
         "SELECT batch_id, fields FROM batch_shared "
         "WHERE batch_id IN (SELECT value FROM json_each(?))",
-        (_encode(batch_ids).decode(),),
+        (json_param(batch_ids),),
     ).fetchall()
     return {batch_id: decode_shared(raw) for batch_id, raw in rows}
 
@@ -151,7 +199,8 @@ def batch_counts(conn: Conn, batch_id: str) -> dict[str, int]:
 
 def batch_rates(conn: Conn) -> dict[str, float]:
     rows = conn.execute(
-        "SELECT id, rate_per_s FROM batches WHERE rate_per_s IS NOT NULL AND status != 'cancelled'"
+        "SELECT id, rate_per_s FROM batches WHERE rate_per_s IS NOT NULL "
+        f"AND status != '{BatchStatus.CANCELLED}'"
     ).fetchall()
     return {batch_id: rate for batch_id, rate in rows}
 
@@ -198,22 +247,19 @@ def batch_errcodes(conn: Conn, batch_id: str) -> dict[int, int]:
     return {int(code): n for code, n in rows if code is not None}
 
 
-def get_token(conn: Conn, app: str) -> TokenEntry | None:
-    rows = conn.execute(
-        "SELECT access_token, expires_at, fetched_at FROM tokens WHERE app = ?", (app,)
-    ).fetchall()
-    if not rows:
-        return None
-    token, expires_at, fetched_at = rows[0]
-    return TokenEntry(access_token=token, expires_at=expires_at, fetched_at=fetched_at)
+# ---------------------------------------------------------------- retention
+
+_PRUNE_BATCHES = (
+    "DELETE FROM batches WHERE created_at < ? AND NOT EXISTS "
+    "(SELECT 1 FROM messages WHERE messages.batch_id = batches.id)"
+)
+_PRUNE_BATCH_SHARED = (
+    "DELETE FROM batch_shared WHERE NOT EXISTS "
+    "(SELECT 1 FROM batches WHERE batches.id = batch_shared.batch_id)"
+)
 
 
-def get_pauses(conn: Conn, now: float) -> list[AppPause]:
-    rows = conn.execute(
-        "SELECT app, until, reason, errcode FROM pauses WHERE until > ? ORDER BY app", (now,)
-    ).fetchall()
-    return [AppPause(app=a, until=u, reason=r, errcode=e) for a, u, r, e in rows]
-
-
-def ping(conn: Conn) -> None:
-    conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchall()
+def prune(conn: Conn, cutoff: float) -> None:
+    """Forget batches older than `cutoff` with no message left (run after queue.prune)."""
+    conn.execute(_PRUNE_BATCHES, (cutoff,))
+    conn.execute(_PRUNE_BATCH_SHARED)
