@@ -17,6 +17,7 @@ from wxgate.store.sqlite.batches import BATCH_STATUS
 from wxgate.store.sqlite.core import SQLiteCore
 from wxgate.store.sqlite.rows import COLUMNS, Conn, json_param, row_message, to_i64
 from wxgate.store.sqlite.schema import PENDING_SQL
+from wxgate.store.sqlite.writer import BatchedOps
 
 
 class SQLiteOutcomes(SQLiteCore):
@@ -144,6 +145,10 @@ def ack_many(conn: Conn, calls: Sequence[AckArgs]) -> list[Status | None]:
 def ack(conn: Conn, msg_id: str, lease_token: int, result: SendResult, now: float) -> Status | None:
     """One ack: `ack_many` of one (the writer batches consecutive acks into one call)."""
     return ack_many(conn, [(msg_id, lease_token, result, now)])[0]
+
+
+# The writer runs consecutive acks as one ack_many (store.BATCHED).
+BATCHED: BatchedOps = {ack: ack_many}
 
 
 _FENCED_BATCH = f"SELECT batch_id FROM messages {_FENCE}"

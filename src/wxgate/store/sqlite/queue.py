@@ -39,6 +39,7 @@ from wxgate.store.sqlite.schema import (
     FINAL_SQL,
     PENDING_OR,
 )
+from wxgate.store.sqlite.writer import BatchedOps
 
 # An enqueue this large goes to the writer at once (GroupCommitWriter.submit_now).
 BIG_ENQUEUE = 100
@@ -248,6 +249,10 @@ def _drop_blocked(
             conn.execute(_CANCEL_ROW, (now, now, rowid))
             outbox.emit_rowid(conn, rowid, now)
     return keep
+
+
+# The writer runs consecutive enqueues as one enqueue_many (store.BATCHED).
+BATCHED: BatchedOps = {enqueue: enqueue_many}
 
 
 # ---------------------------------------------------------------- reads (reader thread)

@@ -23,24 +23,22 @@ import concurrent.futures
 import logging
 import os
 import sqlite3
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from wxgate.clock import Clock
 from wxgate.errors import ConfigError, StoreUnavailable
 from wxgate.policy.ratelimit import RateBuckets
 from wxgate.store.batch_shared import SharedCache
-from wxgate.store.sqlite import batches, outbox, queue, shared
+from wxgate.store.sqlite import batches, outbox, outcomes, queue, shared
 from wxgate.store.sqlite.batches import SQLiteBatches
 from wxgate.store.sqlite.checkpoint import Checkpointer
 from wxgate.store.sqlite.outbox import SQLiteOutbox
-from wxgate.store.sqlite.outcomes import SQLiteOutcomes, ack, ack_many
-from wxgate.store.sqlite.queue import SQLiteQueue, enqueue, enqueue_many
+from wxgate.store.sqlite.outcomes import SQLiteOutcomes
+from wxgate.store.sqlite.queue import SQLiteQueue
 from wxgate.store.sqlite.rows import Conn
 from wxgate.store.sqlite.schema import connect, create_schema
 from wxgate.store.sqlite.shared import SQLiteShared
-from wxgate.store.sqlite.writer import GroupCommitWriter, map_error
+from wxgate.store.sqlite.writer import BatchedOps, GroupCommitWriter, map_error
 
 log = logging.getLogger("wxgate.store.sqlite")
 
@@ -51,11 +49,9 @@ PRUNE_BATCH = 1000
 # After commits failed, ping reports ready again only with this much free on the file's disk.
 READY_HEADROOM_BYTES = 1 << 20
 
-# Operations with a batched form: the writer runs consecutive calls of one as one call.
-BATCHED: dict[Callable[..., Any], Callable[[Conn, Any], list[Any]]] = {
-    enqueue: enqueue_many,
-    ack: ack_many,
-}
+# Operations with a batched form (each role lists its own): the writer runs consecutive
+# calls of one as one call.
+BATCHED: BatchedOps = {**queue.BATCHED, **outcomes.BATCHED}
 
 
 class SQLiteStore(SQLiteQueue, SQLiteOutcomes, SQLiteBatches, SQLiteShared, SQLiteOutbox):
