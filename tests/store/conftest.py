@@ -1,13 +1,65 @@
-"""Store test fixtures shared by the backend suites (the contract itself is in contract.py)."""
+"""Store test fixtures: `backend` runs the contract suite (contract/) once per backend."""
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
+
+from wxgate.clock import FakeClock
+from wxgate.store.base import Store
+
+
+def _sqlite(request: pytest.FixtureRequest, clock: FakeClock) -> Store:
+    from wxgate.store.sqlite import SQLiteStore
+
+    return SQLiteStore(request.getfixturevalue("db_path"), clock, retention_s=3600)
+
+
+def _redis(request: pytest.FixtureRequest, clock: FakeClock) -> Store:
+    from wxgate.store.redis import RedisStore
+
+    # A key prefix of its own: tests share the session's Redis database.
+    prefix = f"wxt{uuid.uuid4().hex[:10]}"
+    store: Store = RedisStore(
+        request.getfixturevalue("redis_url"), clock, retention_s=3600, key_prefix=prefix
+    )
+    return store
+
+
+# Backend name -> a store on the test's clock, not opened yet. A new backend adds one entry.
+BACKENDS: dict[str, Callable[[pytest.FixtureRequest, FakeClock], Store]] = {
+    "sqlite": _sqlite,
+    "redis": _redis,
+}
 
 
 @pytest.fixture
 def db_path(tmp_path: Path) -> str:
     """A fresh SQLite file path (a real file: in-memory databases are refused)."""
     return str(tmp_path / "wxgate.db")
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture(params=list(BACKENDS))
+def backend(request: pytest.FixtureRequest) -> str:
+    """The backend a contract test runs on (one run per entry of BACKENDS)."""
+    name: str = request.param
+    return name
+
+
+@pytest.fixture
+async def store(
+    backend: str, clock: FakeClock, request: pytest.FixtureRequest
+) -> AsyncIterator[Store]:
+    """An open store of `backend`, closed after the test (close() is idempotent)."""
+    s = BACKENDS[backend](request, clock)
+    await s.open()
+    yield s
+    await s.close()

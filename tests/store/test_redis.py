@@ -7,7 +7,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
-from contract import LEASE_S, StoreContract, enqueue_one, make_message, must_get, send_and_ack
+from contract import LEASE_S, enqueue_one, make_message, must_get, send_and_ack
 from redis.asyncio import Redis
 
 from redis_server import RedisServer
@@ -15,21 +15,11 @@ from wxgate.clock import FakeClock, SystemClock
 from wxgate.errors import StoreError, StoreUnavailable
 from wxgate.models import Batch, SendResult, SharedFields, Status, new_id
 from wxgate.store import redis_scripts as lua
-from wxgate.store.base import Store
 from wxgate.store.redis import RedisStore
 
 
 def unique_prefix() -> str:
     return f"wxt{uuid.uuid4().hex[:10]}"
-
-
-class TestRedis(StoreContract):
-    @pytest.fixture
-    async def store(self, clock: FakeClock, redis_url: str) -> AsyncIterator[Store]:
-        s = RedisStore(redis_url, clock, retention_s=3600, key_prefix=unique_prefix())
-        await s.open()
-        yield s
-        await s.close()
 
 
 # ---------------------------------------------------------------------- Redis-only fixtures

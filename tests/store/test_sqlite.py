@@ -1,4 +1,4 @@
-"""SQLiteStore: the shared contract, plus what only a file on disk can show."""
+"""SQLiteStore: what only a file on disk can show (the contract suite is test_contract.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from contract import LEASE_S, StoreContract, enqueue_one, make_message, must_get
+from contract import LEASE_S, enqueue_one, make_message, must_get
 
 from wxgate.clock import FakeClock
 from wxgate.errors import ConfigError, StoreUnavailable
@@ -28,19 +28,9 @@ from wxgate.models import (
     TokenEntry,
     new_id,
 )
-from wxgate.store.base import Store
 from wxgate.store.factory import open_store, sqlite_path
 from wxgate.store.sqlite import SQLiteStore
-from wxgate.store.sqlite_schema import DDL, _split
-
-
-class TestSQLite(StoreContract):
-    @pytest.fixture
-    async def store(self, clock: FakeClock, db_path: str) -> AsyncIterator[Store]:
-        s = SQLiteStore(db_path, clock, retention_s=3600)
-        await s.open()
-        yield s
-        await s.close()
+from wxgate.store.sqlite.schema import DDL, _split
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
-"""Rate limits: a reserving token bucket, and the Asia/Shanghai day and minute windows that
-WeChat's quotas (45009 daily, 45011 per minute) reset on."""
+"""Rate limits: a reserving token bucket (one set of refill maths, sans-IO: TokenBucket on a
+clock, RateBuckets per app), and the Asia/Shanghai day and minute windows that WeChat's
+quotas (45009 daily, 45011 per minute) reset on."""
 
 from __future__ import annotations
 
@@ -75,13 +76,24 @@ def pause_until(errcode: int, now: float) -> float | None:
     return None
 
 
+def refill(tokens: float, at: float, now: float, rate_per_s: float, burst: float) -> float:
+    """A bucket's balance at `now`: `tokens` at `at`, refilled continuously at `rate_per_s` and
+    capped at `burst`. A clock step back (now < at) never mints tokens."""
+    return min(burst, tokens + max(0.0, now - at) * rate_per_s)
+
+
+def wait_s(tokens: float, rate_per_s: float) -> float:
+    """Seconds until a balance (after a reservation) is back to zero: 0.0 when not in debt."""
+    return 0.0 if tokens >= 0 else -tokens / rate_per_s
+
+
 class TokenBucket:
     """A token bucket with reserve semantics.
 
     `reserve(n)` always takes the tokens, letting the balance go negative, and returns how long
     the caller must wait before using them. Each later caller therefore waits behind the debt of
     the ones before it: waiters are served in arrival order at exactly `rate_per_s`, with no
-    thundering herd of retries. Refill is continuous and capped at `burst`.
+    thundering herd of retries. Refill is continuous and capped at `burst` (`refill`).
     """
 
     def __init__(self, rate_per_s: float, burst: float, clock: Clock) -> None:
@@ -106,10 +118,8 @@ class TokenBucket:
 
     def _refill(self) -> None:
         now = self._clock.monotonic()
-        elapsed = now - self._last
-        if elapsed > 0:
-            self._tokens = min(self._burst, self._tokens + elapsed * self._rate)
-        self._last = now
+        self._tokens = refill(self._tokens, self._last, now, self._rate, self._burst)
+        self._last = max(now, self._last)
 
     def available(self) -> float:
         """Tokens available now; negative while callers are queued on debt."""
@@ -121,9 +131,7 @@ class TokenBucket:
         self._refill()
         self._tokens -= n
         self.reserved += n
-        if self._tokens >= 0:
-            return 0.0
-        return -self._tokens / self._rate
+        return wait_s(self._tokens, self._rate)
 
     def set_rate(self, rate_per_s: float) -> None:
         """Change the rate from now on; tokens earned so far were earned at the old rate."""
@@ -137,3 +145,23 @@ class TokenBucket:
             f"<TokenBucket rate={self._rate:g}/s burst={self._burst:g} "
             f"tokens={self._tokens:.2f} reserved={self.reserved}>"
         )
+
+
+class RateBuckets:
+    """One reserving bucket per app, rate and burst given with each take (the SQLite store's
+    `take_rate`, kept in this process). A new app's bucket starts full."""
+
+    def __init__(self) -> None:
+        self._state: dict[str, tuple[float, float]] = {}  # app -> (tokens, at)
+
+    def take(self, app: str, rate_per_s: float, burst: float, n: int, now: float) -> float:
+        """Reserve n tokens; seconds until they are valid (0 when available now)."""
+        if rate_per_s <= 0:
+            raise ValueError("rate_per_s must be > 0")
+        tokens, at = self._state.get(app, (burst, now))
+        tokens = refill(tokens, at, now, rate_per_s, burst) - n
+        self._state[app] = (tokens, max(now, at))
+        return wait_s(tokens, rate_per_s)
+
+    def __repr__(self) -> str:
+        return f"<RateBuckets apps={len(self._state)}>"

@@ -1,21 +1,38 @@
-"""The SQLite webhook outbox: events written beside status changes, leased by the sender.
+"""The webhook outbox on SQLite (WebhookOutbox): events written beside status changes, leased
+by the sender.
 
-`emit` runs inside the writer's transaction of the status change that caused it (sqlite_ops
-calls it), so the change and its event commit together or not at all. An event's id is
-`evt_{message_id}_{seq}` with `seq` from AUTOINCREMENT, which SQLite never reuses, so an id
-names one event forever (the receiver's dedupe key). The table is in sqlite_schema.DDL; reads
-(`stats`) run on the reader thread.
+`emit` runs inside the writer's transaction of the status change that caused it (queue.py,
+outcomes.py and batches.py call it), so the change and its event commit together or not at
+all. An event's id is `evt_{message_id}_{seq}` with `seq` from AUTOINCREMENT, which SQLite
+never reuses, so an id names one event forever (the receiver's dedupe key). The table is in
+schema.DDL; reads (`stats`) run on the reader thread.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
 
 from wxgate.models import WebhookEvent, WebhookStats
-from wxgate.store.sqlite_schema import from_i64
+from wxgate.store.sqlite.core import SQLiteCore
+from wxgate.store.sqlite.rows import Conn, from_i64
 
-Conn = sqlite3.Connection
+
+class SQLiteOutbox(SQLiteCore):
+    async def lease_webhooks(self, n: int, lease_s: float, now: float) -> list[WebhookEvent]:
+        return await self._write(lease, n, lease_s, now)
+
+    async def webhook_delivered(self, event_id: str) -> bool:
+        return await self._write(delivered, event_id)
+
+    async def webhook_retry(self, event_id: str, at: float, error: str) -> bool:
+        return await self._write(retry, event_id, at, error)
+
+    async def webhook_failed(self, event_id: str, error: str) -> bool:
+        return await self._write(failed, event_id, error, self._clock.now())
+
+    async def webhook_stats(self) -> WebhookStats:
+        return await self._read(stats)
+
 
 _COLS = "message_id, app, status, url, occurred_at, errcode, errmsg, wechat_msgid, batch_id"
 # The snapshot comes from the message row as the status change left it; a success carries

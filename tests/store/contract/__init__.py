@@ -1,0 +1,40 @@
+"""The store contract suite: one class per store role (store/base.py), each run against every
+backend by tests/store/test_contract.py with the `backend` fixture (tests/store/conftest.py).
+
+A new backend is done when it adds one entry to conftest.py's BACKENDS and passes every role's
+suite unchanged. Tests speak only through the Store protocol, never a backend's internals; the
+store is built on the `clock` fixture (tests move time with `clock.advance`) and its `close()`
+must be idempotent (a test closes the store itself).
+"""
+
+from contract.batches import BatchContract
+from contract.helpers import (
+    HOOK,
+    LEASE_S,
+    enqueue_one,
+    lease_one,
+    make_message,
+    must_get,
+    send_and_ack,
+)
+from contract.lifecycle import LifecycleContract
+from contract.outbox import OutboxContract
+from contract.outcomes import OutcomesContract
+from contract.queue import QueueContract
+from contract.shared import SharedContract
+
+__all__ = [
+    "HOOK",
+    "LEASE_S",
+    "BatchContract",
+    "LifecycleContract",
+    "OutboxContract",
+    "OutcomesContract",
+    "QueueContract",
+    "SharedContract",
+    "enqueue_one",
+    "lease_one",
+    "make_message",
+    "must_get",
+    "send_and_ack",
+]
