@@ -1,4 +1,4 @@
-"""RedisStore: the shared contract, plus what only several processes on one Redis can show."""
+"""RedisStore: what only several processes on one Redis can show (the contract suite is test_contract.py)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,7 @@ from redis_server import RedisServer
 from wxgate.clock import FakeClock, SystemClock
 from wxgate.errors import StoreError, StoreUnavailable
 from wxgate.models import Batch, SendResult, SharedFields, Status, new_id
-from wxgate.store import redis_scripts as lua
-from wxgate.store.redis import RedisStore
+from wxgate.store.redis import RedisStore, batches
 
 
 def unique_prefix() -> str:
@@ -155,7 +154,7 @@ async def test_batch_work_a_dead_process_left_is_finished_by_prune(
     await dying.enqueue(msgs)
     assert await dying.lease(10, LEASE_S, clock.now()) == []  # parked; its first prune ran
     # The status change alone, as the dying process got it done.
-    assert await dying._msg_script(lua.BATCH_STATUS, batch.id, "running", "loading") == 1
+    assert await dying._msg_script(batches.BATCH_STATUS, batch.id, "running", "loading") == 1
     raw = Redis.from_url(redis_url)
     try:
         assert await raw.smembers(f"{prefix}:batch_work") == {batch.id.encode()}

@@ -50,7 +50,7 @@ MESSAGE_FIELDS = (
 
 
 def message_record(msg: Message, status: Status) -> list[str]:
-    """One message's fields for the enqueue script (see redis_scripts.ENQUEUE)."""
+    """One message's fields for the enqueue script (see scripts/enqueue.lua)."""
     own = None if msg.shared is None else own_data(msg)
     doc = msg
     if own is not None:
@@ -66,7 +66,7 @@ def message_record(msg: Message, status: Status) -> list[str]:
         repr(float(msg.not_before)),
         repr(float(msg.created_at)),
         _encoder.encode(doc).decode(),
-        msg.callback_url or "",  # `cb`: a final status queues a webhook event (redis_webhooks)
+        msg.callback_url or "",  # `cb`: a final status queues a webhook event (outbox.py)
         "" if own is None else "1",  # `shared`: doc.data is the message's own (see above)
     ]
 

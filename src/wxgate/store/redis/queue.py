@@ -1,14 +1,11 @@
-"""The Redis store: many wxgate processes on many machines share one Redis.
+"""RedisStore's MessageQueue role: messages from accept to a final status.
 
 Due work sits in one Stream per app read through one consumer group per deployment; everything
 time-based (scheduled sends, retries, lease expiry) sits in sorted sets judged by the `now`
-callers pass, so the store keeps the contract under a fake clock too. Every transition is one
-Lua script (redis_scripts.py) that checks the fencing token, changes the message hash, moves it
-between indexes, acks its stream entry and updates the counters in one step: a crash between
-two commands cannot lose, duplicate or half-move a message.
+callers pass, so the store keeps the contract under a fake clock too.
 
-Keys under the prefix P (default "wxgate"; tokens, locks, pauses, quotas: redis_shared.py):
-  P:msg:{id}              hash    a message (redis_codec.py); Redis drops it retention_s + 1 day
+Keys under the prefix P (batches: batches.py; tokens, locks, pauses, quotas: shared.py):
+  P:msg:{id}              hash    a message (codec.py); Redis drops it retention_s + 1 day
                                   after it finished, a safety net behind the lease's prune
   P:due:{app}, P:apps     stream per app + the set of apps; consumer group `group`; acked
                                   entries are trimmed below the oldest unacked one
@@ -29,39 +26,22 @@ Keys under the prefix P (default "wxgate"; tokens, locks, pauses, quotas: redis_
   P:msgid:{app}           hash    WeChat msgid -> id
   P:receipt:{app}:{msgid} hash    a receipt that beat the ack, applied by the ack script
   P:event:{app}:{key}     string  receipt event already seen (1 hour)
-  P:batch:{id}            hash    batch doc + status (+ total, rate once changed) + shared
-                                  (what its messages share, stored once); beside it
-                                  :counts, :errcodes (dead by errcode), :parked (set) and :ids
-                                  (zset, all scores 0: lex order pages batch_messages)
-  P:batch_rates           hash    batch id -> rate_per_s of batches with a rate of their own
-  P:batch_work            set     batches whose messages a status change has not reached
-                                  yet (BATCH_WORK: a chunk per call; prune finishes them)
-  P:batches               zset    batch ids by created_at (recent_batches), dropped with
-                                  the batch when its last message is pruned
-  P:wh:*                          the status-webhook outbox (redis_webhooks.py)
 
 Fairness: the lease script reads the apps round-robin in equal shares (the start rotates per
-call); an app that runs dry gives its share to the others. Messages of a held batch (paused,
-incomplete) are parked in `P:batch:{id}:parked` when read, those of a `loading` one as they
-are enqueued, and go back to P:delayed when it runs again, so a long pause costs nothing per
-lease; a cancelled batch's leftovers are cancelled when read. Resuming or cancelling a batch
-touches its messages in chunks of _BATCH_WORK_CHUNK, one script each. Leasing a message whose lease
-had expired adds one to the `e:{app}` field of P:counts (StoreStats.lease_expirations).
+call); an app that runs dry gives its share to the others. Leasing a message whose lease had
+expired adds one to the `e:{app}` field of P:counts (StoreStats.lease_expirations).
 
 Lease expiry compares the lease_until one process wrote with another's `now`: keep the
 machines' clocks synchronised (NTP); skew lengthens or shortens a lease by the skew.
 
 Round trips: concurrent enqueue and ack calls are coalesced into one script call each (group
-commit); lease takes n messages per call. Durability is Redis's: run it with `appendonly yes`
-and `appendfsync always` (or `everysec`, risking a second on a machine crash) for "accepted
-means durable".
+commit); lease takes n messages per call.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import os
 import secrets
 import socket
@@ -69,30 +49,25 @@ from collections.abc import Sequence
 from typing import Any
 
 import msgspec
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from wxgate.clock import Clock
 from wxgate.errors import StoreError
 from wxgate.models import (
     Batch,
+    BatchStatus,
     EnqueueResult,
     ErrorInfo,
     Message,
     SendResult,
-    SharedFields,
     Status,
     StoreStats,
 )
-from wxgate.store import redis_scripts as lua
 from wxgate.store.base import receipt_status
-from wxgate.store.batch_shared import SharedCache, decode_shared
 from wxgate.store.coalesce import Coalescer
-from wxgate.store.redis_codec import (
-    BATCH_FIELDS,
+from wxgate.store.redis.batches import RedisBatches
+from wxgate.store.redis.codec import (
     MESSAGE_FIELDS,
     dead_member,
-    decode_batch,
     decode_counts,
     decode_expirations,
     decode_message,
@@ -102,8 +77,8 @@ from wxgate.store.redis_codec import (
     message_record,
     pack,
 )
-from wxgate.store.redis_shared import guarded, text
-from wxgate.store.redis_webhooks import RedisWebhooks
+from wxgate.store.redis.connection import maps_redis_errors, text
+from wxgate.store.redis.scripts import message_script, script
 
 # Calls with more messages than this go alone (a 10,000-recipient batch is one script call).
 _COALESCE_MAX_MESSAGES = 256
@@ -117,48 +92,36 @@ _PRUNE_EVERY_S = 60.0
 # that comes back to the stream later is simply added again by XREADGROUP.
 CONSUMER_IDLE_MAX_S = 3600.0
 _PRUNE_CHUNK = 1000
-_BATCH_WORK_CHUNK = 1000  # messages a batch status change handles per script call
 _ENQUEUE_CHUNK = 1000  # a batch larger than this is written in chunks (_enqueue_in_chunks)
 _DEAD_SCAN_BUDGET = 10_000
 _REQUEUE_CHUNK = 1000
 _EVENT_TTL_S = 3600  # WeChat retries a callback push three times within ~15 s
 _EARLY_RECEIPT_TTL_S = 86400  # a receipt that beat its ack waits this long for it
-_BATCH_STATUSES = frozenset({"running", "paused", "incomplete", "cancelled"})
+
+ENQUEUE = message_script("enqueue")
+LEASE = message_script("lease")
+ACK = message_script("ack")
+RETRY = message_script("retry")
+DEAD = message_script("dead")
+EXPIRE = message_script("expire")
+CANCEL = message_script("cancel")
+RECEIPT = message_script("receipt")
+DEAD_LETTERS = message_script("dead_letters")
+REQUEUE = message_script("requeue")
+PRUNE = message_script("prune")
+FIND_BY_MSGID = script("find_by_msgid", flags="no-writes", MESSAGE_FIELDS=MESSAGE_FIELDS)
 
 
 def _default_consumer() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
-class RedisStore(RedisWebhooks):
-    """Store (store/base.py) on Redis >= 7.0, standalone or Sentinel (not Cluster)."""
+class RedisQueue(RedisBatches):
+    """The MessageQueue methods of RedisStore (store/base.py). Built on RedisBatches: enqueue
+    writes batch records, lease parks or cancels the messages of held or cancelled batches,
+    and reads fill in a batch's shared fields."""
 
-    def __init__(
-        self,
-        url: str,
-        clock: Clock,
-        *,
-        retention_s: float,
-        group: str = "wxgate",
-        consumer: str | None = None,
-        consumer_idle_max_s: float = CONSUMER_IDLE_MAX_S,
-        key_prefix: str = "wxgate",
-        max_connections: int = 64,
-        socket_timeout_s: float = 10.0,
-        connect_timeout_s: float = 2.0,
-    ) -> None:
-        super().__init__(
-            url,
-            clock,
-            key_prefix=key_prefix,
-            max_connections=max_connections,
-            socket_timeout_s=socket_timeout_s,
-            connect_timeout_s=connect_timeout_s,
-        )
-        self._retention_s = retention_s
-        # Redis drops a finished message a day after prune should have: only if prune stalls.
-        self._finished_ttl_s = max(1, math.ceil(retention_s + 86400))
-        self._group = group
+    def _init_queue(self, consumer: str | None, consumer_idle_max_s: float) -> None:
         self.consumer = consumer or _default_consumer()
         self._consumer_idle_max_ms = int(consumer_idle_max_s * 1000)
         self._enqueues: Coalescer[bytes, list[Any]] = Coalescer(
@@ -168,25 +131,21 @@ class RedisStore(RedisWebhooks):
             self._run_acks, _COALESCE_MAX_CALLS
         )
         self._next_prune = 0.0
-        self._shared = SharedCache(self._load_shared)
 
-    # ------------------------------------------------------------------ lifecycle
-
-    async def close(self) -> None:
-        if self._redis is None:
-            return
+    async def _drain_queue(self) -> None:
+        """Let coalesced enqueues and acks finish, then leave the consumer group."""
         await self._enqueues.wait_idle()
         await self._acks.wait_idle()
-        await self._leave_group(self._redis)
-        await super().close()
+        await self._leave_group()
 
-    async def _leave_group(self, redis: Redis) -> None:
+    async def _leave_group(self) -> None:
         """Drop this process's consumer from every app's group, so restarts do not pile them up.
 
         Safe with leases still held: lease expiry is tracked in P:inflight, not in the group's
         pending list, so another process re-leases them on time either way. Best effort: a
         process that dies without closing leaves its (empty) consumer behind.
         """
+        redis = self._r
         try:
             apps = await redis.smembers(f"{self._p}:apps")
             async with redis.pipeline(transaction=False) as pipe:
@@ -198,40 +157,19 @@ class RedisStore(RedisWebhooks):
         except (RedisError, OSError):
             pass
 
-    async def _load_shared(self, batch_ids: Sequence[str]) -> dict[str, SharedFields]:
-        async with self._r.pipeline(transaction=False) as pipe:
-            for batch_id in batch_ids:
-                pipe.hget(f"{self._p}:batch:{batch_id}", "shared")
-            found = await pipe.execute()
-        return {b: decode_shared(raw) for b, raw in zip(batch_ids, found, strict=True) if raw}
-
-    async def _filled(self, messages: list[Message]) -> list[Message]:
-        """Batch messages as read (own data only) with their batch's shared fields back."""
-        await self._shared.fill(messages)
-        return messages
-
-    async def _filled_one(self, message: Message | None) -> Message | None:
-        if message is not None and message.shared is not None:
-            await self._shared.fill((message,))
-        return message
-
-    async def _msg_script(self, source: str, *args: Any) -> Any:
-        """Run a message script with the shared leading arguments (see redis_scripts.PRELUDE)."""
-        return await self._script(
-            source,
-            (),
-            [self._p, self._group, repr(self._clock.now()), self._finished_ttl_s, *args],
-        )
-
     # ------------------------------------------------------------------ messages
 
-    @guarded
+    @maps_redis_errors
     async def enqueue(
         self, messages: Sequence[Message], batch: Batch | None = None
     ) -> list[EnqueueResult]:
         if not messages and batch is None:
             return []
-        if batch is not None and batch.status == "running" and len(messages) > _ENQUEUE_CHUNK:
+        if (
+            batch is not None
+            and batch.status == BatchStatus.RUNNING
+            and len(messages) > _ENQUEUE_CHUNK
+        ):
             return await self._enqueue_in_chunks(messages, batch)
         return await self._enqueue_group(messages, batch)
 
@@ -243,7 +181,7 @@ class RedisStore(RedisWebhooks):
         ~120 ms, every other process waiting. Not all-or-nothing like one script: a failure
         part-way cancels what was written (a retried POST makes a new batch); with Redis gone
         it stays `loading` and is never sent, like a streamed upload whose gateway died."""
-        loading = msgspec.structs.replace(batch, status="loading")
+        loading = msgspec.structs.replace(batch, status=BatchStatus.LOADING)
         results = await self._enqueue_group(messages[:_ENQUEUE_CHUNK], loading)
         try:
             for start in range(_ENQUEUE_CHUNK, len(messages), _ENQUEUE_CHUNK):
@@ -251,14 +189,14 @@ class RedisStore(RedisWebhooks):
         except BaseException:
             await asyncio.shield(self._cancel_quietly(batch.id))
             raise
-        await self.set_batch_status(batch.id, "running", expect="loading")
+        await self.set_batch_status(batch.id, BatchStatus.RUNNING, expect=BatchStatus.LOADING)
         return results
 
     async def _cancel_quietly(self, batch_id: str) -> None:
         """Cancel a batch whose POST fails, best effort and without status webhooks: the
         caller never got its ids."""
         with contextlib.suppress(Exception):
-            await self._change_batch(batch_id, "cancelled", "", quiet="1")
+            await self._change_batch(batch_id, BatchStatus.CANCELLED, "", quiet="1")
 
     async def _enqueue_group(
         self, messages: Sequence[Message], batch: Batch | None
@@ -292,10 +230,10 @@ class RedisStore(RedisWebhooks):
         ]
 
     async def _run_enqueues(self, groups: list[bytes]) -> list[list[Any]]:
-        replies: list[list[Any]] = await self._msg_script(lua.ENQUEUE, len(groups), *groups)
+        replies: list[list[Any]] = await self._msg_script(ENQUEUE, len(groups), *groups)
         return replies
 
-    @guarded
+    @maps_redis_errors
     async def lease(
         self, n: int, lease_s: float, now: float, exclude_apps: frozenset[str] = frozenset()
     ) -> list[Message]:
@@ -305,7 +243,7 @@ class RedisStore(RedisWebhooks):
             self._next_prune = now + _PRUNE_EVERY_S
             await self._prune(now)
         replies = await self._script(
-            lua.LEASE,
+            LEASE,
             (),
             [
                 self._p,
@@ -325,7 +263,7 @@ class RedisStore(RedisWebhooks):
     async def _prune(self, now: float) -> None:
         """Drop messages finished more than retention_s ago, with their counts and indexes."""
         cutoff = repr(now - self._retention_s)
-        while await self._msg_script(lua.PRUNE, cutoff, _PRUNE_CHUNK) == _PRUNE_CHUNK:
+        while await self._msg_script(PRUNE, cutoff, _PRUNE_CHUNK) == _PRUNE_CHUNK:
             pass
         for batch_id in await self._r.smembers(f"{self._p}:batch_work"):
             await self._batch_work(text(batch_id))
@@ -348,7 +286,7 @@ class RedisStore(RedisWebhooks):
             except RedisError:  # no stream or group yet (nothing read it), or gone meanwhile
                 continue
 
-    @guarded
+    @maps_redis_errors
     async def ack(self, msg_id: str, lease_token: int, result: SendResult) -> Status | None:
         msgid = "" if result.wechat_msgid is None else str(result.wechat_msgid)
         ack = [msg_id, str(lease_token), msgid, repr(result.sent_at)]
@@ -357,10 +295,10 @@ class RedisStore(RedisWebhooks):
         return None if isinstance(done, int) else Status(text(done))
 
     async def _run_acks(self, acks: list[list[str]]) -> list[int | bytes | str]:
-        results: list[int | bytes | str] = await self._msg_script(lua.ACK, pack(acks))
+        results: list[int | bytes | str] = await self._msg_script(ACK, pack(acks))
         return results
 
-    @guarded
+    @maps_redis_errors
     async def retry(
         self,
         msg_id: str,
@@ -371,7 +309,7 @@ class RedisStore(RedisWebhooks):
     ) -> bool:
         # A release (no error, not counted) is `retrying` too, as in SQLite: stats agree.
         done = await self._msg_script(
-            lua.RETRY,
+            RETRY,
             msg_id,
             lease_token,
             repr(at),
@@ -381,40 +319,40 @@ class RedisStore(RedisWebhooks):
         )
         return bool(done)
 
-    @guarded
+    @maps_redis_errors
     async def dead(self, msg_id: str, lease_token: int, error: ErrorInfo) -> bool:
         member = dead_member(self._clock.now(), msg_id)
         done = await self._msg_script(
-            lua.DEAD, msg_id, lease_token, error.errcode, error.errmsg, member
+            DEAD, msg_id, lease_token, error.errcode, error.errmsg, member
         )
         return bool(done)
 
-    @guarded
+    @maps_redis_errors
     async def expire(self, msg_id: str, lease_token: int) -> bool:
-        return bool(await self._msg_script(lua.EXPIRE, msg_id, lease_token))
+        return bool(await self._msg_script(EXPIRE, msg_id, lease_token))
 
-    @guarded
+    @maps_redis_errors
     async def cancel(self, msg_id: str) -> str:
-        return text(await self._msg_script(lua.CANCEL, msg_id))
+        return text(await self._msg_script(CANCEL, msg_id))
 
-    @guarded
+    @maps_redis_errors
     async def get(self, msg_id: str) -> Message | None:
         found = decode_message(await self._r.hmget(f"{self._p}:msg:{msg_id}", MESSAGE_FIELDS))
         return await self._filled_one(found)
 
-    @guarded
+    @maps_redis_errors
     async def find_by_wechat_msgid(self, app: str, wechat_msgid: int) -> Message | None:
         flat = await self._script(
-            lua.FIND_BY_MSGID, [f"{self._p}:msgid:{app}"], [f"{self._p}:msg:", str(wechat_msgid)]
+            FIND_BY_MSGID, [f"{self._p}:msgid:{app}"], [f"{self._p}:msg:", str(wechat_msgid)]
         )
         return await self._filled_one(decode_message(flat) if flat else None)
 
-    @guarded
+    @maps_redis_errors
     async def record_receipt(
         self, app: str, wechat_msgid: int, receipt: str, event_key: str, openid: str | None = None
     ) -> Message | None:
         flat = await self._msg_script(
-            lua.RECEIPT,
+            RECEIPT,
             app,
             str(wechat_msgid),
             event_key,
@@ -426,7 +364,7 @@ class RedisStore(RedisWebhooks):
         )
         return await self._filled_one(decode_message(flat) if flat else None)
 
-    @guarded
+    @maps_redis_errors
     async def stats(self) -> StoreStats:
         async with self._r.pipeline(transaction=False) as pipe:
             pipe.hgetall(f"{self._p}:counts")
@@ -442,7 +380,7 @@ class RedisStore(RedisWebhooks):
             lease_expirations=decode_expirations(counts),
         )
 
-    @guarded
+    @maps_redis_errors
     async def dead_letters(
         self,
         app: str | None = None,
@@ -451,7 +389,7 @@ class RedisStore(RedisWebhooks):
         limit: int = 100,
     ) -> tuple[list[Message], str | None]:
         reply = await self._msg_script(
-            lua.DEAD_LETTERS,
+            DEAD_LETTERS,
             app or "",
             "" if errcode is None else errcode,
             cursor or "",
@@ -461,7 +399,7 @@ class RedisStore(RedisWebhooks):
         next_cursor = text(reply[0]) or None
         return await self._filled(decode_messages(reply[1:])), next_cursor
 
-    @guarded
+    @maps_redis_errors
     async def requeue(
         self,
         ids: Sequence[str] | None = None,
@@ -470,107 +408,13 @@ class RedisStore(RedisWebhooks):
     ) -> int:
         filters = (app or "", "" if errcode is None else errcode)
         if ids is not None:
-            moved, _ = await self._msg_script(lua.REQUEUE, "ids", *filters, "", 0, *ids)
+            moved, _ = await self._msg_script(REQUEUE, "ids", *filters, "", 0, *ids)
             return int(moved)
         total, cursor = 0, ""
         while True:
             moved, cursor = await self._msg_script(
-                lua.REQUEUE, "filter", *filters, cursor, _REQUEUE_CHUNK
+                REQUEUE, "filter", *filters, cursor, _REQUEUE_CHUNK
             )
             total += int(moved)
             if not cursor:
                 return total
-
-    # ------------------------------------------------------------------ batches
-
-    @guarded
-    async def get_batch(self, batch_id: str) -> Batch | None:
-        doc, status, total, rate = await self._r.hmget(f"{self._p}:batch:{batch_id}", BATCH_FIELDS)
-        if doc is None or status is None:
-            return None
-        return decode_batch(doc, status, total, rate)
-
-    @guarded
-    async def recent_batches(self, limit: int = 20) -> list[Batch]:
-        raw = await self._r.zrange(f"{self._p}:batches", 0, max(0, limit - 1), desc=True)
-        ids = [text(b) for b in raw if isinstance(b, bytes | str)]
-        if not ids:
-            return []
-        async with self._r.pipeline(transaction=False) as pipe:
-            for bid in ids:
-                pipe.hmget(f"{self._p}:batch:{bid}", BATCH_FIELDS)
-            rows = await pipe.execute()
-        return [decode_batch(*row) for row in rows if row[0] is not None and row[1] is not None]
-
-    @guarded
-    async def batch_counts(self, batch_id: str) -> dict[str, int]:
-        raw = await self._r.hgetall(f"{self._p}:batch:{batch_id}:counts")
-        return {text(k): int(v) for k, v in raw.items() if int(v)}
-
-    @guarded
-    async def set_batch_status(self, batch_id: str, status: str, expect: str | None = None) -> bool:
-        if status not in _BATCH_STATUSES:
-            raise ValueError(f"batch status must be one of {sorted(_BATCH_STATUSES)}")
-        return await self._change_batch(batch_id, status, expect or "")
-
-    async def _change_batch(self, batch_id: str, status: str, expect: str, quiet: str = "") -> bool:
-        """BATCH_STATUS, then the work it queued for the batch's messages."""
-        done = await self._msg_script(lua.BATCH_STATUS, batch_id, status, expect, quiet)
-        if done:
-            await self._batch_work(batch_id)
-        return bool(done)
-
-    async def _batch_work(self, batch_id: str) -> None:
-        """Unpark or cancel a batch's messages a chunk per script, so Redis serves everyone
-        else between chunks (one script for a 100,000-message batch held Redis 0.45 s to
-        resume it and 1.5 s to cancel it). A process that dies part-way leaves the batch in
-        P:batch_work, which every process's prune finishes."""
-        while await self._msg_script(lua.BATCH_WORK, batch_id, _BATCH_WORK_CHUNK) == (
-            _BATCH_WORK_CHUNK
-        ):
-            pass
-
-    @guarded
-    async def set_batch_total(self, batch_id: str, total: int) -> bool:
-        return bool(await self._msg_script(lua.BATCH_FIELD, batch_id, "total", str(total)))
-
-    @guarded
-    async def set_batch_rate(self, batch_id: str, rate_per_s: float | None) -> bool:
-        value = "" if rate_per_s is None else repr(float(rate_per_s))
-        return bool(await self._msg_script(lua.BATCH_FIELD, batch_id, "rate", value))
-
-    @guarded
-    async def batch_rates(self) -> dict[str, float]:
-        raw = await self._r.hgetall(f"{self._p}:batch_rates")
-        return {text(k): float(v) for k, v in raw.items()}
-
-    @guarded
-    async def batch_messages(
-        self, batch_id: str, cursor: str | None = None, limit: int = 1000
-    ) -> tuple[list[Message], str | None]:
-        """Pages in id order (the batch's ids are a sorted set, all scores 0: lex order)."""
-        limit = max(1, limit)
-        start = "-" if cursor is None else f"({cursor}"
-        raw = await self._r.zrange(
-            f"{self._p}:batch:{batch_id}:ids", start, "+", bylex=True, offset=0, num=limit
-        )
-        ids = [text(b) for b in raw if isinstance(b, bytes | str)]
-        if not ids:
-            return [], None
-        async with self._r.pipeline(transaction=False) as pipe:
-            for msg_id in ids:
-                pipe.hmget(f"{self._p}:msg:{msg_id}", MESSAGE_FIELDS)
-            rows = await pipe.execute()
-        return await self._filled(decode_messages(rows)), (ids[-1] if len(ids) == limit else None)
-
-    @guarded
-    async def batch_errcodes(self, batch_id: str) -> dict[int, int]:
-        raw = await self._r.hgetall(f"{self._p}:batch:{batch_id}:errcodes")
-        return {int(k): int(v) for k, v in raw.items() if int(v) > 0}
-
-    def __repr__(self) -> str:
-        state = "open" if self._redis is not None else "closed"
-        return (
-            f"<RedisStore {state} prefix={self._p!r} consumer={self.consumer!r} "
-            f"enqueue={self._enqueues!r} ack={self._acks!r}>"
-        )

@@ -1,0 +1,86 @@
+-- ARGV[5] = number of enqueue calls (groups), then one msgpack argument per group:
+-- [batch_id, batch_doc, [[id, app, idempotency_key, batch_id, status, not_before, created_at,
+-- doc, cb, shared], ...], batch_shared]. Returns per group {'ok', id, status, created(0|1), ...}
+-- or {'err', reason}; a group is checked completely before any of it is written, so each call
+-- is all-or-nothing.
+local out = {}
+local held = {}  -- batch id -> its new messages are parked (a held batch)
+for g = 1, tonumber(ARGV[5]) do
+  local group = cmsgpack.unpack(ARGV[5 + g])
+  local bid, bdoc, recs = group[1], group[2], group[3]
+  local res, fresh, ids, keys, err = {'ok'}, {}, {}, {}, nil
+  if bid ~= '' and redis.call('EXISTS', bkey(bid)) == 1 then err = 'batch exists: ' .. bid end
+  for _, r in ipairs(recs) do
+    if err then break end
+    local id, app, idem, status = r[1], r[2], r[3], r[5]
+    if ids[id] or redis.call('EXISTS', mkey(id)) == 1 then
+      err = 'message id exists: ' .. id
+      break
+    end
+    local dup = nil
+    if idem ~= '' then
+      local ik = P .. ':idem:' .. app .. ':' .. idem
+      dup = keys[ik]
+      if not dup then
+        local old = redis.call('GET', ik)
+        if old then
+          local st = redis.call('HGET', mkey(old), 'status')
+          if st then dup = {old, st} end
+        end
+      end
+      if not dup then keys[ik] = {id, status} end
+    end
+    if dup then
+      res[#res + 1] = dup[1]; res[#res + 1] = dup[2]; res[#res + 1] = 0
+    else
+      ids[id] = true
+      fresh[#fresh + 1] = r
+      res[#res + 1] = id; res[#res + 1] = status; res[#res + 1] = 1
+    end
+  end
+  if err then
+    out[g] = {'err', err}
+  else
+    local bstatus = ''
+    if bid ~= '' then
+      bstatus = cjson.decode(bdoc).status or 'running'
+      held[bid] = HELD[bstatus] or false
+    end
+    for _, r in ipairs(fresh) do
+      local id, app, idem, mbid, status, nb, created = r[1], r[2], r[3], r[4], r[5], r[6], r[7]
+      local sid = ''
+      if mbid ~= '' and held[mbid] == nil then
+        held[mbid] = HELD[redis.call('HGET', bkey(mbid), 'status') or 'running'] or false
+      end
+      if mbid ~= '' and held[mbid] then
+        -- A chunk of a streamed upload: parked until the batch runs (batch_status.lua).
+        redis.call('SADD', bkey(mbid) .. ':parked', id)
+      elseif status == 'scheduled' then
+        redis.call('ZADD', P .. ':delayed', nb, id)
+      else
+        sid = xadd(id, app)
+      end
+      redis.call('HSET', mkey(id), 'doc', r[8], 'app', app, 'batch_id', mbid,
+        'idem', idem, 'status', status, 'not_before', nb, 'created_at', created,
+        'attempts', 0, 'lease_token', 0, 'sid', sid, 'cb', r[9] or '', 'shared', r[10] or '')
+      redis.call('ZADD', P .. ':pending', created, id)
+      if idem ~= '' then redis.call('SET', P .. ':idem:' .. app .. ':' .. idem, id) end
+      if mbid ~= '' then redis.call('ZADD', bkey(mbid) .. ':ids', 0, id) end
+      count(app, mbid, status, 1)
+    end
+    if bid ~= '' then
+      redis.call('HSET', bkey(bid), 'doc', bdoc, 'status', bstatus)
+      if group[4] and group[4] ~= '' then redis.call('HSET', bkey(bid), 'shared', group[4]) end
+      local rate = cjson.decode(bdoc).rate_per_s
+      if type(rate) == 'number' then
+        redis.call('HSET', P .. ':batch_rates', bid, string.format('%.17g', rate))
+      end
+      -- %.17g: a bare Lua number would reach Redis rounded to 14 digits
+      local created = string.format('%.17g', cjson.decode(bdoc).created_at)
+      redis.call('ZADD', P .. ':batches', created, bid)
+    end
+    out[g] = res
+  end
+end
+flush()
+return out

@@ -1,0 +1,132 @@
+-- ARGV[5] consumer, [6] n, [7] lease_until, [8] promote cap, [9] max entries read, [10..] excluded
+-- apps. Returns the leased messages (MESSAGE_FIELDS values each).
+--
+-- 1. Due scheduled/retrying messages move from P:delayed to their app's stream.
+-- 2. Expired leases (lease_until <= now) move to the tail of their app's stream, still
+--    `sending` under the old token until someone leases them (the old holder may still ack).
+-- 3. Apps are read round-robin (the start rotates per call) in equal shares, each app's stream
+--    through the consumer group, until n are leased or every app ran dry. Entries of messages
+--    that are no longer due are acked and skipped; those of paused batches are parked in the
+--    batch's set until it runs again; those of cancelled batches cancel their message.
+-- 4. Each stream read is trimmed below its oldest unacked entry.
+local consumer, n, lu = ARGV[5], tonumber(ARGV[6]), ARGV[7]
+local cap, read_cap = tonumber(ARGV[8]), tonumber(ARGV[9])
+local excluded = {}
+for i = 10, #ARGV do excluded[ARGV[i]] = true end
+
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. ':delayed', '-inf', NOW, 'LIMIT', 0, cap)) do
+  redis.call('ZREM', P .. ':delayed', id)
+  local m = load(id)
+  -- `sending`: an expired lease parked while its batch was held, back after the resume.
+  if m and (PENDING[m.status] or m.status == 'sending') then enstream(m) end
+end
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. ':inflight', '-inf', NOW, 'LIMIT', 0, cap)) do
+  redis.call('ZREM', P .. ':inflight', id)
+  local m = load(id)
+  if m and m.status == 'sending' then
+    if m.sid ~= '' then redis.pcall('XACK', skey(m.app), G, m.sid) end
+    enstream(m)
+  end
+end
+
+local token = redis.call('INCRBY', P .. ':seq', n) - n
+local batch_status = {}
+
+local function take(app, eid, id)
+  local m = load(id)
+  if not m or m.sid ~= eid then return nil end
+  local due = PENDING[m.status] or (m.status == 'sending' and tonumber(m.lease_until) <= NOWN)
+  if not due then return nil end
+  if m.batch ~= '' then
+    local bst = batch_status[m.batch]
+    if not bst then
+      bst = redis.call('HGET', bkey(m.batch), 'status') or 'running'
+      batch_status[m.batch] = bst
+    end
+    if HELD[bst] then
+      redis.call('HSET', m.key, 'sid', '')
+      redis.call('SADD', bkey(m.batch) .. ':parked', id)
+      return nil
+    elseif bst == 'cancelled' then
+      m.sid = ''  -- the caller acks the entry
+      set_final(m, 'cancelled')
+      return nil
+    end
+  end
+  if tonumber(m.not_before) > NOWN then
+    redis.call('HSET', m.key, 'sid', '')
+    redis.call('ZADD', P .. ':delayed', m.not_before, id)
+    return nil
+  end
+  if m.status == 'sending' then bump(COUNTS, 'e:' .. m.app, 1) end  -- an expired lease
+  token = token + 1
+  redis.call('HSET', m.key, 'status', 'sending', 'lease_token', token, 'lease_until', lu,
+    'updated_at', NOW)
+  redis.call('ZADD', P .. ':inflight', lu, id)
+  if m.status ~= 'sending' then redis.call('ZREM', P .. ':pending', id) end
+  move(m.app, m.batch, m.status, 'sending')
+  local out = public(m)
+  out[IX.status], out[IX.lease_token], out[IX.updated_at] = 'sending', token, NOW
+  return out
+end
+
+local function readgroup(sk, want)
+  local r = redis.pcall('XREADGROUP', 'GROUP', G, consumer, 'COUNT', want, 'STREAMS', sk, '>')
+  if type(r) == 'table' and r.err then
+    if not string.find(r.err, 'NOGROUP', 1, true) then error(r.err) end
+    redis.pcall('XGROUP', 'CREATE', sk, G, '0', 'MKSTREAM')
+    r = redis.call('XREADGROUP', 'GROUP', G, consumer, 'COUNT', want, 'STREAMS', sk, '>')
+  end
+  if not r then return {} end
+  return r[1][2]
+end
+
+-- Everything below the oldest unacked entry was delivered and acked: drop it.
+local function trim(sk, last_read)
+  local pel = redis.call('XPENDING', sk, G)
+  local floor = pel[2] or last_read
+  if floor then redis.call('XTRIM', sk, 'MINID', '~', floor) end
+end
+
+local apps = redis.call('SMEMBERS', P .. ':apps')
+table.sort(apps)
+local active = {}
+for _, app in ipairs(apps) do
+  if not excluded[app] then active[#active + 1] = app end
+end
+local out, remaining, reads, last_read = {}, n, 0, {}
+local turn = redis.call('INCR', P .. ':rr')
+while remaining > 0 and #active > 0 and reads < read_cap do
+  local share = math.ceil(remaining / #active)
+  local still = {}
+  for k = 0, #active - 1 do
+    local app = active[((turn + k) % #active) + 1]
+    local want = math.min(share, remaining)
+    if want > 0 and reads < read_cap then
+      local sk = skey(app)
+      local entries = readgroup(sk, want)
+      reads = reads + #entries
+      local skipped = {}
+      for _, e in ipairs(entries) do
+        local leased = take(app, e[1], e[2][2])
+        if leased then
+          out[#out + 1] = leased
+          remaining = remaining - 1
+        else
+          skipped[#skipped + 1] = e[1]
+        end
+      end
+      for i = 1, #skipped, 500 do  -- unpack() has a stack limit
+        redis.call('XACK', sk, G, unpack(skipped, i, math.min(i + 499, #skipped)))
+      end
+      if #entries > 0 then last_read[sk] = entries[#entries][1] end
+      if #entries == want then still[#still + 1] = app end
+    elseif want == 0 then
+      still[#still + 1] = app
+    end
+  end
+  active = still
+end
+for sk, last in pairs(last_read) do trim(sk, last) end
+flush()
+return out

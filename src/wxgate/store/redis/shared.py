@@ -1,0 +1,128 @@
+"""RedisStore's SharedState role: what every process shares through Redis, access tokens,
+locks, app pauses, daily quota counters, rate buckets and callback nonces.
+
+Keys under the prefix P: P:token:{app} (TokenEntry JSON), P:lock:{name} (hash owner + until),
+P:pauses (hash app -> AppPause JSON), P:quota:{app}:{day} (counter, 2 days), P:rate:{app}
+(hash tokens + ts), P:nonce:{app}:{nonce} (hash digest + until: a WeChat callback's nonce).
+Expiry that the contract judges by the store's clock (locks, pauses, nonces) is stored as a
+time and compared in Lua; Redis TTLs only collect what is abandoned.
+"""
+
+from __future__ import annotations
+
+import math
+
+import msgspec
+
+from wxgate.models import AppPause, TokenEntry
+from wxgate.store.coalesce import Coalescer
+from wxgate.store.redis.connection import RedisConnection, maps_redis_errors
+from wxgate.store.redis.scripts import script
+
+_TOKEN_SLACK_S = 300
+_QUOTA_TTL_S = 2 * 86400
+_RATE_TTL_S = 3600
+RATE_TAKES_PER_CALL = 256
+
+TAKE_RATES = script("take_rates", RATE_TTL_S=_RATE_TTL_S)
+INVALIDATE_TOKEN = script("invalidate_token")
+ACQUIRE_LOCK = script("acquire_lock")
+REMEMBER_NONCE = script("remember_nonce")
+RELEASE_LOCK = script("release_lock")
+
+
+class RedisSharedState(RedisConnection):
+    """The SharedState methods of RedisStore (store/base.py)."""
+
+    def _init_shared(self) -> None:
+        self._rate_takes: Coalescer[tuple[str, str, str, int, str], float] = Coalescer(
+            self._run_rate_takes, RATE_TAKES_PER_CALL
+        )
+
+    async def _drain_shared(self) -> None:
+        await self._rate_takes.wait_idle()
+
+    # ------------------------------------------------------------------ tokens and locks
+
+    @maps_redis_errors
+    async def get_token(self, app: str) -> TokenEntry | None:
+        raw = await self._r.get(f"{self._p}:token:{app}")
+        return None if raw is None else msgspec.json.decode(raw, type=TokenEntry)
+
+    @maps_redis_errors
+    async def set_token(self, app: str, entry: TokenEntry) -> None:
+        # The TTL only collects it; the broker judges expiry by expires_at.
+        ttl_s = max(1, math.ceil(entry.expires_at - self._clock.now()) + _TOKEN_SLACK_S)
+        await self._r.set(f"{self._p}:token:{app}", msgspec.json.encode(entry), ex=ttl_s)
+
+    @maps_redis_errors
+    async def invalidate_token(self, app: str, access_token: str) -> bool:
+        done = await self._script(INVALIDATE_TOKEN, [f"{self._p}:token:{app}"], [access_token])
+        return bool(done)
+
+    @maps_redis_errors
+    async def acquire_lock(self, name: str, owner: str, ttl_s: float) -> bool:
+        now = self._clock.now()
+        done = await self._script(
+            ACQUIRE_LOCK,
+            [f"{self._p}:lock:{name}"],
+            [owner, repr(now), repr(now + ttl_s), max(1, math.ceil(ttl_s * 1000))],
+        )
+        return bool(done)
+
+    @maps_redis_errors
+    async def release_lock(self, name: str, owner: str) -> None:
+        await self._script(RELEASE_LOCK, [f"{self._p}:lock:{name}"], [owner])
+
+    @maps_redis_errors
+    async def remember_nonce(
+        self, app: str, nonce: str, digest: str, ttl_s: float, now: float
+    ) -> bool:
+        done = await self._script(
+            REMEMBER_NONCE,
+            [f"{self._p}:nonce:{app}:{nonce}"],
+            [digest, repr(now), repr(now + ttl_s), max(1, math.ceil(ttl_s * 1000))],
+        )
+        return bool(done)
+
+    # ------------------------------------------------------------------ pauses, quota, rate
+
+    @maps_redis_errors
+    async def get_pauses(self) -> list[AppPause]:
+        raw = await self._r.hvals(f"{self._p}:pauses")
+        now = self._clock.now()
+        pauses = [msgspec.json.decode(v, type=AppPause) for v in raw]
+        return [p for p in pauses if p.until > now]
+
+    @maps_redis_errors
+    async def set_pause(self, pause: AppPause) -> None:
+        await self._r.hset(f"{self._p}:pauses", pause.app, msgspec.json.encode(pause))
+
+    @maps_redis_errors
+    async def clear_pause(self, app: str) -> None:
+        await self._r.hdel(f"{self._p}:pauses", app)
+
+    @maps_redis_errors
+    async def incr_quota(self, app: str, day: str, n: int = 1) -> int:
+        key = f"{self._p}:quota:{app}:{day}"
+        async with self._r.pipeline(transaction=True) as pipe:
+            pipe.incrby(key, n)
+            pipe.expire(key, _QUOTA_TTL_S)
+            total, _ = await pipe.execute()
+        return int(total)
+
+    @maps_redis_errors
+    async def take_rate(
+        self, app: str, rate_per_s: float, burst: float, n: int, now: float
+    ) -> float:
+        if rate_per_s <= 0 or burst <= 0:
+            raise ValueError("rate_per_s and burst must be > 0")
+        # Every send takes from its app's bucket: concurrent takes share one round trip.
+        return await self._rate_takes.submit(
+            (f"{self._p}:rate:{app}", repr(rate_per_s), repr(burst), n, repr(now))
+        )
+
+    async def _run_rate_takes(self, takes: list[tuple[str, str, str, int, str]]) -> list[float]:
+        args = [arg for take in takes for arg in take[1:]]
+        waits = await self._script(TAKE_RATES, [take[0] for take in takes], args)
+        return [float(w) for w in waits]
