@@ -1,4 +1,4 @@
-"""RedisStore: what only several processes on one Redis can show (the contract: test_contract.py)."""
+"""RedisStore: what only several processes on one Redis show (the contract: test_contract.py)."""
 
 from __future__ import annotations
 
