@@ -152,7 +152,7 @@ async def _ingest(noop: bool) -> int:
     from wxbench.procs import free_port
     from wxbench.services import API_KEY, message_body, write_gateway_config
 
-    from wxgate.runtime import Gateway, tune_gc
+    from wxgate.runtime import Runtime, tune_gc
     from wxgate.settings import load
 
     tmp = Path(tempfile.mkdtemp(prefix="wxgate-instr-"))
@@ -171,7 +171,7 @@ async def _ingest(noop: bool) -> int:
                 store_url=f"sqlite:///{tmp}/gw.db",
                 sim_url="http://127.0.0.1:9",  # role=api sends nothing
             )
-            await stack.enter_async_context(Gateway(load(cfg), role="api"))
+            await stack.enter_async_context(Runtime(load(cfg), role="api"))
         tune_gc()  # as `wxgate serve` does once it is up
 
         def wrk(name: str, seconds: float) -> int:
@@ -203,7 +203,7 @@ async def _deliver(bare: bool) -> int:
     from wxgate.api.intake import batch_from
     from wxgate.clock import SystemClock
     from wxgate.models import BatchIn, new_id
-    from wxgate.runtime import Gateway, tune_gc
+    from wxgate.runtime import Runtime, tune_gc
     from wxgate.settings import load
     from wxgate.store.sqlite import SQLiteStore
 
@@ -231,7 +231,7 @@ async def _deliver(bare: bool) -> int:
             await store.enqueue(msgs, batch)
         await store.close()
 
-        gw = await stack.enter_async_context(Gateway(settings, role="worker"))
+        gw = await stack.enter_async_context(Runtime(settings, role="worker"))
         assert gw.pool is not None
         pool = gw.pool
 

@@ -107,7 +107,7 @@ def ops_app(store: Store) -> web.Application:
     return app
 
 
-class Gateway:
+class Runtime:
     """One gateway process: store, WeChat client, token broker, worker pool and HTTP API."""
 
     def __init__(
@@ -146,7 +146,7 @@ class Gateway:
     def url(self) -> str:
         return f"http://{self.settings.server.host}:{self.port}"
 
-    async def __aenter__(self) -> Gateway:
+    async def __aenter__(self) -> Runtime:
         try:
             await self.start()
         except BaseException:
@@ -309,8 +309,8 @@ def install_uvloop() -> None:
 
 
 async def serve_until_signal(
-    gateway: Gateway,
-    on_ready: Callable[[Gateway], None],
+    gateway: Runtime,
+    on_ready: Callable[[Runtime], None],
     *,
     supervised: bool = False,
     parent_fd: int | None = None,

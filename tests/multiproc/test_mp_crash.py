@@ -30,7 +30,7 @@ from mp_support import (
 )
 
 from redis_server import RedisServer
-from wxgate.runtime import Gateway
+from wxgate.runtime import Runtime
 from wxgate.sim.testing import running_simulator
 
 # Short timeouts and leases: a dead process's leases come back within LEASE_S.
@@ -232,7 +232,7 @@ async def test_a_full_redis_answers_503_until_it_has_room_again(
     )
     admin = redis.Redis(port=private_redis.port)
     body = {"touser": "o_full", "template_id": TEMPLATE, "data": {"thing1": "x" * 2000}}
-    async with Gateway(settings, role="api") as gw:
+    async with Runtime(settings, role="api") as gw:
         api = Api(gw.url)
         try:
             used = int(admin.info("memory")["used_memory"])

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from wxgate.cli import app as cli_app
 from wxgate.errors import ConfigError
-from wxgate.runtime import Gateway, parse_role
+from wxgate.runtime import Runtime, parse_role
 from wxgate.sandbox import free_port
 from wxgate.serve import ServeOptions, check_options
 from wxgate.supervisor import check_port_free, describe_exit, restart_delay_s
@@ -30,7 +30,7 @@ async def _get(url: str) -> int:
 
 async def test_a_worker_only_process_serves_probes_and_metrics_and_no_api(tmp_path: Path) -> None:
     settings = build_settings(tmp_path, free_port(), "http://127.0.0.1:9")
-    async with Gateway(settings, role="worker") as gw:
+    async with Runtime(settings, role="worker") as gw:
         assert gw.pool is not None
         assert await _get(f"{gw.url}/healthz") == 200
         assert await _get(f"{gw.url}/readyz") == 200
@@ -41,7 +41,7 @@ async def test_a_worker_only_process_serves_probes_and_metrics_and_no_api(tmp_pa
 
 async def test_an_api_only_process_accepts_and_sends_nothing(tmp_path: Path) -> None:
     settings = build_settings(tmp_path, free_port(), "http://127.0.0.1:9")
-    async with Gateway(settings, role="api") as gw, aiohttp.ClientSession() as s:
+    async with Runtime(settings, role="api") as gw, aiohttp.ClientSession() as s:
         assert gw.pool is None, "no worker pool in an api-only process"
         body = {"touser": "o_a", "template_id": TEMPLATE, "data": {"thing1": "x"}}
         async with s.post(f"{gw.url}/v1/messages", json=body, headers=AUTH) as r:

@@ -3,7 +3,7 @@
 400 slow-loris connections and 10,000 idle ones were held for as long as their clients liked.
 Now a request head has header_timeout_s, a stalled body read_timeout_s, an idle keep-alive
 connection keepalive_timeout_s, and a listener takes max_connections at most (one more is
-answered 503 and closed at once), while everyone else is served. Real gateway (runtime.Gateway)
+answered 503 and closed at once), while everyone else is served. Real gateway (runtime.Runtime)
 on loopback, raw sockets for the misbehaving clients.
 """
 
@@ -24,22 +24,22 @@ import pytest
 from e2e_support import API_KEY, DATA, TEMPLATE, build_settings, wait_until
 
 from wxgate.errors import ConfigError
-from wxgate.runtime import Gateway, Role
+from wxgate.runtime import Role, Runtime
 
 MARGIN_S = 3.0  # a loaded 2-core machine; the unbounded server held them for minutes
 Conn = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 
 @asynccontextmanager
-async def gateway(tmp_path: Path, role: Role = "api", **server: Any) -> AsyncIterator[Gateway]:
+async def gateway(tmp_path: Path, role: Role = "api", **server: Any) -> AsyncIterator[Runtime]:
     settings = build_settings(tmp_path, 1, "http://127.0.0.1:9", server=server)
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    async with Gateway(settings, role=role, sock=sock) as gw:
+    async with Runtime(settings, role=role, sock=sock) as gw:
         yield gw
 
 
-async def connect(gw: Gateway) -> Conn:
+async def connect(gw: Runtime) -> Conn:
     return await asyncio.open_connection("127.0.0.1", gw.port)
 
 
@@ -65,7 +65,7 @@ async def trickle(writer: asyncio.StreamWriter, data: bytes, gap_s: float) -> No
             await asyncio.sleep(gap_s)
 
 
-async def healthz(gw: Gateway) -> int:
+async def healthz(gw: Runtime) -> int:
     async with (
         aiohttp.ClientSession() as session,
         session.get(f"{gw.url}/healthz", timeout=aiohttp.ClientTimeout(total=5)) as resp,

@@ -19,18 +19,18 @@ from e2e_support import API_KEY, build_settings
 
 from wxgate.api.metrics_access import bearer_matches
 from wxgate.errors import ConfigError
-from wxgate.runtime import Gateway, Role
+from wxgate.runtime import Role, Runtime
 from wxgate.settings import api_key_digest, parse_bind
 
 METRICS_KEY = "scrape-only-key-42"
 
 
 @asynccontextmanager
-async def gateway(tmp_path: Path, role: Role, **server: Any) -> AsyncIterator[Gateway]:
+async def gateway(tmp_path: Path, role: Role, **server: Any) -> AsyncIterator[Runtime]:
     settings = build_settings(tmp_path, 1, "http://127.0.0.1:9", server=server)
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    async with Gateway(settings, role=role, sock=sock) as gw:
+    async with Runtime(settings, role=role, sock=sock) as gw:
         yield gw
 
 

@@ -18,9 +18,9 @@ from wxgate.api.auth import KeyRing, Scope, check
 from wxgate.api.batches import BatchRoutes
 from wxgate.api.callback import CallbackRoutes
 from wxgate.api.context import (
-    GATEWAY,
+    API_CONTEXT,
+    ApiContext,
     ApiMetrics,
-    Gateway,
     NoApiMetrics,
     StatsExtra,
     TokenSource,
@@ -45,9 +45,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _UNAUTHORIZED = {"WWW-Authenticate": 'Bearer realm="wxgate"'}
 
 
-def guarded(gw: Gateway, handler: Handler, scope: Scope | None) -> Handler:
+def guarded(ctx: ApiContext, handler: Handler, scope: Scope | None) -> Handler:
     """`handler` behind auth (when the route has a scope); any exception becomes JSON."""
-    keys, on_limited = gw.keys, gw.metrics.on_key_limited
+    keys, on_limited = ctx.keys, ctx.metrics.on_key_limited
 
     async def route(request: web.Request) -> web.StreamResponse:
         try:
@@ -95,7 +95,7 @@ def create_app(
 ) -> web.Application:
     server = settings.server
     store = with_deadline(store, server.store_timeout_s)  # handlers fail fast on a hung store
-    gw = Gateway(
+    ctx = ApiContext(
         settings=settings,
         store=store,
         clock=clock,
@@ -111,11 +111,11 @@ def create_app(
     # Routes read bodies through body.read_limited with their own limit (batches may be larger
     # than single messages); client_max_size is the backstop for anything using request.read().
     app = web.Application(client_max_size=max(server.max_body_bytes, server.max_batch_body_bytes))
-    app[GATEWAY] = gw
-    messages, batches = MessageRoutes(gw), BatchRoutes(gw)
-    dead, ops = DeadLetterRoutes(gw), OpsRoutes(gw)
-    callback = CallbackRoutes(gw)
-    tokens = TokenRoutes(gw)
+    app[API_CONTEXT] = ctx
+    messages, batches = MessageRoutes(ctx), BatchRoutes(ctx)
+    dead, ops = DeadLetterRoutes(ctx), OpsRoutes(ctx)
+    callback = CallbackRoutes(ctx)
+    tokens = TokenRoutes(ctx)
     dashboard = DashboardRoutes()
 
     table: list[tuple[str, str, Handler, Scope | None]] = [
@@ -153,6 +153,6 @@ def create_app(
 
     table.append(("GET", "/openapi.json", openapi, None))
     for method, path, handler, scope in table:
-        app.router.add_route(method, path, guarded(gw, handler, scope))
+        app.router.add_route(method, path, guarded(ctx, handler, scope))
     app.router.add_route("*", "/{unrouted:.*}", _unrouted, name=UNROUTED)
     return app
