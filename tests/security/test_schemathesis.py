@@ -23,7 +23,8 @@ from schemathesis import GenerationMode
 from schemathesis.core.failures import FailureGroup, ServerError
 from schemathesis.specs.openapi.checks import negative_data_rejection, positive_data_acceptance
 
-from wxgate.api.openapi import OPERATIONS, Op
+from wxgate.api.operation import Op
+from wxgate.api.routes import OPERATIONS
 from wxgate.runtime import Runtime
 from wxgate.sandbox import free_port
 from wxgate.settings import from_dict
