@@ -68,7 +68,7 @@ async def _measure(case: str) -> int:
     from wxgate.api.intake import batch_from, message_from
     from wxgate.clock import SystemClock
     from wxgate.models import BatchIn, Message, MessageIn, SendResult, new_id
-    from wxgate.runtime import tune_gc
+    from wxgate.process import tune_gc
     from wxgate.settings import AppSettings
     from wxgate.store.sqlite import SQLiteStore
 
@@ -152,7 +152,8 @@ async def _ingest(noop: bool) -> int:
     from wxbench.procs import free_port
     from wxbench.services import API_KEY, message_body, write_gateway_config
 
-    from wxgate.runtime import Runtime, tune_gc
+    from wxgate.process import tune_gc
+    from wxgate.runtime import Runtime
     from wxgate.settings import load
 
     tmp = Path(tempfile.mkdtemp(prefix="wxgate-instr-"))
@@ -203,7 +204,8 @@ async def _deliver(bare: bool) -> int:
     from wxgate.api.intake import batch_from
     from wxgate.clock import SystemClock
     from wxgate.models import BatchIn, new_id
-    from wxgate.runtime import Runtime, tune_gc
+    from wxgate.process import tune_gc
+    from wxgate.runtime import Runtime
     from wxgate.settings import load
     from wxgate.store.sqlite import SQLiteStore
 

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import msgspec
 
 from wxgate.errors import ConfigError
-from wxgate.runtime import Runtime, install_uvloop, parse_role, serve_until_signal
+from wxgate.process import install_uvloop, serve_until_signal
+from wxgate.runtime import Runtime, parse_role
 from wxgate.sandbox import (
     SANDBOX_APP,
     SANDBOX_APPID,
@@ -59,21 +60,23 @@ def apply_overrides(base: Settings, opts: ServeOptions) -> Settings:
 
 
 def _banner(runtime: Runtime, sandbox: bool, sim_url: str | None, processes: int) -> None:
-    s = runtime.settings
-    metrics = f"{runtime.url}/metrics"
+    s, url = runtime.settings, runtime.url
+    metrics = f"{url}/metrics"
     if runtime.metrics_port is not None and s.server.metrics_bind is not None:
-        metrics = f"http://{s.server.metrics_bind.rpartition(':')[0]}:{runtime.metrics_port}/metrics"
+        metrics = (
+            f"http://{s.server.metrics_bind.rpartition(':')[0]}:{runtime.metrics_port}/metrics"
+        )
     lines = [
-        f"wxgate listening on {runtime.url} (store {s.masked()['store']['url']}, "
+        f"wxgate listening on {url} (store {s.masked()['store']['url']}, "
         f"role {runtime.role}, processes {processes})",
-        f"  API:       {runtime.url}/v1/messages   stats: {runtime.url}/v1/stats   metrics: {metrics}"
+        f"  API:       {url}/v1/messages   stats: {url}/v1/stats   metrics: {metrics}"
         if runtime.role != "worker"
-        else f"  probes:    {runtime.url}/healthz  {runtime.url}/readyz  {metrics} (no API here)",
+        else f"  probes:    {url}/healthz  {url}/readyz  {metrics} (no API here)",
     ]
     if sandbox:
         lines += [
             f"  sandbox:   app '{SANDBOX_APP}', API key '{SANDBOX_KEY}', simulator at {sim_url}",
-            f"  try:       curl -s -X POST {runtime.url}/v1/messages -H 'Authorization: Bearer "
+            f"  try:       curl -s -X POST {url}/v1/messages -H 'Authorization: Bearer "
             f'{SANDBOX_KEY}\' -d \'{{"touser":"o_alice","template_id":"tpl_order",'
             f'"data":{{"thing1":"Your order shipped"}}}}\'',
         ]

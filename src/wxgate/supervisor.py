@@ -32,7 +32,8 @@ from multiprocessing.synchronize import Event as ProcessEvent
 import msgspec
 
 from wxgate.errors import ConfigError, WxgateError
-from wxgate.runtime import Runtime, install_uvloop, parse_role, serve_until_signal
+from wxgate.process import install_uvloop, serve_until_signal
+from wxgate.runtime import Runtime, parse_role
 from wxgate.settings import Settings
 
 log = logging.getLogger("wxgate.supervisor")
