@@ -2,13 +2,13 @@
 
 Leased messages wait in a per-app lane until the app has a free slot, then go to one shared
 ready queue (both in lanes.py) that `concurrency` worker tasks read (a queue hand-off measured
-~2 us a message against ~20 us for a task per message). The lease loop leases no more than
-the free global capacity plus a prefetch (PREFETCH_DIVISOR), and leaves out apps that are
-paused, whose breaker is open, whose rate limit is saturated or that hold their cap, so one app's backlog
-never blocks another's. The store is fair across apps but takes no per-app limits, so a
-lease can bring one app more than its free slots: the extra wait in its lane, holding no
-worker (so other apps' leases go on), and the app sits out the next leases. Lanes hold at
-most `concurrency` messages in all.
+~2 us a message against ~20 us for a task per message). The lease loop leases no more than the
+free global capacity plus a prefetch (PREFETCH_DIVISOR), and leaves out apps that are paused,
+whose breaker is open, whose rate limit is saturated or that hold their cap, so one app's
+backlog never blocks another's. The store is fair across apps but takes no per-app limits, so a
+lease can bring one app more than its free slots: the extra wait in its lane, holding no worker
+(so other apps' leases go on), and the app sits out the next leases. Lanes hold at most
+`concurrency` messages in all.
 
 Leases are not renewed. The invariant that makes that safe: lease_s > the dispatcher's send
 budget (2 x the client's total timeout) + the rate-limit look-ahead; a message whose lease
