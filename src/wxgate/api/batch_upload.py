@@ -131,13 +131,15 @@ class StreamedBatch:
             await self._cancelled()
             raise
         if self.accepted == 0:
-            await ctx.store.set_batch_status(batch.id, "cancelled")
+            await ctx.store.set_batch_status(batch.id, BatchStatus.CANCELLED)
             raise invalid("recipients", f"no recipients in the body (batch {batch.id} cancelled)")
         await ctx.store.set_batch_total(batch.id, self.accepted)
-        status = "running"
-        if not await ctx.store.set_batch_status(batch.id, "running", expect="loading"):
+        status = BatchStatus.RUNNING
+        if not await ctx.store.set_batch_status(
+            batch.id, BatchStatus.RUNNING, expect=BatchStatus.LOADING
+        ):
             current = await ctx.store.get_batch(batch.id)  # paused or cancelled meanwhile
-            status = current.status if current is not None else "cancelled"
+            status = current.status if current is not None else BatchStatus.CANCELLED
         ctx.wake()
         return BatchAccepted(batch.id, self.accepted, status)
 
@@ -177,7 +179,7 @@ class StreamedBatch:
         ctx, batch, budget = self.ctx, self.batch, self.budget
         assert batch is not None and budget is not None
         current = await ctx.store.get_batch(batch.id)
-        if current is None or current.status == "cancelled":
+        if current is None or current.status == BatchStatus.CANCELLED:
             raise ApiError(409, "conflict", f"batch {batch.id} was cancelled during the upload")
         messages = []
         room, own_total = budget.room, 0
@@ -224,7 +226,7 @@ class StreamedBatch:
     async def _cancelled(self) -> None:
         assert self.batch is not None
         with contextlib.suppress(WxgateError):  # the store is down: it stays `loading`
-            await self.ctx.store.set_batch_status(self.batch.id, "cancelled")
+            await self.ctx.store.set_batch_status(self.batch.id, BatchStatus.CANCELLED)
 
     async def _incomplete(self) -> None:
         batch = self.batch
@@ -232,7 +234,9 @@ class StreamedBatch:
             return
         try:
             await self.ctx.store.set_batch_total(batch.id, self.accepted)
-            await self.ctx.store.set_batch_status(batch.id, "incomplete", expect="loading")
+            await self.ctx.store.set_batch_status(
+                batch.id, BatchStatus.INCOMPLETE, expect=BatchStatus.LOADING
+            )
         except WxgateError:
             # The store is down too: the batch stays `loading`, which resume/cancel handle.
             log.warning("batch %s: could not mark the broken upload incomplete", batch.id)

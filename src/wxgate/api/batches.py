@@ -22,6 +22,7 @@ from wxgate.api.schemas import BatchList, BatchPatch
 from wxgate.api.template_check import checked_batch
 from wxgate.errors import StoreTimeout
 from wxgate.models import (
+    BATCH_DONE,
     BATCH_HELD,
     FINAL_STATUSES,
     Batch,
@@ -95,7 +96,7 @@ class BatchRoutes:
             status == BatchStatus.RUNNING
             and sum(n for s, n in counts.items() if s in _FINAL) >= total
         ):
-            status = "done"
+            status = BATCH_DONE
         errcodes = await store.batch_errcodes(batch.id) if counts.get("dead") else {}
         return BatchProgress(
             batch.id,
@@ -130,29 +131,31 @@ class BatchRoutes:
     async def pause(self, request: web.Request) -> web.Response:
         """Stops leasing the batch's messages; those in flight finish. Resume picks them up."""
         progress = await self._progress(request.match_info["id"], request)
-        if progress.status in ("done", "cancelled"):
+        if progress.status in (BATCH_DONE, BatchStatus.CANCELLED):
             raise ApiError(409, "conflict", f"the batch is {progress.status}")
-        if progress.status != "paused":
-            await self.ctx.store.set_batch_status(progress.id, "paused")
+        if progress.status != BatchStatus.PAUSED:
+            await self.ctx.store.set_batch_status(progress.id, BatchStatus.PAUSED)
         return json_response(await self._progress(progress.id))
 
     async def resume(self, request: web.Request) -> web.Response:
         progress = await self._progress(request.match_info["id"], request)
-        if progress.status == "cancelled":
+        if progress.status == BatchStatus.CANCELLED:
             raise ApiError(409, "conflict", "a cancelled batch cannot be resumed")
         if progress.status in BATCH_HELD:
             # paused, incomplete (its upload broke) or loading (an upload its gateway died in)
-            await self.ctx.store.set_batch_status(progress.id, "running", expect=progress.status)
+            await self.ctx.store.set_batch_status(
+                progress.id, BatchStatus.RUNNING, expect=progress.status
+            )
             self.ctx.wake()
         return json_response(await self._progress(progress.id))
 
     async def cancel(self, request: web.Request) -> web.Response:
         """Cancels the batch's pending messages; ones already sent or in flight stay as they are."""
         progress = await self._progress(request.match_info["id"], request)
-        if progress.status == "done":
+        if progress.status == BATCH_DONE:
             raise ApiError(409, "conflict", "every message of this batch is already final")
-        if progress.status != "cancelled":
-            await self.ctx.store.set_batch_status(progress.id, "cancelled")
+        if progress.status != BatchStatus.CANCELLED:
+            await self.ctx.store.set_batch_status(progress.id, BatchStatus.CANCELLED)
         return json_response(await self._progress(progress.id))
 
     async def patch(self, request: web.Request) -> web.Response:
@@ -160,7 +163,7 @@ class BatchRoutes:
         progress = await self._progress(request.match_info["id"], request)
         body = await read_json(request, _PATCH, self.ctx.max_body_bytes)
         check_rate(body.rate_per_s)
-        if progress.status in ("done", "cancelled"):
+        if progress.status in (BATCH_DONE, BatchStatus.CANCELLED):
             raise ApiError(409, "conflict", f"the batch is {progress.status}")
         await self.ctx.store.set_batch_rate(progress.id, body.rate_per_s)
         return json_response(await self._progress(progress.id))
