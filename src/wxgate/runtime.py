@@ -217,7 +217,7 @@ class Runtime:
         self._runner = LimitedRunner(
             app,
             limits,
-            # Not a log: the class counts and times requests for /metrics (metrics.py).
+            # Not a log: the class counts and times requests for /metrics (wxgate.metrics).
             access_log=logging.getLogger("wxgate.http"),
             access_log_class=self.metrics.access_logger(),
             handle_signals=False,

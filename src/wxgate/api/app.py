@@ -26,9 +26,10 @@ from wxgate.api.context import (
 from wxgate.api.depth import DepthGuard
 from wxgate.api.errors import ApiError, response_for
 from wxgate.api.operation import Handler
-from wxgate.api.routes import ROUTES, Views
+from wxgate.api.routes import ROUTES
 from wxgate.api.store_deadline import with_deadline
 from wxgate.api.template_check import TemplateSource
+from wxgate.api.views import Views
 from wxgate.clock import Clock
 from wxgate.metrics import UNROUTED
 from wxgate.settings import Settings

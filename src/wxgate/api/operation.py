@@ -16,7 +16,7 @@ from aiohttp import web
 from wxgate.api.auth import Scope
 
 if TYPE_CHECKING:
-    from wxgate.api.routes import Views
+    from wxgate.api.views import Views
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Schema = str | dict[str, Any]  # a JSON type name, or a whole JSON schema

@@ -1,29 +1,18 @@
 """Every route once: method, path, handler, scope and OpenAPI operation (ROUTES).
 
-app.py registers ROUTES on the router (a worker-only process: the `probe` ones alone) and
-openapi.py documents the same list, so the served document lists exactly the served routes.
-Every query parameter a handler reads is declared here with the bounds the handler enforces
-(400 naming it).
+app.py registers ROUTES on the router (a worker-only process: the `probe` ones alone), each
+handler picked from the app's views (views.py), and openapi.py documents the same list, so the
+served document lists exactly the served routes. Every query parameter a handler reads is
+declared here with the bounds the handler enforces (400 naming it).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from aiohttp import web
-
 from wxgate.api.auth import Scope
 from wxgate.api.batch_results import FORMATS
-from wxgate.api.batches import MAX_LIST, BatchRoutes
-from wxgate.api.callback import CallbackRoutes
-from wxgate.api.context import ApiContext
-from wxgate.api.dashboard_routes import DashboardRoutes
-from wxgate.api.deadletters import ERRCODE_MAX, ERRCODE_MIN, MAX_LIMIT, DeadLetterRoutes
-from wxgate.api.messages import MessageRoutes
-from wxgate.api.openapi import document
+from wxgate.api.batches import MAX_LIST
+from wxgate.api.deadletters import ERRCODE_MAX, ERRCODE_MIN, MAX_LIMIT
 from wxgate.api.operation import Op, Route, Schema
-from wxgate.api.ops import OpsRoutes
-from wxgate.api.responses import JSON, encode
 from wxgate.api.schemas import (
     AccessToken,
     BatchList,
@@ -37,49 +26,11 @@ from wxgate.api.schemas import (
     RequeueIn,
     Stats,
 )
-from wxgate.api.tokens import TokenRoutes
 from wxgate.models import Accepted, BatchAccepted, BatchIn, BatchProgress, MessageIn, MessageKind
 from wxgate.policy.quiet_hours import PRIORITY_ALIASES
 
 # intake.idempotency_key's bound for the header (and MessageIn's for the body field)
 MAX_IDEMPOTENCY_KEY = 256
-
-
-class OpenApiView:
-    """/openapi.json: the document of ROUTES, encoded once per Application."""
-
-    def __init__(self) -> None:
-        self._body = encode(document(ROUTES))
-
-    async def get(self, request: web.Request) -> web.Response:
-        return web.Response(body=self._body, content_type=JSON)
-
-
-@dataclass(frozen=True, slots=True)
-class Views:
-    """The handler objects of one Application; each Route picks its handler from them."""
-
-    messages: MessageRoutes
-    batches: BatchRoutes
-    dead_letters: DeadLetterRoutes
-    ops: OpsRoutes
-    callback: CallbackRoutes
-    tokens: TokenRoutes
-    dashboard: DashboardRoutes
-    openapi: OpenApiView
-
-    @classmethod
-    def of(cls, ctx: ApiContext) -> Views:
-        return cls(
-            MessageRoutes(ctx),
-            BatchRoutes(ctx),
-            DeadLetterRoutes(ctx),
-            OpsRoutes(ctx),
-            CallbackRoutes(ctx),
-            TokenRoutes(ctx),
-            DashboardRoutes(),
-            OpenApiView(),
-        )
 
 
 def _limit(most: int, default: int) -> tuple[str, str, Schema, str]:
