@@ -375,7 +375,7 @@ async def sim_view(sim: SimHandle, app: AppSpec | None = None) -> SimView:
 @dataclass
 class Rig:
     sim: SimHandle
-    gw: Runtime
+    runtime: Runtime
     api: Api
     settings: Settings
     port: int
@@ -400,10 +400,10 @@ async def running_rig(
         settings = build_settings(
             tmp_path, port, sim.base_url, apps, app_overrides=app_overrides, **sections
         )
-        async with Runtime(settings, clock=gw_clock) as gw:
-            api = Api(gw.url)
+        async with Runtime(settings, clock=gw_clock) as runtime:
+            api = Api(runtime.url)
             try:
-                yield Rig(sim, gw, api, settings, port)
+                yield Rig(sim, runtime, api, settings, port)
             finally:
                 await api.close()
 

@@ -102,8 +102,8 @@ def gateway(tmp: Path) -> Serve:
             raw = settings_dict(tmp, port, sim.base_url, (APP_A, APP_B))
             raw["server"]["keys"] = KEYS
             raw["apps"][1]["encoding_aes_key"] = AES_KEY
-            async with Runtime(from_dict(raw)) as gw:
-                url.append(gw.url)
+            async with Runtime(from_dict(raw)) as runtime:
+                url.append(runtime.url)
                 await stop.wait()
 
     return serve

@@ -53,8 +53,8 @@ async def rig(
             webhooks={**FAST_WEBHOOKS, "allow_private_networks": ["127.0.0.0/8"], **webhooks},
             store=store,
         )
-        async with Runtime(settings) as gw:
-            api = Api(gw.url)
+        async with Runtime(settings) as runtime:
+            api = Api(runtime.url)
             try:
                 yield api
             finally:
