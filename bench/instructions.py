@@ -68,7 +68,7 @@ async def _measure(case: str) -> int:
     from wxgate.api.intake import batch_from, message_from
     from wxgate.clock import SystemClock
     from wxgate.models import BatchIn, Message, MessageIn, SendResult, new_id
-    from wxgate.runtime import tune_gc
+    from wxgate.process import tune_gc
     from wxgate.settings import AppSettings
     from wxgate.store.sqlite import SQLiteStore
 
@@ -88,7 +88,7 @@ async def _measure(case: str) -> int:
         _count(False)
         return N
     tmp = tempfile.mkdtemp(prefix="wxgate-instr-")
-    store = SQLiteStore(f"{tmp}/gw.db", SystemClock(), retention_s=3600)
+    store = SQLiteStore(f"{tmp}/runtime.db", SystemClock(), retention_s=3600)
     await store.open()
     try:
 
@@ -152,7 +152,8 @@ async def _ingest(noop: bool) -> int:
     from wxbench.procs import free_port
     from wxbench.services import API_KEY, message_body, write_gateway_config
 
-    from wxgate.runtime import Gateway, tune_gc
+    from wxgate.process import tune_gc
+    from wxgate.runtime import Runtime
     from wxgate.settings import load
 
     tmp = Path(tempfile.mkdtemp(prefix="wxgate-instr-"))
@@ -166,12 +167,12 @@ async def _ingest(noop: bool) -> int:
             stack.push_async_callback((await noop_server.start("127.0.0.1", port)).cleanup)
         else:
             cfg = write_gateway_config(
-                tmp / "gw.toml",
+                tmp / "runtime.toml",
                 port=port,
-                store_url=f"sqlite:///{tmp}/gw.db",
+                store_url=f"sqlite:///{tmp}/runtime.db",
                 sim_url="http://127.0.0.1:9",  # role=api sends nothing
             )
-            await stack.enter_async_context(Gateway(load(cfg), role="api"))
+            await stack.enter_async_context(Runtime(load(cfg), role="api"))
         tune_gc()  # as `wxgate serve` does once it is up
 
         def wrk(name: str, seconds: float) -> int:
@@ -203,7 +204,8 @@ async def _deliver(bare: bool) -> int:
     from wxgate.api.intake import batch_from
     from wxgate.clock import SystemClock
     from wxgate.models import BatchIn, new_id
-    from wxgate.runtime import Gateway, tune_gc
+    from wxgate.process import tune_gc
+    from wxgate.runtime import Runtime
     from wxgate.settings import load
     from wxgate.store.sqlite import SQLiteStore
 
@@ -219,10 +221,13 @@ async def _deliver(bare: bool) -> int:
             _count(False)
             return int(str(result["sent"]))
         cfg = write_gateway_config(
-            tmp / "gw.toml", port=free_port(), store_url=f"sqlite:///{tmp}/gw.db", sim_url=sim.url
+            tmp / "runtime.toml",
+            port=free_port(),
+            store_url=f"sqlite:///{tmp}/runtime.db",
+            sim_url=sim.url,
         )
         settings = load(cfg)
-        store = SQLiteStore(f"{tmp}/gw.db", SystemClock(), retention_s=3600)
+        store = SQLiteStore(f"{tmp}/runtime.db", SystemClock(), retention_s=3600)
         await store.open()
         decode = msgspec.json.Decoder(BatchIn).decode
         for start in range(0, DELIVER_N, 1000):
@@ -231,9 +236,9 @@ async def _deliver(bare: bool) -> int:
             await store.enqueue(msgs, batch)
         await store.close()
 
-        gw = await stack.enter_async_context(Gateway(settings, role="worker"))
-        assert gw.pool is not None
-        pool = gw.pool
+        runtime = await stack.enter_async_context(Runtime(settings, role="worker"))
+        assert runtime.pool is not None
+        pool = runtime.pool
 
         def sent() -> int:  # acked sends, read in-process (an HTTP poll would be counted)
             return sum(int(s["sent"]) for s in pool.app_states().values())

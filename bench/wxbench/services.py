@@ -160,7 +160,7 @@ def start_sim(
 
 
 @dataclass
-class Gateway:
+class GatewayProcess:
     proc: Proc
     url: str
     config: Path
@@ -241,14 +241,14 @@ def start_gateway(
     role: str,
     processes: int = 1,
     unpooled: bool = False,
-) -> Gateway:
+) -> GatewayProcess:
     port = _config_port(config)
     proc = Proc(name, gateway_command(config, role, processes, unpooled), run_dir)
     url = f"http://127.0.0.1:{port}"
     wait_http(f"{url}/healthz", proc, timeout=60)
     if processes > 1:
         time.sleep(1.5)  # the first child answered; give the others time to bind too
-    return Gateway(proc, url, config)
+    return GatewayProcess(proc, url, config)
 
 
 def _config_port(config: Path) -> int:

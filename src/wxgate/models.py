@@ -212,6 +212,8 @@ class Batch(msgspec.Struct, kw_only=True):
 
 
 # Batch statuses whose messages are not leased: held until resumed (or cancelled for good).
+# The status progress reports, never stored, once every message of a running batch is final.
+BATCH_DONE = "done"
 BATCH_HELD = frozenset({BatchStatus.LOADING, BatchStatus.PAUSED, BatchStatus.INCOMPLETE})
 BATCH_STATUSES = frozenset(BatchStatus)
 # What set_batch_status may set: every status but `loading`, which only a new batch has.

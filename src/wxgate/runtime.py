@@ -1,22 +1,18 @@
 """Builds a running gateway from Settings; the only place that names concrete classes.
 
-Lifecycles nest in `async with` and close in reverse: store -> WeChat client -> token broker ->
-worker pool -> HTTP site. SIGTERM drains (stop leasing, finish or release in-flight sends); a
-second signal exits at once.
+Startup runs named phases over one AsyncExitStack (store -> WeChat sessions and token broker ->
+delivery -> HTTP listeners); shutdown closes them in reverse, draining in-flight sends. Signals,
+GC tuning and uvloop belong to the process around it (process.py).
 
 Roles split one deployment into ingest and delivery: `api` serves the whole HTTP API and runs
-no workers; `worker` runs the delivery pool and serves only /healthz, /readyz and /metrics on
-its port (probes and scrapes need one; it takes no API traffic); `all` does both.
+no workers; `worker` runs the delivery pool and serves only the probe routes (/healthz, /readyz,
+/metrics) on its port (probes and scrapes need one; it takes no API traffic); `all` does both.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import gc
 import logging
-import os
-import signal
 import socket
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal
@@ -27,15 +23,12 @@ from wxgate.api.app import create_app
 from wxgate.api.connections import ConnectionLimits, LimitedRunner, LimitedServer
 from wxgate.api.metrics_access import metrics_route
 from wxgate.api.ops import METRICS_HANDLER
-from wxgate.api.responses import json_response
-from wxgate.api.schemas import Health
 from wxgate.clock import Clock, SystemClock
 from wxgate.delivery.dispatcher import Dispatcher
 from wxgate.delivery.webhooks import WebhookSender
 from wxgate.delivery.workers import WorkerPool
-from wxgate.errors import ConfigError, StoreUnavailable
+from wxgate.errors import ConfigError
 from wxgate.metrics import Metrics
-from wxgate.models import ErrorBody
 from wxgate.policy.errcodes import known_codes
 from wxgate.settings import Settings, parse_bind
 from wxgate.store.base import Store
@@ -51,23 +44,6 @@ ROLES: tuple[Role, ...] = ("api", "worker", "all")
 # Stopping the HTTP site waits this long at most for requests in progress (each one is a
 # store round trip; a hung store must not eat the drain's time).
 HTTP_SHUTDOWN_S = 5.0
-# The collector's young-generation threshold while serving (see tune_gc).
-GC_GEN0_THRESHOLD = 7_000
-
-
-def tune_gc() -> None:
-    """Set the collector up for serving, once everything long-lived has been built.
-
-    Startup's objects live as long as the process: frozen, the collections that batch
-    ingest's allocations trigger do not walk them again and again (callgrind: -4%
-    instructions per batch recipient). A young generation of 700 (the default) is collected
-    every few requests, walking objects that a request frees a moment later anyway; 10x
-    fewer collections keep a few hundred kB of cyclic garbage a little longer (-5% per batch
-    recipient and per leased message).
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(GC_GEN0_THRESHOLD, *gc.get_threshold()[1:])
 
 
 def parse_role(value: str) -> Role:
@@ -77,38 +53,13 @@ def parse_role(value: str) -> Role:
     raise ConfigError(f"role {value!r}: must be api, worker or all")
 
 
-def ops_app(store: Store) -> web.Application:
-    """The HTTP face of a worker-only process: liveness, readiness and (set by the caller)
-    metrics. No /v1 routes: a worker put behind a load balancer by mistake answers 404
-    rather than taking API traffic."""
+class Runtime:
+    """One gateway's running parts: store, WeChat client, token broker, worker pool, webhooks
+    and HTTP listeners. `async with Runtime(settings)` starts them; leaving drains and closes.
 
-    async def healthz(request: web.Request) -> web.Response:
-        return json_response(Health("ok"))
-
-    async def readyz(request: web.Request) -> web.Response:
-        try:
-            await store.ping()
-        except StoreUnavailable:
-            return json_response(
-                Health("store_unavailable"), status=503, headers={"Retry-After": "5"}
-            )
-        return json_response(Health("ready"))
-
-    async def metrics(request: web.Request) -> web.StreamResponse:
-        handler = request.app.get(METRICS_HANDLER)
-        if handler is None:  # served on server.metrics_bind instead
-            return json_response(ErrorBody("not_found", "no such route"), status=404)
-        return await handler(request)
-
-    app = web.Application()
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics)
-    return app
-
-
-class Gateway:
-    """One gateway process: store, WeChat client, token broker, worker pool and HTTP API."""
+    Not a process: `wxgate serve --processes N` runs one per child, and tests run several in
+    one interpreter.
+    """
 
     def __init__(
         self,
@@ -134,8 +85,14 @@ class Gateway:
         self.app: web.Application | None = None
         self._runner: LimitedRunner | None = None
         self._metrics_runner: LimitedRunner | None = None
+        self._stack: contextlib.AsyncExitStack | None = None
+        self._drain = True  # read by the shutdown phases: False closes without waiting
         self.port: int = settings.server.port
         self.metrics_port: int | None = None  # the server.metrics_bind listener's, when set
+
+    def __repr__(self) -> str:
+        state = "running" if self._stack is not None else "stopped"
+        return f"<Runtime role={self.role} {state} port={self.port}>"
 
     @property
     def http(self) -> LimitedServer | None:
@@ -146,89 +103,127 @@ class Gateway:
     def url(self) -> str:
         return f"http://{self.settings.server.host}:{self.port}"
 
-    async def __aenter__(self) -> Gateway:
-        try:
-            await self.start()
-        except BaseException:
-            await self.close(drain=False)
-            raise
+    async def __aenter__(self) -> Runtime:
+        await self.start()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
+    # ------------------------------------------------------------------ startup
+
     async def start(self) -> None:
+        """Run the startup phases in order; each registers its own shutdown on the stack, so
+        a phase that fails closes what the earlier ones opened (without draining)."""
+        self._stack = stack = contextlib.AsyncExitStack()
+        self._drain = True
+        try:
+            store = await self._open_store(stack)
+            broker = await self._open_wechat(stack, store)
+            if self.role in ("worker", "all"):
+                await self._start_delivery(stack, store, broker)
+            self.metrics.bind_store(store)
+            self.metrics.bind_webhooks(store)
+            await self._serve_http(stack, self._build_app(store, broker))
+        except BaseException:
+            await self.close(drain=False)
+            raise
+
+    async def _open_store(self, stack: contextlib.AsyncExitStack) -> Store:
+        s = self.settings.store
+        self.store = store = open_store(s.url, self.clock, s.retention_s)
+        stack.push_async_callback(self._close_store)  # also after a half-done open
+        await store.open()
+        return store
+
+    async def _open_wechat(self, stack: contextlib.AsyncExitStack, store: Store) -> TokenBroker:
+        """The WeChat client's sessions (created inside the running loop, as aiohttp requires),
+        the token broker over them, and the template lists apps that validate read."""
         s = self.settings
-        self.store = open_store(s.store.url, self.clock, s.store.retention_s)
-        await self.store.open()
-        self.client = WeChatClient(s.wechat, self.clock)
-        await self.client.start()
-        self.broker = TokenBroker(self.client, self.store, self.clock)
-        self.metrics.bind_broker(self.broker, {a.appid: a.name for a in s.apps})
+        self.client = client = WeChatClient(s.wechat, self.clock)
+        stack.push_async_callback(self._close_client)
+        await client.start()
+        self.broker = broker = TokenBroker(client, store, self.clock)
+        self.metrics.bind_broker(broker, {a.appid: a.name for a in s.apps})
         if any(a.validate != "off" for a in s.apps):
-            self.templates = TemplateCatalog(self.client, self.broker, s.templates, self.clock)
-        if self.role in ("worker", "all"):
-            apps = {a.name: a for a in s.apps}
-            # The send budget checked against each lease is the client's real timeout.
-            dispatcher = Dispatcher(
-                self.store,
-                self.broker,
-                apps,
-                s.workers,
-                self.clock,
-                metrics=self.metrics,
-                send_timeout_s=s.wechat.total_timeout_s,
-            )
-            self.pool = WorkerPool(self.store, dispatcher, s.workers, self.clock)
-            self.metrics.bind_pool(self.pool)
-            await self.pool.start()
-            # Status webhooks: a loop of their own beside the pool (delivery/webhooks.py).
-            pool, busy_at = self.pool, max(1, s.workers.concurrency // 2)
-            self.webhooks = WebhookSender(
-                self.store,
-                apps,
-                s.webhooks,
-                self.clock,
-                metrics=self.metrics,
-                busy=lambda: pool.held >= busy_at,  # a send backlog: webhooks yield the CPU
-            )
-            await self.webhooks.start()
-        self.metrics.bind_store(self.store)
-        self.metrics.bind_webhooks(self.store)
-        if self.role == "worker":
-            self.app = ops_app(self.store)
-        else:
-            stats_extra: Callable[[], Awaitable[dict[str, Any]]] | None = None
-            if self.pool is not None:
-                pool = self.pool
+            self.templates = TemplateCatalog(client, broker, s.templates, self.clock)
+            stack.push_async_callback(self._close_templates)
+        return broker
 
-                async def _extra() -> dict[str, Any]:
-                    return {"apps": pool.app_states()}
+    async def _start_delivery(
+        self, stack: contextlib.AsyncExitStack, store: Store, broker: TokenBroker
+    ) -> None:
+        """The worker pool, then the status webhooks (a loop of their own beside the pool,
+        delivery/webhooks.py). Shutdown drains the pool first so that the final statuses of
+        the sends it finishes still get their webhooks."""
+        s = self.settings
+        apps = {a.name: a for a in s.apps}
+        # The send budget checked against each lease is the client's real timeout.
+        dispatcher = Dispatcher(
+            store,
+            broker,
+            apps,
+            s.workers,
+            self.clock,
+            metrics=self.metrics,
+            send_timeout_s=s.wechat.total_timeout_s,
+        )
+        self.pool = pool = WorkerPool(store, dispatcher, s.workers, self.clock)
+        self.metrics.bind_pool(pool)
+        stack.push_async_callback(self._stop_delivery)
+        await pool.start()
+        busy_at = max(1, s.workers.concurrency // 2)
+        self.webhooks = WebhookSender(
+            store,
+            apps,
+            s.webhooks,
+            self.clock,
+            metrics=self.metrics,
+            busy=lambda: pool.held >= busy_at,  # a send backlog: webhooks yield the CPU
+        )
+        await self.webhooks.start()
 
-                stats_extra = _extra
-            self.app = create_app(
-                s,
-                self.store,
-                self.clock,
-                self.broker,
-                stats_extra,
-                self.metrics,
-                wake=self.pool.wake if self.pool is not None else None,
-                templates=self.templates,
-            )
+    def _build_app(self, store: Store, broker: TokenBroker) -> web.Application:
+        """The whole API, or only the probe routes in a worker-only process."""
+        s = self.settings
+        stats_extra: Callable[[], Awaitable[dict[str, Any]]] | None = None
+        if self.pool is not None:
+            pool = self.pool
+
+            async def _extra() -> dict[str, Any]:
+                return {"apps": pool.app_states()}
+
+            stats_extra = _extra
+        self.app = app = create_app(
+            s,
+            store,
+            self.clock,
+            broker,
+            stats_extra,
+            self.metrics,
+            wake=self.pool.wake if self.pool is not None else None,
+            templates=self.templates,
+            probes_only=self.role == "worker",
+        )
+        return app
+
+    async def _serve_http(self, stack: contextlib.AsyncExitStack, app: web.Application) -> None:
+        """The API listener, then /metrics's own listener when server.metrics_bind is set."""
+        s = self.settings
         metrics_handler = metrics_route(self.metrics.handler, s.server.metrics_key)
         if s.server.metrics_bind is None:
-            self.app[METRICS_HANDLER] = metrics_handler
+            app[METRICS_HANDLER] = metrics_handler
         limits = ConnectionLimits.from_settings(s.server)
         self._runner = LimitedRunner(
-            self.app,
+            app,
             limits,
-            # Not a log: the class counts and times requests for /metrics (metrics.py).
+            # Not a log: the class counts and times requests for /metrics (wxgate.metrics).
             access_log=logging.getLogger("wxgate.http"),
             access_log_class=self.metrics.access_logger(),
             handle_signals=False,
             shutdown_timeout=HTTP_SHUTDOWN_S,
         )
+        stack.push_async_callback(self._stop_http)
         await self._runner.setup()
         site: web.BaseSite
         if self._sock is not None:
@@ -244,10 +239,11 @@ class Gateway:
         await site.start()
         self.port = _bound_port(site) or self.port
         if s.server.metrics_bind is not None:
-            await self._serve_metrics(s.server.metrics_bind, metrics_handler, limits)
+            await self._serve_metrics(stack, s.server.metrics_bind, metrics_handler, limits)
 
     async def _serve_metrics(
         self,
+        stack: contextlib.AsyncExitStack,
         bind: str,
         handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
         limits: ConnectionLimits,
@@ -258,6 +254,7 @@ class Gateway:
         self._metrics_runner = LimitedRunner(
             app, limits, access_log=None, handle_signals=False, shutdown_timeout=HTTP_SHUTDOWN_S
         )
+        stack.push_async_callback(self._stop_metrics_http)
         await self._metrics_runner.setup()
         host, port = parse_bind(bind)
         # Every process of `serve --processes N` binds it, as it does the API port.
@@ -266,28 +263,46 @@ class Gateway:
         await site.start()
         self.metrics_port = _bound_port(site) or port
 
+    # ----------------------------------------------------------------- shutdown
+
     async def close(self, *, drain: bool = True) -> None:
+        """Close the phases in reverse: listeners, delivery (drained unless `drain` is False),
+        templates, WeChat sessions, store."""
+        stack, self._stack = self._stack, None
+        if stack is None:
+            return
+        self._drain = drain
+        await stack.aclose()
+
+    async def _stop_metrics_http(self) -> None:
         if self._metrics_runner is not None:
             await self._metrics_runner.cleanup()
             self._metrics_runner = None
+
+    async def _stop_http(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+    async def _stop_delivery(self) -> None:
         if self.pool is not None:
-            if drain:
-                await self.pool.drain(self.settings.workers.drain_timeout_s)
-            else:
-                await self.pool.drain(0)
+            await self.pool.drain(self.settings.workers.drain_timeout_s if self._drain else 0)
             self.pool = None
         if self.webhooks is not None:
-            await self.webhooks.close(timeout_s=2.0 if drain else 0.0)
+            await self.webhooks.close(timeout_s=2.0 if self._drain else 0.0)
             self.webhooks = None
+
+    async def _close_templates(self) -> None:
         if self.templates is not None:
             await self.templates.close()
             self.templates = None
+
+    async def _close_client(self) -> None:
         if self.client is not None:
             await self.client.close()
             self.client = None
+
+    async def _close_store(self) -> None:
         if self.store is not None:
             await self.store.close()
             self.store = None
@@ -299,64 +314,3 @@ def _bound_port(site: web.BaseSite) -> int | None:
         port: int = server.sockets[0].getsockname()[1]
         return port
     return None
-
-
-def install_uvloop() -> None:
-    with contextlib.suppress(ImportError):
-        import uvloop
-
-        uvloop.install()
-
-
-async def serve_until_signal(
-    gateway: Gateway,
-    on_ready: Callable[[Gateway], None],
-    *,
-    supervised: bool = False,
-    parent_fd: int | None = None,
-) -> None:
-    """Run until SIGTERM/SIGINT; the first signal drains, a second one exits at once.
-
-    `supervised` (a child of `wxgate serve --processes N`): SIGTERM drains, SIGINT and repeated
-    signals are ignored. Ctrl-C reaches the whole process group, and systemd may signal every
-    process of the unit; the parent forwards one SIGTERM and escalates to SIGKILL itself, so
-    a second signal must not cut the drain short. `parent_fd` turning readable (the parent's
-    end of a pipe closed: it died) drains too, so no child outlives its supervisor.
-    """
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    hits = 0
-
-    def _on_signal() -> None:
-        nonlocal hits
-        hits += 1
-        if hits == 1:
-            log.info(
-                "signal received: draining%s",
-                "" if supervised else " (send it again to exit at once)",
-            )
-            stop.set()
-        elif not supervised:
-            log.warning("second signal: exiting now; leases expire and redeliver")
-            os._exit(1)
-
-    def _on_parent_gone(fd: int) -> None:
-        nonlocal hits
-        loop.remove_reader(fd)
-        if not stop.is_set():
-            log.warning("the supervising process is gone: draining")
-            hits += 1
-            stop.set()
-
-    if supervised:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        loop.add_signal_handler(signal.SIGTERM, _on_signal)
-    else:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, _on_signal)
-    if parent_fd is not None:
-        loop.add_reader(parent_fd, _on_parent_gone, parent_fd)
-    async with gateway:
-        on_ready(gateway)
-        tune_gc()
-        await stop.wait()

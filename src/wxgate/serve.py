@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import msgspec
 
 from wxgate.errors import ConfigError
-from wxgate.runtime import Gateway, install_uvloop, parse_role, serve_until_signal
+from wxgate.process import install_uvloop, serve_until_signal
+from wxgate.runtime import Runtime, parse_role
 from wxgate.sandbox import (
     SANDBOX_APP,
     SANDBOX_APPID,
@@ -58,22 +59,24 @@ def apply_overrides(base: Settings, opts: ServeOptions) -> Settings:
     return validate(msgspec.structs.replace(base, server=server, store=store))
 
 
-def _banner(gw: Gateway, sandbox: bool, sim_url: str | None, processes: int) -> None:
-    s = gw.settings
-    metrics = f"{gw.url}/metrics"
-    if gw.metrics_port is not None and s.server.metrics_bind is not None:
-        metrics = f"http://{s.server.metrics_bind.rpartition(':')[0]}:{gw.metrics_port}/metrics"
+def _banner(runtime: Runtime, sandbox: bool, sim_url: str | None, processes: int) -> None:
+    s, url = runtime.settings, runtime.url
+    metrics = f"{url}/metrics"
+    if runtime.metrics_port is not None and s.server.metrics_bind is not None:
+        metrics = (
+            f"http://{s.server.metrics_bind.rpartition(':')[0]}:{runtime.metrics_port}/metrics"
+        )
     lines = [
-        f"wxgate listening on {gw.url} (store {s.masked()['store']['url']}, "
-        f"role {gw.role}, processes {processes})",
-        f"  API:       {gw.url}/v1/messages   stats: {gw.url}/v1/stats   metrics: {metrics}"
-        if gw.role != "worker"
-        else f"  probes:    {gw.url}/healthz  {gw.url}/readyz  {metrics} (no API here)",
+        f"wxgate listening on {url} (store {s.masked()['store']['url']}, "
+        f"role {runtime.role}, processes {processes})",
+        f"  API:       {url}/v1/messages   stats: {url}/v1/stats   metrics: {metrics}"
+        if runtime.role != "worker"
+        else f"  probes:    {url}/healthz  {url}/readyz  {metrics} (no API here)",
     ]
     if sandbox:
         lines += [
             f"  sandbox:   app '{SANDBOX_APP}', API key '{SANDBOX_KEY}', simulator at {sim_url}",
-            f"  try:       curl -s -X POST {gw.url}/v1/messages -H 'Authorization: Bearer "
+            f"  try:       curl -s -X POST {url}/v1/messages -H 'Authorization: Bearer "
             f'{SANDBOX_KEY}\' -d \'{{"touser":"o_alice","template_id":"tpl_order",'
             f'"data":{{"thing1":"Your order shipped"}}}}\'',
         ]
@@ -120,9 +123,9 @@ async def _serve_async(settings: Settings, opts: ServeOptions) -> int:
         settings = sandbox_settings(settings, sim.base_url, opts.store)
     try:
         if opts.processes == 1:
-            gw = Gateway(settings, role=parse_role(opts.role))
+            runtime = Runtime(settings, role=parse_role(opts.role))
             await serve_until_signal(
-                gw, lambda g: _banner(g, opts.sandbox, sim.base_url if sim else None, 1)
+                runtime, lambda g: _banner(g, opts.sandbox, sim.base_url if sim else None, 1)
             )
             return 0
         return await _run_group(settings, opts, sim)

@@ -1,6 +1,6 @@
 """`wxgate serve --processes N`: N gateway processes on one port, and the parent that keeps them.
 
-Each child is a whole gateway (runtime.Gateway) bound to the same host:port with SO_REUSEPORT,
+Each child is a whole gateway (runtime.Runtime) bound to the same host:port with SO_REUSEPORT,
 so the kernel spreads connections across them; they share all state through the Redis store.
 The parent starts them, reports when all are ready, restarts one that dies unexpectedly (after
 1 s, doubling to 30 s while it keeps dying; reset once it has stayed up 60 s), and on SIGTERM or
@@ -32,7 +32,8 @@ from multiprocessing.synchronize import Event as ProcessEvent
 import msgspec
 
 from wxgate.errors import ConfigError, WxgateError
-from wxgate.runtime import Gateway, install_uvloop, parse_role, serve_until_signal
+from wxgate.process import install_uvloop, serve_until_signal
+from wxgate.runtime import Runtime, parse_role
 from wxgate.settings import Settings
 
 log = logging.getLogger("wxgate.supervisor")
@@ -92,11 +93,11 @@ def child_main(
     settings = msgspec.msgpack.decode(settings_raw, type=Settings)
     install_uvloop()
     parent = multiprocessing.parent_process()
-    gateway = Gateway(settings, role=parse_role(role), reuse_port=True)
+    runtime = Runtime(settings, role=parse_role(role), reuse_port=True)
     try:
         asyncio.run(
             serve_until_signal(
-                gateway,
+                runtime,
                 lambda _g: ready.set(),
                 supervised=True,
                 parent_fd=parent.sentinel if parent is not None else None,

@@ -104,9 +104,9 @@ async def test_a_burst_of_busy_halves_the_rate_and_it_recovers(
         assert busy > 0
         # Every attempt is one request WeChat answered: waits for the rate were not counted.
         attempts = 0
-        assert rig.gw.store is not None
+        assert rig.runtime.store is not None
         for row in await rig.sim.deliveries(app=app.appid):
-            m = await rig.gw.store.get(str(row["client_msg_id"]))
+            m = await rig.runtime.store.get(str(row["client_msg_id"]))
             assert m is not None
             attempts += m.attempts
         assert attempts == N + busy

@@ -52,7 +52,7 @@ def msg_body(**overrides: Any) -> dict[str, Any]:
 
 
 @dataclass
-class Gateway:
+class ApiRig:
     client: TestClient[web.Request, web.Application]
     store: SQLiteStore
     clock: FakeClock
@@ -88,7 +88,7 @@ async def running_gateway(
     clock: FakeClock | None = None,
     broker: TokenSource | None = None,
     stats_extra: StatsExtra | None = None,
-) -> AsyncIterator[Gateway]:
+) -> AsyncIterator[ApiRig]:
     clock = clock or FakeClock()
     settings = settings or make_settings()
     store = SQLiteStore(str(db), clock, retention_s=3600)
@@ -96,7 +96,7 @@ async def running_gateway(
     app = create_app(settings, store, clock, broker=broker, stats_extra=stats_extra)
     try:
         async with TestClient(TestServer(app, host="127.0.0.1", port=0)) as client:
-            yield Gateway(client, store, clock, settings)
+            yield ApiRig(client, store, clock, settings)
     finally:
         await store.close()
 

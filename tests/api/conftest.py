@@ -6,10 +6,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from api_support import Gateway, running_gateway
+from api_support import ApiRig, running_gateway
 
 
 @pytest.fixture
-async def gw(tmp_path: Path) -> AsyncIterator[Gateway]:
+async def rig(tmp_path: Path) -> AsyncIterator[ApiRig]:
     async with running_gateway(tmp_path / "wx.db") as g:
         yield g

@@ -8,14 +8,14 @@ from typing import Any
 
 import msgspec
 import pytest
-from api_support import AUTH, KEY, Gateway, make_settings, msg_body, running_gateway
+from api_support import AUTH, KEY, ApiRig, make_settings, msg_body, running_gateway
 
 LIMIT = 2048
 BATCH_LIMIT = 1_000_000
 
 
 @pytest.fixture
-async def small(tmp_path: Path) -> AsyncIterator[Gateway]:
+async def small(tmp_path: Path) -> AsyncIterator[ApiRig]:
     """A gateway with a small body limit, to test 413 without megabytes of traffic."""
     settings = make_settings(max_body_bytes=LIMIT, max_batch_body_bytes=BATCH_LIMIT)
     async with running_gateway(tmp_path / "wx.db", settings) as g:
@@ -58,10 +58,10 @@ MESSAGE_CASES: list[tuple[str, bytes, str | None]] = [
     ("name", "body", "field"), MESSAGE_CASES, ids=[c[0] for c in MESSAGE_CASES]
 )
 async def test_bad_message_is_400_and_stores_nothing(
-    gw: Gateway, name: str, body: bytes, field: str | None
+    rig: ApiRig, name: str, body: bytes, field: str | None
 ) -> None:
-    before = await gw.snapshot()
-    resp = await gw.client.post(
+    before = await rig.snapshot()
+    resp = await rig.client.post(
         "/v1/messages", data=body, headers={**AUTH, "Content-Type": "application/json"}
     )
     got = await resp.json()
@@ -69,16 +69,16 @@ async def test_bad_message_is_400_and_stores_nothing(
     assert got["error"] == "invalid_request" and got["field"] == field and got["message"]
     if field is None and name in ("malformed", "not json", "trailing garbage"):
         assert got["message"].startswith("malformed JSON")
-    assert await gw.snapshot() == before
+    assert await rig.snapshot() == before
 
 
-async def test_header_idempotency_key_conflicting_with_body(gw: Gateway) -> None:
-    before = await gw.snapshot()
-    status, got = await gw.post(
+async def test_header_idempotency_key_conflicting_with_body(rig: ApiRig) -> None:
+    before = await rig.snapshot()
+    status, got = await rig.post(
         "/v1/messages", msg_body(idempotency_key="a"), headers={"Idempotency-Key": "b"}
     )
     assert status == 400 and got["field"] == "idempotency_key"
-    assert await gw.snapshot() == before
+    assert await rig.snapshot() == before
 
 
 @pytest.mark.parametrize(
@@ -91,36 +91,36 @@ async def test_header_idempotency_key_conflicting_with_body(gw: Gateway) -> None
         {"Authorization": KEY},
     ],
 )
-async def test_missing_or_bad_key_is_401(gw: Gateway, headers: dict[str, str]) -> None:
-    before = await gw.snapshot()
-    resp = await gw.client.post("/v1/messages", json=msg_body(), headers=headers)
+async def test_missing_or_bad_key_is_401(rig: ApiRig, headers: dict[str, str]) -> None:
+    before = await rig.snapshot()
+    resp = await rig.client.post("/v1/messages", json=msg_body(), headers=headers)
     assert resp.status == 401
     assert resp.headers["WWW-Authenticate"].startswith("Bearer")
     assert (await resp.json())["error"] == "unauthorized"
     for path in ("/v1/stats", "/v1/messages/x", "/v1/dead-letters", "/v1/batches/x"):
-        assert (await gw.client.get(path, headers=headers)).status == 401
-    assert await gw.snapshot() == before
+        assert (await rig.client.get(path, headers=headers)).status == 401
+    assert await rig.snapshot() == before
 
 
-async def test_xml_content_type_is_415(gw: Gateway) -> None:
-    before = await gw.snapshot()
-    resp = await gw.client.post(
+async def test_xml_content_type_is_415(rig: ApiRig) -> None:
+    before = await rig.snapshot()
+    resp = await rig.client.post(
         "/v1/messages", data=raw(msg_body()), headers={**AUTH, "Content-Type": "text/xml"}
     )
     assert resp.status == 415 and (await resp.json())["error"] == "unsupported_media_type"
-    assert await gw.snapshot() == before
+    assert await rig.snapshot() == before
 
 
-async def test_lenient_content_types_are_accepted(gw: Gateway) -> None:
+async def test_lenient_content_types_are_accepted(rig: ApiRig) -> None:
     for ctype in (None, "application/json; charset=utf-8", "application/x-www-form-urlencoded"):
         headers = dict(AUTH)
         if ctype:
             headers["Content-Type"] = ctype
-        resp = await gw.client.post("/v1/messages", data=raw(msg_body()), headers=headers)
+        resp = await rig.client.post("/v1/messages", data=raw(msg_body()), headers=headers)
         assert resp.status == 202, ctype
 
 
-async def test_oversized_by_content_length_is_413(small: Gateway) -> None:
+async def test_oversized_by_content_length_is_413(small: ApiRig) -> None:
     before = await small.snapshot()
     big = raw(msg_body(data={"k": "x" * LIMIT}))
     resp = await small.client.post("/v1/messages", data=big, headers=AUTH)
@@ -134,7 +134,7 @@ async def _chunks(payload: bytes, size: int = 1024) -> AsyncIterator[bytes]:
 
 
 @pytest.mark.parametrize("size", [LIMIT * 2, BATCH_LIMIT * 2])
-async def test_oversized_chunked_is_413(small: Gateway, size: int) -> None:
+async def test_oversized_chunked_is_413(small: ApiRig, size: int) -> None:
     """Over the route limit, and over the Application's client_max_size while reading."""
     before = await small.snapshot()
     big = raw(msg_body(data={"k": "x" * size}))
@@ -144,14 +144,14 @@ async def test_oversized_chunked_is_413(small: Gateway, size: int) -> None:
     assert await small.snapshot() == before
 
 
-async def test_batch_over_recipient_limit(gw: Gateway) -> None:
-    before = await gw.snapshot()
+async def test_batch_over_recipient_limit(rig: ApiRig) -> None:
+    before = await rig.snapshot()
     recipients = [{"touser": f"o_{i:06d}"} for i in range(10_001)]
-    status, got = await gw.post(
+    status, got = await rig.post(
         "/v1/batches", {"template_id": "tpl", "data": {"k": "v"}, "recipients": recipients}
     )
     assert status == 400 and got["field"] == "recipients" and "10000" in got["message"]
-    assert await gw.snapshot() == before
+    assert await rig.snapshot() == before
 
 
 BATCH_CASES: list[tuple[str, Any, str | None]] = [
@@ -178,32 +178,32 @@ BATCH_CASES: list[tuple[str, Any, str | None]] = [
 
 @pytest.mark.parametrize(("name", "body", "field"), BATCH_CASES, ids=[c[0] for c in BATCH_CASES])
 async def test_bad_batch_is_400_and_stores_nothing(
-    gw: Gateway, name: str, body: Any, field: str | None
+    rig: ApiRig, name: str, body: Any, field: str | None
 ) -> None:
-    before = await gw.snapshot()
-    status, got = await gw.post("/v1/batches", body)
+    before = await rig.snapshot()
+    status, got = await rig.post("/v1/batches", body)
     assert status == 400 and got["field"] == field, got
-    assert await gw.snapshot() == before
+    assert await rig.snapshot() == before
 
 
-async def test_unknown_route_and_method(gw: Gateway) -> None:
-    resp = await gw.client.get("/v2/nothing", headers=AUTH)
+async def test_unknown_route_and_method(rig: ApiRig) -> None:
+    resp = await rig.client.get("/v2/nothing", headers=AUTH)
     assert resp.status == 404 and (await resp.json())["error"] == "not_found"
-    resp = await gw.client.put("/v1/messages", json=msg_body(), headers=AUTH)
+    resp = await rig.client.put("/v1/messages", json=msg_body(), headers=AUTH)
     assert resp.status == 405 and (await resp.json())["error"] == "method_not_allowed"
     assert "POST" in resp.headers["Allow"]
 
 
-async def test_bad_query_and_requeue_input(gw: Gateway) -> None:
+async def test_bad_query_and_requeue_input(rig: ApiRig) -> None:
     for query, field in (
         ("limit=abc", "limit"),
         ("limit=0", "limit"),
         ("errcode=x", "errcode"),
         ("app=nope", "app"),
     ):
-        status, got = await gw.get(f"/v1/dead-letters?{query}")
+        status, got = await rig.get(f"/v1/dead-letters?{query}")
         assert status == 400 and got["field"] == field, query
-    status, got = await gw.post("/v1/dead-letters/requeue", {})
+    status, got = await rig.post("/v1/dead-letters/requeue", {})
     assert status == 400 and got["field"] == "ids"
-    status, got = await gw.post("/v1/dead-letters/requeue", {"ids": "abc"})
+    status, got = await rig.post("/v1/dead-letters/requeue", {"ids": "abc"})
     assert status == 400 and got["field"] == "ids"

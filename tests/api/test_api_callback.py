@@ -7,7 +7,7 @@ from pathlib import Path
 
 import msgspec
 import pytest
-from api_support import AES_KEY, SHOP, Gateway, make_settings, msg_body, running_gateway
+from api_support import AES_KEY, SHOP, ApiRig, make_settings, msg_body, running_gateway
 
 from wxgate.models import SendResult
 from wxgate.wechat import crypto
@@ -25,13 +25,13 @@ def receipt_xml(msgid: int, status: str, create_time: int) -> bytes:
     ).encode()
 
 
-def signed(gw: Gateway, token: str = SHOP.callback_token) -> dict[str, str]:
-    ts, nonce = str(int(gw.clock.now())), "n0nce"
+def signed(rig: ApiRig, token: str = SHOP.callback_token) -> dict[str, str]:
+    ts, nonce = str(int(rig.clock.now())), "n0nce"
     return {"timestamp": ts, "nonce": nonce, "signature": crypto.signature(token, ts, nonce)}
 
 
 @pytest.fixture
-async def plain_gw(tmp_path: Path) -> AsyncIterator[Gateway]:
+async def plain_gw(tmp_path: Path) -> AsyncIterator[ApiRig]:
     """The shop app in WeChat's plain mode (no encoding_aes_key): an app with a key takes AES
     pushes only, so plain pushes are tested here."""
     plain = msgspec.structs.replace(SHOP, encoding_aes_key=None)
@@ -39,26 +39,26 @@ async def plain_gw(tmp_path: Path) -> AsyncIterator[Gateway]:
         yield g
 
 
-async def _sent_message(gw: Gateway) -> str:
-    _, body = await gw.post("/v1/messages", msg_body())
-    [m] = await gw.store.lease(10, 30.0, gw.clock.now())
-    assert await gw.store.ack(m.id, m.lease_token, SendResult(MSGID, gw.clock.now()))
+async def _sent_message(rig: ApiRig) -> str:
+    _, body = await rig.post("/v1/messages", msg_body())
+    [m] = await rig.store.lease(10, 30.0, rig.clock.now())
+    assert await rig.store.ack(m.id, m.lease_token, SendResult(MSGID, rig.clock.now()))
     return str(body["id"])
 
 
-async def test_url_verification(gw: Gateway) -> None:
-    q = {**signed(gw), "echostr": "echo 123"}
-    resp = await gw.client.get("/wechat/callback/shop", params=q)
+async def test_url_verification(rig: ApiRig) -> None:
+    q = {**signed(rig), "echostr": "echo 123"}
+    resp = await rig.client.get("/wechat/callback/shop", params=q)
     assert resp.status == 200 and await resp.text() == "echo 123"
     assert resp.content_type == "text/plain"
     bad = {**q, "signature": "0" * 40}
-    resp = await gw.client.get("/wechat/callback/shop", params=bad)
+    resp = await rig.client.get("/wechat/callback/shop", params=bad)
     assert resp.status == 403 and "echo" not in await resp.text()
-    resp = await gw.client.get("/wechat/callback/nope", params=q)
+    resp = await rig.client.get("/wechat/callback/nope", params=q)
     assert resp.status == 404
 
 
-async def test_plain_receipt_marks_delivered(plain_gw: Gateway) -> None:
+async def test_plain_receipt_marks_delivered(plain_gw: ApiRig) -> None:
     msg_id = await _sent_message(plain_gw)
     body = receipt_xml(MSGID, "success", int(plain_gw.clock.now()))
     resp = await plain_gw.client.post("/wechat/callback/shop", params=signed(plain_gw), data=body)
@@ -70,11 +70,11 @@ async def test_plain_receipt_marks_delivered(plain_gw: Gateway) -> None:
     assert resp.status == 200 and await resp.text() == "success"
 
 
-async def test_aes_receipt_marks_blocked(gw: Gateway) -> None:
-    msg_id = await _sent_message(gw)
-    inner = receipt_xml(MSGID, "failed:user block", int(gw.clock.now()))
+async def test_aes_receipt_marks_blocked(rig: ApiRig) -> None:
+    msg_id = await _sent_message(rig)
+    inner = receipt_xml(MSGID, "failed:user block", int(rig.clock.now()))
     encrypted = crypto.encrypt(AES_KEY, SHOP.appid, inner)
-    ts, nonce = str(int(gw.clock.now())), "n2"
+    ts, nonce = str(int(rig.clock.now())), "n2"
     query = {
         "timestamp": ts,
         "nonce": nonce,
@@ -83,13 +83,13 @@ async def test_aes_receipt_marks_blocked(gw: Gateway) -> None:
         "msg_signature": crypto.signature(SHOP.callback_token, ts, nonce, encrypted),
     }
     outer = f"<xml><ToUserName>gh_shop</ToUserName><Encrypt>{encrypted}</Encrypt></xml>".encode()
-    resp = await gw.client.post("/wechat/callback/shop", params=query, data=outer)
+    resp = await rig.client.post("/wechat/callback/shop", params=query, data=outer)
     assert resp.status == 200 and await resp.text() == "success"
-    _, got = await gw.get(f"/v1/messages/{msg_id}")
+    _, got = await rig.get(f"/v1/messages/{msg_id}")
     assert got["status"] == "blocked"
 
 
-async def test_bad_signature_is_403_and_records_nothing(plain_gw: Gateway) -> None:
+async def test_bad_signature_is_403_and_records_nothing(plain_gw: ApiRig) -> None:
     msg_id = await _sent_message(plain_gw)
     before = await plain_gw.snapshot()
     body = receipt_xml(MSGID, "success", int(plain_gw.clock.now()))
@@ -101,7 +101,7 @@ async def test_bad_signature_is_403_and_records_nothing(plain_gw: Gateway) -> No
     assert got["status"] == "sent"
 
 
-async def test_malformed_xml_is_400_and_unknown_app_404(plain_gw: Gateway) -> None:
+async def test_malformed_xml_is_400_and_unknown_app_404(plain_gw: ApiRig) -> None:
     before = await plain_gw.snapshot()
     resp = await plain_gw.client.post(
         "/wechat/callback/shop", params=signed(plain_gw), data=b"<xml><oops"
@@ -119,7 +119,7 @@ async def test_malformed_xml_is_400_and_unknown_app_404(plain_gw: Gateway) -> No
     assert await plain_gw.snapshot() == before
 
 
-async def test_other_events_are_acknowledged(plain_gw: Gateway) -> None:
+async def test_other_events_are_acknowledged(plain_gw: ApiRig) -> None:
     body = (
         b"<xml><FromUserName>o_1</FromUserName><CreateTime>1</CreateTime>"
         b"<MsgType>event</MsgType><Event>subscribe</Event></xml>"
@@ -128,9 +128,9 @@ async def test_other_events_are_acknowledged(plain_gw: Gateway) -> None:
     assert resp.status == 200 and await resp.text() == "success"
 
 
-async def test_oversized_callback_is_413(gw: Gateway) -> None:
-    before = await gw.snapshot()
+async def test_oversized_callback_is_413(rig: ApiRig) -> None:
+    before = await rig.snapshot()
     big = b"<xml>" + b"x" * 70_000 + b"</xml>"
-    resp = await gw.client.post("/wechat/callback/shop", params=signed(gw), data=big)
+    resp = await rig.client.post("/wechat/callback/shop", params=signed(rig), data=big)
     assert resp.status == 413
-    assert await gw.snapshot() == before
+    assert await rig.snapshot() == before

@@ -2,45 +2,45 @@
 
 from __future__ import annotations
 
-from api_support import Gateway, msg_body
+from api_support import ApiRig, msg_body
 
 from wxgate.models import ErrorInfo
 
 
-async def _dead(gw: Gateway, n: int, errcode: int) -> list[str]:
+async def _dead(rig: ApiRig, n: int, errcode: int) -> list[str]:
     ids = []
     for _ in range(n):
-        _, body = await gw.post("/v1/messages", msg_body())
+        _, body = await rig.post("/v1/messages", msg_body())
         ids.append(body["id"])
-    for m in await gw.store.lease(100, 30.0, gw.clock.now()):
-        assert await gw.store.dead(m.id, m.lease_token, ErrorInfo(errcode, "bad openid"))
-    gw.clock.advance(1)
+    for m in await rig.store.lease(100, 30.0, rig.clock.now()):
+        assert await rig.store.dead(m.id, m.lease_token, ErrorInfo(errcode, "bad openid"))
+    rig.clock.advance(1)
     return ids
 
 
-async def test_list_filter_page_and_requeue(gw: Gateway) -> None:
-    a = await _dead(gw, 3, 40003)
-    b = await _dead(gw, 2, 43004)
+async def test_list_filter_page_and_requeue(rig: ApiRig) -> None:
+    a = await _dead(rig, 3, 40003)
+    b = await _dead(rig, 2, 43004)
 
-    status, page = await gw.get("/v1/dead-letters?limit=2")
+    status, page = await rig.get("/v1/dead-letters?limit=2")
     assert status == 200 and len(page["items"]) == 2 and page["next_cursor"]
     seen = [m["id"] for m in page["items"]]
     while page["next_cursor"]:
-        _, page = await gw.get(f"/v1/dead-letters?limit=2&cursor={page['next_cursor']}")
+        _, page = await rig.get(f"/v1/dead-letters?limit=2&cursor={page['next_cursor']}")
         seen += [m["id"] for m in page["items"]]
     assert sorted(seen) == sorted(a + b)
     item = page["items"][-1] if page["items"] else None
     assert item is None or (item["status"] == "dead" and item["last_errcode"] in (40003, 43004))
 
-    _, only = await gw.get("/v1/dead-letters?errcode=43004&app=shop")
+    _, only = await rig.get("/v1/dead-letters?errcode=43004&app=shop")
     assert sorted(m["id"] for m in only["items"]) == sorted(b)
     assert all(m["last_errmsg"] == "bad openid" and m["attempts"] == 1 for m in only["items"])
 
-    status, got = await gw.post("/v1/dead-letters/requeue", {"ids": [a[0]]})
+    status, got = await rig.post("/v1/dead-letters/requeue", {"ids": [a[0]]})
     assert status == 200 and got == {"requeued": 1}
-    status, got = await gw.post("/v1/dead-letters/requeue", {"errcode": 43004})
+    status, got = await rig.post("/v1/dead-letters/requeue", {"errcode": 43004})
     assert got == {"requeued": 2}
-    _, left = await gw.get("/v1/dead-letters")
+    _, left = await rig.get("/v1/dead-letters")
     assert sorted(m["id"] for m in left["items"]) == sorted(a[1:])
-    _, msg = await gw.get(f"/v1/messages/{b[0]}")
+    _, msg = await rig.get(f"/v1/messages/{b[0]}")
     assert msg["status"] == "queued" and msg["attempts"] == 0

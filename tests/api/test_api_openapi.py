@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from api_support import Gateway
+from api_support import ApiRig
 from openapi_spec_validator import validate
 
 from wxgate.metrics import UNROUTED
@@ -19,14 +19,14 @@ def _refs(node: Any) -> list[str]:
     return []
 
 
-async def test_openapi_document(gw: Gateway) -> None:
-    resp = await gw.client.get("/openapi.json")  # no key needed
+async def test_openapi_document(rig: ApiRig) -> None:
+    resp = await rig.client.get("/openapi.json")  # no key needed
     assert resp.status == 200 and resp.content_type == "application/json"
     doc = await resp.json()
     validate(doc)  # raises on an invalid 3.1 document
     assert doc["openapi"] == "3.1.0"
 
-    app = gw.client.app
+    app = rig.client.app
     assert app is not None
     for route in app.router.routes():
         if route.name == UNROUTED:  # the catch-all that answers 404/405 is not an operation

@@ -11,7 +11,7 @@ import msgspec
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from api_support import AUTH, KEY, NEWS, SHOP, Gateway, make_settings, msg_body, running_gateway
+from api_support import AUTH, KEY, NEWS, SHOP, ApiRig, make_settings, msg_body, running_gateway
 
 from wxgate.api.app import create_app
 from wxgate.api.auth import ApiKey, KeyRing, Scope
@@ -22,18 +22,18 @@ from wxgate.settings import KeySettings
 from wxgate.store.sqlite import SQLiteStore
 
 
-async def test_healthz_and_readyz_need_no_key(gw: Gateway) -> None:
-    resp = await gw.client.get("/healthz")
+async def test_healthz_and_readyz_need_no_key(rig: ApiRig) -> None:
+    resp = await rig.client.get("/healthz")
     assert resp.status == 200 and await resp.json() == {"status": "ok"}
-    resp = await gw.client.get("/readyz")
+    resp = await rig.client.get("/readyz")
     assert resp.status == 200 and await resp.json() == {"status": "ready"}
 
 
-async def test_store_down_is_503_everywhere(gw: Gateway) -> None:
-    await gw.store.close()  # honest outage: the real store, closed
-    resp = await gw.client.get("/readyz")
+async def test_store_down_is_503_everywhere(rig: ApiRig) -> None:
+    await rig.store.close()  # honest outage: the real store, closed
+    resp = await rig.client.get("/readyz")
     assert resp.status == 503 and resp.headers["Retry-After"]
-    resp = await gw.client.get("/healthz")
+    resp = await rig.client.get("/healthz")
     assert resp.status == 200
     for method, path, body in (
         ("POST", "/v1/messages", msg_body()),
@@ -42,7 +42,7 @@ async def test_store_down_is_503_everywhere(gw: Gateway) -> None:
         ("GET", "/v1/stats", None),
         ("GET", "/v1/dead-letters", None),
     ):
-        resp = await gw.client.request(method, path, json=body, headers=AUTH)
+        resp = await rig.client.request(method, path, json=body, headers=AUTH)
         assert resp.status == 503, path
         assert (await resp.json())["error"] == "store_unavailable"
         assert resp.headers["Retry-After"] == "5"
@@ -52,12 +52,12 @@ async def test_stats(tmp_path: Path) -> None:
     async def extra() -> dict[str, Any]:
         return {"apps": {"shop": {"breaker": "closed", "paused": False, "in_flight": 0}}}
 
-    async with running_gateway(tmp_path / "db", stats_extra=extra) as gw:
-        await gw.post("/v1/messages", msg_body())
-        await gw.post("/v1/messages", msg_body(send_at=gw.clock.now() + 60))
-        until = gw.clock.now() + 300
-        await gw.store.set_pause(AppPause("shop", until, "quota", 45009))
-        status, stats = await gw.get("/v1/stats")
+    async with running_gateway(tmp_path / "db", stats_extra=extra) as rig:
+        await rig.post("/v1/messages", msg_body())
+        await rig.post("/v1/messages", msg_body(send_at=rig.clock.now() + 60))
+        until = rig.clock.now() + 300
+        await rig.store.set_pause(AppPause("shop", until, "quota", 45009))
+        status, stats = await rig.get("/v1/stats")
     assert status == 200
     assert {k: v for k, v in stats["by_status"].items() if v} == {"queued": 1, "scheduled": 1}
     assert stats["queue_depth"] == 2
@@ -66,34 +66,34 @@ async def test_stats(tmp_path: Path) -> None:
 
 
 async def test_queue_depth_limit_is_429(tmp_path: Path) -> None:
-    async with running_gateway(tmp_path / "db", make_settings(max_queue_depth=2)) as gw:
-        assert (await gw.post("/v1/messages", msg_body()))[0] == 202
-        assert (await gw.post("/v1/messages", msg_body()))[0] == 202
-        before = await gw.snapshot()
-        resp = await gw.client.post("/v1/messages", json=msg_body(), headers=AUTH)
+    async with running_gateway(tmp_path / "db", make_settings(max_queue_depth=2)) as rig:
+        assert (await rig.post("/v1/messages", msg_body()))[0] == 202
+        assert (await rig.post("/v1/messages", msg_body()))[0] == 202
+        before = await rig.snapshot()
+        resp = await rig.client.post("/v1/messages", json=msg_body(), headers=AUTH)
         assert resp.status == 429 and resp.headers["Retry-After"] == "5"
         assert (await resp.json())["error"] == "queue_full"
         batch = {"template_id": "t", "recipients": [{"touser": "a"}]}
-        assert (await gw.post("/v1/batches", batch))[0] == 429
-        assert await gw.snapshot() == before
+        assert (await rig.post("/v1/batches", batch))[0] == 429
+        assert await rig.snapshot() == before
         # Once workers drain the queue (and the cached depth is re-read), it accepts again.
-        for m in await gw.store.lease(10, 30.0, gw.clock.now()):
-            await gw.store.expire(m.id, m.lease_token)
-        gw.clock.advance(2)
-        assert (await gw.post("/v1/messages", msg_body()))[0] == 202
+        for m in await rig.store.lease(10, 30.0, rig.clock.now()):
+            await rig.store.expire(m.id, m.lease_token)
+        rig.clock.advance(2)
+        assert (await rig.post("/v1/messages", msg_body()))[0] == 202
 
 
 async def test_sha256_keys(tmp_path: Path) -> None:
     hashed = "sha256:" + hashlib.sha256(b"hashed-secret").hexdigest()
     settings = make_settings(api_keys=[hashed, "plain-secret"])
-    async with running_gateway(tmp_path / "db", settings) as gw:
+    async with running_gateway(tmp_path / "db", settings) as rig:
         for key, status in (
             ("hashed-secret", 200),
             ("plain-secret", 200),
             (hashed, 401),
             (KEY, 401),
         ):
-            resp = await gw.client.get("/v1/stats", headers={"Authorization": f"Bearer {key}"})
+            resp = await rig.client.get("/v1/stats", headers={"Authorization": f"Bearer {key}"})
             assert resp.status == status, key
 
 
@@ -132,9 +132,9 @@ async def test_unexpected_error_is_500_without_details(
     async def broken() -> dict[str, Any]:
         raise RuntimeError("secret=hunter2 went wrong")
 
-    async with running_gateway(tmp_path / "db", stats_extra=broken) as gw:
+    async with running_gateway(tmp_path / "db", stats_extra=broken) as rig:
         with caplog.at_level(logging.ERROR, logger="wxgate.api"):
-            status, body = await gw.get("/v1/stats")
+            status, body = await rig.get("/v1/stats")
     assert status == 500 and body["error"] == "internal"
     assert "hunter2" not in body["message"] and "Traceback" not in body["message"]
     error_id = body["message"].rsplit(" ", 1)[-1]
@@ -164,6 +164,6 @@ async def test_metrics_hook(tmp_path: Path) -> None:
 
 async def test_callback_needs_a_token(tmp_path: Path) -> None:
     no_token = msgspec.structs.replace(NEWS, callback_token="")
-    async with running_gateway(tmp_path / "db", make_settings([SHOP, no_token])) as gw:
-        resp = await gw.client.get("/wechat/callback/news", params={"echostr": "x"})
+    async with running_gateway(tmp_path / "db", make_settings([SHOP, no_token])) as rig:
+        resp = await rig.client.get("/wechat/callback/news", params={"echostr": "x"})
         assert resp.status == 404

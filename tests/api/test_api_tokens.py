@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from api_support import AUTH, KEY, SHOP, Gateway, running_gateway
+from api_support import AUTH, KEY, SHOP, ApiRig, running_gateway
 
 from wxgate.client import AsyncClient
 from wxgate.clock import SystemClock
@@ -25,40 +25,40 @@ async def test_token_service(tmp_path: Path) -> None:
         await cache.open()
         broker = TokenBroker(client, cache, clock)
         try:
-            async with client, running_gateway(tmp_path / "db", broker=broker) as gw:
-                resp = await gw.client.get("/v1/apps/shop/access-token", headers=AUTH)
+            async with client, running_gateway(tmp_path / "db", broker=broker) as rig:
+                resp = await rig.client.get("/v1/apps/shop/access-token", headers=AUTH)
                 assert resp.status == 200 and resp.headers["Cache-Control"] == "no-store"
                 first = await resp.json()
                 assert first["access_token"] and first["expires_at"] > clock.now()
-                _, again = await gw.get("/v1/apps/shop/access-token")
+                _, again = await rig.get("/v1/apps/shop/access-token")
                 assert again == first and broker.fetches[SHOP.appid] == 1
 
                 # A stale report about some other token changes nothing...
                 path = "/v1/apps/shop/access-token/invalidate"
-                status, body = await gw.post(path, {"access_token": "not-the-token"})
+                status, body = await rig.post(path, {"access_token": "not-the-token"})
                 assert status == 200 and body == {"app": "shop", "status": "stale"}
-                await gw.get("/v1/apps/shop/access-token")
+                await rig.get("/v1/apps/shop/access-token")
                 assert broker.fetches[SHOP.appid] == 1
                 # ...the current one is dropped and fetched anew.
-                await gw.post(path, {"access_token": first["access_token"]})
-                status, _ = await gw.get("/v1/apps/shop/access-token")
+                await rig.post(path, {"access_token": first["access_token"]})
+                status, _ = await rig.get("/v1/apps/shop/access-token")
                 assert status == 200 and broker.fetches[SHOP.appid] == 2
 
-                async with AsyncClient(str(gw.client.make_url("/")), KEY) as api:
+                async with AsyncClient(str(rig.client.make_url("/")), KEY) as api:
                     token = await api.access_token("shop")
                     assert "access_token='***'" in repr(token)
                     await api.invalidate_access_token("shop", token.access_token)
                     assert (await api.access_token("shop")).access_token
                 assert broker.fetches[SHOP.appid] == 3
 
-                status, body = await gw.get("/v1/apps/nope/access-token")
+                status, body = await rig.get("/v1/apps/nope/access-token")
                 assert status == 404 and body["field"] == "app"
-                status, body = await gw.post(path, {"token": "x"})
+                status, body = await rig.post(path, {"token": "x"})
                 assert status == 400 and body["field"] == "token"
         finally:
             await cache.close()
 
 
-async def test_no_broker_is_503(gw: Gateway) -> None:
-    status, body = await gw.get("/v1/apps/shop/access-token")
+async def test_no_broker_is_503(rig: ApiRig) -> None:
+    status, body = await rig.get("/v1/apps/shop/access-token")
     assert status == 503 and body["error"] == "token_service_unavailable"

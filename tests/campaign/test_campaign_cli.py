@@ -28,7 +28,7 @@ def write_csv(path: Path) -> Path:
 async def test_batch_commands(tmp_path: Path) -> None:
     runner = CliRunner()
     async with running_rig(tmp_path) as rig:
-        common = ["--url", rig.gw.url, "--key", API_KEY]
+        common = ["--url", rig.runtime.url, "--key", API_KEY]
 
         async def wxgate(*args: str) -> tuple[int, str]:
             result = await asyncio.to_thread(runner.invoke, app, [*args, *common])

@@ -171,7 +171,7 @@ async def test_broken_upload_leaves_an_incomplete_batch_to_resume(tmp_path: Path
     async with running_rig(tmp_path) as rig:
         body = ndjson([{"touser": f"o_k{i}"} for i in range(CHUNK + 700)])
         cut = body[: len(body) - 3000]  # the first chunk and then some, ending mid-line
-        _, writer = await asyncio.open_connection("127.0.0.1", rig.gw.port)
+        _, writer = await asyncio.open_connection("127.0.0.1", rig.runtime.port)
         writer.write(
             (
                 f"POST /v1/batches?template_id={TEMPLATE}&data=%7B%22thing1%22%3A%22x%22%7D "
@@ -258,6 +258,8 @@ async def test_results_of_an_unknown_batch_and_bad_format(tmp_path: Path) -> Non
         headers = {"Authorization": "Bearer wrong"}
         async with (
             aiohttp.ClientSession() as anon,
-            anon.get(f"{rig.gw.url}/v1/batches/{answer['id']}/results", headers=headers) as resp,
+            anon.get(
+                f"{rig.runtime.url}/v1/batches/{answer['id']}/results", headers=headers
+            ) as resp,
         ):
             assert resp.status == 401

@@ -25,7 +25,7 @@ import aiohttp
 import msgspec
 
 from wxgate.clock import Clock
-from wxgate.runtime import Gateway
+from wxgate.runtime import Runtime
 from wxgate.sandbox import free_port
 from wxgate.settings import Settings, from_dict
 from wxgate.sim.config import Faults, SimApp, SimConfig
@@ -375,7 +375,7 @@ async def sim_view(sim: SimHandle, app: AppSpec | None = None) -> SimView:
 @dataclass
 class Rig:
     sim: SimHandle
-    gw: Gateway
+    runtime: Runtime
     api: Api
     settings: Settings
     port: int
@@ -393,17 +393,17 @@ async def running_rig(
     app_overrides: Mapping[str, Any] | None = None,
     **sections: Mapping[str, Any],
 ) -> AsyncIterator[Rig]:
-    """The simulator and an in-process Gateway (SQLite file in tmp_path), wired both ways."""
+    """The simulator and an in-process Runtime (SQLite file in tmp_path), wired both ways."""
     port = free_port()
     config = sim_config(port, apps, latency_ms=latency_ms, **(sim_kw or {}))
     async with running_simulator(config, clock=sim_clock) as sim:
         settings = build_settings(
             tmp_path, port, sim.base_url, apps, app_overrides=app_overrides, **sections
         )
-        async with Gateway(settings, clock=gw_clock) as gw:
-            api = Api(gw.url)
+        async with Runtime(settings, clock=gw_clock) as runtime:
+            api = Api(runtime.url)
             try:
-                yield Rig(sim, gw, api, settings, port)
+                yield Rig(sim, runtime, api, settings, port)
             finally:
                 await api.close()
 

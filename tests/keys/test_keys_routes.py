@@ -12,7 +12,7 @@ import msgspec
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from api_support import KEY, NEWS, SHOP, Gateway, make_settings, msg_body, running_gateway
+from api_support import KEY, NEWS, SHOP, ApiRig, make_settings, msg_body, running_gateway
 from prometheus_client import generate_latest
 
 from wxgate.api.app import create_app
@@ -46,30 +46,30 @@ def auth(key: str) -> dict[str, str]:
 
 
 @pytest.fixture
-async def gw(tmp_path: Path) -> AsyncIterator[Gateway]:
+async def rig(tmp_path: Path) -> AsyncIterator[ApiRig]:
     settings = make_settings(apps=[SHOP, NEWS], keys=_keys())
     async with running_gateway(tmp_path / "wx.db", settings) as g:
         yield g
 
 
-async def _call(gw: Gateway, method: str, path: str, key: str) -> tuple[int, Any]:
+async def _call(rig: ApiRig, method: str, path: str, key: str) -> tuple[int, Any]:
     body = {} if method == "POST" else None
-    resp = await gw.client.request(method, path, json=body, headers=auth(key))
+    resp = await rig.client.request(method, path, json=body, headers=auth(key))
     raw = await resp.read()
     return resp.status, msgspec.json.decode(raw) if raw else None
 
 
-async def _scoped_routes(gw: Gateway) -> list[tuple[str, str, str]]:
+async def _scoped_routes(rig: ApiRig) -> list[tuple[str, str, str]]:
     """(method, path, scope) of every route the OpenAPI document marks with a scope; and every
     /v1 route the app serves must be one of them."""
-    _, doc = await gw.get("/openapi.json")
+    _, doc = await rig.get("/openapi.json")
     routes = [
         (method.upper(), path, op["x-wxgate-scope"])
         for path, ops in doc["paths"].items()
         for method, op in ops.items()
         if "x-wxgate-scope" in op
     ]
-    app: web.Application = gw.client.app
+    app: web.Application = rig.client.app
     served = {
         (r.method, r.resource.canonical)
         for r in app.router.routes()
@@ -79,39 +79,39 @@ async def _scoped_routes(gw: Gateway) -> list[tuple[str, str, str]]:
     return routes
 
 
-async def test_every_v1_route_checks_its_scope(gw: Gateway) -> None:
-    routes = await _scoped_routes(gw)
+async def test_every_v1_route_checks_its_scope(rig: ApiRig) -> None:
+    routes = await _scoped_routes(rig)
     assert {s for _, _, s in routes} == set(SCOPES)
     for method, template, scope in routes:
         path = template.replace("{id}", "nope").replace("{app}", "shop")
-        status, body = await _call(gw, method, path, f"k-not-{scope}")
+        status, body = await _call(rig, method, path, f"k-not-{scope}")
         assert status == 403 and body["error"] == "forbidden", (method, path, body)
         assert scope in body["message"]
-        status, body = await _call(gw, method, path, f"k-only-{scope}")
+        status, body = await _call(rig, method, path, f"k-only-{scope}")
         assert status not in (401, 403), (method, path, status, body)
-        status, _ = await _call(gw, method, path, "no-such-key")
+        status, _ = await _call(rig, method, path, "no-such-key")
         assert status == 401
-    assert not any((await gw.store.stats()).by_status.values())
+    assert not any((await rig.store.stats()).by_status.values())
 
 
-async def test_a_send_only_key(gw: Gateway) -> None:
-    status, _ = await gw.post("/v1/messages", msg_body(app="shop"), headers=auth("k-only-send"))
+async def test_a_send_only_key(rig: ApiRig) -> None:
+    status, _ = await rig.post("/v1/messages", msg_body(app="shop"), headers=auth("k-only-send"))
     assert status == 202
-    status, _ = await gw.get("/v1/stats", headers=auth("k-only-send"))
+    status, _ = await rig.get("/v1/stats", headers=auth("k-only-send"))
     assert status == 403
 
 
-async def _dead_news_message(gw: Gateway) -> str:
-    _, body = await gw.post("/v1/messages", msg_body(app="news"))  # the all-scope key
-    for m in await gw.store.lease(10, 30.0, gw.clock.now()):
-        await gw.store.dead(m.id, m.lease_token, ErrorInfo(40003, "invalid openid"))
+async def _dead_news_message(rig: ApiRig) -> str:
+    _, body = await rig.post("/v1/messages", msg_body(app="news"))  # the all-scope key
+    for m in await rig.store.lease(10, 30.0, rig.clock.now()):
+        await rig.store.dead(m.id, m.lease_token, ErrorInfo(40003, "invalid openid"))
     return str(body["id"])
 
 
-async def test_a_key_limited_to_one_app(gw: Gateway) -> None:
+async def test_a_key_limited_to_one_app(rig: ApiRig) -> None:
     h = auth(SHOP_KEY)
-    news_id = await _dead_news_message(gw)
-    status, news_batch = await gw.post(
+    news_id = await _dead_news_message(rig)
+    status, news_batch = await rig.post(
         "/v1/batches", {"app": "news", "template_id": "t", "recipients": [{"touser": "o_1"}]}
     )
     assert status == 202
@@ -134,29 +134,29 @@ async def test_a_key_limited_to_one_app(gw: Gateway) -> None:
         ("GET", "/v1/apps/news/access-token", None),
         ("POST", "/v1/apps/news/access-token/invalidate", {"access_token": "x"}),
     ):
-        resp = await gw.client.request(method, path, json=body, headers=h)
+        resp = await rig.client.request(method, path, json=body, headers=h)
         answer = await resp.json()
         assert resp.status == 403 and "news" in answer["message"], (method, path, answer)
 
     # Its own app works; the app field may be left out only when one app is configured.
-    status, mine = await gw.post("/v1/messages", msg_body(app="shop"), headers=h)
+    status, mine = await rig.post("/v1/messages", msg_body(app="shop"), headers=h)
     assert status == 202
-    status, _ = await gw.get(f"/v1/messages/{mine['id']}", headers=h)
+    status, _ = await rig.get(f"/v1/messages/{mine['id']}", headers=h)
     assert status == 200
 
     # Lists and stats show its apps only.
-    status, page = await gw.get("/v1/dead-letters", headers=h)
+    status, page = await rig.get("/v1/dead-letters", headers=h)
     assert status == 200 and page["items"] == []
-    status, batches = await gw.get("/v1/batches", headers=h)
+    status, batches = await rig.get("/v1/batches", headers=h)
     assert status == 200 and batches["items"] == []
-    status, stats = await gw.get("/v1/stats", headers=h)
+    status, stats = await rig.get("/v1/stats", headers=h)
     assert status == 200 and set(stats["by_app"]) == {"shop"}
     assert stats["by_status"] == stats["by_app"]["shop"] and stats["queue_depth"] == 1
-    _, everything = await gw.get("/v1/stats")
+    _, everything = await rig.get("/v1/stats")
     assert set(everything["by_app"]) == {"shop", "news"}
 
     # The news message is untouched.
-    assert (await gw.store.get(news_id)).status.value == "dead"
+    assert (await rig.store.get(news_id)).status.value == "dead"
 
 
 async def test_rate_limit_per_key_answers_429_with_retry_after(tmp_path: Path) -> None:

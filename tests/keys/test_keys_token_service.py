@@ -42,7 +42,7 @@ async def _call(
     async with (
         aiohttp.ClientSession() as s,
         s.request(
-            method, rig.gw.url + path, json=body, headers={"Authorization": f"Bearer {key}"}
+            method, rig.runtime.url + path, json=body, headers={"Authorization": f"Bearer {key}"}
         ) as resp,
     ):
         return resp.status, await resp.json(content_type=None), resp
@@ -82,7 +82,7 @@ async def test_two_callers_one_invalidation_one_refresh(
         (s1, t1, r1), (s2, t2, _) = await asyncio.gather(_call(rig, BILLING), _call(rig, CRM))
         assert s1 == s2 == 200 and t1 == t2 and r1.headers["Cache-Control"] == "no-store"
         token = t1["access_token"]
-        assert t1["expires_at"] > rig.gw.clock.now() + 600
+        assert t1["expires_at"] > rig.runtime.clock.now() + 600
         assert fetches() == 1
         assert await _send_with(rig, token) == 0
 
@@ -107,7 +107,7 @@ async def test_two_callers_one_invalidation_one_refresh(
 
         # The README's Python example (the sync client, so off the event loop).
         def borrow() -> str:
-            with Client(rig.gw.url, CRM) as gw:
+            with Client(rig.runtime.url, CRM) as gw:
                 return gw.access_token("a").access_token
 
         assert await asyncio.to_thread(borrow) == n1["access_token"]

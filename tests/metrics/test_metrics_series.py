@@ -86,7 +86,7 @@ def dashboard_expressions() -> list[str]:
 
 async def test_series_add_up_after_a_forced_lease_expiry(tmp_path: Path) -> None:
     async with running_rig(tmp_path, (APP_A,)) as rig:
-        store, now = rig.gw.store, rig.gw.clock.now()
+        store, now = rig.runtime.store, rig.runtime.clock.now()
         assert store is not None
         # A worker leases messages due a moment from now and dies: its leases must expire
         # before the pool may take the messages over.
@@ -122,7 +122,7 @@ async def test_series_add_up_after_a_forced_lease_expiry(tmp_path: Path) -> None
         assert total(parsed, "wxgate_app_paused", app="a") == 0
 
         # A pause written to the store shows in every process's scrape.
-        await store.set_pause(AppPause(APP_A.name, rig.gw.clock.now() + 60, "daily quota"))
+        await store.set_pause(AppPause(APP_A.name, rig.runtime.clock.now() + 60, "daily quota"))
         parsed, _ = parse(await rig.api.metrics_text())
         assert total(parsed, "wxgate_app_paused", app="a") == 1
 
@@ -205,7 +205,7 @@ async def test_unrouted_http_methods_share_one_label(tmp_path: Path) -> None:
 
     async with running_rig(tmp_path, (APP_A,)) as rig, aiohttp.ClientSession() as s:
         for verb in ("PROPFIND", "M-SEARCH", "PURGE"):
-            async with s.request(verb, f"{rig.gw.url}/healthz") as r:
+            async with s.request(verb, f"{rig.runtime.url}/healthz") as r:
                 assert r.status == 405
         parsed, _ = parse(await rig.api.metrics_text())
     methods = {labels["method"] for labels, _ in parsed.get("wxgate_http_requests_total", [])}

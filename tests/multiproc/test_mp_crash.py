@@ -30,7 +30,7 @@ from mp_support import (
 )
 
 from redis_server import RedisServer
-from wxgate.runtime import Gateway
+from wxgate.runtime import Runtime
 from wxgate.sim.testing import running_simulator
 
 # Short timeouts and leases: a dead process's leases come back within LEASE_S.
@@ -133,7 +133,7 @@ async def test_redis_killed_and_restarted_mid_run_loses_nothing(
                     str(
                         gateway_config(
                             tmp_path,
-                            f"gw{i}",
+                            f"runtime{i}",
                             port,
                             sim.base_url,
                             private_redis.url(),
@@ -143,7 +143,7 @@ async def test_redis_killed_and_restarted_mid_run_loses_nothing(
                     ),
                 ],
                 port,
-                tmp_path / f"gw{i}.log",
+                tmp_path / f"runtime{i}.log",
             )
             for i, port in enumerate(ports)
         ]
@@ -232,8 +232,8 @@ async def test_a_full_redis_answers_503_until_it_has_room_again(
     )
     admin = redis.Redis(port=private_redis.port)
     body = {"touser": "o_full", "template_id": TEMPLATE, "data": {"thing1": "x" * 2000}}
-    async with Gateway(settings, role="api") as gw:
-        api = Api(gw.url)
+    async with Runtime(settings, role="api") as runtime:
+        api = Api(runtime.url)
         try:
             used = int(admin.info("memory")["used_memory"])
             admin.config_set("maxmemory-policy", "noeviction")

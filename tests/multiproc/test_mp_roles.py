@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from wxgate.cli import app as cli_app
 from wxgate.errors import ConfigError
-from wxgate.runtime import Gateway, parse_role
+from wxgate.runtime import Runtime, parse_role
 from wxgate.sandbox import free_port
 from wxgate.serve import ServeOptions, check_options
 from wxgate.supervisor import check_port_free, describe_exit, restart_delay_s
@@ -30,27 +30,27 @@ async def _get(url: str) -> int:
 
 async def test_a_worker_only_process_serves_probes_and_metrics_and_no_api(tmp_path: Path) -> None:
     settings = build_settings(tmp_path, free_port(), "http://127.0.0.1:9")
-    async with Gateway(settings, role="worker") as gw:
-        assert gw.pool is not None
-        assert await _get(f"{gw.url}/healthz") == 200
-        assert await _get(f"{gw.url}/readyz") == 200
-        assert await _get(f"{gw.url}/metrics") == 200
+    async with Runtime(settings, role="worker") as runtime:
+        assert runtime.pool is not None
+        assert await _get(f"{runtime.url}/healthz") == 200
+        assert await _get(f"{runtime.url}/readyz") == 200
+        assert await _get(f"{runtime.url}/metrics") == 200
         for path in ("/v1/stats", "/v1/messages/x", "/openapi.json"):
-            assert await _get(f"{gw.url}{path}") == 404, path
+            assert await _get(f"{runtime.url}{path}") == 404, path
 
 
 async def test_an_api_only_process_accepts_and_sends_nothing(tmp_path: Path) -> None:
     settings = build_settings(tmp_path, free_port(), "http://127.0.0.1:9")
-    async with Gateway(settings, role="api") as gw, aiohttp.ClientSession() as s:
-        assert gw.pool is None, "no worker pool in an api-only process"
+    async with Runtime(settings, role="api") as runtime, aiohttp.ClientSession() as s:
+        assert runtime.pool is None, "no worker pool in an api-only process"
         body = {"touser": "o_a", "template_id": TEMPLATE, "data": {"thing1": "x"}}
-        async with s.post(f"{gw.url}/v1/messages", json=body, headers=AUTH) as r:
+        async with s.post(f"{runtime.url}/v1/messages", json=body, headers=AUTH) as r:
             assert r.status == 202
             msg_id = (await r.json())["id"]
         await asyncio.sleep(0.3)
-        async with s.get(f"{gw.url}/v1/messages/{msg_id}", headers=AUTH) as r:
+        async with s.get(f"{runtime.url}/v1/messages/{msg_id}", headers=AUTH) as r:
             assert (await r.json())["status"] == "queued"
-        assert await _get(f"{gw.url}/readyz") == 200
+        assert await _get(f"{runtime.url}/readyz") == 200
 
 
 def test_unknown_roles_are_refused() -> None:

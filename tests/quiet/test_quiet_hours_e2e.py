@@ -81,21 +81,21 @@ async def test_held_overnight_at_ingest_and_at_delivery(tmp_path: Path) -> None:
             assert view["status"] == "scheduled" and view["not_before"] == morning
         await _status(rig, urgent, "delivered")
         await _status(rig, high, "delivered")
-        stored = await rig.gw.store.get(high) if rig.gw.store is not None else None
+        stored = await rig.runtime.store.get(high) if rig.runtime.store is not None else None
         assert stored is not None and stored.priority == "urgent"  # high is urgent's alias
 
         # At delivery: rows that come due inside the window (as a retry or a scheduled send
         # would), written to the store directly so ingest has no say.
-        assert rig.gw.store is not None
+        assert rig.runtime.store is not None
         now = clock.now()
         due = [
             _message("o_due_normal", now, "normal"),
             _message("o_due_expiring", now, "normal", expire_at=night + 3600),
             _message("o_due_urgent", now, "urgent"),
         ]
-        await rig.gw.store.enqueue(due)
-        assert rig.gw.pool is not None
-        rig.gw.pool.wake()
+        await rig.runtime.store.enqueue(due)
+        assert rig.runtime.pool is not None
+        rig.runtime.pool.wake()
         await _status(rig, due[2].id, "delivered")
         await _status(rig, due[1].id, "expired")
         held = await _status(rig, due[0].id, "retrying")
@@ -109,7 +109,7 @@ async def test_held_overnight_at_ingest_and_at_delivery(tmp_path: Path) -> None:
         # 08:00: everything held goes, once each, with one attempt. (The simulator's receipts
         # carry its own, unjumped time, so "sent" is as far as these get.)
         clock.jump(morning - clock.now() + 1)
-        rig.gw.pool.wake()
+        rig.runtime.pool.wake()
         for msg_id in (normal, low, due[0].id):
             view = await _status(rig, msg_id, "sent", "delivered")
             assert view["attempts"] == 1 and view["sent_at"] >= morning

@@ -17,7 +17,7 @@ from typing import Any
 
 import msgspec
 import pytest
-from api_support import AUTH, Gateway, make_settings, running_gateway
+from api_support import AUTH, ApiRig, make_settings, running_gateway
 from redis.asyncio import Redis
 
 from wxgate.api.data_limits import DataLimits
@@ -60,13 +60,13 @@ def stored_bytes(db: Path) -> int:
 
 
 @pytest.fixture
-async def big(tmp_path: Path) -> AsyncIterator[Gateway]:
+async def big(tmp_path: Path) -> AsyncIterator[ApiRig]:
     async with running_gateway(tmp_path / "wx.db", make_settings(**BIG)) as g:
         yield g
 
 
 async def test_a_big_shared_data_is_stored_once_not_per_recipient(
-    big: Gateway, tmp_path: Path
+    big: ApiRig, tmp_path: Path
 ) -> None:
     db = tmp_path / "wx.db"
     body = batch_body()
@@ -89,7 +89,7 @@ async def test_a_big_shared_data_is_stored_once_not_per_recipient(
     assert by_user["o_10"].data["first"] == {"value": "x" * SHARED_BYTES}
 
 
-async def test_a_streamed_batch_stores_its_header_data_once(big: Gateway, tmp_path: Path) -> None:
+async def test_a_streamed_batch_stores_its_header_data_once(big: ApiRig, tmp_path: Path) -> None:
     """NDJSON: the header line's shared data (up to one line, 64 KiB) is the batch's alone."""
     db = tmp_path / "wx.db"
     shared = {"first": "y" * 60_000}
@@ -162,75 +162,75 @@ async def test_redis_keeps_a_batch_shared_data_once(redis_url: str) -> None:
 # ------------------------------------------------------------------ the limits (defaults)
 
 
-async def refused(gw: Gateway, path: str, body: Any) -> dict[str, Any]:
+async def refused(rig: ApiRig, path: str, body: Any) -> dict[str, Any]:
     """POST that must be a 413 storing nothing; its error body."""
-    before = await gw.snapshot()
-    status, answer = await gw.post(path, body)
+    before = await rig.snapshot()
+    status, answer = await rig.post(path, body)
     assert status == 413, answer
     assert answer["error"] == "payload_too_large"
-    assert await gw.snapshot() == before
+    assert await rig.snapshot() == before
     return dict(answer)
 
 
 async def test_default_limits_refuse_oversized_data_naming_the_field(tmp_path: Path) -> None:
-    async with running_gateway(tmp_path / "wx.db") as gw:
-        limit = gw.settings.server.max_data_bytes
+    async with running_gateway(tmp_path / "wx.db") as rig:
+        limit = rig.settings.server.max_data_bytes
         assert limit == 4096  # a few KiB: WeChat's values are tens of characters
         big_value = "x" * limit
         one = {"touser": "o_1", "template_id": "tpl", "data": {"first": big_value}}
-        assert (await refused(gw, "/v1/messages", one))["field"] == "data"
+        assert (await refused(rig, "/v1/messages", one))["field"] == "data"
         shared = {
             "template_id": "tpl",
             "data": {"first": big_value},
             "recipients": [{"touser": "a"}],
         }
-        assert (await refused(gw, "/v1/batches", shared))["field"] == "data"
+        assert (await refused(rig, "/v1/batches", shared))["field"] == "data"
         own = {
             "template_id": "tpl",
             "data": {"first": "x" * (limit // 2)},
             "recipients": [{"touser": "a"}, {"touser": "b", "data": {"k": "y" * (limit // 2)}}],
         }
-        assert (await refused(gw, "/v1/batches", own))["field"] == "recipients[1].data"
+        assert (await refused(rig, "/v1/batches", own))["field"] == "recipients[1].data"
         # Just under the limit is fine, for both.
         fits = {"touser": "o_1", "template_id": "tpl", "data": {"first": "x" * (limit - 40)}}
-        assert (await gw.post("/v1/messages", fits))[0] == 202
+        assert (await rig.post("/v1/messages", fits))[0] == 202
 
 
 async def test_the_batch_data_limit_counts_shared_once_plus_each_own(tmp_path: Path) -> None:
     settings = make_settings(max_batch_data_bytes=20_000)
-    async with running_gateway(tmp_path / "wx.db", settings) as gw:
+    async with running_gateway(tmp_path / "wx.db", settings) as rig:
         # 3,000 bytes shared x 100 recipients without data of their own: stored once, fits.
         shared_only = batch_body(3000, 100)
         for r in shared_only["recipients"]:
             r.pop("data", None)
-        assert (await gw.post("/v1/batches", shared_only))[0] == 202
+        assert (await rig.post("/v1/batches", shared_only))[0] == 202
         # 100 recipients with ~300 bytes each of their own: 30 KB, over 20,000.
         own = {
             "template_id": "tpl",
             "recipients": [{"touser": f"o_{i}", "data": {"k": "z" * 300}} for i in range(100)],
         }
-        answer = await refused(gw, "/v1/batches", own)
+        answer = await refused(rig, "/v1/batches", own)
         assert answer["field"] == "recipients" and "max_batch_data_bytes" in answer["message"]
 
 
 async def test_a_streamed_upload_over_the_batch_data_limit_is_cancelled(tmp_path: Path) -> None:
     settings = make_settings(max_batch_data_bytes=20_000)
-    async with running_gateway(tmp_path / "wx.db", settings) as gw:
+    async with running_gateway(tmp_path / "wx.db", settings) as rig:
         rows = [
             msgspec.json.encode({"touser": f"o_{i}", "data": {"k": "z" * 300}}) for i in range(100)
         ]
-        resp = await gw.client.post(
+        resp = await rig.client.post(
             "/v1/batches?template_id=tpl",
             data=b"\n".join(rows) + b"\n",
             headers={**AUTH, "Content-Type": "application/x-ndjson"},
         )
         assert resp.status == 413, await resp.text()
         assert (await resp.json())["field"] == "recipients"
-        assert await gw.store.lease(1000, 30.0, gw.clock.now()) == []
-        [batch] = await gw.store.recent_batches(10)
+        assert await rig.store.lease(1000, 30.0, rig.clock.now()) == []
+        [batch] = await rig.store.recent_batches(10)
         assert batch.status == "cancelled"
         # A header whose shared data alone is over max_data_bytes: refused before any row.
-        resp = await gw.client.post(
+        resp = await rig.client.post(
             "/v1/batches",
             data=msgspec.json.encode({"header": {"template_id": "t", "data": {"k": "x" * 5000}}})
             + b"\n"

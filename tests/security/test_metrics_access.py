@@ -19,19 +19,19 @@ from e2e_support import API_KEY, build_settings
 
 from wxgate.api.metrics_access import bearer_matches
 from wxgate.errors import ConfigError
-from wxgate.runtime import Gateway, Role
+from wxgate.runtime import Role, Runtime
 from wxgate.settings import api_key_digest, parse_bind
 
 METRICS_KEY = "scrape-only-key-42"
 
 
 @asynccontextmanager
-async def gateway(tmp_path: Path, role: Role, **server: Any) -> AsyncIterator[Gateway]:
+async def gateway(tmp_path: Path, role: Role, **server: Any) -> AsyncIterator[Runtime]:
     settings = build_settings(tmp_path, 1, "http://127.0.0.1:9", server=server)
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    async with Gateway(settings, role=role, sock=sock) as gw:
-        yield gw
+    async with Runtime(settings, role=role, sock=sock) as runtime:
+        yield runtime
 
 
 async def get(url: str, key: str | None = None) -> tuple[int, str]:
@@ -45,40 +45,42 @@ async def get(url: str, key: str | None = None) -> tuple[int, str]:
 
 @pytest.mark.parametrize("role", ["api", "worker"])
 async def test_metrics_open_by_default(tmp_path: Path, role: Role) -> None:
-    async with gateway(tmp_path, role) as gw:
-        status, text = await get(f"{gw.url}/metrics")
+    async with gateway(tmp_path, role) as runtime:
+        status, text = await get(f"{runtime.url}/metrics")
         assert status == 200 and "wxgate_" in text
 
 
 @pytest.mark.parametrize("role", ["api", "worker"])
 @pytest.mark.parametrize("stored", [METRICS_KEY, "sha256:" + api_key_digest(METRICS_KEY).hex()])
 async def test_metrics_key_is_required_when_set(tmp_path: Path, role: Role, stored: str) -> None:
-    async with gateway(tmp_path, role, metrics_key=stored) as gw:
-        url = f"{gw.url}/metrics"
+    async with gateway(tmp_path, role, metrics_key=stored) as runtime:
+        url = f"{runtime.url}/metrics"
         for key in (None, "wrong", API_KEY):  # an API key is not the metrics key
             status, text = await get(url, key)
             assert status == 401, (key, status)
             assert "wxgate_" not in text and '"unauthorized"' in text
         status, text = await get(url, METRICS_KEY)
         assert status == 200 and "wxgate_" in text
-        assert (await get(f"{gw.url}/healthz"))[0] == 200  # probes need no key
+        assert (await get(f"{runtime.url}/healthz"))[0] == 200  # probes need no key
 
 
 @pytest.mark.parametrize("role", ["api", "worker"])
 async def test_metrics_bind_moves_metrics_off_the_api_port(tmp_path: Path, role: Role) -> None:
-    async with gateway(tmp_path, role, metrics_bind="127.0.0.1:0") as gw:
-        assert gw.metrics_port is not None and gw.metrics_port != gw.port
-        status, text = await get(f"{gw.url}/metrics")
+    async with gateway(tmp_path, role, metrics_bind="127.0.0.1:0") as runtime:
+        assert runtime.metrics_port is not None and runtime.metrics_port != runtime.port
+        status, text = await get(f"{runtime.url}/metrics")
         assert status == 404 and "wxgate_" not in text
-        separate = f"http://127.0.0.1:{gw.metrics_port}"
+        separate = f"http://127.0.0.1:{runtime.metrics_port}"
         status, text = await get(f"{separate}/metrics")
         assert status == 200 and "wxgate_" in text
         assert (await get(f"{separate}/healthz"))[0] == 404  # only /metrics there
 
 
 async def test_metrics_bind_with_key(tmp_path: Path) -> None:
-    async with gateway(tmp_path, "api", metrics_bind="127.0.0.1:0", metrics_key=METRICS_KEY) as gw:
-        separate = f"http://127.0.0.1:{gw.metrics_port}/metrics"
+    async with gateway(
+        tmp_path, "api", metrics_bind="127.0.0.1:0", metrics_key=METRICS_KEY
+    ) as runtime:
+        separate = f"http://127.0.0.1:{runtime.metrics_port}/metrics"
         assert (await get(separate))[0] == 401
         assert (await get(separate, METRICS_KEY))[0] == 200
 

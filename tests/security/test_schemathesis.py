@@ -23,8 +23,9 @@ from schemathesis import GenerationMode
 from schemathesis.core.failures import FailureGroup, ServerError
 from schemathesis.specs.openapi.checks import negative_data_rejection, positive_data_acceptance
 
-from wxgate.api.openapi import OPERATIONS, Op
-from wxgate.runtime import Gateway
+from wxgate.api.operation import Op
+from wxgate.api.routes import OPERATIONS
+from wxgate.runtime import Runtime
 from wxgate.sandbox import free_port
 from wxgate.settings import from_dict
 from wxgate.sim.testing import running_simulator
@@ -101,8 +102,8 @@ def gateway(tmp: Path) -> Serve:
             raw = settings_dict(tmp, port, sim.base_url, (APP_A, APP_B))
             raw["server"]["keys"] = KEYS
             raw["apps"][1]["encoding_aes_key"] = AES_KEY
-            async with Gateway(from_dict(raw)) as gw:
-                url.append(gw.url)
+            async with Runtime(from_dict(raw)) as runtime:
+                url.append(runtime.url)
                 await stop.wait()
 
     return serve

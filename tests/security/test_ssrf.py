@@ -396,8 +396,8 @@ async def test_an_allowlisted_caller_url_is_delivered_once_per_status_where_allo
     loopback) gets its events either way."""
     receiver.fail_first = 1  # a retry path: still one accepted event per status
     async with running_rig(tmp_path, **_opted_in(receiver, network=network)) as rig:
-        partner = Api(rig.gw.url, key=PARTNER_KEY)
-        named = Api(rig.gw.url, key=NAMED_KEY)
+        partner = Api(rig.runtime.url, key=PARTNER_KEY)
+        named = Api(rig.runtime.url, key=NAMED_KEY)
         try:
             own_url = f"{receiver.url}/own"
             own = await partner.send("o_user_own", callback_url=own_url)

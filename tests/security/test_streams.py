@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from api_support import AUTH, Gateway, running_gateway
+from api_support import AUTH, ApiRig, running_gateway
 from e2e_support import wait_until
 
 from wxgate.api import batch_upload
@@ -59,9 +59,9 @@ def nested(depth: int) -> Any:
     return value
 
 
-async def send(gw: Gateway, method: str, path: str, body: bytes, ctype: str) -> tuple[int, Any]:
+async def send(rig: ApiRig, method: str, path: str, body: bytes, ctype: str) -> tuple[int, Any]:
     headers = {**AUTH, "Content-Type": ctype}
-    async with gw.client.request(method, path, data=body, headers=headers) as resp:
+    async with rig.client.request(method, path, data=body, headers=headers) as resp:
         return resp.status, await resp.json(content_type=None)
 
 
@@ -119,19 +119,19 @@ FREE_FORM = (
 
 @pytest.mark.parametrize("shape", SHAPES)
 async def test_deep_json_is_a_400_on_every_json_route(tmp_path: Path, shape: str) -> None:
-    async with running_gateway(tmp_path / "wx.db", broker=Unreached()) as gw:
-        status, batch = await gw.post(
+    async with running_gateway(tmp_path / "wx.db", broker=Unreached()) as rig:
+        status, batch = await rig.post(
             "/v1/batches", {"template_id": "tpl", "data": {}, "recipients": [{"touser": "o"}]}
         )
         assert status == 202, batch
-        before = await gw.snapshot()
+        before = await rig.snapshot()
         for name, (method, path, body, ctype) in routes(shape, batch["id"]).items():
-            status, answer = await send(gw, method, path, body, ctype)
+            status, answer = await send(rig, method, path, body, ctype)
             assert status == 400, (name, answer)
             assert answer["error"] == "invalid_request", (name, answer)
             if name in FREE_FORM:  # typed fields refuse the first `[` as the wrong type
                 assert "nested too deeply" in answer["message"], (name, answer)
-        assert await gw.snapshot() == before, "nothing stored"
+        assert await rig.snapshot() == before, "nothing stored"
 
 
 async def test_deep_ndjson_line_after_a_committed_chunk_cancels_the_batch(tmp_path: Path) -> None:
@@ -141,15 +141,15 @@ async def test_deep_ndjson_line_after_a_committed_chunk_cancels_the_batch(tmp_pa
     rows = b"".join(b'{"touser": "o_%d"}\n' % i for i in range(CHUNK))
     deep_line = b'{"touser": "o_deep", "data": {"k": ' + deep_json("arrays", LINE_DEPTH) + b"}}\n"
     body = rows + deep_line + b'{"touser": "o_last"}\n'
-    async with running_gateway(tmp_path / "wx.db") as gw:
+    async with running_gateway(tmp_path / "wx.db") as rig:
         status, answer = await send(
-            gw, "POST", "/v1/batches?template_id=tpl", body, "application/x-ndjson"
+            rig, "POST", "/v1/batches?template_id=tpl", body, "application/x-ndjson"
         )
         assert (status, answer["field"]) == (400, f"line {CHUNK + 1}"), answer
         assert "nested too deeply" in answer["message"]
         found = re.search(r"batch (\w+) is cancelled", answer["message"])
         assert found, answer
-        status, batch = await gw.get(f"/v1/batches/{found.group(1)}")
+        status, batch = await rig.get(f"/v1/batches/{found.group(1)}")
         assert batch["status"] == "cancelled", batch
         assert batch["counts"] == {"cancelled": CHUNK}, "none of the first chunk is sent"
 
@@ -191,18 +191,18 @@ def test_spreadsheet_safe_leads_formula_cells_with_a_quote() -> None:
 
 
 async def test_results_csv_escapes_formula_cells_and_ndjson_keeps_them(tmp_path: Path) -> None:
-    async with running_gateway(tmp_path / "wx.db") as gw:
+    async with running_gateway(tmp_path / "wx.db") as rig:
         recipients = [{"touser": t} for t in FORMULAS + PLAIN]
-        status, answer = await gw.post(
+        status, answer = await rig.post(
             "/v1/batches", {"template_id": "tpl", "data": {"k": "v"}, "recipients": recipients}
         )
         assert status == 202, answer
         path = f"/v1/batches/{answer['id']}/results"
-        status, text = await gw.get(path, params={"format": "csv"})
+        status, text = await rig.get(path, params={"format": "csv"})
         assert status == 200
         got = [row["touser"] for row in csv.DictReader(io.StringIO(text, newline=""))]
         assert sorted(got) == sorted(["'" + t for t in FORMULAS] + PLAIN)
-        status, text = await gw.get(path, params={"format": "ndjson"})
+        status, text = await rig.get(path, params={"format": "ndjson"})
         assert status == 200
         raw = {json.loads(line)["touser"] for line in text.splitlines()}
         assert raw == set(FORMULAS + PLAIN), "NDJSON is for programs: exactly as sent"
@@ -218,8 +218,8 @@ async def test_a_body_that_breaks_off_leaves_an_incomplete_batch(
     rows = b"".join(b'{"touser": "o_%d"}\n' % i for i in range(150))
     gz = zlib.compressobj(wbits=31)
     good = gz.compress(rows) + gz.flush(zlib.Z_SYNC_FLUSH)
-    async with running_gateway(tmp_path / "wx.db") as gw:
-        url = gw.client.make_url("/")
+    async with running_gateway(tmp_path / "wx.db") as rig:
+        url = rig.client.make_url("/")
         reader, writer = await asyncio.open_connection(url.host, url.port)
         writer.write(
             b"POST /v1/batches?template_id=tpl HTTP/1.1\r\nHost: x\r\n"
@@ -231,7 +231,7 @@ async def test_a_body_that_breaks_off_leaves_an_incomplete_batch(
         await writer.drain()
 
         async def batch(status: str) -> dict[str, Any] | None:
-            _, listing = await gw.get("/v1/batches?limit=1")
+            _, listing = await rig.get("/v1/batches?limit=1")
             items = listing["items"]
             return items[0] if items and items[0]["status"] == status else None
 

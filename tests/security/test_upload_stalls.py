@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import pytest
 from aiohttp import StreamReader
 from aiohttp.base_protocol import BaseProtocol
-from api_support import AUTH, Gateway, make_settings, running_gateway
+from api_support import AUTH, ApiRig, make_settings, running_gateway
 
 from wxgate.api import batch_stream
 from wxgate.api.batch_stream import CsvRecipients
@@ -44,9 +44,9 @@ async def pieces(body: bytes, size: int = 16_384) -> AsyncIterator[bytes]:
 
 
 async def upload(
-    gw: Gateway, body: bytes, content_type: str, *, chunked: bool = True
+    rig: ApiRig, body: bytes, content_type: str, *, chunked: bool = True
 ) -> tuple[int, dict[str, Any]]:
-    async with gw.client.post(
+    async with rig.client.post(
         "/v1/batches",
         params=TEMPLATE,
         data=pieces(body) if chunked else io.BytesIO(body),  # BytesIO: a Content-Length
@@ -55,7 +55,7 @@ async def upload(
         return resp.status, await resp.json(content_type=None)
 
 
-async def worst_healthz_gap(gw: Gateway, work: Awaitable[T]) -> tuple[T, float]:
+async def worst_healthz_gap(rig: ApiRig, work: Awaitable[T]) -> tuple[T, float]:
     """`work`'s result and the longest time between two /healthz answers while it ran."""
     stop = asyncio.Event()
     worst = 0.0
@@ -64,7 +64,7 @@ async def worst_healthz_gap(gw: Gateway, work: Awaitable[T]) -> tuple[T, float]:
         nonlocal worst
         last = time.perf_counter()
         while not stop.is_set():
-            async with gw.client.get("/healthz") as resp:
+            async with rig.client.get("/healthz") as resp:
                 assert resp.status == 200
                 await resp.read()
             now = time.perf_counter()
@@ -79,8 +79,8 @@ async def worst_healthz_gap(gw: Gateway, work: Awaitable[T]) -> tuple[T, float]:
     return result, worst
 
 
-async def batch_ids(gw: Gateway) -> list[str]:
-    status, listing = await gw.get("/v1/batches?limit=100")
+async def batch_ids(rig: ApiRig) -> list[str]:
+    status, listing = await rig.get("/v1/batches?limit=100")
     assert status == 200, listing
     return [b["id"] for b in listing["items"]]
 
@@ -108,16 +108,16 @@ async def test_hostile_upload_is_refused_and_never_holds_the_loop(
 ) -> None:
     body, content_type, field = HOSTILE[case]
     settings = make_settings(max_stream_bytes=CAP)
-    async with running_gateway(tmp_path / "wx.db", settings) as gw:
-        (status, answer), gap_s = await worst_healthz_gap(gw, upload(gw, body, content_type))
+    async with running_gateway(tmp_path / "wx.db", settings) as rig:
+        (status, answer), gap_s = await worst_healthz_gap(rig, upload(rig, body, content_type))
         assert gap_s < MAX_GAP_S, f"/healthz waited {gap_s:.3f} s during the upload"
         assert status == 400 and answer["field"] == field, answer
         if content_type == "text/csv":  # the header row was good: a batch was made, then
             batch_id = cancelled_batch(answer)  # cancelled, as the README says
-            status, batch = await gw.get(f"/v1/batches/{batch_id}")
+            status, batch = await rig.get(f"/v1/batches/{batch_id}")
             assert (batch["status"], batch["counts"]) == ("cancelled", {}), batch
         else:
-            assert await batch_ids(gw) == [], "refused before a batch was made"
+            assert await batch_ids(rig) == [], "refused before a batch was made"
 
 
 async def test_a_chunked_body_past_the_byte_cap_is_413_and_its_batch_cancelled(
@@ -126,18 +126,18 @@ async def test_a_chunked_body_past_the_byte_cap_is_413_and_its_batch_cancelled(
     rows = b"".join(b'{"touser": "o_%07d"}\n' % i for i in range(CAP // 20))  # > CAP bytes
     assert len(rows) > CAP
     settings = make_settings(max_stream_bytes=CAP)
-    async with running_gateway(tmp_path / "wx.db", settings) as gw:
-        status, answer = await upload(gw, rows, "application/x-ndjson")
+    async with running_gateway(tmp_path / "wx.db", settings) as rig:
+        status, answer = await upload(rig, rows, "application/x-ndjson")
         assert (status, answer["error"]) == (413, "payload_too_large"), answer
         assert "server.max_stream_bytes" in answer["message"]
-        status, batch = await gw.get(f"/v1/batches/{cancelled_batch(answer)}")
+        status, batch = await rig.get(f"/v1/batches/{cancelled_batch(answer)}")
         assert batch["status"] == "cancelled", batch
         assert set(batch["counts"]) <= {"cancelled"}, "nothing of it is ever sent"
 
         # A Content-Length past the cap is refused before a byte is read or a batch made.
-        status, answer = await upload(gw, rows, "application/x-ndjson", chunked=False)
+        status, answer = await upload(rig, rows, "application/x-ndjson", chunked=False)
         assert (status, answer["error"]) == (413, "payload_too_large"), answer
-        assert len(await batch_ids(gw)) == 1
+        assert len(await batch_ids(rig)) == 1
 
 
 async def test_a_gzip_body_is_capped_by_what_it_expands_to(tmp_path: Path) -> None:
@@ -146,8 +146,8 @@ async def test_a_gzip_body_is_capped_by_what_it_expands_to(tmp_path: Path) -> No
     small = gz.compress(rows) + gz.flush()  # ...in a few KiB
     assert len(small) < 16_384
     settings = make_settings(max_stream_bytes=262_144)
-    async with running_gateway(tmp_path / "wx.db", settings) as gw:
-        async with gw.client.post(
+    async with running_gateway(tmp_path / "wx.db", settings) as rig:
+        async with rig.client.post(
             "/v1/batches",
             params=TEMPLATE,
             data=pieces(small),
@@ -160,8 +160,8 @@ async def test_a_gzip_body_is_capped_by_what_it_expands_to(tmp_path: Path) -> No
 async def test_under_the_cap_a_stream_is_accepted(tmp_path: Path) -> None:
     rows = b"".join(b'{"touser": "o_%07d"}\n' % i for i in range(1_000))
     settings = make_settings(max_stream_bytes=len(rows))  # exactly at the cap is fine
-    async with running_gateway(tmp_path / "wx.db", settings) as gw:
-        status, answer = await upload(gw, rows, "application/x-ndjson")
+    async with running_gateway(tmp_path / "wx.db", settings) as rig:
+        status, answer = await upload(rig, rows, "application/x-ndjson")
         assert (status, answer["total"]) == (202, 1_000), answer
 
 

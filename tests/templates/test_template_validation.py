@@ -16,7 +16,7 @@ import msgspec
 import pytest
 from e2e_support import APP_A, APP_B, Api, AppSpec, settings_dict, sim_config, wait_until
 
-from wxgate.runtime import Gateway
+from wxgate.runtime import Runtime
 from wxgate.sandbox import free_port
 from wxgate.settings import from_dict
 from wxgate.sim.config import SimTemplate, default_templates
@@ -32,7 +32,7 @@ LONG = "订单已发货预计明天送达请保持电话畅通以便快递员联
 @dataclass
 class Rig:
     sim: SimHandle
-    gw: Gateway
+    runtime: Runtime
     api: Api
 
     async def post(self, path: str, body: dict[str, Any]) -> tuple[int, Any]:
@@ -63,10 +63,10 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
         )
         for app in data["apps"]:
             app["validate"] = MODES[app["name"]]
-        async with Gateway(from_dict(data)) as gw:
-            api = Api(gw.url)
+        async with Runtime(from_dict(data)) as runtime:
+            api = Api(runtime.url)
             try:
-                yield Rig(sim, gw, api)
+                yield Rig(sim, runtime, api)
             finally:
                 await api.close()
 

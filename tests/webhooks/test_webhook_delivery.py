@@ -17,7 +17,7 @@ from e2e_support import APP_A, Api, build_settings, sim_config, wait_until
 from webhook_support import SECRET, Receiver
 
 from redis_server import RedisServer
-from wxgate.runtime import Gateway
+from wxgate.runtime import Runtime
 from wxgate.sandbox import free_port
 from wxgate.sim.testing import running_simulator
 
@@ -53,8 +53,8 @@ async def rig(
             webhooks={**FAST_WEBHOOKS, "allow_private_networks": ["127.0.0.0/8"], **webhooks},
             store=store,
         )
-        async with Gateway(settings) as gw:
-            api = Api(gw.url)
+        async with Runtime(settings) as runtime:
+            api = Api(runtime.url)
             try:
                 yield api
             finally:

@@ -1,4 +1,4 @@
-"""The aiohttp Application: the route table with each route's scope.
+"""The aiohttp Application, built from the route table (api/routes.py).
 
 No middleware: each handler is wrapped once, at registration, in `guarded` (auth for routes
 that carry a scope, every exception mapped to a JSON error by api/errors.py), and a catch-all
@@ -10,44 +10,37 @@ that was a tenth of the event loop's time.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 from aiohttp import web
 
 from wxgate.api.auth import KeyRing, Scope, check
-from wxgate.api.batches import BatchRoutes
-from wxgate.api.callback import CallbackRoutes
 from wxgate.api.context import (
-    GATEWAY,
+    API_CONTEXT,
+    ApiContext,
     ApiMetrics,
-    Gateway,
     NoApiMetrics,
     StatsExtra,
     TokenSource,
 )
-from wxgate.api.dashboard_routes import DashboardRoutes
-from wxgate.api.deadletters import DeadLetterRoutes
 from wxgate.api.depth import DepthGuard
 from wxgate.api.errors import ApiError, response_for
-from wxgate.api.messages import MessageRoutes
-from wxgate.api.openapi import document
-from wxgate.api.ops import OpsRoutes
-from wxgate.api.responses import JSON, encode
+from wxgate.api.operation import Handler
+from wxgate.api.routes import ROUTES
 from wxgate.api.store_deadline import with_deadline
 from wxgate.api.template_check import TemplateSource
-from wxgate.api.tokens import TokenRoutes
+from wxgate.api.views import Views
 from wxgate.clock import Clock
 from wxgate.metrics import UNROUTED
 from wxgate.settings import Settings
 from wxgate.store.base import Store
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _UNAUTHORIZED = {"WWW-Authenticate": 'Bearer realm="wxgate"'}
 
 
-def guarded(gw: Gateway, handler: Handler, scope: Scope | None) -> Handler:
+def guarded(ctx: ApiContext, handler: Handler, scope: Scope | None) -> Handler:
     """`handler` behind auth (when the route has a scope); any exception becomes JSON."""
-    keys, on_limited = gw.keys, gw.metrics.on_key_limited
+    keys, on_limited = ctx.keys, ctx.metrics.on_key_limited
 
     async def route(request: web.Request) -> web.StreamResponse:
         try:
@@ -92,10 +85,15 @@ def create_app(
     metrics: ApiMetrics | None = None,
     wake: Callable[[], None] | None = None,
     templates: TemplateSource | None = None,
+    *,
+    probes_only: bool = False,
 ) -> web.Application:
+    """The API on `store`; `probes_only`: only /healthz, /readyz and /metrics (a worker-only
+    process: put behind a load balancer by mistake, it answers 404 rather than taking API
+    traffic)."""
     server = settings.server
     store = with_deadline(store, server.store_timeout_s)  # handlers fail fast on a hung store
-    gw = Gateway(
+    ctx = ApiContext(
         settings=settings,
         store=store,
         clock=clock,
@@ -111,48 +109,12 @@ def create_app(
     # Routes read bodies through body.read_limited with their own limit (batches may be larger
     # than single messages); client_max_size is the backstop for anything using request.read().
     app = web.Application(client_max_size=max(server.max_body_bytes, server.max_batch_body_bytes))
-    app[GATEWAY] = gw
-    messages, batches = MessageRoutes(gw), BatchRoutes(gw)
-    dead, ops = DeadLetterRoutes(gw), OpsRoutes(gw)
-    callback = CallbackRoutes(gw)
-    tokens = TokenRoutes(gw)
-    dashboard = DashboardRoutes()
-
-    table: list[tuple[str, str, Handler, Scope | None]] = [
-        ("POST", "/v1/messages", messages.create, Scope.SEND),
-        ("GET", "/v1/messages/{id}", messages.get, Scope.READ),
-        ("DELETE", "/v1/messages/{id}", messages.cancel, Scope.SEND),
-        ("POST", "/v1/batches", batches.create, Scope.SEND),
-        ("GET", "/v1/batches", batches.list, Scope.READ),
-        ("GET", "/v1/batches/{id}", batches.get, Scope.READ),
-        ("POST", "/v1/batches/{id}/pause", batches.pause, Scope.SEND),
-        ("POST", "/v1/batches/{id}/resume", batches.resume, Scope.SEND),
-        ("POST", "/v1/batches/{id}/cancel", batches.cancel, Scope.SEND),
-        ("PATCH", "/v1/batches/{id}", batches.patch, Scope.SEND),
-        ("GET", "/v1/batches/{id}/results", batches.results, Scope.READ),
-        ("GET", "/v1/dead-letters", dead.list, Scope.READ),
-        ("POST", "/v1/dead-letters/requeue", dead.requeue, Scope.ADMIN),
-        ("GET", "/v1/stats", ops.stats, Scope.READ),
-        ("GET", "/v1/apps/{app}/access-token", tokens.get, Scope.TOKEN),
-        ("POST", "/v1/apps/{app}/access-token/invalidate", tokens.invalidate, Scope.TOKEN),
-        ("GET", "/wechat/callback/{app}", callback.verify, None),
-        ("POST", "/wechat/callback/{app}", callback.push, None),
-        ("GET", "/healthz", ops.healthz, None),
-        ("GET", "/readyz", ops.readyz, None),
-        ("GET", "/metrics", ops.metrics, None),
-        ("GET", "/dashboard", dashboard.page, None),
-        ("GET", "/dashboard/", dashboard.slash, None),
-        ("GET", "/dashboard/{name}", dashboard.asset, None),
-    ]
-    openapi_body = encode(
-        document([(m, p, s) for m, p, _, s in table] + [("GET", "/openapi.json", None)])
-    )
-
-    async def openapi(request: web.Request) -> web.Response:
-        return web.Response(body=openapi_body, content_type=JSON)
-
-    table.append(("GET", "/openapi.json", openapi, None))
-    for method, path, handler, scope in table:
-        app.router.add_route(method, path, guarded(gw, handler, scope))
+    app[API_CONTEXT] = ctx
+    views = Views.of(ctx)
+    for route in ROUTES:
+        if route.probe or not probes_only:
+            app.router.add_route(
+                route.method, route.path, guarded(ctx, route.handler(views), route.scope)
+            )
     app.router.add_route("*", "/{unrouted:.*}", _unrouted, name=UNROUTED)
     return app

@@ -35,7 +35,7 @@ from wxgate.api.batch_stream import (
     header_from,
     too_large,
 )
-from wxgate.api.context import Gateway
+from wxgate.api.context import ApiContext
 from wxgate.api.data_limits import BatchBudget, DataLimits, size_of
 from wxgate.api.errors import ApiError, invalid
 from wxgate.api.intake import batch_from, normalize_data, resolve_app
@@ -64,20 +64,20 @@ def check_rate(rate_per_s: float | None, field: str = "rate_per_s") -> None:
 
 
 class StreamedBatch:
-    """One upload: `await StreamedBatch(gw, request, mime).run()`."""
+    """One upload: `await StreamedBatch(ctx, request, mime).run()`."""
 
-    def __init__(self, gw: Gateway, request: web.Request, mime: str) -> None:
-        self.gw = gw
+    def __init__(self, ctx: ApiContext, request: web.Request, mime: str) -> None:
+        self.ctx = ctx
         self.request = request
         self.mime = mime
         self.batch: Batch | None = None
         self.accepted = 0
-        self.limits = DataLimits.of(gw.settings.server)
+        self.limits = DataLimits.of(ctx.settings.server)
         self.budget: BatchBudget | None = None  # the batch's data bytes so far (_load)
 
     async def run(self) -> BatchAccepted:
-        gw, request = self.gw, self.request
-        max_bytes = gw.settings.server.max_stream_bytes
+        ctx, request = self.ctx, self.request
+        max_bytes = ctx.settings.server.max_stream_bytes
         if request.content_length is not None and request.content_length > max_bytes:
             raise too_large(max_bytes)  # before a batch exists
         reader: NdjsonRecipients | CsvRecipients
@@ -89,9 +89,9 @@ class StreamedBatch:
         header_line = reader.header_line if isinstance(reader, NdjsonRecipients) else None
         header = header_from(request.query, header_line)
         check_rate(header.rate_per_s)
-        app = resolve_app(gw.apps, header.app)
+        app = resolve_app(ctx.apps, header.app)
         require_app(caller(request), app.name)
-        now = gw.clock.now()
+        now = ctx.clock.now()
         proto = self._prototype(header, app.name, now)
         batch = self.batch = Batch(
             id=proto.batch_id or "",
@@ -104,7 +104,7 @@ class StreamedBatch:
             shared=proto.shared,  # stored once, here; chunks store their own data only
         )
         try:
-            await gw.store.enqueue([], batch)
+            await ctx.store.enqueue([], batch)
         except StoreTimeout as exc:
             raise OutcomeUnknown(exc, batch_id=batch.id) from None
         try:
@@ -131,14 +131,16 @@ class StreamedBatch:
             await self._cancelled()
             raise
         if self.accepted == 0:
-            await gw.store.set_batch_status(batch.id, "cancelled")
+            await ctx.store.set_batch_status(batch.id, BatchStatus.CANCELLED)
             raise invalid("recipients", f"no recipients in the body (batch {batch.id} cancelled)")
-        await gw.store.set_batch_total(batch.id, self.accepted)
-        status = "running"
-        if not await gw.store.set_batch_status(batch.id, "running", expect="loading"):
-            current = await gw.store.get_batch(batch.id)  # paused or cancelled meanwhile
-            status = current.status if current is not None else "cancelled"
-        gw.wake()
+        await ctx.store.set_batch_total(batch.id, self.accepted)
+        status = BatchStatus.RUNNING
+        if not await ctx.store.set_batch_status(
+            batch.id, BatchStatus.RUNNING, expect=BatchStatus.LOADING
+        ):
+            current = await ctx.store.get_batch(batch.id)  # paused or cancelled meanwhile
+            status = current.status if current is not None else BatchStatus.CANCELLED
+        ctx.wake()
         return BatchAccepted(batch.id, self.accepted, status)
 
     def _prototype(self, header: BatchHeader, app: str, now: float) -> Message:
@@ -148,14 +150,14 @@ class StreamedBatch:
         body = header.as_batch_in([Recipient("-")])
         hosts = callback_hosts(self.request)
         _, [proto] = batch_from(
-            body, self.gw.apps[app], now, new_id(), 1, key_hosts=hosts, limits=self.limits
+            body, self.ctx.apps[app], now, new_id(), 1, key_hosts=hosts, limits=self.limits
         )
         return proto
 
     async def _load(self, reader: NdjsonRecipients | CsvRecipients, proto: Message) -> None:
-        gw = self.gw
+        ctx = self.ctx
         assert self.batch is not None
-        limit = gw.settings.server.max_stream_recipients
+        limit = ctx.settings.server.max_stream_recipients
         shared = proto.data
         self.budget = BatchBudget(shared, self.limits)
         chunk: list[tuple[int, Recipient]] = []
@@ -174,10 +176,10 @@ class StreamedBatch:
     async def _commit(
         self, rows: list[tuple[int, Recipient]], proto: Message, shared: dict[str, dict[str, str]]
     ) -> None:
-        gw, batch, budget = self.gw, self.batch, self.budget
+        ctx, batch, budget = self.ctx, self.batch, self.budget
         assert batch is not None and budget is not None
-        current = await gw.store.get_batch(batch.id)
-        if current is None or current.status == "cancelled":
+        current = await ctx.store.get_batch(batch.id)
+        if current is None or current.status == BatchStatus.CANCELLED:
             raise ApiError(409, "conflict", f"batch {batch.id} was cancelled during the upload")
         messages = []
         room, own_total = budget.room, 0
@@ -193,16 +195,16 @@ class StreamedBatch:
             else:
                 messages.append(replace(proto, id=msg_id, touser=r.touser))
         budget.add(own_total)
-        app = gw.apps[batch.app]
-        if app.validate != "off" and gw.templates is not None:  # template_check.py
+        app = ctx.apps[batch.app]
+        if app.validate != "off" and ctx.templates is not None:  # template_check.py
             labels = [f"line {n}" for n, _ in rows]
-            await checked_batch(gw.templates, app, messages, [r for _, r in rows], labels)
-        await gw.depth.admit(len(messages))
-        await gw.store.enqueue(messages)
-        gw.depth.accepted(len(messages))
-        gw.metrics.on_accepted(batch.app, len(messages))
+            await checked_batch(ctx.templates, app, messages, [r for _, r in rows], labels)
+        await ctx.depth.admit(len(messages))
+        await ctx.store.enqueue(messages)
+        ctx.depth.accepted(len(messages))
+        ctx.metrics.on_accepted(batch.app, len(messages))
         self.accepted += len(messages)
-        await gw.store.set_batch_total(batch.id, self.accepted)
+        await ctx.store.set_batch_total(batch.id, self.accepted)
 
     async def _failed(self, exc: ApiError) -> ApiError:
         """The answer for an upload stopped by an ApiError, after settling the batch."""
@@ -224,15 +226,17 @@ class StreamedBatch:
     async def _cancelled(self) -> None:
         assert self.batch is not None
         with contextlib.suppress(WxgateError):  # the store is down: it stays `loading`
-            await self.gw.store.set_batch_status(self.batch.id, "cancelled")
+            await self.ctx.store.set_batch_status(self.batch.id, BatchStatus.CANCELLED)
 
     async def _incomplete(self) -> None:
         batch = self.batch
         if batch is None:
             return
         try:
-            await self.gw.store.set_batch_total(batch.id, self.accepted)
-            await self.gw.store.set_batch_status(batch.id, "incomplete", expect="loading")
+            await self.ctx.store.set_batch_total(batch.id, self.accepted)
+            await self.ctx.store.set_batch_status(
+                batch.id, BatchStatus.INCOMPLETE, expect=BatchStatus.LOADING
+            )
         except WxgateError:
             # The store is down too: the batch stays `loading`, which resume/cancel handle.
             log.warning("batch %s: could not mark the broken upload incomplete", batch.id)

@@ -12,7 +12,7 @@ from wxgate.api.batch_results import FORMATS, stream_results
 from wxgate.api.batch_stream import CSV_TYPES, NDJSON_TYPES
 from wxgate.api.batch_upload import StreamedBatch, check_rate
 from wxgate.api.body import read_json
-from wxgate.api.context import Gateway
+from wxgate.api.context import ApiContext
 from wxgate.api.data_limits import DataLimits
 from wxgate.api.errors import ApiError, invalid
 from wxgate.api.intake import batch_from, resolve_app
@@ -22,6 +22,7 @@ from wxgate.api.schemas import BatchList, BatchPatch
 from wxgate.api.template_check import checked_batch
 from wxgate.errors import StoreTimeout
 from wxgate.models import (
+    BATCH_DONE,
     BATCH_HELD,
     FINAL_STATUSES,
     Batch,
@@ -40,44 +41,44 @@ MAX_LIST = 100
 
 
 class BatchRoutes:
-    def __init__(self, gw: Gateway) -> None:
-        self.gw = gw
+    def __init__(self, ctx: ApiContext) -> None:
+        self.ctx = ctx
 
     async def create(self, request: web.Request) -> web.Response:
-        gw = self.gw
+        ctx = self.ctx
         mime = (request.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
         if mime in _STREAM_TYPES:
-            accepted = await StreamedBatch(gw, request, mime).run()
+            accepted = await StreamedBatch(ctx, request, mime).run()
             return json_response(accepted, status=202)
-        body = await read_json(request, _DECODER, gw.max_batch_body_bytes)
+        body = await read_json(request, _DECODER, ctx.max_batch_body_bytes)
         check_rate(body.rate_per_s)
-        app = resolve_app(gw.apps, body.app)
+        app = resolve_app(ctx.apps, body.app)
         require_app(caller(request), app.name)
-        server = gw.settings.server
+        server = ctx.settings.server
         batch, messages = batch_from(
             body,
             app,
-            gw.clock.now(),
+            ctx.clock.now(),
             new_id(),
             server.max_batch_recipients,
             key_hosts=callback_hosts(request),
             limits=DataLimits.of(server),
         )
         batch.rate_per_s = body.rate_per_s
-        if app.validate != "off" and gw.templates is not None:
-            await checked_batch(gw.templates, app, messages, body.recipients)
-        await gw.depth.admit(batch.total)
+        if app.validate != "off" and ctx.templates is not None:
+            await checked_batch(ctx.templates, app, messages, body.recipients)
+        await ctx.depth.admit(batch.total)
         try:
-            results = await gw.store.enqueue(messages, batch)
+            results = await ctx.store.enqueue(messages, batch)
         except StoreTimeout as exc:
             raise OutcomeUnknown(exc, batch_id=batch.id) from None
-        gw.depth.accepted(batch.total)
-        gw.metrics.on_accepted(batch.app, sum(1 for r in results if r.created))
-        gw.wake()
+        ctx.depth.accepted(batch.total)
+        ctx.metrics.on_accepted(batch.app, sum(1 for r in results if r.created))
+        ctx.wake()
         return json_response(BatchAccepted(batch.id, batch.total, batch.status), status=202)
 
     async def _progress(self, batch_id: str, request: web.Request | None = None) -> BatchProgress:
-        batch = await self.gw.store.get_batch(batch_id)
+        batch = await self.ctx.store.get_batch(batch_id)
         if batch is None:
             raise ApiError(404, "not_found", f"no batch {batch_id!r}", "id")
         if request is not None:
@@ -85,7 +86,7 @@ class BatchRoutes:
         return await self._progress_of(batch)
 
     async def _progress_of(self, batch: Batch) -> BatchProgress:
-        store = self.gw.store
+        store = self.ctx.store
         counts = await store.batch_counts(batch.id)
         status: str = batch.status  # or "done", which is reported, never stored
         # While loading, the recipients committed so far (the total is written per chunk).
@@ -95,7 +96,7 @@ class BatchRoutes:
             status == BatchStatus.RUNNING
             and sum(n for s, n in counts.items() if s in _FINAL) >= total
         ):
-            status = "done"
+            status = BATCH_DONE
         errcodes = await store.batch_errcodes(batch.id) if counts.get("dead") else {}
         return BatchProgress(
             batch.id,
@@ -118,7 +119,7 @@ class BatchRoutes:
             raise invalid("limit", "expected an integer") from None
         if not 1 <= limit <= MAX_LIST:
             raise invalid("limit", f"expected 1-{MAX_LIST}")
-        batches = await self.gw.store.recent_batches(limit)
+        batches = await self.ctx.store.recent_batches(limit)
         apps = allowed_apps(request)
         if apps is not None:  # a key limited to apps sees only their batches
             batches = [b for b in batches if b.app in apps]
@@ -130,39 +131,41 @@ class BatchRoutes:
     async def pause(self, request: web.Request) -> web.Response:
         """Stops leasing the batch's messages; those in flight finish. Resume picks them up."""
         progress = await self._progress(request.match_info["id"], request)
-        if progress.status in ("done", "cancelled"):
+        if progress.status in (BATCH_DONE, BatchStatus.CANCELLED):
             raise ApiError(409, "conflict", f"the batch is {progress.status}")
-        if progress.status != "paused":
-            await self.gw.store.set_batch_status(progress.id, "paused")
+        if progress.status != BatchStatus.PAUSED:
+            await self.ctx.store.set_batch_status(progress.id, BatchStatus.PAUSED)
         return json_response(await self._progress(progress.id))
 
     async def resume(self, request: web.Request) -> web.Response:
         progress = await self._progress(request.match_info["id"], request)
-        if progress.status == "cancelled":
+        if progress.status == BatchStatus.CANCELLED:
             raise ApiError(409, "conflict", "a cancelled batch cannot be resumed")
         if progress.status in BATCH_HELD:
             # paused, incomplete (its upload broke) or loading (an upload its gateway died in)
-            await self.gw.store.set_batch_status(progress.id, "running", expect=progress.status)
-            self.gw.wake()
+            await self.ctx.store.set_batch_status(
+                progress.id, BatchStatus.RUNNING, expect=progress.status
+            )
+            self.ctx.wake()
         return json_response(await self._progress(progress.id))
 
     async def cancel(self, request: web.Request) -> web.Response:
         """Cancels the batch's pending messages; ones already sent or in flight stay as they are."""
         progress = await self._progress(request.match_info["id"], request)
-        if progress.status == "done":
+        if progress.status == BATCH_DONE:
             raise ApiError(409, "conflict", "every message of this batch is already final")
-        if progress.status != "cancelled":
-            await self.gw.store.set_batch_status(progress.id, "cancelled")
+        if progress.status != BatchStatus.CANCELLED:
+            await self.ctx.store.set_batch_status(progress.id, BatchStatus.CANCELLED)
         return json_response(await self._progress(progress.id))
 
     async def patch(self, request: web.Request) -> web.Response:
         """Change a batch's own send rate while it runs ({"rate_per_s": N}, null = none)."""
         progress = await self._progress(request.match_info["id"], request)
-        body = await read_json(request, _PATCH, self.gw.max_body_bytes)
+        body = await read_json(request, _PATCH, self.ctx.max_body_bytes)
         check_rate(body.rate_per_s)
-        if progress.status in ("done", "cancelled"):
+        if progress.status in (BATCH_DONE, BatchStatus.CANCELLED):
             raise ApiError(409, "conflict", f"the batch is {progress.status}")
-        await self.gw.store.set_batch_rate(progress.id, body.rate_per_s)
+        await self.ctx.store.set_batch_rate(progress.id, body.rate_per_s)
         return json_response(await self._progress(progress.id))
 
     async def results(self, request: web.Request) -> web.StreamResponse:
@@ -171,4 +174,4 @@ class BatchRoutes:
         if fmt not in FORMATS:
             raise invalid("format", "expected csv or ndjson")
         progress = await self._progress(request.match_info["id"], request)
-        return await stream_results(request, self.gw.store, progress.id, fmt, self.gw.clock.now())
+        return await stream_results(request, self.ctx.store, progress.id, fmt, self.ctx.clock.now())

@@ -16,7 +16,7 @@ import logging
 from aiohttp import web
 
 from wxgate.api.body import read_limited
-from wxgate.api.context import Gateway
+from wxgate.api.context import ApiContext
 from wxgate.api.errors import ApiError
 from wxgate.api.throttled_log import ThrottledLog
 from wxgate.settings import AppSettings, callback_max_skew_s
@@ -37,13 +37,13 @@ _NONCE_SLACK_S = 1.0
 
 
 class CallbackRoutes:
-    def __init__(self, gw: Gateway) -> None:
-        self.gw = gw
-        self._log = ThrottledLog(log, gw.clock)
+    def __init__(self, ctx: ApiContext) -> None:
+        self.ctx = ctx
+        self._log = ThrottledLog(log, ctx.clock)
 
     def _app(self, request: web.Request) -> AppSettings:
         name = request.match_info["app"]
-        app = self.gw.apps.get(name)
+        app = self.ctx.apps.get(name)
         # Without a token anyone could compute a valid signature, so such an app has no callback.
         if app is None or not app.callback_token:
             raise ApiError(404, "not_found", f"no callback configured for app {name!r}", "app")
@@ -75,9 +75,9 @@ class CallbackRoutes:
     async def push(self, request: web.Request) -> web.Response:
         app = self._app(request)
         # WeChat sends text/xml; read_body's JSON content-type check does not apply here.
-        body = await read_limited(request, min(self.gw.max_body_bytes, MAX_BODY_BYTES))
-        now = self.gw.clock.now()
-        window_s = callback_max_skew_s(self.gw.settings, app)
+        body = await read_limited(request, min(self.ctx.max_body_bytes, MAX_BODY_BYTES))
+        now = self.ctx.clock.now()
+        window_s = callback_max_skew_s(self.ctx.settings, app)
         try:
             push = open_push(app, request.query, body, now=now, max_skew_s=window_s)
         except CallbackError as exc:
@@ -93,7 +93,7 @@ class CallbackRoutes:
         nonce) goes on and is applied idempotently, so it changes nothing twice."""
         ttl_s = push.timestamp + window_s + _NONCE_SLACK_S - now
         nonce = f"{push.timestamp}:{push.nonce}"
-        if await self.gw.store.remember_nonce(app.name, nonce, push.digest, ttl_s, now):
+        if await self.ctx.store.remember_nonce(app.name, nonce, push.digest, ttl_s, now):
             return
         self._log.warning(
             f"{app.name}:replay", "callback for app %r refused: nonce reused", app.name
@@ -101,7 +101,7 @@ class CallbackRoutes:
         raise ApiError(403, "replayed", "callback nonce was already used")
 
     async def _apply(self, app: AppSettings, r: Receipt) -> None:
-        store = self.gw.store
+        store = self.ctx.store
         known = await store.find_by_wechat_msgid(app.name, r.msgid)
         if known is not None and known.touser != r.openid:
             # Answered "success" all the same: WeChat would only retry, and a forger learns
@@ -115,6 +115,6 @@ class CallbackRoutes:
             return
         updated = await store.record_receipt(app.name, r.msgid, r.status, r.event_key, r.openid)
         if updated is not None:
-            self.gw.metrics.on_receipt(
-                app.name, updated.status.value, updated.created_at, self.gw.clock.now()
+            self.ctx.metrics.on_receipt(
+                app.name, updated.status.value, updated.created_at, self.ctx.clock.now()
             )

@@ -66,7 +66,7 @@ class TokenSource(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class Gateway:
+class ApiContext:
     settings: Settings
     store: Store
     clock: Clock
@@ -91,4 +91,4 @@ class Gateway:
         return max(self.settings.server.max_body_bytes, self.settings.server.max_batch_body_bytes)
 
 
-GATEWAY = web.AppKey("wxgate.gateway", Gateway)
+API_CONTEXT = web.AppKey("wxgate.api_context", ApiContext)

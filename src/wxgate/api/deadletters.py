@@ -7,7 +7,7 @@ from aiohttp import web
 
 from wxgate.api.auth import allowed_apps, caller, require_app
 from wxgate.api.body import read_json
-from wxgate.api.context import Gateway
+from wxgate.api.context import ApiContext
 from wxgate.api.errors import invalid
 from wxgate.api.responses import json_response
 from wxgate.api.schemas import DeadLetterPage, MessageView, Requeued, RequeueIn
@@ -34,11 +34,11 @@ def _int_param(request: web.Request, name: str, low: int, high: int) -> int | No
 
 
 class DeadLetterRoutes:
-    def __init__(self, gw: Gateway) -> None:
-        self.gw = gw
+    def __init__(self, ctx: ApiContext) -> None:
+        self.ctx = ctx
 
     def _app(self, name: str | None, request: web.Request) -> str | None:
-        if name is not None and name not in self.gw.apps:
+        if name is not None and name not in self.ctx.apps:
             raise invalid("app", f"unknown app {name!r}")
         apps = allowed_apps(request)
         if apps is None:
@@ -52,17 +52,17 @@ class DeadLetterRoutes:
 
     async def list(self, request: web.Request) -> web.Response:
         limit = _int_param(request, "limit", 1, MAX_LIMIT)
-        items, cursor = await self.gw.store.dead_letters(
+        items, cursor = await self.ctx.store.dead_letters(
             app=self._app(request.query.get("app") or None, request),
             errcode=_int_param(request, "errcode", ERRCODE_MIN, ERRCODE_MAX),
             cursor=request.query.get("cursor") or None,
             limit=100 if limit is None else limit,
         )
-        now = self.gw.clock.now()
+        now = self.ctx.clock.now()
         return json_response(DeadLetterPage([MessageView.of(m, now) for m in items], cursor))
 
     async def requeue(self, request: web.Request) -> web.Response:
-        body = await read_json(request, _DECODER, self.gw.max_body_bytes)
+        body = await read_json(request, _DECODER, self.ctx.max_body_bytes)
         if body.ids is None and body.app is None and body.errcode is None:
             raise invalid("ids", "give ids, or app and/or errcode to requeue by filter")
         key = caller(request)
@@ -72,10 +72,10 @@ class DeadLetterRoutes:
             app = self._app(body.app, request) if body.app is not None else None
             if key is not None and key.apps is not None:
                 for msg_id in body.ids:
-                    found = await self.gw.store.get(msg_id)
+                    found = await self.ctx.store.get(msg_id)
                     if found is not None:
                         require_app(key, found.app)
-        n = await self.gw.store.requeue(ids=body.ids, app=app, errcode=body.errcode)
+        n = await self.ctx.store.requeue(ids=body.ids, app=app, errcode=body.errcode)
         if n:
-            self.gw.wake()
+            self.ctx.wake()
         return json_response(Requeued(n))

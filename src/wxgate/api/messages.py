@@ -7,7 +7,7 @@ from aiohttp import web
 
 from wxgate.api.auth import callback_hosts, caller, require_app
 from wxgate.api.body import read_json
-from wxgate.api.context import Gateway
+from wxgate.api.context import ApiContext
 from wxgate.api.data_limits import check_message_data
 from wxgate.api.errors import ApiError
 from wxgate.api.intake import idempotency_key, message_from, resolve_app
@@ -27,57 +27,57 @@ def _not_found(msg_id: str) -> ApiError:
 
 
 class MessageRoutes:
-    def __init__(self, gw: Gateway) -> None:
-        self.gw = gw
+    def __init__(self, ctx: ApiContext) -> None:
+        self.ctx = ctx
 
     async def create(self, request: web.Request) -> web.Response:
         """Validate, then answer 202 only once the store has committed (accepted = durable)."""
-        gw = self.gw
-        body = await read_json(request, _DECODER, gw.max_body_bytes)
-        app = resolve_app(gw.apps, body.app)
+        ctx = self.ctx
+        body = await read_json(request, _DECODER, ctx.max_body_bytes)
+        app = resolve_app(ctx.apps, body.app)
         require_app(caller(request), app.name)
         key = idempotency_key(body.idempotency_key, request.headers.get("Idempotency-Key"))
         hosts = callback_hosts(request)
-        message = message_from(body, app, gw.clock.now(), new_id(), key, hosts)
-        check_message_data(message.data, gw.settings.server.max_data_bytes)
-        if app.validate != "off" and gw.templates is not None:
-            message = await checked_message(gw.templates, app, message)
-        if gw.depth.limit > 0:
-            await gw.depth.admit(1)
+        message = message_from(body, app, ctx.clock.now(), new_id(), key, hosts)
+        check_message_data(message.data, ctx.settings.server.max_data_bytes)
+        if app.validate != "off" and ctx.templates is not None:
+            message = await checked_message(ctx.templates, app, message)
+        if ctx.depth.limit > 0:
+            await ctx.depth.admit(1)
         try:
-            (result,) = await gw.store.enqueue((message,))
+            (result,) = await ctx.store.enqueue((message,))
         except StoreTimeout as exc:
             raise OutcomeUnknown(exc, message_id=message.id) from None
         status = result.status
         if result.created:
-            gw.depth.accepted(1)
-            gw.metrics.on_accepted(message.app)
-            gw.wake()
+            ctx.depth.accepted(1)
+            ctx.metrics.on_accepted(message.app)
+            ctx.wake()
             if message.status is Status.EXPIRED:
                 status = Status.EXPIRED  # whatever the store filed it as, it is never sent
         return json_response(Accepted(result.id, status), status=202)
 
     async def get(self, request: web.Request) -> web.Response:
         msg_id = request.match_info["id"]
-        message = await self.gw.store.get(msg_id)
+        message = await self.ctx.store.get(msg_id)
         if message is None:
             raise _not_found(msg_id)
         require_app(caller(request), message.app)
-        return json_response(MessageView.of(message, self.gw.clock.now()))
+        return json_response(MessageView.of(message, self.ctx.clock.now()))
 
     async def cancel(self, request: web.Request) -> web.Response:
         msg_id = request.match_info["id"]
         key = caller(request)
         if key is not None and key.apps is not None:  # a key limited to apps: check first
-            found = await self.gw.store.get(msg_id)
+            found = await self.ctx.store.get(msg_id)
             if found is None:
                 raise _not_found(msg_id)
             require_app(key, found.app)
-        outcome = await self.gw.store.cancel(msg_id)
+        outcome = await self.ctx.store.cancel(msg_id)
         if outcome == CancelOutcome.CANCELLED:
             return json_response(Accepted(msg_id, Status.CANCELLED))
         if outcome == CancelOutcome.NOT_FOUND:
             raise _not_found(msg_id)
-        current = await self.gw.store.get(msg_id)
+        current = await self.ctx.store.get(msg_id)
         status = current.status.value if current is not None else "unknown"
         raise ApiError(409, "conflict", f"message is {status}; only pending ones can be cancelled")

@@ -1,24 +1,17 @@
-"""The OpenAPI 3.1 document, generated from the msgspec models so it cannot drift from them.
-
-app.py registers each route with the operation named here; a route without an entry in
-OPERATIONS fails at startup, so the document always lists every route. Every query parameter
-a handler reads is declared here with the bounds the handler enforces (400 naming it).
-"""
+"""The OpenAPI 3.1 document of a route list (api/routes.py), its schemas generated from the
+msgspec models so they cannot drift from them."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
 
 import wxgate
 from wxgate.api.auth import Scope
-from wxgate.api.batch_results import FORMATS
-from wxgate.api.batches import MAX_LIST
-from wxgate.api.deadletters import ERRCODE_MAX, ERRCODE_MIN, MAX_LIMIT
+from wxgate.api.operation import Content, Op, Route, Schema
 from wxgate.api.schemas import (
     AccessToken,
     BatchList,
@@ -39,9 +32,7 @@ from wxgate.models import (
     BatchProgress,
     ErrorBody,
     MessageIn,
-    MessageKind,
 )
-from wxgate.policy.quiet_hours import PRIORITY_ALIASES
 
 _MODELS: tuple[type[msgspec.Struct], ...] = (
     MessageIn,
@@ -76,234 +67,6 @@ _ERRORS = {
     "503": (
         "Store unavailable (store_unavailable), or no answer in time (store_timeout: a "
         "write's outcome is unknown; its id or batch_id says what to look up); see Retry-After"
-    ),
-}
-
-
-Schema = str | dict[str, Any]  # a JSON type name, or a whole JSON schema
-# A model (JSON), a media type (a raw body), or several of these
-Content = type[msgspec.Struct] | str | tuple[type[msgspec.Struct] | str, ...]
-# intake.idempotency_key's bound for the header (and MessageIn's for the body field)
-MAX_IDEMPOTENCY_KEY = 256
-
-
-@dataclass(frozen=True)
-class Op:
-    summary: str
-    ok: tuple[str, Content | None]  # (status, what it carries; None: no body)
-    body: Content | None = None
-    errors: tuple[str, ...] = ()
-    params: tuple[tuple[str, str, Schema, str], ...] = ()  # (name, in, schema, description)
-    description: str = ""
-    headers: tuple[tuple[str, Schema, str], ...] = field(default=())  # (name, schema, desc)
-
-
-def _limit(most: int, default: int) -> tuple[str, str, Schema, str]:
-    schema = {"type": "integer", "minimum": 1, "maximum": most, "default": default}
-    return ("limit", "query", schema, f"1-{most}, default {default}")
-
-
-# The streamed batch bodies' media types (batch_stream.py takes a few aliases of each too)
-_STREAM_TYPES = ("application/x-ndjson", "text/csv")
-
-_ID = (("id", "path", "string", "Message or batch id"),)
-_APP = (("app", "path", "string", "App name from the gateway's settings"),)
-_SIG = (
-    ("signature", "query", "string", "sha1 signature (plain mode)"),
-    ("timestamp", "query", "string", ""),
-    ("nonce", "query", "string", ""),
-)
-
-OPERATIONS: dict[tuple[str, str], Op] = {
-    ("POST", "/v1/messages"): Op(
-        "Enqueue one message",
-        ("202", Accepted),
-        MessageIn,
-        ("400", "401", "403", "413", "415", "429", "503"),
-        headers=(
-            (
-                "Idempotency-Key",
-                {"type": "string", "minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY},
-                "Same key, same message: a repeat returns the first id",
-            ),
-        ),
-        description="Answered only after the message is committed to the store.",
-    ),
-    ("GET", "/v1/messages/{id}"): Op(
-        "Status of one message", ("200", MessageView), None, ("401", "403", "404"), _ID
-    ),
-    ("DELETE", "/v1/messages/{id}"): Op(
-        "Cancel a message not yet sent",
-        ("200", Accepted),
-        None,
-        ("401", "403", "404", "409"),
-        _ID,
-    ),
-    ("POST", "/v1/batches"): Op(
-        "Enqueue one template to many recipients",
-        ("202", BatchAccepted),
-        (BatchIn, *_STREAM_TYPES),
-        ("400", "401", "403", "409", "413", "415", "429", "503"),
-        (
-            ("template_id", "query", "string", "Streamed bodies: the template"),
-            ("app", "query", "string", "Streamed bodies: the app"),
-            ("data", "query", "string", "Streamed bodies: shared data as a JSON object"),
-            ("miniprogram", "query", "string", "Streamed bodies: {appid, pagepath} as JSON"),
-            (
-                "kind",
-                "query",
-                {"type": "string", "enum": [k.value for k in MessageKind]},
-                "Streamed bodies: template or subscribe",
-            ),
-            ("url", "query", "string", "Streamed bodies"),
-            ("page", "query", "string", "Streamed bodies"),
-            ("send_at", "query", "number", "Streamed bodies: epoch seconds"),
-            ("expire_at", "query", "number", "Streamed bodies: epoch seconds"),
-            ("callback_url", "query", "string", "Streamed bodies"),
-            (
-                "priority",
-                "query",
-                {"type": "string", "enum": sorted(PRIORITY_ALIASES)},
-                "Streamed bodies: urgent, normal or low (high: urgent's older name)",
-            ),
-            ("rate_per_s", "query", "number", "Streamed bodies: the batch's own send rate"),
-        ),
-        description=(
-            "A JSON body (BatchIn) is one commit of up to server.max_batch_recipients. "
-            "With Content-Type application/x-ndjson (one {touser, data} per line, optionally "
-            'led by a {"header": {...}} line with the shared settings) or text/csv (a touser '
-            "column; other columns fill the template fields of their names) the body is read "
-            "as it arrives and committed every 5,000 recipients; the batch is held "
-            "(`loading`) until the body ends. Bad input cancels it (400); a broken upload "
-            "leaves it `incomplete` (resume or cancel it)."
-        ),
-    ),
-    ("GET", "/v1/batches"): Op(
-        "The newest batches first, with their progress",
-        ("200", BatchList),
-        None,
-        ("400", "401", "403"),
-        (_limit(MAX_LIST, 20),),
-    ),
-    ("GET", "/v1/batches/{id}"): Op(
-        "Batch progress by status", ("200", BatchProgress), None, ("401", "403", "404"), _ID
-    ),
-    ("POST", "/v1/batches/{id}/pause"): Op(
-        "Stop sending the batch's messages until it is resumed",
-        ("200", BatchProgress),
-        None,
-        ("401", "403", "404", "409"),
-        _ID,
-        description="Messages already in flight finish; the rest wait in the store.",
-    ),
-    ("POST", "/v1/batches/{id}/resume"): Op(
-        "Send a paused batch's messages again",
-        ("200", BatchProgress),
-        None,
-        ("401", "403", "404", "409"),
-        _ID,
-    ),
-    ("PATCH", "/v1/batches/{id}"): Op(
-        "Change the batch's own send rate while it runs",
-        ("200", BatchProgress),
-        BatchPatch,
-        ("400", "401", "403", "404", "409", "415"),
-        _ID,
-    ),
-    ("GET", "/v1/batches/{id}/results"): Op(
-        "One row per recipient: final status, errcode, WeChat msgid (streamed)",
-        ("200", tuple(sorted(FORMATS.values()))),
-        None,
-        ("400", "401", "403", "404"),
-        (
-            *_ID,
-            (
-                "format",
-                "query",
-                {"type": "string", "enum": sorted(FORMATS), "default": "csv"},
-                "csv (default) or ndjson",
-            ),
-        ),
-    ),
-    ("POST", "/v1/batches/{id}/cancel"): Op(
-        "Cancel the batch's pending messages",
-        ("200", BatchProgress),
-        None,
-        ("401", "403", "404", "409"),
-        _ID,
-    ),
-    ("GET", "/v1/dead-letters"): Op(
-        "Dead letters, newest first",
-        ("200", DeadLetterPage),
-        None,
-        ("400", "401", "403"),
-        (
-            ("app", "query", "string", "Only this app"),
-            (
-                "errcode",
-                "query",
-                {"type": "integer", "minimum": ERRCODE_MIN, "maximum": ERRCODE_MAX},
-                "Only this last errcode",
-            ),
-            ("cursor", "query", "string", "next_cursor of the previous page"),
-            _limit(MAX_LIMIT, 100),
-        ),
-    ),
-    ("POST", "/v1/dead-letters/requeue"): Op(
-        "Requeue dead letters by ids or filter",
-        ("200", Requeued),
-        RequeueIn,
-        ("400", "401", "403", "415"),
-    ),
-    ("GET", "/v1/stats"): Op("Queue depth, pauses, delivery state", ("200", Stats), None),
-    ("GET", "/v1/apps/{app}/access-token"): Op(
-        "The app's current access_token (token service)",
-        ("200", AccessToken),
-        None,
-        ("401", "403", "404", "503"),
-        _APP,
-    ),
-    ("POST", "/v1/apps/{app}/access-token/invalidate"): Op(
-        "Drop the cached token if it is still the one that failed",
-        ("200", Invalidated),
-        InvalidateIn,
-        ("400", "401", "403", "404", "503"),
-        _APP,
-    ),
-    ("GET", "/wechat/callback/{app}"): Op(
-        "WeChat server URL verification: echoes echostr",
-        ("200", "text/plain"),
-        None,
-        ("403", "404"),
-        (*_APP, *_SIG, ("echostr", "query", "string", "")),
-    ),
-    ("POST", "/wechat/callback/{app}"): Op(
-        "WeChat event push (delivery receipts); answers `success`",
-        ("200", "text/plain"),
-        "text/xml",
-        ("400", "403", "404", "503"),
-        (
-            *_APP,
-            *_SIG,
-            ("msg_signature", "query", "string", "AES safe mode signature"),
-            ("encrypt_type", "query", "string", "aes in safe mode"),
-        ),
-    ),
-    ("GET", "/healthz"): Op("The process is up", ("200", Health)),
-    ("GET", "/readyz"): Op("The store is reachable", ("200", Health), None, ("503",)),
-    ("GET", "/openapi.json"): Op("This document", ("200", "application/json")),
-    ("GET", "/metrics"): Op("Prometheus metrics", ("200", "text/plain"), None, ("404",)),
-    ("GET", "/dashboard"): Op(
-        "The operator dashboard (HTML; its data comes from /v1 with the key entered)",
-        ("200", "text/html"),
-    ),
-    ("GET", "/dashboard/"): Op("Redirects to /dashboard", ("301", None)),
-    ("GET", "/dashboard/{name}"): Op(
-        "The dashboard's static files",
-        ("200", "text/plain"),
-        None,
-        ("404",),
-        (("name", "path", "string", "A file of the dashboard"),),
     ),
 }
 
@@ -378,15 +141,14 @@ def _operation(method: str, path: str, op: Op, scope: Scope | None) -> dict[str,
     return out
 
 
-def document(routes: Iterable[tuple[str, str, Scope | None]]) -> dict[str, Any]:
-    """The OpenAPI 3.1 document for the registered (method, path, scope) routes."""
+def document(routes: Iterable[Route]) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of `routes`, in their order."""
     _, components = msgspec.json.schema_components(
         _MODELS, ref_template="#/components/schemas/{name}"
     )
     paths: dict[str, dict[str, Any]] = {}
-    for method, path, scope in routes:
-        op = OPERATIONS[(method, path)]
-        paths.setdefault(path, {})[method.lower()] = _operation(method, path, op, scope)
+    for r in routes:
+        paths.setdefault(r.path, {})[r.method.lower()] = _operation(r.method, r.path, r.op, r.scope)
     return {
         "openapi": "3.1.0",
         "info": {

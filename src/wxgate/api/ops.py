@@ -8,7 +8,7 @@ import msgspec
 from aiohttp import web
 
 from wxgate.api.auth import allowed_apps
-from wxgate.api.context import Gateway
+from wxgate.api.context import ApiContext
 from wxgate.api.errors import ApiError
 from wxgate.api.responses import json_response
 from wxgate.api.schemas import ErrcodeCount, Health, Stats
@@ -64,15 +64,15 @@ def _only_apps(body: Stats, apps: frozenset[str]) -> Stats:
 
 
 class OpsRoutes:
-    def __init__(self, gw: Gateway) -> None:
-        self.gw = gw
+    def __init__(self, ctx: ApiContext) -> None:
+        self.ctx = ctx
 
     async def healthz(self, request: web.Request) -> web.Response:
         return json_response(Health("ok"))
 
     async def readyz(self, request: web.Request) -> web.Response:
         try:
-            await self.gw.store.ping()
+            await self.ctx.store.ping()
         except StoreUnavailable:
             return json_response(
                 Health("store_unavailable"), status=503, headers={"Retry-After": "5"}
@@ -80,9 +80,9 @@ class OpsRoutes:
         return json_response(Health("ready"))
 
     async def stats(self, request: web.Request) -> web.Response:
-        store_stats = await self.gw.store.stats()
-        pauses = await self.gw.store.get_pauses()
-        delivery = await self.gw.stats_extra() if self.gw.stats_extra is not None else None
+        store_stats = await self.ctx.store.stats()
+        pauses = await self.ctx.store.get_pauses()
+        delivery = await self.ctx.stats_extra() if self.ctx.stats_extra is not None else None
         depth = sum(store_stats.by_status.get(s.value, 0) for s in PENDING_STATUSES)
         body = Stats(
             by_status=store_stats.by_status,
@@ -93,7 +93,7 @@ class OpsRoutes:
             pauses=pauses,
             delivery=msgspec.to_builtins(delivery) if delivery is not None else None,
             top_errcodes=self._top_errcodes(),
-            webhooks=await self.gw.store.webhook_stats(),
+            webhooks=await self.ctx.store.webhook_stats(),
         )
         apps = allowed_apps(request)
         if apps is not None:
@@ -103,7 +103,7 @@ class OpsRoutes:
     def _top_errcodes(self) -> list[ErrcodeCount]:
         rows = [
             ErrcodeCount(code, sum(by.values()), describe(code), max(by, key=by.__getitem__))
-            for code, by in self.gw.metrics.failures_by_errcode().items()
+            for code, by in self.ctx.metrics.failures_by_errcode().items()
             if by
         ]
         rows.sort(key=lambda r: (-r.count, r.errcode))

@@ -15,7 +15,7 @@ from aiohttp import web
 
 from wxgate.api.auth import caller
 from wxgate.api.body import read_json
-from wxgate.api.context import Gateway, TokenSource
+from wxgate.api.context import ApiContext, TokenSource
 from wxgate.api.errors import ApiError
 from wxgate.api.responses import json_response
 from wxgate.api.schemas import AccessToken, Invalidated, InvalidateIn
@@ -26,22 +26,22 @@ _NO_STORE = {"Cache-Control": "no-store"}
 
 
 class TokenRoutes:
-    def __init__(self, gw: Gateway) -> None:
-        self.gw = gw
+    def __init__(self, ctx: ApiContext) -> None:
+        self.ctx = ctx
 
     def _resolve(self, request: web.Request, action: str) -> tuple[TokenSource, AppSettings]:
         key = caller(request)
         if key is not None:
-            self.gw.metrics.on_token_service(key.name, action)
+            self.ctx.metrics.on_token_service(key.name, action)
         name = request.match_info["app"]
-        app = self.gw.apps.get(name)
+        app = self.ctx.apps.get(name)
         if app is None:
             raise ApiError(404, "not_found", f"no app {name!r}", "app")
-        if self.gw.broker is None:
+        if self.ctx.broker is None:
             raise ApiError(
                 503, "token_service_unavailable", "this process runs without a token broker"
             )
-        return self.gw.broker, app
+        return self.ctx.broker, app
 
     async def get(self, request: web.Request) -> web.Response:
         broker, app = self._resolve(request, "get")
@@ -52,6 +52,6 @@ class TokenRoutes:
 
     async def invalidate(self, request: web.Request) -> web.Response:
         broker, app = self._resolve(request, "invalidate")
-        body = await read_json(request, _DECODER, self.gw.max_body_bytes)
+        body = await read_json(request, _DECODER, self.ctx.max_body_bytes)
         dropped = await broker.invalidate(app, body.access_token)
         return json_response(Invalidated(app.name, "invalidated" if dropped else "stale"))

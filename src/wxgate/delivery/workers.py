@@ -1,14 +1,14 @@
 """The worker pool: a lease loop feeding a fixed set of worker tasks, capped globally and per app.
 
 Leased messages wait in a per-app lane until the app has a free slot, then go to one shared
-ready queue that `concurrency` worker tasks read (a queue hand-off measured ~2 us a message
-against ~20 us for a task per message). The lease loop leases no more than the free global
-capacity plus a prefetch (PREFETCH_DIVISOR), and leaves out apps that are paused, whose
-breaker is open, whose rate limit is saturated or that hold their cap, so one app's backlog
-never blocks another's. The store is fair across apps but takes no per-app limits, so a
-lease can bring one app more than its free slots: the extra wait in its lane, holding no
-worker (so other apps' leases go on), and the app sits out the next leases. Lanes hold at
-most `concurrency` messages in all.
+ready queue (both in lanes.py) that `concurrency` worker tasks read (a queue hand-off measured
+~2 us a message against ~20 us for a task per message). The lease loop leases no more than the
+free global capacity plus a prefetch (PREFETCH_DIVISOR), and leaves out apps that are paused,
+whose breaker is open, whose rate limit is saturated or that hold their cap, so one app's
+backlog never blocks another's. The store is fair across apps but takes no per-app limits, so a
+lease can bring one app more than its free slots: the extra wait in its lane, holding no worker
+(so other apps' leases go on), and the app sits out the next leases. Lanes hold at most
+`concurrency` messages in all.
 
 Leases are not renewed. The invariant that makes that safe: lease_s > the dispatcher's send
 budget (2 x the client's total timeout) + the rate-limit look-ahead; a message whose lease
@@ -20,13 +20,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import deque
 from collections.abc import Awaitable
 from typing import Any
 
 from wxgate.clock import Clock
 from wxgate.delivery.app_state import RATE_LOOKAHEAD_S
 from wxgate.delivery.dispatcher import Dispatcher
+from wxgate.delivery.lanes import Lanes
 from wxgate.errors import StoreUnavailable
 from wxgate.models import Message
 from wxgate.settings import WorkerSettings
@@ -51,22 +51,6 @@ PREFETCH_DIVISOR = 2
 # A drain waits at least this long for a lease call in progress to return.
 LEASE_FINISH_S = 1.0
 
-_Item = tuple[Message, float]  # the message and its lease deadline (clock.monotonic())
-
-
-class _Lane:
-    """One app's leased messages: `active` are queued for or inside a worker, `waiting` are not."""
-
-    __slots__ = ("active", "waiting")
-
-    def __init__(self) -> None:
-        self.waiting: deque[_Item] = deque()
-        self.active = 0
-
-    @property
-    def held(self) -> int:
-        return self.active + len(self.waiting)
-
 
 class WorkerPool:
     """Leases due messages and runs them through the dispatcher; `drain` stops it cleanly."""
@@ -79,13 +63,9 @@ class WorkerPool:
         self._settings = worker_settings
         self._clock = clock
         self._concurrency = worker_settings.concurrency
-        self._lanes: dict[str, _Lane] = {}
-        self._ready: asyncio.Queue[_Item] = asyncio.Queue()
+        self._lanes = Lanes(dispatcher)
         self._running: dict[str, Message] = {}  # inside dispatcher.handle, by message id
         self._aborted: list[Message] = []  # cancelled mid-handle by a drain timeout
-        self._held = 0  # leased and not finished: waiting in a lane, ready, or running
-        self._waiting = 0  # of those, waiting in a lane for their app's slot
-        self._freed = 0  # slots freed since the last lease
         self._capacity_bound = False  # the lease loop waits for slots to free up
         self._refill_at_n: int | None = None
         self._prefetch = min(self._concurrency, worker_settings.lease_batch) // PREFETCH_DIVISOR
@@ -137,7 +117,7 @@ class WorkerPool:
                 await self._wait_or_abort(task, max(timeout_s, LEASE_FINISH_S))
                 task.cancel()
                 await asyncio.wait({task})
-            await self._release_all(self._take_waiting())
+            await self._release_all(self._lanes.take_waiting())
             if self._running:
                 idle = asyncio.ensure_future(self._idle_done.wait())
                 try:
@@ -145,7 +125,7 @@ class WorkerPool:
                 finally:
                     idle.cancel()
             await self._stop_workers()
-            await self._release_all(self._aborted + self._take_waiting())
+            await self._release_all(self._aborted + self._lanes.take_waiting())
             self._aborted.clear()
         except asyncio.CancelledError:
             self._cancel_all()
@@ -168,7 +148,7 @@ class WorkerPool:
 
     @property
     def held(self) -> int:
-        return self._held
+        return self._lanes.held
 
     @property
     def in_flight(self) -> int:
@@ -181,8 +161,9 @@ class WorkerPool:
     def __repr__(self) -> str:
         state = "draining" if self._stopping else "running"
         return (
-            f"<WorkerPool {state} workers={len(self._workers)} held={self._held} "
-            f"in_flight={len(self._running)} ready={self._ready.qsize()} waiting={self._waiting} "
+            f"<WorkerPool {state} workers={len(self._workers)} held={self._lanes.held} "
+            f"in_flight={len(self._running)} ready={self._lanes.ready.qsize()} "
+            f"waiting={self._lanes.waiting} "
             f"leased={self.leased_total} leases={self.leases}>"
         )
 
@@ -193,8 +174,7 @@ class WorkerPool:
         excluded = set(self._dispatcher.blocked_apps())
         room = 0
         for name, st in self._dispatcher.states.items():
-            lane = self._lanes.get(name)
-            held = lane.held if lane is not None else 0
+            held = self._lanes.held_by(name)
             limit = st.max_held + st.max_held // PREFETCH_DIVISOR
             if name in excluded or held >= limit:
                 excluded.add(name)
@@ -202,8 +182,9 @@ class WorkerPool:
                 room += limit - held
         # Workers free now plus a prefetch, but never more than `concurrency` messages waiting
         # in lanes on top.
-        active = self._held - self._waiting
-        free = min(self._concurrency + self._prefetch - active, 2 * self._concurrency - self._held)
+        lanes = self._lanes
+        active = lanes.held - lanes.waiting
+        free = min(self._concurrency + self._prefetch - active, 2 * self._concurrency - lanes.held)
         n = min(free, room, self._settings.lease_batch)
         return n, frozenset(excluded)
 
@@ -249,9 +230,10 @@ class WorkerPool:
             if store_down:
                 log.warning("store answers again, leasing resumed")
                 store_down = False
-            self._freed = 0
+            self._lanes.freed = 0
             self.leases += 1
-            self._accept(messages, deadline)
+            self.leased_total += len(messages)
+            self._lanes.accept(messages, deadline)
             backlog = len(messages) >= n
             if backlog:
                 idle_s = self._settings.idle_poll_s
@@ -273,34 +255,10 @@ class WorkerPool:
         self._capacity_bound = True
         try:
             await self._sleep_or_wake(self._settings.idle_poll_s)
-            if 0 < self._freed < self._refill_at():
+            if 0 < self._lanes.freed < self._refill_at():
                 await self._sleep_or_wake(LEASE_COALESCE_S)
         finally:
             self._capacity_bound = False
-
-    def _accept(self, messages: list[Message], deadline: float) -> None:
-        self.leased_total += len(messages)
-        for message in messages:
-            lane = self._lanes.get(message.app)
-            if lane is None:
-                lane = self._lanes[message.app] = _Lane()
-            self._held += 1
-            if lane.active < self._cap(message.app):
-                lane.active += 1
-                self._ready.put_nowait((message, deadline))
-            else:
-                lane.waiting.append((message, deadline))
-                self._waiting += 1
-            self._set_app_held(message.app, lane)
-
-    def _cap(self, app: str) -> int:
-        st = self._dispatcher.app_state(app)
-        return st.max_held if st is not None else 1
-
-    def _set_app_held(self, app: str, lane: _Lane) -> None:
-        st = self._dispatcher.app_state(app)
-        if st is not None:
-            st.held = lane.held
 
     async def _sleep_or_wake(self, seconds: float) -> None:
         if self._stopping:
@@ -324,7 +282,7 @@ class WorkerPool:
 
     async def _worker(self) -> None:
         while True:
-            message, deadline = await self._ready.get()
+            message, deadline = await self._lanes.ready.get()
             if self._stopping:
                 self._aborted.append(message)  # a drain releases it
                 self._finish(message.app)
@@ -345,37 +303,13 @@ class WorkerPool:
                 self._finish(message.app)
 
     def _finish(self, app: str) -> None:
-        lane = self._lanes[app]
-        lane.active -= 1
-        self._held -= 1
-        self._freed += 1
-        if lane.waiting and not self._stopping:
-            lane.active += 1
-            self._ready.put_nowait(lane.waiting.popleft())
-            self._waiting -= 1
-            if not lane.waiting:
-                self._wake.set()  # the app's lane ran dry: lease more of it now
-        self._set_app_held(app, lane)
-        if self._capacity_bound and (self._freed == 1 or self._freed >= self._refill_at()):
+        if self._lanes.finish(app, hand_on=not self._stopping):
+            self._wake.set()  # the app's lane ran dry: lease more of it now
+        freed = self._lanes.freed
+        if self._capacity_bound and (freed == 1 or freed >= self._refill_at()):
             self._wake.set()
 
     # ------------------------------------------------------------------ draining
-
-    def _take_waiting(self) -> list[Message]:
-        """Everything leased that no worker has started, removed from the pool's books."""
-        taken: list[Message] = []
-        while not self._ready.empty():
-            message, _ = self._ready.get_nowait()
-            lane = self._lanes[message.app]
-            lane.active -= 1
-            taken.append(message)
-        for app, lane in self._lanes.items():
-            taken.extend(m for m, _ in lane.waiting)
-            self._waiting -= len(lane.waiting)
-            lane.waiting.clear()
-            self._set_app_held(app, lane)
-        self._held -= len(taken)
-        return taken
 
     async def _release_all(self, messages: list[Message]) -> None:
         if not messages:

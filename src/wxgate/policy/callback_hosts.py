@@ -4,7 +4,7 @@ An entry is a host name ("hooks.example.com"), a name with one leading wildcard 
 ("*.shop.example": exactly one more label, as in TLS certificates, so not "shop.example"
 itself nor "a.b.shop.example"), or an IP literal ("203.0.113.7", "2001:db8::7"). Hosts are
 compared in their ASCII form (IDNA punycode), lower case, without a trailing dot. Pure
-functions; settings.py checks the entries' shape at start.
+functions; settings/validate.py checks the entries' shape at start.
 """
 
 from __future__ import annotations

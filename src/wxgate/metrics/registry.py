@@ -1,18 +1,12 @@
-"""Prometheus collectors for one gateway process, and the /metrics handler.
-
-Label sets are bounded: app names, dispositions, errcodes (the known ones; any other is
-"other"), routes (the matched pattern, never the raw path), statuses. Never a label per openid
-or message. Counts that live elsewhere (the token broker's fetches, the store's lease
-expirations) are read at scrape time by a collector of their own (_Scraped).
-"""
+"""Metrics: every series of one gateway process on a registry of its own, the hooks that
+count into them, and the /metrics handler."""
 
 from __future__ import annotations
 
-import bisect
 import contextlib
 import time
-from collections.abc import Iterable, Iterator, Mapping
-from typing import Any, Protocol
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
@@ -23,10 +17,17 @@ from prometheus_client import (
     Gauge,
     generate_latest,
 )
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
-from prometheus_client.registry import Collector
 
 from wxgate.errors import StoreError
+from wxgate.metrics.collectors import (
+    BrokerSource,
+    Histogram,
+    HttpStats,
+    PoolSource,
+    Scraped,
+    StatsSource,
+    WebhookSource,
+)
 
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 E2E_BUCKETS_S = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600)
@@ -37,140 +38,8 @@ HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTI
 BREAKER_STATES = ("closed", "half_open", "open")
 
 
-class _StatsSource(Protocol):
-    async def stats(self) -> Any: ...
-    async def get_pauses(self) -> Any: ...
-
-
-class _WebhookSource(Protocol):
-    async def webhook_stats(self) -> Any: ...
-
-
-class _PoolSource(Protocol):
-    def app_states(self) -> Mapping[str, Mapping[str, Any]]: ...
-
-
-class _BrokerSource(Protocol):
-    """The counters of wechat.tokens.TokenBroker (by appid)."""
-
-    @property
-    def fetches(self) -> Mapping[str, int]: ...
-    @property
-    def fetch_failures(self) -> Mapping[str, int]: ...
-    @property
-    def invalidations(self) -> int: ...
-
-
 # failures_by_errcode keeps at most this many distinct errcodes (the rest only in "other").
 MAX_ERRCODES_KEPT = 256
-
-
-class _Scraped(Collector):
-    """Counters owned by other objects, read when Prometheus scrapes."""
-
-    def __init__(self) -> None:
-        self.broker: _BrokerSource | None = None
-        self.app_of_appid: dict[str, str] = {}
-        self.lease_expirations: dict[str, int] | None = None  # from the store, by refresh()
-
-    def collect(self) -> Iterator[Metric]:
-        broker = self.broker
-        if broker is not None:
-            fetches = CounterMetricFamily(
-                "wxgate_token_fetches",
-                "access_token fetches from WeChat by this process (tries, failed ones included)",
-                labels=["app"],
-            )
-            failures = CounterMetricFamily(
-                "wxgate_token_fetch_failures",
-                "access_token fetches that failed (WeChat error or no answer)",
-                labels=["app"],
-            )
-            for appid, app in self.app_of_appid.items():
-                fetches.add_metric([app], broker.fetches.get(appid, 0))
-                failures.add_metric([app], broker.fetch_failures.get(appid, 0))
-            yield fetches
-            yield failures
-            yield CounterMetricFamily(
-                "wxgate_token_invalidations",
-                "Cached access_tokens dropped after WeChat rejected them",
-                value=broker.invalidations,
-            )
-        if self.lease_expirations is not None:
-            expired = CounterMetricFamily(
-                "wxgate_lease_expirations",
-                "Leases taken over after they expired (a worker crashed or hung): the whole "
-                "deployment's count, read from the store",
-                labels=["app"],
-            )
-            for app in sorted(set(self.app_of_appid.values()) | set(self.lease_expirations)):
-                expired.add_metric([app], self.lease_expirations.get(app, 0))
-            yield expired
-
-
-class _Histogram(Collector):
-    """One histogram family kept in plain lists: an observation is a bisect and two list
-    updates, where prometheus_client's Histogram takes a lock and walks every bucket. For the
-    series observed once per request or per send; read only at scrape time."""
-
-    def __init__(
-        self, name: str, documentation: str, labelnames: list[str], buckets: tuple[float, ...]
-    ) -> None:
-        self.name, self.documentation, self.labelnames = name, documentation, labelnames
-        self.buckets = buckets
-        self._bounds = [repr(float(b)) for b in buckets] + ["+Inf"]  # as prometheus_client
-        # label values -> a count per bucket (the last one +Inf), then the sum of values
-        self._children: dict[tuple[str, ...], list[float]] = {}
-
-    def child(self, *labels: str) -> list[float]:
-        found = self._children.get(labels)
-        if found is None:
-            found = self._children[labels] = [0.0] * (len(self.buckets) + 2)
-        return found
-
-    def observe(self, child: list[float], value: float) -> None:
-        child[bisect.bisect_left(self.buckets, value)] += 1  # le is inclusive
-        child[-1] += value
-
-    def collect(self) -> Iterator[Metric]:
-        family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
-        for labels, counts in self._children.items():
-            cumulative: list[tuple[str, float]] = []
-            total = 0.0
-            for bound, count in zip(self._bounds, counts, strict=False):  # counts end with sum
-                total += count
-                cumulative.append((bound, total))
-            family.add_metric(list(labels), cumulative, counts[-1])
-        yield family
-
-
-class _HttpStats(Collector):
-    """HTTP request counts and latency, counted per request by the access logger."""
-
-    def __init__(self, buckets: tuple[float, ...]) -> None:
-        self.counts: dict[tuple[str, str, int], int] = {}
-        self.latency = _Histogram(
-            "wxgate_http_request_duration_seconds",
-            "HTTP request latency by route",
-            ["method", "route"],
-            buckets,
-        )
-
-    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
-        key = (method, route, status)
-        self.counts[key] = self.counts.get(key, 0) + 1
-        self.latency.observe(self.latency.child(method, route), seconds)
-
-    def collect(self) -> Iterator[Metric]:
-        requests = CounterMetricFamily(
-            "wxgate_http_requests",
-            "HTTP requests by route and status",
-            labels=["method", "route", "status"],
-        )
-        for (method, route, status), n in self.counts.items():
-            requests.add_metric([method, route, str(status)], n)
-        yield requests
-        yield from self.latency.collect()
 
 
 class Metrics:
@@ -184,7 +53,7 @@ class Metrics:
         self._sent_children: dict[str, tuple[Any, Any, Any]] = {}
         self._accepted_children: dict[str, Any] = {}
         r = self.registry = CollectorRegistry(auto_describe=True)
-        self._scraped = _Scraped()
+        self._scraped = Scraped()
         r.register(self._scraped)
         self.accepted = Counter(
             "wxgate_messages_accepted_total", "Messages accepted (committed)", ["app"], registry=r
@@ -222,19 +91,19 @@ class Metrics:
             ["app"],
             registry=r,
         )
-        self.wechat_latency = _Histogram(
+        self.wechat_latency = Histogram(
             "wxgate_wechat_request_duration_seconds",
             "WeChat send request latency",
             ["app"],
             LATENCY_BUCKETS_S,
         )
-        self.e2e_sent = _Histogram(
+        self.e2e_sent = Histogram(
             "wxgate_accept_to_sent_seconds",
             "Time from accept to WeChat's ok",
             ["app"],
             E2E_BUCKETS_S,
         )
-        self.e2e_delivered = _Histogram(
+        self.e2e_delivered = Histogram(
             "wxgate_accept_to_delivered_seconds",
             "Time from accept to the delivery receipt",
             ["app"],
@@ -242,7 +111,7 @@ class Metrics:
         )
         for family in (self.wechat_latency, self.e2e_sent, self.e2e_delivered):
             r.register(family)
-        self._http = _HttpStats(LATENCY_BUCKETS_S)
+        self._http = HttpStats(LATENCY_BUCKETS_S)
         r.register(self._http)
         self.queue_depth = Gauge(
             "wxgate_queue_messages", "Messages by status and app", ["app", "status"], registry=r
@@ -295,22 +164,22 @@ class Metrics:
             "Status webhook events given up on (kept for the store's retention)",
             registry=r,
         )
-        self._store: _StatsSource | None = None
-        self._pool: _PoolSource | None = None
-        self._webhook_source: _WebhookSource | None = None
+        self._store: StatsSource | None = None
+        self._pool: PoolSource | None = None
+        self._webhook_source: WebhookSource | None = None
 
-    def bind_store(self, store: _StatsSource) -> None:
+    def bind_store(self, store: StatsSource) -> None:
         self._store = store
 
-    def bind_pool(self, pool: _PoolSource) -> None:
+    def bind_pool(self, pool: PoolSource) -> None:
         self._pool = pool
 
-    def bind_broker(self, broker: _BrokerSource, apps: Mapping[str, str]) -> None:
+    def bind_broker(self, broker: BrokerSource, apps: Mapping[str, str]) -> None:
         """The token broker's fetch counters; `apps` maps appid -> app name (the label)."""
         self._scraped.broker = broker
         self._scraped.app_of_appid = dict(apps)
 
-    def bind_webhooks(self, source: _WebhookSource) -> None:
+    def bind_webhooks(self, source: WebhookSource) -> None:
         """The store's outbox, for the pending/failed gauges."""
         self._webhook_source = source
 
