@@ -20,9 +20,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from wxgate import settings as settings_mod
-from wxgate.client import Client, GatewayError
 from wxgate.errors import ConfigError
 from wxgate.models import BatchProgress
+from wxgate.sdk import GatewayClient as Client
+from wxgate.sdk import GatewayError
 from wxgate.sim.cli import sim_command
 
 app = typer.Typer(
