@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install chromium demo test test-fast check lint typecheck rules bench bench-full bench-instructions clean
+.PHONY: install chromium demo test test-fast check lint sdk typecheck rules bench bench-full bench-instructions clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,8 +40,13 @@ rules:
 		"deploy/prometheus/alerts.yml was not checked"; fi
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests bench
-	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/ruff check src tests bench scripts
+	$(VENV)/bin/ruff format --check src tests bench scripts
+	$(PY) scripts/unasync.py --check
+
+# The sync SDK client is generated from the async one: run after editing sdk/async_client.py.
+sdk: $(STAMP)
+	$(PY) scripts/unasync.py
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy --strict src

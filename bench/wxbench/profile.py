@@ -65,7 +65,7 @@ _ENTRY = (
     "<frozen runpy>",
     "typer/",
     "_click/",
-    "wxgate/cli.py",
+    "wxgate/cli/",
     "wxgate/__main__.py",
     "wxgate/serve.py",
     "asyncio/runners.py)",

@@ -16,9 +16,9 @@ from collections import Counter
 from rich.console import Console
 from rich.table import Table
 
-from wxgate.client import AsyncClient, GatewayError
 from wxgate.errors import WxgateError
 from wxgate.sandbox import SANDBOX_KEY, free_port
+from wxgate.sdk import AsyncGatewayClient, GatewayError
 
 # (openid prefix, share of the messages, what the simulator does with it)
 MIX = [
@@ -86,7 +86,7 @@ async def run_demo(n: int, latency_ms: float, console: Console) -> int:
 async def _push_and_report(url: str, n: int, latency_ms: float, console: Console) -> int:
     recipients = _recipients(n)
     data = {"thing1": "Order 1042 shipped", "character_string2": "SF1234567890"}
-    async with AsyncClient(url, SANDBOX_KEY) as gw:
+    async with AsyncGatewayClient(url, SANDBOX_KEY) as gw:
         t0 = time.monotonic()
         sem = asyncio.Semaphore(64)
         ids: list[str] = []

@@ -1,9 +1,11 @@
-"""wxgate.client against a real running gateway: the sync Client from a blocking thread, the
-AsyncClient in the test's loop."""
+"""wxgate.sdk against a real running gateway: the sync GatewayClient from a blocking thread,
+the AsyncGatewayClient in the test's loop; and the deprecated wxgate.client alias."""
 
 from __future__ import annotations
 
+import importlib
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -12,8 +14,8 @@ from pathlib import Path
 import pytest
 from api_support import KEY, ThreadServer, make_settings, running_gateway
 
-from wxgate.client import AsyncClient, Client, GatewayError, GatewayUnreachable
 from wxgate.models import ErrorInfo, SendResult, Status
+from wxgate.sdk import AsyncGatewayClient, GatewayClient, GatewayError, GatewayUnreachable
 
 
 @pytest.fixture
@@ -30,7 +32,7 @@ def _lease_all(srv: ThreadServer) -> list[str]:
 
 
 def test_sync_client_round_trip(server: ThreadServer) -> None:
-    with Client(server.base_url, KEY, timeout=5) as gw:
+    with GatewayClient(server.base_url, KEY, timeout=5) as gw:
         a = gw.send("o_user_1", "tpl_order", {"first": "Paid", "n": 2}, idempotency_key="k1")
         assert a.status is Status.QUEUED
         assert gw.send("o_user_1", "tpl_order", {"first": "Paid"}, idempotency_key="k1").id == a.id
@@ -67,7 +69,7 @@ def test_sync_client_round_trip(server: ThreadServer) -> None:
 def test_sync_dead_letters_and_wait_for(server: ThreadServer) -> None:
     assert server.store is not None
     store = server.store
-    with Client(server.base_url + "/", KEY) as gw:
+    with GatewayClient(server.base_url + "/", KEY) as gw:
         ids = [gw.send(f"o_{i}", "tpl", {"k": "v"}).id for i in range(3)]
         for msg in server.run(lambda: store.lease(100, 30.0, server.clock.now())):
             server.run(lambda m=msg: store.dead(m.id, m.lease_token, ErrorInfo(40003, "invalid")))
@@ -97,25 +99,36 @@ def test_sync_dead_letters_and_wait_for(server: ThreadServer) -> None:
 
 
 def test_sync_client_errors(server: ThreadServer) -> None:
-    with Client(server.base_url, "wrong-key") as gw, pytest.raises(GatewayError) as info:
+    with GatewayClient(server.base_url, "wrong-key") as gw, pytest.raises(GatewayError) as info:
         gw.stats()
     assert info.value.status == 401 and info.value.error == "unauthorized"
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # nothing listens here once closed
     with (
-        Client(f"http://127.0.0.1:{port}", KEY, timeout=2) as gw,
+        GatewayClient(f"http://127.0.0.1:{port}", KEY, timeout=2) as gw,
         pytest.raises(GatewayUnreachable),
     ):
         gw.stats()
     with pytest.raises(ValueError):
-        Client("ftp://x", KEY)
+        GatewayClient("ftp://x", KEY)
+
+
+def test_old_import_path_warns_and_still_works(server: ThreadServer) -> None:
+    sys.modules.pop("wxgate.client", None)  # import it afresh, so the warning fires here
+    with pytest.warns(DeprecationWarning, match="wxgate.sdk"):
+        old = importlib.import_module("wxgate.client")
+    assert (old.Client, old.AsyncClient) == (GatewayClient, AsyncGatewayClient)
+    assert (old.GatewayError, old.GatewayUnreachable) == (GatewayError, GatewayUnreachable)
+    with old.Client(server.base_url, KEY, timeout=5) as gw:
+        accepted = gw.send("o_user_old", "tpl_order", {"first": "Paid"})
+        assert gw.get_message(accepted.id).touser == "o_user_old"
 
 
 async def test_async_client(tmp_path: Path) -> None:
     async with running_gateway(tmp_path / "wx.db") as g:
         base = str(g.client.make_url("/"))
-        async with AsyncClient(base, KEY) as gw:
+        async with AsyncGatewayClient(base, KEY) as gw:
             a = await gw.send("o_user_1", "tpl", {"k": "v"}, kind="template")
             view = await gw.get_message(a.id)
             assert view.status is Status.QUEUED

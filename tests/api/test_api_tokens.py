@@ -6,8 +6,8 @@ from pathlib import Path
 
 from api_support import AUTH, KEY, SHOP, ApiRig, running_gateway
 
-from wxgate.client import AsyncClient
 from wxgate.clock import SystemClock
+from wxgate.sdk import AsyncGatewayClient
 from wxgate.settings import WeChatSettings
 from wxgate.sim.config import SimApp, SimConfig
 from wxgate.sim.testing import running_simulator
@@ -44,7 +44,7 @@ async def test_token_service(tmp_path: Path) -> None:
                 status, _ = await rig.get("/v1/apps/shop/access-token")
                 assert status == 200 and broker.fetches[SHOP.appid] == 2
 
-                async with AsyncClient(str(rig.client.make_url("/")), KEY) as api:
+                async with AsyncGatewayClient(str(rig.client.make_url("/")), KEY) as api:
                     token = await api.access_token("shop")
                     assert "access_token='***'" in repr(token)
                     await api.invalidate_access_token("shop", token.access_token)

@@ -22,7 +22,7 @@ from e2e_support import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 
-from wxgate.client import AsyncClient
+from wxgate.sdk import AsyncGatewayClient
 from wxgate.sim.testing import running_simulator
 
 RECIPIENTS = 5_000
@@ -53,7 +53,7 @@ async def test_kill_9_mid_campaign_every_recipient_exactly_once(tmp_path: Path) 
             tmp_path, port, sim.base_url, app_overrides={"max_concurrency": 64}, **short_leases(64)
         ) as (gw, api),
     ):
-        async with AsyncClient(gw.url, API_KEY, timeout=60) as client:
+        async with AsyncGatewayClient(gw.url, API_KEY, timeout=60) as client:
             accepted = await client.upload_batch(TEMPLATE, [_csv_body()], "text/csv")
         assert (accepted.total, accepted.status) == (RECIPIENTS, "running")
 

@@ -16,7 +16,7 @@ import pytest
 from e2e_support import TEMPLATE, AppSpec, Rig, running_rig
 from prometheus_client.parser import text_string_to_metric_families
 
-from wxgate.client import Client
+from wxgate.sdk import GatewayClient
 
 BILLING, CRM, NOISY, SENDER = "k-billing-0a1b", "k-crm-2c3d", "k-noisy-4e5f", "k-sender-6a7b"
 KEYS = [
@@ -107,7 +107,7 @@ async def test_two_callers_one_invalidation_one_refresh(
 
         # The README's Python example (the sync client, so off the event loop).
         def borrow() -> str:
-            with Client(rig.runtime.url, CRM) as gw:
+            with GatewayClient(rig.runtime.url, CRM) as gw:
                 return gw.access_token("a").access_token
 
         assert await asyncio.to_thread(borrow) == n1["access_token"]

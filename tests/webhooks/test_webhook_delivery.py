@@ -1,7 +1,7 @@
 """Status webhooks end to end: the real simulator, an in-process gateway on each store, and a
 receiver that fails the first two POSTs of every event. Every final status still arrives,
 exactly once after the receiver's dedupe by event id, every retry carries the same id, and
-every request verifies with wxgate.client.verify_webhook."""
+every request verifies with wxgate.sdk.verify_webhook."""
 
 from __future__ import annotations
 

@@ -1,14 +1,14 @@
-"""wxgate.client.verify_webhook against the sender's signing, with literals."""
+"""wxgate.sdk.verify_webhook against the sender's signing, with literals."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
 
-from wxgate.client import verify_webhook
 from wxgate.delivery.webhooks import event_body
 from wxgate.models import WebhookEvent
 from wxgate.policy.webhook_signature import sign
+from wxgate.sdk import verify_webhook
 
 SECRET = "whsec-unit"
 NOW = 1_700_000_000

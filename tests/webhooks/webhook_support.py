@@ -1,5 +1,5 @@
 """A caller's webhook receiver, as a real aiohttp server on loopback: it records every POST,
-checks its signature with wxgate.client.verify_webhook, and can be told to fail (HTTP 500) the
+checks its signature with wxgate.sdk.verify_webhook, and can be told to fail (HTTP 500) the
 first tries of each event, or to hang without answering."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from wxgate.client import verify_webhook
+from wxgate.sdk import verify_webhook
 
 SECRET = "whsec-test-secret"
 

@@ -1,6 +1,6 @@
 """Response and request bodies that only the HTTP API uses (the shared ones live in models).
 
-Imports nothing but msgspec and models, so `wxgate.client` can decode with them cheaply.
+Imports nothing but msgspec and models, so `wxgate.sdk` can decode with them cheaply.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Status-webhook signatures: HMAC-SHA256 over "{timestamp}.{body}" (the Stripe scheme).
 
 The sender (delivery/webhooks.py) signs with `sign`; receivers check with `verify` (exposed
-as wxgate.client.verify_webhook). The timestamp is inside the signed text, so a captured
+as wxgate.sdk.verify_webhook). The timestamp is inside the signed text, so a captured
 request cannot be replayed later than the receiver's tolerance.
 """
 

@@ -1,0 +1,116 @@
+"""What every command shares: the consoles, the settings loader, and the gateway connection
+(--url/--key declared once, gateway errors turned into one red line and exit code 1)."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Concatenate, ParamSpec
+
+import typer
+from rich.console import Console
+
+from wxgate import settings as settings_mod
+from wxgate.errors import ConfigError
+from wxgate.sdk import GatewayClient, GatewayError
+
+P = ParamSpec("P")
+
+console = Console()
+err = Console(stderr=True)
+
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", "-c", help="TOML settings file (default wxgate.toml)")
+]
+UrlOpt = Annotated[str, typer.Option("--url", envvar="WXGATE_URL", help="Gateway base URL")]
+KeyOpt = Annotated[str, typer.Option("--key", envvar="WXGATE_API_KEY", help="API key (Bearer)")]
+DEFAULT_URL = "http://127.0.0.1:8080"
+DEFAULT_KEY = "sandbox-key"
+
+
+@contextmanager
+def config_errors() -> Iterator[None]:
+    """A ConfigError becomes one red line and exit code 2."""
+    try:
+        yield
+    except ConfigError as exc:
+        err.print(f"[red]config error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+def load(config: Path | None) -> settings_mod.Settings:
+    with config_errors():
+        return settings_mod.load(config or Path("wxgate.toml"), os.environ)
+
+
+def log_setup(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def data_arg(pairs: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for p in pairs:
+        if "=" not in p:
+            raise typer.BadParameter(f"{p!r}: use key=value")
+        k, v = p.split("=", 1)
+        out[k] = v
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Gateway:
+    """The gateway a command talks to, from its --url and --key."""
+
+    url: str
+    key: str
+
+    @contextmanager
+    def client(self, timeout: float = 10.0) -> Iterator[GatewayClient]:
+        """An open GatewayClient; a GatewayError (or GatewayUnreachable) raised while it is
+        in use becomes one red line on stderr and exit code 1."""
+        try:
+            with GatewayClient(self.url, self.key, timeout) as gw:
+                yield gw
+        except GatewayError as exc:
+            err.print(f"[red]{exc}[/red]")
+            raise typer.Exit(1) from None
+
+
+def with_gateway(fn: Callable[Concatenate[Gateway, P], None]) -> Callable[P, None]:
+    """Give a command the --url and --key options (defaults, WXGATE_URL / WXGATE_API_KEY) and
+    call it with the Gateway they name as its first argument.
+
+    Options after the command name (`wxgate status ID --url U`), as before: a typer callback
+    would take them before it (`wxgate --url U status ID`) and break every existing script.
+    """
+    sig = inspect.signature(fn, eval_str=True)
+    params = list(sig.parameters.values())[1:]  # all but the Gateway
+    kw = inspect.Parameter.KEYWORD_ONLY
+    shared = [
+        inspect.Parameter("url", kw, default=DEFAULT_URL, annotation=UrlOpt),
+        inspect.Parameter("key", kw, default=DEFAULT_KEY, annotation=KeyOpt),
+    ]
+
+    @functools.wraps(fn)
+    def command(*args: P.args, **kwargs: P.kwargs) -> None:
+        url, key = kwargs.pop("url"), kwargs.pop("key")
+        assert isinstance(url, str) and isinstance(key, str)
+        fn(Gateway(url, key), *args, **kwargs)
+
+    # typer reads the command's options from its signature and resolved annotations.
+    new_sig = sig.replace(parameters=[*params, *shared])
+    command.__signature__ = new_sig  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in new_sig.parameters.values()}
+    command.__annotations__["return"] = None
+    return command
