@@ -6,7 +6,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from api_support import ApiRig, running_gateway
+
+from support.api import ApiRig, running_gateway
 
 
 @pytest.fixture

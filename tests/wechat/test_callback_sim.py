@@ -8,8 +8,8 @@ from contextlib import asynccontextmanager
 
 import pytest
 from aiohttp import web
-from wechat_support import message, settings_for
 
+from support.wechat import message, settings_for
 from wxgate.clock import SystemClock
 from wxgate.models import MessageKind
 from wxgate.settings import AppSettings
