@@ -1,4 +1,4 @@
-"""API tests run the real app against the real SQLiteStore on a tmp file (api_support.py)."""
+"""API tests run the real app against the real SQLiteStore on a tmp file (support/api.py)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""/metrics beyond tests/e2e/test_e2e_metrics.py: lease takeovers after a forced lease expiry,
+"""/metrics beyond test_e2e_metrics.py: lease takeovers after a forced lease expiry,
 token fetches against the simulator's count, receipts and the accept -> delivered histogram
 against what was delivered, pauses, the errcode label's bound, and that every metric the alert
 rules and the Grafana dashboard use is in a real scrape."""

@@ -3,7 +3,7 @@ message or a batch and the gateway POSTs status events to it; these replay the a
 against the real gateway and the real sender, with loopback listeners as the targets.
 
 Every connection a test could make goes to loopback: the addresses of other internal
-ranges are covered as literals in tests/unit/test_egress.py, never connected to. A name that
+ranges are covered as literals in tests/policy/test_egress.py, never connected to. A name that
 must resolve to loopback is answered by a resolver of the test's own (`Answers`), so no
 real DNS is asked either.
 """
