@@ -8,6 +8,7 @@ on what the earlier ones sent); the last test saves test-artifacts/dashboard.png
 
 from __future__ import annotations
 
+import base64
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -300,15 +301,62 @@ def test_browser_dead_letters_escape_and_requeue(page: Page, gateway: Api) -> No
     wait_for(lambda: page_agrees_with_api(page, gateway), what="the page to agree again")
 
 
-def test_browser_screenshot(page: Page, gateway: Api) -> None:
-    """Saved for people, not compared: test-artifacts/dashboard.png."""
+# Decodes a PNG in a blank page (the dashboard's CSP refuses data: images) and counts its
+# pixels' colours: {"pixels": n, "colours": distinct, "top": share of the commonest colour}.
+PNG_COLOURS = """async (b64) => {
+  const img = new Image();
+  img.src = "data:image/png;base64," + b64;
+  await img.decode();
+  const canvas = document.createElement("canvas");
+  canvas.width = img.width;
+  canvas.height = img.height;
+  const ctx = canvas.getContext("2d");
+  ctx.drawImage(img, 0, 0);
+  const data = ctx.getImageData(0, 0, img.width, img.height).data;
+  const counts = new Map();
+  for (let i = 0; i < data.length; i += 4) {
+    const key = (data[i] << 16) | (data[i + 1] << 8) | data[i + 2];
+    counts.set(key, (counts.get(key) || 0) + 1);
+  }
+  const pixels = data.length / 4;
+  return {pixels, colours: counts.size, top: Math.max(...counts.values()) / pixels};
+}"""
+
+
+def png_colours(browser: Browser, png: bytes) -> dict[str, float]:
+    blank = browser.new_page()
+    try:
+        result: dict[str, float] = blank.evaluate(PNG_COLOURS, base64.b64encode(png).decode())
+        return result
+    finally:
+        blank.close()
+
+
+def test_browser_screenshot(page: Page, gateway: Api, browser: Browser) -> None:
+    """Saved for people (test-artifacts/dashboard.png), and checked: the page it shows is the
+    signed-in dashboard with the API's numbers, and the picture is not blank."""
     page.fill("#dl-errcode", "")
     page.select_option("#dl-app", "")
     page.click('#dl-filters button[type="submit"]')
     expect(page.locator("#toast")).to_be_hidden()
     expect(page.locator("#batches .badge", has_text="running")).to_have_count(0)
     page.evaluate("() => window.scrollTo(0, 0)")
+    # What the screenshot shows: the KPI cards and the queue table, visible, with the numbers
+    # /v1/stats answers (earlier tests delivered messages, so the OK total is not zero).
+    for kpi in ("#kpi-ok-total", "#kpi-failed-total", "#kpi-depth", "#kpi-dead", "#queue"):
+        expect(page.locator(kpi)).to_be_visible()
+    shown = wait_for(lambda: page_agrees_with_api(page, gateway), what="the page to agree")
+    assert number(shown["kpi-ok-total"]) > 0, shown
+    expect(page.locator("#queue td[data-status]").first).to_be_visible()
     ARTIFACTS.mkdir(exist_ok=True)
     out: Path = ARTIFACTS / "dashboard.png"
     page.screenshot(path=str(out), full_page=True)
     assert out.stat().st_size > 10_000
+    # The pixels: a blank or unstyled page is one or two colours; the dashboard has text,
+    # cards and badges, so many colours and no single one filling nearly all of it.
+    whole = png_colours(browser, out.read_bytes())
+    assert whole["colours"] >= 16, whole
+    assert whole["top"] < 0.97, whole
+    # The OK total's own pixels: its digits are drawn, not an empty box.
+    card = png_colours(browser, page.locator("#kpi-ok-total").screenshot())
+    assert card["colours"] >= 2 and card["top"] < 0.99, card
