@@ -1,4 +1,4 @@
-"""Helpers for the delivery tests: the real pieces wired together (see tests/delivery/conftest.py)."""
+"""Helpers for the delivery tests: the real pieces wired together (delivery/conftest.py)."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ def worker_settings(**kw: Any) -> WorkerSettings:
         "retry": RetrySettings(max_attempts=8, base_s=0.01, cap_s=0.05),
         "breaker": BreakerSettings(),
         # These tests fail a tenth or more of first tries on purpose (o_busy, o_5xx, o_reset),
-        # which adaptive rate would rightly slow to its floor; system/e2e/test_aimd_e2e.py covers it.
+        # which adaptive rate would rightly slow to its floor; test_aimd_e2e.py covers it.
         "adaptive": AdaptiveSettings(enabled=False),
     }
     base.update(kw)
