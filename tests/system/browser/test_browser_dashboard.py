@@ -122,6 +122,9 @@ def gateway(
             r.flushdb()
     with sandbox_gateway(tmp_path_factory.mktemp("dashboard"), store_url) as api:
         yield api
+    if store_url is not None:  # and leaves it empty for the next test on the session's Redis
+        with redis.Redis.from_url(store_url) as r:
+            r.flushdb()
 
 
 @pytest.fixture(scope="module")

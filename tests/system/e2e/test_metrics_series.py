@@ -18,7 +18,7 @@ from wxgate.metrics import Metrics
 from wxgate.models import AppPause, Message, new_id
 from wxgate.sim.config import Faults
 
-DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+DEPLOY = Path(__file__).resolve().parents[3] / "deploy"
 ALERTS = DEPLOY / "prometheus" / "alerts.yml"
 DASHBOARD = DEPLOY / "grafana" / "wxgate.json"
 NORMAL = 200

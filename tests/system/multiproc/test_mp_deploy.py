@@ -18,7 +18,7 @@ from wxgate.runtime import HTTP_SHUTDOWN_S, parse_role
 from wxgate.settings import Settings, load
 from wxgate.supervisor import KILL_GRACE_S
 
-DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+DEPLOY = Path(__file__).resolve().parents[3] / "deploy"
 
 
 def _serve_options() -> set[str]:
