@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# tests/browser drive Debian's Chromium through Playwright (Playwright's own download is not used).
+# tests/system/browser drive Debian's Chromium through Playwright (Playwright's own download is not used).
 chromium:
 	@command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
 

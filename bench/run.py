@@ -1,4 +1,4 @@
-"""wxgate benchmark harness: the scenarios of DESIGN.md section 8, each against its baseline.
+"""wxgate benchmark harness: the scenarios of docs/architecture.md §12.1, each against its baseline.
 
     .venv/bin/python bench/run.py --quick            # what `make bench` runs (a few minutes)
     .venv/bin/python bench/run.py --full             # everything, longer

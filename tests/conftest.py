@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from redis_server import session_redis_url
+from support.redis_server import session_redis_url
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""The scenarios of the performance issue (DESIGN.md section 8), each against its baseline.
+"""The scenarios of the performance issue (docs/architecture.md §12.1), each against its baseline.
 
 Every scenario starts what it needs in separate processes, measures, and stops everything
 (ExitStack, even on failure). Runs are interleaved (baseline, ours, baseline, ours, ...) so

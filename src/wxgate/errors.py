@@ -21,7 +21,7 @@ from enum import StrEnum
 
 
 class Disposition(StrEnum):
-    """What to do about one WeChat answer (DESIGN.md principle 3)."""
+    """What to do about one WeChat answer (docs/architecture.md §1, principle 3)."""
 
     OK = "ok"
     REFRESH_TOKEN = "refresh_token"

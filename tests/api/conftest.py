@@ -1,4 +1,4 @@
-"""API tests run the real app against the real SQLiteStore on a tmp file (api_support.py)."""
+"""API tests run the real app against the real SQLiteStore on a tmp file (support/api.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from api_support import ApiRig, running_gateway
+
+from support.api import ApiRig, running_gateway
 
 
 @pytest.fixture

@@ -8,7 +8,8 @@ from typing import Any
 
 import msgspec
 import pytest
-from api_support import AUTH, KEY, ApiRig, make_settings, msg_body, running_gateway
+
+from support.api import AUTH, KEY, ApiRig, make_settings, msg_body, running_gateway
 
 LIMIT = 2048
 BATCH_LIMIT = 1_000_000

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from api_support import AUTH, ApiRig
+from support.api import AUTH, ApiRig
 
 
 async def test_batch_one_commit_then_progress(rig: ApiRig) -> None:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import msgspec
 import pytest
-from api_support import AES_KEY, SHOP, ApiRig, make_settings, msg_body, running_gateway
 
+from support.api import AES_KEY, SHOP, ApiRig, make_settings, msg_body, running_gateway
 from wxgate.models import SendResult
 from wxgate.wechat import crypto
 

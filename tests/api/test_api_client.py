@@ -12,8 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from api_support import KEY, ThreadServer, make_settings, running_gateway
 
+from support.api import KEY, ThreadServer, make_settings, running_gateway
 from wxgate.models import ErrorInfo, SendResult, Status
 from wxgate.sdk import AsyncGatewayClient, GatewayClient, GatewayError, GatewayUnreachable
 

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from api_support import ApiRig, msg_body
-
+from support.api import ApiRig, msg_body
 from wxgate.models import ErrorInfo
 
 

@@ -10,9 +10,10 @@ from typing import Any
 
 import msgspec
 import pytest
-from api_support import KEY, ThreadServer, make_settings
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from support.api import KEY, ThreadServer, make_settings
 
 FIELDS = [
     "touser", "template_id", "data", "app", "kind", "url", "miniprogram", "page",

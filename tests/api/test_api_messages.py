@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from api_support import AUTH, NEWS, SHOP, ApiRig, make_settings, msg_body, running_gateway
-
+from support.api import AUTH, NEWS, SHOP, ApiRig, make_settings, msg_body, running_gateway
 from wxgate.models import SendResult, Status
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from api_support import ApiRig
 from openapi_spec_validator import validate
 
+from support.api import ApiRig
 from wxgate.metrics import UNROUTED
 
 

@@ -11,8 +11,8 @@ import msgspec
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from api_support import AUTH, KEY, NEWS, SHOP, ApiRig, make_settings, msg_body, running_gateway
 
+from support.api import AUTH, KEY, NEWS, SHOP, ApiRig, make_settings, msg_body, running_gateway
 from wxgate.api.app import create_app
 from wxgate.api.auth import ApiKey, KeyRing, Scope
 from wxgate.api.ops import METRICS_HANDLER

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from api_support import AUTH, KEY, SHOP, ApiRig, running_gateway
-
+from support.api import AUTH, KEY, SHOP, ApiRig, running_gateway
 from wxgate.clock import SystemClock
 from wxgate.sdk import AsyncGatewayClient
 from wxgate.settings import WeChatSettings

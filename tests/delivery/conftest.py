@@ -9,8 +9,8 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
-from delivery_support import SEND_TIMEOUT_S, SIM_APPS, Rig
 
+from support.delivery import SEND_TIMEOUT_S, SIM_APPS, Rig
 from wxgate.clock import SystemClock
 from wxgate.settings import WeChatSettings
 from wxgate.sim.config import SimApp, SimConfig

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from delivery_support import SEND_TIMEOUT_S, SIM_APPS, app_settings, worker_settings
 
+from support.delivery import SEND_TIMEOUT_S, SIM_APPS, app_settings, worker_settings
 from wxgate.clock import FakeClock
 from wxgate.delivery.dispatcher import PAUSE_RECHECK_S, Dispatcher
 from wxgate.delivery.outcome import Outcome

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from delivery_support import Rig, app_settings, worker_settings
-
+from support.delivery import Rig, app_settings, worker_settings
 from wxgate.models import Status
 from wxgate.settings import RetrySettings
 

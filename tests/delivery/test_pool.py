@@ -7,8 +7,8 @@ import time
 from collections.abc import Callable
 
 import aiohttp
-from delivery_support import Rig, app_settings, worker_settings
 
+from support.delivery import Rig, app_settings, worker_settings
 from wxgate.delivery.workers import PREFETCH_DIVISOR, WorkerPool
 from wxgate.models import Status
 from wxgate.settings import BreakerSettings, RetrySettings

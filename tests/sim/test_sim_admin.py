@@ -12,8 +12,8 @@ from typing import Any
 import aiohttp
 import msgspec
 import pytest
-from sim_support import APPID, classic_token, send, token, tpl
 
+from support.sim import APPID, classic_token, send, token, tpl
 from wxgate.sim.cli import build_config
 from wxgate.sim.config import SimApp, SimConfig, config_from_dict, load_config
 from wxgate.sim.testing import SimHandle, running_simulator

@@ -7,8 +7,8 @@ import time
 
 import aiohttp
 import pytest
-from sim_support import APPID, SECRET, TEMPLATE_PATH, assert_err, classic_token, send, token, tpl
 
+from support.sim import APPID, SECRET, TEMPLATE_PATH, assert_err, classic_token, send, token, tpl
 from wxgate.clock import FakeClock
 from wxgate.sim.config import Faults, SimApp, SimConfig
 from wxgate.sim.testing import SimHandle, running_simulator

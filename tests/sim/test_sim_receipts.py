@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 import aiohttp
 import pytest
 from aiohttp import web
-from sim_support import APPID, SECRET, SUBSCRIBE_PATH, send, sub, token, tpl
 
+from support.sim import APPID, SECRET, SUBSCRIBE_PATH, send, sub, token, tpl
 from wxgate.sim.config import SimApp, SimConfig
 from wxgate.sim.testing import running_simulator
 from wxgate.wechat import crypto

@@ -8,7 +8,8 @@ from typing import Any
 
 import aiohttp
 import pytest
-from sim_support import (
+
+from support.sim import (
     APPID,
     SECRET,
     SUBSCRIBE_PATH,
@@ -19,7 +20,6 @@ from sim_support import (
     token,
     tpl,
 )
-
 from wxgate.clock import FakeClock
 from wxgate.sim.config import SimApp, SimConfig
 from wxgate.sim.testing import SimHandle, running_simulator

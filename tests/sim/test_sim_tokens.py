@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import aiohttp
 import pytest
-from sim_support import (
+
+from support.sim import (
     APPID,
     SECRET,
     assert_err,
@@ -13,7 +14,6 @@ from sim_support import (
     stable_token,
     tpl,
 )
-
 from wxgate.clock import FakeClock
 from wxgate.sim.config import SimApp, SimConfig
 from wxgate.sim.testing import SimHandle, running_simulator

@@ -10,7 +10,7 @@ import pytest
 from contract import LEASE_S, enqueue_one, make_message, must_get, send_and_ack
 from redis.asyncio import Redis
 
-from redis_server import RedisServer
+from support.redis_server import RedisServer
 from wxgate.clock import FakeClock, SystemClock
 from wxgate.errors import StoreError, StoreUnavailable
 from wxgate.models import Batch, SendResult, SharedFields, Status, new_id

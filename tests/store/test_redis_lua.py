@@ -1,7 +1,7 @@
 """The Redis store's Lua scripts as files: each parses as Lua 5.1 (the Lua inside Redis), so
 does each script as Redis receives it, and the store loads every file (no orphans).
 
-luac5.1 is Debian's lua5.1 package, installed here when missing (as tests/redis_server.py
+luac5.1 is Debian's lua5.1 package, installed here when missing (as tests/support/redis_server.py
 installs redis-server).
 """
 

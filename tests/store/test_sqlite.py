@@ -9,7 +9,8 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -214,13 +215,51 @@ async def test_writer_prunes_on_its_own(clock: FakeClock, db_path: str) -> None:
         await s.close()
 
 
-async def test_wal_is_checkpointed_off_the_writer(store: SQLiteStore, clock: FakeClock) -> None:
-    await store.enqueue([make_message(clock) for _ in range(500)])
-    for _ in range(200):
-        if store._checkpointer.runs:
-            break
-        await asyncio.sleep(0.01)
-    assert store._checkpointer.runs > 0
+def _traced(
+    connect: Callable[[], sqlite3.Connection], seen: list[tuple[int, str, str]]
+) -> Callable[[], sqlite3.Connection]:
+    """`connect`, with every statement run on the connection recorded as (thread ident, thread
+    name, SQL): the connection is the real one, only watched."""
+
+    def traced() -> sqlite3.Connection:
+        conn = connect()
+
+        def record(sql: str) -> None:
+            thread = threading.current_thread()
+            seen.append((thread.ident or 0, thread.name, sql))
+
+        conn.set_trace_callback(record)
+        return conn
+
+    return traced
+
+
+async def test_wal_is_checkpointed_off_the_writer(clock: FakeClock, db_path: str) -> None:
+    store = SQLiteStore(db_path, clock, retention_s=3600)
+    writer_sql: list[tuple[int, str, str]] = []
+    checkpointer_sql: list[tuple[int, str, str]] = []
+    store._writer._connect = _traced(store._writer._connect, writer_sql)
+    store._checkpointer._connect = _traced(store._checkpointer._connect, checkpointer_sql)
+    await store.open()
+    try:
+        await store.enqueue([make_message(clock) for _ in range(500)])
+        for _ in range(200):
+            if store._checkpointer.runs:
+                break
+            await asyncio.sleep(0.01)
+        assert store._checkpointer.runs > 0
+    finally:
+        await store.close()
+    # The checkpoint ran, on the checkpointer's thread; the writer never ran one.
+    checkpoints = [
+        (ident, name) for ident, name, sql in checkpointer_sql if "wal_checkpoint" in sql
+    ]
+    assert checkpoints
+    writer_threads = {ident for ident, _, sql in writer_sql if "INSERT" in sql.upper()}
+    assert writer_threads, "the enqueue was written by the writer thread"
+    assert {name for _, name in checkpoints} == {"wxgate-sqlite-checkpoint"}
+    assert not writer_threads & {ident for ident, _ in checkpoints}
+    assert not [sql for _, _, sql in writer_sql if "wal_checkpoint" in sql]
 
 
 async def test_locked_database_is_unavailable(clock: FakeClock, db_path: str) -> None:

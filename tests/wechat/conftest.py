@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from wechat_support import APP, settings_for
 
+from support.wechat import APP, settings_for
 from wxgate.clock import SystemClock
 from wxgate.sim.config import SimConfig
 from wxgate.sim.testing import SimHandle, running_simulator

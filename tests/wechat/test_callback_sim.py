@@ -1,4 +1,4 @@
-"""The simulator's own receipt pushes (written independently from wechat-api.md) go through
+"""The simulator's own receipt pushes (written independently from docs/wechat-api.md) go through
 our verify_url / parse_push, plain and AES safe mode."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from contextlib import asynccontextmanager
 
 import pytest
 from aiohttp import web
-from wechat_support import message, settings_for
 
+from support.wechat import message, settings_for
 from wxgate.clock import SystemClock
 from wxgate.models import MessageKind
 from wxgate.settings import AppSettings

@@ -6,8 +6,8 @@ import asyncio
 import socket
 
 import pytest
-from wechat_support import APP, message, settings_for
 
+from support.wechat import APP, message, settings_for
 from wxgate.clock import SystemClock
 from wxgate.errors import Disposition, NotSent, OutcomeUnknown, WeChatError
 from wxgate.models import MessageKind

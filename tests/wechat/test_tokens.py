@@ -7,8 +7,8 @@ import time
 from collections.abc import AsyncIterator
 
 import pytest
-from wechat_support import APP, message, settings_for
 
+from support.wechat import APP, message, settings_for
 from wxgate.clock import FakeClock, SystemClock
 from wxgate.errors import Disposition, NotSent, WeChatError
 from wxgate.models import TokenEntry

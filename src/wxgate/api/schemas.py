@@ -101,7 +101,8 @@ class RequeueIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
     ids: Annotated[list[str], msgspec.Meta(max_length=10_000)] | None = None
     app: str | None = None
-    errcode: int | None = None
+    # A 32-bit errcode, as the GET filter takes (a larger one overflowed SQLite's binding: 500).
+    errcode: Annotated[int, msgspec.Meta(ge=-(2**31), le=2**31 - 1)] | None = None
 
 
 class Requeued(msgspec.Struct):

@@ -48,7 +48,7 @@ MAX_ERRMSG = 500
 
 
 class Dispatcher:
-    """Decides and records what happens to one leased message (DESIGN.md section 7).
+    """Decides and records what happens to one leased message (docs/architecture.md §5.3).
 
     `send_timeout_s` is the WeChat client's total timeout; a send may take two of them (the
     broker retries once on a token error), and a message is only sent while its lease has at

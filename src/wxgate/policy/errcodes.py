@@ -1,4 +1,4 @@
-"""WeChat errcode -> disposition (wechat-api.md section 4, DESIGN.md principle 3).
+"""WeChat errcode -> disposition (docs/wechat-api.md §4, docs/architecture.md §5.4).
 
 Branch on errcode only: errmsg wording changes and carries a `rid`.
 """

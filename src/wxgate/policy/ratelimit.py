@@ -66,8 +66,9 @@ MINUTE_QUOTA_ERRCODE = 45011
 def pause_until(errcode: int, now: float) -> float | None:
     """When an app throttled by `errcode` may send again, or None for other codes.
 
-    45009 (daily quota) resets at Beijing midnight (the reset time zone is unconfirmed, see
-    wechat-api.md 6.1; midnight Beijing is the documented presumption); 45011 at the next minute.
+    45009 (daily quota) resets at Beijing midnight (the reset time zone is unconfirmed,
+    see docs/wechat-api.md §6.1; midnight Beijing is the documented presumption); 45011 at the
+    next minute.
     """
     if errcode == DAILY_QUOTA_ERRCODE:
         return next_shanghai_midnight(now)

@@ -1,13 +1,13 @@
 """Template checks at accept time: are `data`'s keys the template's placeholders, and does
 each value fit its keyword type? Pure functions over a compiled template (no I/O).
 
-The limits (wechat-api.md):
-- Subscribe messages (3.1): the type is the key without its index (`thing1` -> thing):
+The limits (docs/wechat-api.md):
+- Subscribe messages (§3.1): the type is the key without its index (`thing1` -> thing):
   thing <= 20 chars, number <= 32 digits, letter <= 32 letters, symbol <= 5, character_string
   <= 32 printable ASCII, time/date a time, amount a currency sign + <= 10 digits, phone_number
   <= 17, car_number <= 8, name <= 10 CJK or 20 letters, phrase <= 5; never empty, never a
   control character. WeChat rejects these with 47003.
-- Official Account template messages (2, 2023 rules): category-template keys by prefix
+- Official Account template messages (§2.2, §2.3): category-template keys by prefix
   (thing 20, character_string 32, phone_number 17, car_number 8, const 20), any other main
   field 20, no line breaks; `first` and `remark` are dropped by WeChat since 2023-05-04 and
   are let through. WeChat truncates these itself rather than rejecting them.

@@ -1,4 +1,4 @@
-"""The WeChat API simulator (DESIGN.md section 6), written from wechat-api.md alone.
+"""The WeChat API simulator (docs/architecture.md §10), written from docs/wechat-api.md alone.
 
 It shares no protocol code with wxgate.wechat, so a misreading of WeChat cannot hide on
 both sides; only the signature and AES primitives of wxgate.wechat.crypto are reused.

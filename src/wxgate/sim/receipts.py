@@ -1,4 +1,4 @@
-"""Delivery receipts pushed to each app's callback URL, as WeChat does (wechat-api.md 5.2-5.5).
+"""Delivery receipts pushed to each app's callback URL as WeChat does (docs/wechat-api.md §5.2-5.5).
 
 One queue and a small pool of sender tasks on one pooled session: receipts never cost a task
 each. Each push gets `receipt_tries` tries of `receipt_timeout_s`, signed, AES in safe mode.

@@ -5,8 +5,8 @@
   "content", "example"}]}` (no errcode on success, as WeChat answers).
 - `GET /wxaapi/newtmpl/gettemplate`: its subscribe templates, `{"errcode": 0, "errmsg": "ok",
   "data": [{"priTmplId", "title", "content", "example", "type"}]}`.
-Written from wechat-api.md on its own (DESIGN.md section 6): nothing here is shared with the
-gateway's parser.
+Written from docs/wechat-api.md on its own (docs/architecture.md §10): nothing here is shared
+with the gateway's parser.
 """
 
 from __future__ import annotations

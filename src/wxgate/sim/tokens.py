@@ -1,4 +1,4 @@
-"""access_token issuing and checking, classic and stable, as wechat-api.md section 1 describes.
+"""access_token issuing and checking, classic and stable, as docs/wechat-api.md §1 describes.
 
 Classic: every fetch issues a new token and the previous one dies `token_overlap_s` later.
 Stable: the same token while valid, a new one in the last `stable_renew_s`; force_refresh

@@ -1,4 +1,4 @@
-"""Send-body checks with WeChat's errcodes (wechat-api.md sections 2, 3.1 and 4).
+"""Send-body checks with WeChat's errcodes (docs/wechat-api.md §2, §3.1 and §4).
 
 Well-formed bodies decode straight into typed Structs (the fast path). Only when that fails is
 the body decoded loosely to find which field is wrong, since the errcode depends on the field.

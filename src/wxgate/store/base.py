@@ -45,7 +45,7 @@ from wxgate.models import (
 
 
 def receipt_status(receipt: str) -> Status:
-    """The final status a receipt's Status string means (wechat-api.md 5.3).
+    """The final status a receipt's Status string means (docs/wechat-api.md §5.3).
 
     "success" -> delivered; "failed:user block" (with or without spaces) -> blocked; anything
     else -> failed. Whitespace is normalised because SDKs disagree on "failed: user block".

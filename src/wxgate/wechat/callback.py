@@ -1,4 +1,4 @@
-"""WeChat callbacks: URL verification and event pushes (wechat-api.md section 5).
+"""WeChat callbacks: URL verification and event pushes (docs/wechat-api.md §5).
 
 Checks the signature (plain) or msg_signature (AES safe mode), decrypts, parses the XML with
 no DTDs allowed, and turns TEMPLATESENDJOBFINISH / subscribe_msg_sent_event into Receipts.
@@ -110,7 +110,7 @@ def _uint(fields: Mapping[str, str], name: str, limit: int = MSGID_LIMIT) -> int
 def normalise_status(raw: str) -> str:
     """Canonical receipt status: WeChat's own spellings, whatever whitespace arrived.
 
-    "failed:user block" has no space and "failed: system failed" has one (wechat-api.md 5.3);
+    "failed:user block" has no space and "failed: system failed" has one (docs/wechat-api.md §5.3);
     some builds send "failed: user block", so spacing is rebuilt from the words.
     """
     text = " ".join(raw.split())

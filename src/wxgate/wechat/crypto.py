@@ -1,4 +1,4 @@
-"""WeChat's callback signature and AES safe-mode primitives (wechat-api.md section 5).
+"""WeChat's callback signature and AES safe-mode primitives (docs/wechat-api.md §5.1, §5.5).
 
 The only code the simulator shares with the client, so it is checked against known vectors.
 """

@@ -8,7 +8,12 @@ must be idempotent (a test closes the store itself).
 """
 
 from contract.batches import BatchContract
-from contract.helpers import (
+from contract.lifecycle import LifecycleContract
+from contract.outbox import OutboxContract
+from contract.outcomes import OutcomesContract
+from contract.queue import QueueContract
+from contract.shared import SharedContract
+from support.store import (
     HOOK,
     LEASE_S,
     enqueue_one,
@@ -17,11 +22,6 @@ from contract.helpers import (
     must_get,
     send_and_ack,
 )
-from contract.lifecycle import LifecycleContract
-from contract.outbox import OutboxContract
-from contract.outcomes import OutcomesContract
-from contract.queue import QueueContract
-from contract.shared import SharedContract
 
 __all__ = [
     "HOOK",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from contract.helpers import (
+from support.store import (
     HOOK,
     LEASE_S,
     enqueue_one,

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from contract.helpers import (
+from support.store import (
     HOOK,
     LEASE_S,
     enqueue_one,

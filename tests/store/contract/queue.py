@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from contract.helpers import (
+from support.store import (
     LEASE_S,
     enqueue_one,
     lease_one,

@@ -271,7 +271,7 @@ def connect(
     conn.execute(f"PRAGMA synchronous = {synchronous}")
     conn.execute("PRAGMA temp_store = MEMORY")
     # Page cache per connection (KiB): the writer's keeps the hot index pages; RSS budget
-    # (DESIGN.md P6) is why it is not bigger.
+    # (docs/architecture.md §12.1, P6) is why it is not bigger.
     conn.execute(f"PRAGMA cache_size = -{cache_kib}")
     return conn
 
