@@ -163,6 +163,16 @@ class SharedCache:
             if shared is not None:
                 self.put(batch_id, shared)
 
+    async def filled(self, messages: list[Message]) -> list[Message]:
+        """`messages` as read (own data only), each with its batch's shared fields back."""
+        await self.fill(messages)
+        return messages
+
+    async def filled_one(self, message: Message | None) -> Message | None:
+        if message is not None and message.shared is not None:
+            await self.fill((message,))
+        return message
+
     def __repr__(self) -> str:
         return (
             f"<SharedCache batches={len(self._entries)} bytes={self._bytes} "

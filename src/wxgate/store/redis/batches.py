@@ -49,16 +49,6 @@ class RedisBatches(RedisConnection):
             found = await pipe.execute()
         return {b: decode_shared(raw) for b, raw in zip(batch_ids, found, strict=True) if raw}
 
-    async def _filled(self, messages: list[Message]) -> list[Message]:
-        """Batch messages as read (own data only) with their batch's shared fields back."""
-        await self._shared.fill(messages)
-        return messages
-
-    async def _filled_one(self, message: Message | None) -> Message | None:
-        if message is not None and message.shared is not None:
-            await self._shared.fill((message,))
-        return message
-
     # ------------------------------------------------------------------ batch records
 
     @maps_redis_errors
@@ -139,7 +129,9 @@ class RedisBatches(RedisConnection):
             for msg_id in ids:
                 pipe.hmget(f"{self._p}:msg:{msg_id}", MESSAGE_FIELDS)
             rows = await pipe.execute()
-        return await self._filled(decode_messages(rows)), (ids[-1] if len(ids) == limit else None)
+        return await self._shared.filled(decode_messages(rows)), (
+            ids[-1] if len(ids) == limit else None
+        )
 
     @maps_redis_errors
     async def batch_errcodes(self, batch_id: str) -> dict[int, int]:

@@ -258,7 +258,7 @@ class RedisQueue(RedisBatches):
                 *sorted(exclude_apps),
             ],
         )
-        return await self._filled(decode_messages(replies))
+        return await self._shared.filled(decode_messages(replies))
 
     async def _prune(self, now: float) -> None:
         """Drop messages finished more than retention_s ago, with their counts and indexes."""
@@ -338,14 +338,14 @@ class RedisQueue(RedisBatches):
     @maps_redis_errors
     async def get(self, msg_id: str) -> Message | None:
         found = decode_message(await self._r.hmget(f"{self._p}:msg:{msg_id}", MESSAGE_FIELDS))
-        return await self._filled_one(found)
+        return await self._shared.filled_one(found)
 
     @maps_redis_errors
     async def find_by_wechat_msgid(self, app: str, wechat_msgid: int) -> Message | None:
         flat = await self._script(
             FIND_BY_MSGID, [f"{self._p}:msgid:{app}"], [f"{self._p}:msg:", str(wechat_msgid)]
         )
-        return await self._filled_one(decode_message(flat) if flat else None)
+        return await self._shared.filled_one(decode_message(flat) if flat else None)
 
     @maps_redis_errors
     async def record_receipt(
@@ -362,7 +362,7 @@ class RedisQueue(RedisBatches):
             _EARLY_RECEIPT_TTL_S,
             "" if openid is None else f"={openid}",  # "=": an empty openid is still checked
         )
-        return await self._filled_one(decode_message(flat) if flat else None)
+        return await self._shared.filled_one(decode_message(flat) if flat else None)
 
     @maps_redis_errors
     async def stats(self) -> StoreStats:
@@ -397,7 +397,7 @@ class RedisQueue(RedisBatches):
             _DEAD_SCAN_BUDGET,
         )
         next_cursor = text(reply[0]) or None
-        return await self._filled(decode_messages(reply[1:])), next_cursor
+        return await self._shared.filled(decode_messages(reply[1:])), next_cursor
 
     @maps_redis_errors
     async def requeue(

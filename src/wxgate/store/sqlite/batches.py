@@ -48,7 +48,7 @@ class SQLiteBatches(SQLiteCore):
         self, batch_id: str, cursor: str | None = None, limit: int = 1000
     ) -> tuple[list[Message], str | None]:
         page, next_cursor = await self._read(batch_messages, batch_id, cursor, limit)
-        return await self._filled(page), next_cursor
+        return await self._shared.filled(page), next_cursor
 
     async def batch_errcodes(self, batch_id: str) -> dict[int, int]:
         return await self._read(batch_errcodes, batch_id)

@@ -14,7 +14,6 @@ from typing import Any, TypeVar
 
 from wxgate.clock import Clock
 from wxgate.errors import StoreUnavailable
-from wxgate.models import Message
 from wxgate.policy.ratelimit import RateBuckets
 from wxgate.store.batch_shared import SharedCache
 from wxgate.store.sqlite.writer import GroupCommitWriter, map_error
@@ -47,13 +46,3 @@ class SQLiteCore:
             raise map_error(exc) from None
         except RuntimeError as exc:  # executor shut down between the check and the call
             raise StoreUnavailable("SQLite store is closed") from exc
-
-    async def _filled(self, messages: list[Message]) -> list[Message]:
-        """Batch messages as read (own data only) with their batch's shared fields back."""
-        await self._shared.fill(messages)
-        return messages
-
-    async def _filled_one(self, message: Message | None) -> Message | None:
-        if message is not None and message.shared is not None:
-            await self._shared.fill((message,))
-        return message

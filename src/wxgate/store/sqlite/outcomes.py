@@ -50,7 +50,7 @@ class SQLiteOutcomes(SQLiteCore):
         self, app: str, wechat_msgid: int, receipt: str, event_key: str, openid: str | None = None
     ) -> Message | None:
         now = self._clock.now()
-        return await self._filled_one(
+        return await self._shared.filled_one(
             await self._write(record_receipt, app, wechat_msgid, receipt, event_key, openid, now)
         )
 

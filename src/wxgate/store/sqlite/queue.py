@@ -61,13 +61,15 @@ class SQLiteQueue(SQLiteCore):
     async def lease(
         self, n: int, lease_s: float, now: float, exclude_apps: frozenset[str] = frozenset()
     ) -> list[Message]:
-        return await self._filled(await self._write(lease, n, lease_s, now, exclude_apps))
+        return await self._shared.filled(await self._write(lease, n, lease_s, now, exclude_apps))
 
     async def get(self, msg_id: str) -> Message | None:
-        return await self._filled_one(await self._read(get, msg_id))
+        return await self._shared.filled_one(await self._read(get, msg_id))
 
     async def find_by_wechat_msgid(self, app: str, wechat_msgid: int) -> Message | None:
-        return await self._filled_one(await self._read(find_by_wechat_msgid, app, wechat_msgid))
+        return await self._shared.filled_one(
+            await self._read(find_by_wechat_msgid, app, wechat_msgid)
+        )
 
     async def stats(self) -> StoreStats:
         return await self._read(stats)
@@ -80,7 +82,7 @@ class SQLiteQueue(SQLiteCore):
         limit: int = 100,
     ) -> tuple[list[Message], str | None]:
         page, next_cursor = await self._read(dead_letters, app, errcode, cursor, limit)
-        return await self._filled(page), next_cursor
+        return await self._shared.filled(page), next_cursor
 
     async def requeue(
         self,
