@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from support.wait import wait_until
 from wxgate.clock import SystemClock
 from wxgate.delivery.dispatcher import Dispatcher
 from wxgate.delivery.workers import WorkerPool
@@ -115,16 +114,7 @@ class Rig:
     async def wait_for(
         self, predicate: Callable[[], Any], timeout_s: float = 15.0, what: str = ""
     ) -> None:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            result = predicate()
-            if asyncio.iscoroutine(result):
-                result = await result
-            if result:
-                return
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for {what or predicate}")
-            await asyncio.sleep(0.02)
+        await wait_until(predicate, timeout_s, what or str(predicate), interval_s=0.02)
 
     async def messages(self, ids: Iterable[str]) -> list[Message]:
         found = [await self.store.get(i) for i in ids]
