@@ -155,31 +155,34 @@ def batch_follow(
     console.print(f"batch {batch_id} {final.status}: {_summary(final)}")
 
 
+def _change(
+    gateway: Gateway, batch_id: str, call: Callable[[GatewayClient], BatchProgress]
+) -> None:
+    """Pause, resume or cancel: one call, then the batch's status and counts on one line."""
+    with gateway.client() as gw:
+        p = call(gw)
+    console.print(f"batch {batch_id} {p.status}: {_summary(p)}")
+
+
 @batch_app.command("pause")
 @with_gateway
 def batch_pause(gateway: Gateway, batch_id: BatchId) -> None:
     """Stop sending the batch (in-flight sends finish); resume picks it up again."""
-    with gateway.client() as gw:
-        p = gw.pause_batch(batch_id)
-    console.print(f"batch {batch_id} {p.status}: {_summary(p)}")
+    _change(gateway, batch_id, lambda gw: gw.pause_batch(batch_id))
 
 
 @batch_app.command("resume")
 @with_gateway
 def batch_resume(gateway: Gateway, batch_id: BatchId) -> None:
     """Send a paused (or incomplete) batch again."""
-    with gateway.client() as gw:
-        p = gw.resume_batch(batch_id)
-    console.print(f"batch {batch_id} {p.status}: {_summary(p)}")
+    _change(gateway, batch_id, lambda gw: gw.resume_batch(batch_id))
 
 
 @batch_app.command("cancel")
 @with_gateway
 def batch_cancel(gateway: Gateway, batch_id: BatchId) -> None:
     """Cancel every message of the batch not sent yet."""
-    with gateway.client() as gw:
-        p = gw.cancel_batch(batch_id)
-    console.print(f"batch {batch_id} {p.status}: {_summary(p)}")
+    _change(gateway, batch_id, lambda gw: gw.cancel_batch(batch_id))
 
 
 @batch_app.command("rate")
