@@ -104,3 +104,13 @@ class OutcomeUnknown(TransportError):
     """The request was written but no answer came (timeout, reset, 5xx)."""
 
     errcode_value = -4
+
+
+class BadTokenEndpoint(WeChatError):
+    """A token endpoint answered something that is not WeChat's JSON (an HTTP 404, an HTML
+    page): `wechat.base_url` points at the wrong host or path, which no retry can fix."""
+
+    errcode_value = -6
+
+    def __init__(self, errmsg: str) -> None:
+        super().__init__(self.errcode_value, errmsg, Disposition.CONFIG)

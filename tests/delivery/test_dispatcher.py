@@ -18,7 +18,7 @@ from support.delivery import SEND_TIMEOUT_S, SIM_APPS, app_settings, worker_sett
 from wxgate.clock import FakeClock
 from wxgate.delivery.dispatcher import PAUSE_RECHECK_S, Dispatcher
 from wxgate.delivery.outcome import Outcome
-from wxgate.models import AppPause, Message, Status, new_id
+from wxgate.models import AppPause, Message, MessageKind, Status, new_id
 from wxgate.policy.ratelimit import next_shanghai_midnight
 from wxgate.settings import AppSettings, BreakerSettings, WeChatSettings
 from wxgate.sim.config import SimApp, SimConfig
@@ -47,6 +47,9 @@ class Recorder:
 
     def on_retry(self, app: str) -> None:
         self.calls.append(("retry", (app,)))
+
+    def on_config_alert(self, app: str, errcode: int) -> None:
+        self.calls.append(("config_alert", (app, errcode)))
 
     def on_dead(self, app: str) -> None:
         self.calls.append(("dead", (app,)))
@@ -183,12 +186,12 @@ async def test_daily_quota_pauses_until_shanghai_midnight(frig: FakeRig) -> None
     assert [await d.handle(m) for m in msgs] == [Outcome.SENT, Outcome.SENT, Outcome.RELEASED]
     now = frig.clock.now()
     [pause] = await frig.store.get_pauses()
-    assert pause.app == "a" and pause.reason == "daily quota"
+    assert pause.app == "a" and pause.reason == "daily quota (template)"
     assert pause.until == next_shanghai_midnight(now)
     stored = await frig.get(msgs[2].id)
     assert stored.attempts == 0 and stored.not_before == now + PAUSE_RECHECK_S
     assert "a" in d.blocked_apps()
-    assert d.app_states()["a"]["pause_reason"] == "daily quota"
+    assert d.app_states()["a"]["pause_reason"] == "daily quota (template)"
 
 
 async def test_paused_app_is_released_without_sending(frig: FakeRig) -> None:
@@ -263,3 +266,88 @@ async def test_late_outcome_under_a_lost_lease_is_fenced(frig: FakeRig) -> None:
     assert await d.handle(m) is Outcome.FENCED  # sent (WeChat dedupes), but not recorded
     assert await d.handle(again) is Outcome.SENT
     assert len(await frig.sim.deliveries(app="wx_a")) == 1
+
+
+# ---- config answers that say how long to wait (docs/wechat-api.md §4)
+
+
+@pytest.mark.parametrize(
+    ("errcode", "pause_s"),
+    [(89503, 900.0), (89501, 900.0), (89506, 86_400.0), (89507, 3_600.0), (40243, 60.0)],
+)
+async def test_token_config_answer_pauses_for_its_time_with_one_alert(
+    frig: FakeRig, errcode: int, pause_s: float
+) -> None:
+    await frig.sim.set_faults(app="wx_a", token_error_rates={str(errcode): 1.0})
+    d = frig.dispatcher()
+    msgs = await frig.leased(3)
+    now = frig.clock.now()
+    assert [await d.handle(m) for m in msgs] == [Outcome.RELEASED] * 3
+    [pause] = await frig.store.get_pauses()
+    assert pause.errcode == errcode
+    assert pause.until == now + pause_s
+    # One alert for the pause, not one per message; and one token call: each 89503 call may
+    # send the admin another confirmation request.
+    assert [c for c in frig.metrics.calls if c[0] == "config_alert"] == [
+        ("config_alert", ("a", errcode))
+    ]
+    assert frig.broker.fetches["wx_a"] == 1
+    for m in msgs:
+        stored = await frig.get(m.id)
+        assert stored.status is Status.RETRYING and stored.attempts == 0
+
+
+async def test_not_following_50005_is_dead_at_once(frig: FakeRig) -> None:
+    d = frig.dispatcher()
+    [m] = await frig.leased(touser="o_notfollowing")
+    assert await d.handle(m) is Outcome.DEAD
+    stored = await frig.get(m.id)
+    assert stored.status is Status.DEAD and stored.last_errcode == 50005
+    assert await frig.store.get_pauses() == []
+
+
+async def test_token_endpoint_answering_404_pauses_with_an_alert_naming_the_url(
+    frig: FakeRig, caplog: pytest.LogCaptureFixture
+) -> None:
+    wrong = f"{frig.sim.base_url}/not-wechat"
+    settings = WeChatSettings(base_url=wrong, total_timeout_s=SEND_TIMEOUT_S)
+    async with WeChatClient(settings, frig.clock) as client:
+        d = Dispatcher(
+            frig.store,
+            TokenBroker(client, frig.store, frig.clock),
+            {"a": app_settings("a")},
+            worker_settings(),
+            frig.clock,
+            frig.metrics,
+            send_timeout_s=SEND_TIMEOUT_S,
+        )
+        msgs = await frig.leased(2)
+        with caplog.at_level("ERROR", logger="wxgate.delivery"):
+            assert [await d.handle(m) for m in msgs] == [Outcome.RELEASED] * 2
+    [pause] = await frig.store.get_pauses()
+    assert pause.errcode == -6
+    assert ("config_alert", ("a", -6)) in frig.metrics.calls
+    [alert] = [r.getMessage() for r in caplog.records if "ALERT" in r.getMessage()]
+    assert f"{wrong}/cgi-bin/stable_token" in alert and "HTTP 404" in alert
+    assert "secret_a" not in alert
+    for m in msgs:  # not an attempt, not a breaker failure: nothing is dead-lettered
+        stored = await frig.get(m.id)
+        assert stored.status is Status.RETRYING and stored.attempts == 0
+    assert d.app_states()["a"]["breaker"] == "closed"
+
+
+async def test_daily_quota_defaults_by_kind_and_counts_each_kind_apart(frig: FakeRig) -> None:
+    app = app_settings("a")
+    assert app.quota_for("template") == 100_000
+    assert app.quota_for("subscribe") == 10_000_000
+    assert app_settings("a", daily_quota=5).quota_for("subscribe") == 5
+    d = frig.dispatcher(app_settings("a", daily_quota=1))
+    [tpl] = await frig.leased(1, touser="o_t")
+    [sub] = await frig.leased(1, touser="o_s", kind=MessageKind.SUBSCRIBE)
+    # One of each kind fits: WeChat counts template and subscribe sends apart.
+    assert await d.handle(tpl) is Outcome.SENT
+    assert await d.handle(sub) is Outcome.SENT
+    [more] = await frig.leased(1, touser="o_s2", kind=MessageKind.SUBSCRIBE)
+    assert await d.handle(more) is Outcome.RELEASED
+    [pause] = await frig.store.get_pauses()
+    assert pause.reason == "daily quota (subscribe)"

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from wxgate.errors import BadTokenEndpoint, NotSent, OutcomeUnknown, TransportError
 from wxgate.errors import Disposition as D
-from wxgate.errors import NotSent, OutcomeUnknown, TransportError
-from wxgate.policy.errcodes import describe, disposition, known_codes
+from wxgate.policy.errcodes import config_pause_s, describe, disposition, known_codes
 
 SEND_TABLE = {
     0: D.OK,
@@ -37,6 +37,18 @@ SEND_TABLE = {
     40125: D.CONFIG,
     40002: D.CONFIG,
     43100: D.CONFIG,
+    40243: D.CONFIG,
+    61004: D.CONFIG,
+    41002: D.CONFIG,
+    41004: D.CONFIG,
+    45103: D.CONFIG,
+    45109: D.CONFIG,
+    89501: D.CONFIG,
+    89503: D.CONFIG,
+    89506: D.CONFIG,
+    89507: D.CONFIG,
+    50005: D.DROP,
+    -6: D.CONFIG,
 }
 
 
@@ -91,3 +103,16 @@ def test_every_known_code_has_a_meaning() -> None:
         assert text and not text.startswith("unknown errcode")
     assert describe(45009) == "daily quota reached"
     assert set(SEND_TABLE) <= set(known_codes())
+
+
+@pytest.mark.parametrize(
+    ("errcode", "at_least_s"),
+    [(89501, 600.0), (89503, 600.0), (89506, 86_400.0), (89507, 3_600.0), (40164, 60.0)],
+)
+def test_config_pauses_last_as_long_as_the_code_says(errcode: int, at_least_s: float) -> None:
+    assert config_pause_s(errcode) >= at_least_s
+    assert disposition(errcode, "token") is D.CONFIG
+
+
+def test_a_token_endpoint_that_is_not_wechat_is_config_not_a_retry() -> None:
+    assert disposition(BadTokenEndpoint.errcode_value, "token") is D.CONFIG

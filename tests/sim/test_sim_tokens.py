@@ -36,7 +36,7 @@ async def test_classic_token_answer(sim: SimHandle, http: aiohttp.ClientSession)
 @pytest.mark.parametrize(
     ("params", "errcode"),
     [
-        ({"grant_type": "client_credential", "appid": APPID, "secret": "wrong"}, 40001),
+        ({"grant_type": "client_credential", "appid": APPID, "secret": "wrong"}, 40125),
         ({"grant_type": "client_credential", "appid": "wx_nobody", "secret": SECRET}, 40013),
         ({"grant_type": "password", "appid": APPID, "secret": SECRET}, 40002),
         ({"appid": APPID, "secret": SECRET}, 40002),
@@ -69,6 +69,29 @@ async def test_stable_token_errors(
     kwargs = {"data": body} if isinstance(body, bytes) else {"json": body}
     async with http.post(f"{sim.base_url}/cgi-bin/stable_token", **kwargs) as resp:
         assert_err(await resp.json(content_type=None), errcode)
+
+
+async def test_classic_wrong_secret_can_still_answer_the_older_40001(
+    http: aiohttp.ClientSession,
+) -> None:
+    config = SimConfig(apps=[SimApp(appid=APPID, secret=SECRET)], wrong_secret_errcode=40001)
+    async with running_simulator(config) as sim:
+        params = {"grant_type": "client_credential", "appid": APPID, "secret": "wrong"}
+        async with http.get(f"{sim.base_url}/cgi-bin/token", params=params) as resp:
+            assert_err(await resp.json(), 40001)
+
+
+async def test_stable_token_minute_limit_answers_45011_until_the_next_minute(
+    http: aiohttp.ClientSession, clock: FakeClock
+) -> None:
+    clock.set(1_700_000_020.0)  # 20 s before a minute starts
+    app = SimApp(appid=APPID, secret=SECRET, stable_minute_limit=3)
+    async with running_simulator(SimConfig(apps=[app]), clock=clock) as sim:
+        answers = [await stable_token(http, sim.base_url) for _ in range(4)]
+        assert all("access_token" in a for a in answers[:3])
+        assert_err(answers[3], 45011)
+        clock.advance(20.0)  # the next clock minute
+        assert "access_token" in await stable_token(http, sim.base_url)
 
 
 async def test_new_classic_token_kills_old_after_overlap(

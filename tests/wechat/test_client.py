@@ -9,7 +9,7 @@ import pytest
 
 from support.wechat import APP, message, settings_for
 from wxgate.clock import SystemClock
-from wxgate.errors import Disposition, NotSent, OutcomeUnknown, WeChatError
+from wxgate.errors import BadTokenEndpoint, Disposition, NotSent, OutcomeUnknown, WeChatError
 from wxgate.models import MessageKind
 from wxgate.settings import AppSettings
 from wxgate.sim.config import SimConfig
@@ -45,6 +45,7 @@ async def test_subscribe_send(sim: SimHandle, client: WeChatClient, token: str) 
         ("o_refused_1", "tpl_order", 43101, Disposition.DROP),
         ("o_baddata_1", "tpl_order", 47003, Disposition.DROP),
         ("o_unauthorized_1", "tpl_order", 48001, Disposition.CONFIG),
+        ("o_notfollowing_1", "tpl_order", 50005, Disposition.DROP),
         ("o_alice", "tpl_invalid_x", 40037, Disposition.DROP),
     ],
 )
@@ -183,7 +184,7 @@ async def test_fetch_token_stable_and_classic(sim: SimHandle, client: WeChatClie
 @pytest.mark.parametrize("mode", ["stable", "classic"])
 @pytest.mark.parametrize(
     ("appid", "secret", "codes"),
-    [("wx_sandbox", "wrong", {40001, 40125}), ("wx_nobody", "x", {40013})],
+    [("wx_sandbox", "wrong", {40125}), ("wx_nobody", "x", {40013})],
 )
 async def test_token_config_errors(
     client: WeChatClient, mode: str, appid: str, secret: str, codes: set[int]
@@ -194,6 +195,32 @@ async def test_token_config_errors(
     assert info.value.errcode in codes
     assert info.value.disposition is Disposition.CONFIG
     assert secret not in str(info.value) or secret == "x"
+
+
+@pytest.mark.parametrize("errcode", [89501, 89503, 89506, 89507, 40243, 61004, 40164])
+async def test_token_answers_that_need_a_human_are_config(
+    sim: SimHandle, client: WeChatClient, errcode: int
+) -> None:
+    await sim.set_faults(token_error_rates={str(errcode): 1.0})
+    with pytest.raises(WeChatError) as info:
+        await client.fetch_token(APP)
+    assert (info.value.errcode, info.value.disposition) == (errcode, Disposition.CONFIG)
+
+
+@pytest.mark.parametrize("mode", ["stable", "classic"])
+async def test_token_endpoint_that_is_not_wechat_is_config_naming_the_url(
+    sim: SimHandle, mode: str
+) -> None:
+    wrong = f"{sim.base_url}/elsewhere"
+    app = AppSettings(name="c", appid="wx_sandbox", secret="TOP_SECRET_42", token_mode=mode)  # type: ignore[arg-type]
+    async with WeChatClient(settings_for(wrong), SystemClock()) as c:
+        with pytest.raises(BadTokenEndpoint) as info:
+            await c.fetch_token(app)
+    assert info.value.disposition is Disposition.CONFIG
+    assert "HTTP 404" in info.value.errmsg
+    path = "/cgi-bin/token" if mode == "classic" else "/cgi-bin/stable_token"
+    assert f"{wrong}{path} " in info.value.errmsg
+    assert "TOP_SECRET_42" not in str(info.value)
 
 
 async def test_token_endpoint_5xx(sim: SimHandle, client: WeChatClient) -> None:

@@ -24,7 +24,7 @@ from wxgate.models import AppPause, ErrorInfo, Message, SendResult, Status
 from wxgate.policy.adaptive import AimdController
 from wxgate.policy.backoff import delay_s
 from wxgate.policy.breaker import CircuitBreaker
-from wxgate.policy.errcodes import describe
+from wxgate.policy.errcodes import config_pause_s, describe
 from wxgate.policy.ratelimit import next_minute, next_shanghai_midnight, shanghai_day
 from wxgate.settings import AppSettings, WorkerSettings
 from wxgate.store.base import Store
@@ -38,13 +38,17 @@ PAUSE_CACHE_S = 0.5
 # clearing a pause (say after /cgi-bin/clear_quota) resumes sending at once; until then the
 # pool keeps the paused app out of its leases, so the early due time costs nothing.
 PAUSE_RECHECK_S = 1.0
-# A config error (bad secret, IP not whitelisted, api unauthorized) pauses the app this long.
-CONFIG_PAUSE_S = 60.0
 # Messages for an app that is not configured here stay queued and are looked at again later.
 UNKNOWN_APP_RETRY_S = 60.0
 ERRCODE_MINUTE_QUOTA = 45011
 ERRCODE_INTERNAL = -5  # a bug of ours while sending: counted like a transport failure
 MAX_ERRMSG = 500
+
+
+def quota_key(app: str, kind: str) -> str:
+    """The store counter of one app's sends of one kind: WeChat counts each API on its own.
+    Template messages keep the bare app name (the counter's name before kinds had quotas)."""
+    return app if kind == "template" else f"{app}:{kind}"
 
 
 class Dispatcher:
@@ -217,8 +221,11 @@ class Dispatcher:
             if self._expired(message, now):
                 return await self._expire(message)
 
-        if not await self._quota.take(message.app, shanghai_day(now), app.daily_quota):
-            pause = AppPause(message.app, next_shanghai_midnight(now), "daily quota")
+        kind = message.kind.value
+        if not await self._quota.take(
+            quota_key(message.app, kind), shanghai_day(now), app.quota_for(kind)
+        ):
+            pause = AppPause(message.app, next_shanghai_midnight(now), f"daily quota ({kind})")
             await self._set_pause(state, pause)
             return await self.release(message, "quota", min(pause.until, now + PAUSE_RECHECK_S))
 
@@ -268,8 +275,10 @@ class Dispatcher:
             )
             return await self.release(message, "throttle", min(until, now + PAUSE_RECHECK_S))
         if disposition is Disposition.CONFIG:
-            pause = AppPause(message.app, now + CONFIG_PAUSE_S, describe(exc.errcode), exc.errcode)
+            pause_s = config_pause_s(exc.errcode)
+            pause = AppPause(message.app, now + pause_s, describe(exc.errcode), exc.errcode)
             if state.paused_until(now) is None:
+                self._metrics.on_config_alert(message.app, exc.errcode)
                 log.error(
                     "ALERT app %s misconfigured: errcode %d (%s): %s; paused %.0f s, "
                     "its messages are kept",
@@ -277,7 +286,7 @@ class Dispatcher:
                     exc.errcode,
                     pause.reason,
                     error.errmsg,
-                    CONFIG_PAUSE_S,
+                    pause_s,
                 )
             await self._set_pause(state, pause)
             return await self.release(message, "config", min(pause.until, now + PAUSE_RECHECK_S))

@@ -14,6 +14,9 @@ class DeliveryMetrics(Protocol):
     def on_failed(self, app: str, disposition: str, errcode: int) -> None:
         """A send came back with anything but ok (transport failures carry errcode < 0)."""
 
+    def on_config_alert(self, app: str, errcode: int) -> None:
+        """A `config` answer paused the app and raised its one ALERT log line."""
+
     def on_retry(self, app: str) -> None:
         """A failed message was scheduled for another attempt."""
 
@@ -37,6 +40,9 @@ class NoMetrics:
         pass
 
     def on_failed(self, app: str, disposition: str, errcode: int) -> None:
+        pass
+
+    def on_config_alert(self, app: str, errcode: int) -> None:
         pass
 
     def on_retry(self, app: str) -> None:

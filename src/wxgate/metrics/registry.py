@@ -67,6 +67,13 @@ class Metrics:
             ["app", "disposition", "errcode"],
             registry=r,
         )
+        self.config_alerts = Counter(
+            "wxgate_config_alerts_total",
+            "Apps paused by a config answer (bad secret, IP, admin confirmation, a token "
+            "endpoint that is not WeChat's): one per pause, each logged as an ALERT",
+            ["app", "errcode"],
+            registry=r,
+        )
         self.retries = Counter(
             "wxgate_retries_scheduled_total", "Messages scheduled for a retry", ["app"], registry=r
         )
@@ -209,6 +216,9 @@ class Metrics:
                 return
             by = self._failures[errcode] = {}
         by[disposition] = by.get(disposition, 0) + 1
+
+    def on_config_alert(self, app: str, errcode: int) -> None:
+        self.config_alerts.labels(app, str(errcode)).inc()
 
     def on_retry(self, app: str) -> None:
         self.retries.labels(app).inc()

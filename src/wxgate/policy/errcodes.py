@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Literal, NamedTuple
 
-from wxgate.errors import Disposition, NotSent, OutcomeUnknown, TransportError
+from wxgate.errors import BadTokenEndpoint, Disposition, NotSent, OutcomeUnknown, TransportError
 
 Context = Literal["send", "token"]
 
@@ -34,6 +34,9 @@ _TABLE: dict[int, _Entry] = {
     OutcomeUnknown.errcode_value: _Entry(
         _RETRY, _RETRY, "outcome unknown (timeout, reset or HTTP 5xx)"
     ),
+    BadTokenEndpoint.errcode_value: _Entry(
+        _CONFIG, _CONFIG, "token endpoint answered HTTP 404 or non-JSON (wechat.base_url?)"
+    ),
     # The token is dead: refetch and retry once. From the token endpoint itself 40001 means the
     # AppSecret is wrong, and refetching cannot fix that.
     40001: _Entry(_REFRESH, _CONFIG, "access_token invalid or not latest / AppSecret wrong"),
@@ -43,6 +46,12 @@ _TABLE: dict[int, _Entry] = {
     40013: _Entry(_CONFIG, _CONFIG, "invalid appid"),
     40125: _Entry(_CONFIG, _CONFIG, "invalid AppSecret"),
     40164: _Entry(_CONFIG, _CONFIG, "caller IP not in the whitelist"),
+    61004: _Entry(_CONFIG, _CONFIG, "caller IP not in the whitelist"),
+    40243: _Entry(_CONFIG, _CONFIG, "AppSecret frozen"),
+    41002: _Entry(_CONFIG, _CONFIG, "appid missing"),
+    41004: _Entry(_CONFIG, _CONFIG, "secret missing"),
+    45103: _Entry(_CONFIG, _CONFIG, "API withdrawn"),
+    45109: _Entry(_CONFIG, _CONFIG, "API not allowed for this account (withdrawn)"),
     # Permanent for this message or recipient: dead-letter it, keep the app running.
     40003: _Entry(_DROP, _DROP, "invalid openid"),
     41028: _Entry(_DROP, _DROP, "invalid form_id (deprecated API)"),
@@ -50,6 +59,7 @@ _TABLE: dict[int, _Entry] = {
     43004: _Entry(_DROP, _DROP, "recipient does not follow the account"),
     43019: _Entry(_DROP, _DROP, "recipient is in the blacklist"),
     43101: _Entry(_DROP, _DROP, "user refused or cancelled the subscription"),
+    50005: _Entry(_DROP, _DROP, "user not following the account"),
     47003: _Entry(_DROP, _DROP, "template data invalid"),
     # Empty body / malformed JSON are bugs on our side, but they show in one message's body:
     # dead-letter that message (with the errcode, for a human) rather than stop the whole app.
@@ -66,11 +76,11 @@ _TABLE: dict[int, _Entry] = {
     48001: _Entry(_CONFIG, _CONFIG, "api unauthorized"),
     48004: _Entry(_CONFIG, _CONFIG, "api banned for violations"),
     50002: _Entry(_CONFIG, _CONFIG, "user limited (account banned)"),
-    # Admin confirmation / IP rejected by the admin (unconfirmed for OA token calls).
-    89501: _Entry(_CONFIG, _CONFIG, "admin confirmation pending"),
-    89503: _Entry(_CONFIG, _CONFIG, "admin confirmation required"),
-    89506: _Entry(_CONFIG, _CONFIG, "IP rejected by admin (24 h)"),
-    89507: _Entry(_CONFIG, _CONFIG, "IP rejected by admin (1 h)"),
+    # Admin confirmation / IP rejected by the admin: paused for longer (CONFIG_PAUSES_S).
+    89501: _Entry(_CONFIG, _CONFIG, "token call awaiting the admin's confirmation"),
+    89503: _Entry(_CONFIG, _CONFIG, "token call needs the admin's confirmation"),
+    89506: _Entry(_CONFIG, _CONFIG, "IP rejected by the admin for 24 h"),
+    89507: _Entry(_CONFIG, _CONFIG, "IP rejected by the admin for 1 h"),
     # Quota windows: pause the app until the window resets; not counted as an attempt.
     45009: _Entry(_THROTTLE, _THROTTLE, "daily quota reached"),
     45011: _Entry(_THROTTLE, _THROTTLE, "minute quota reached, retry next minute"),
@@ -81,6 +91,24 @@ _TABLE: dict[int, _Entry] = {
 # `drop` would lose messages WeChat might still deliver, and `config` would stall a whole app
 # on what may concern one recipient; a bounded retry costs a few calls and loses nothing.
 _UNKNOWN = _Entry(_RETRY, _RETRY, "unknown errcode")
+
+
+# A `config` answer pauses the app for CONFIG_PAUSE_S, unless its code says how long waiting
+# must last (docs/wechat-api.md §4). 89501/89503: every token call may send the admin one more
+# confirmation request, so the app waits long between tries; 89506/89507: WeChat refuses the
+# IP for 24 h / 1 h, and trying sooner only costs calls.
+CONFIG_PAUSE_S = 60.0
+CONFIG_PAUSES_S: dict[int, float] = {
+    89501: 900.0,
+    89503: 900.0,
+    89506: 86_400.0,
+    89507: 3_600.0,
+}
+
+
+def config_pause_s(errcode: int) -> float:
+    """How long a `config` answer with `errcode` pauses its app."""
+    return CONFIG_PAUSES_S.get(errcode, CONFIG_PAUSE_S)
 
 
 def disposition(errcode: int, context: Context = "send") -> Disposition:

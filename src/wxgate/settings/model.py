@@ -143,6 +143,12 @@ class WeChatSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     verify_tls: bool = True
 
 
+# WeChat's default daily limits per account and kind (docs/wechat-api.md §6.1). A kind not
+# listed here gets the template-message default, the smaller one.
+DAILY_QUOTA_BY_KIND: dict[str, int] = {"template": 100_000, "subscribe": 10_000_000}
+DEFAULT_DAILY_QUOTA = DAILY_QUOTA_BY_KIND["template"]
+
+
 class AppSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     name: str
     appid: str
@@ -152,7 +158,9 @@ class AppSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     original_id: str | None = None  # gh_xxx, the ToUserName of callbacks
     token_mode: Literal["stable", "classic"] = "stable"
     rate_per_s: float = 500.0
-    daily_quota: int = 100_000
+    # Sends per Asia/Shanghai day and message kind; None = WeChat's default for the kind
+    # (DAILY_QUOTA_BY_KIND: 100,000 template messages, 10,000,000 subscribe messages).
+    daily_quota: int | None = None
     max_concurrency: int = 64
     # Status webhooks: final statuses of this app's messages are POSTed here (a message's or
     # batch's own callback_url wins), signed with webhook_secret (README "Status webhooks").
@@ -172,6 +180,12 @@ class AppSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     timezone: str = "Asia/Shanghai"
     # This app's WeChat callbacks: overrides server.callback_max_skew_s (None: the server's).
     callback_max_skew_s: float | None = None
+
+    def quota_for(self, kind: str) -> int:
+        """Sends a day of one kind (`daily_quota` if set, else WeChat's default for it)."""
+        if self.daily_quota is not None:
+            return self.daily_quota
+        return DAILY_QUOTA_BY_KIND.get(kind, DEFAULT_DAILY_QUOTA)
 
     def __repr__(self) -> str:
         return (

@@ -42,6 +42,16 @@ ERRMSG: dict[int, str] = {
     48004: "api forbidden for irregularities",
     48006: "forbid to clear quota because of reaching the limit",
     50002: "user limited",
+    50005: "user unsubscribed",
+    40243: "AppSecret is frozen",
+    40164: "invalid ip, not in whitelist",
+    61004: "access clientip is not registered",
+    45103: "This API has been unsupported",
+    45109: "The api has been withdrawn",
+    89501: "waiting for the administrator's confirmation",
+    89503: "this call needs the administrator's confirmation",
+    89506: "the administrator rejected this IP for 24 hours",
+    89507: "the administrator rejected this IP for 1 hour",
     76003: "invalid cgi_path",
 }
 

@@ -57,6 +57,7 @@ class SimApp(msgspec.Struct, forbid_unknown_fields=True):
     minute_limit: int | None = None  # sends per clock minute (45011); None = no limit
     token_daily_limit: int = 2_000  # /cgi-bin/token calls per day (45009); 0 = no limit
     stable_daily_limit: int = 500_000  # /cgi-bin/stable_token calls per day; 0 = no limit
+    stable_minute_limit: int = 10_000  # stable_token calls per clock minute (45011); 0 = none
     templates: list[SimTemplate] = msgspec.field(default_factory=default_templates)
     # Sends name a listed template and only its keys (40037 / 47003 otherwise). Off by
     # default: any template_id and any keys are sent, as before templates were listed.
@@ -104,6 +105,9 @@ class SimConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     stable_renew_s: float = 300.0  # stable_token hands out a new token this close to expiry
     stable_force_per_day: int = 20
     stable_force_gap_s: float = 30.0
+    # A wrong secret on /cgi-bin/token: 40125 as WeChat now usually answers, 40001 as it did
+    # (docs/wechat-api.md §1.1); stable_token always answers 40125.
+    wrong_secret_errcode: int = 40125
     dedupe_window_s: float = 600.0  # client_msg_id memory
     slow_s: float = 15.0  # how long o_slow's first try is held
     msgid_start: int | None = None  # None = epoch microseconds at start (> 2**32, rising)

@@ -33,11 +33,13 @@ _ALWAYS = {
     "o_unfollowed": 43004,
     "o_refused": 43101,
     "o_unauthorized": 48001,
+    "o_notfollowing": 50005,
 }
 _SPECIAL = (
     "o_unfollowed",
     "o_refused",
     "o_unauthorized",
+    "o_notfollowing",
     "o_baddata",
     "o_busy",
     "o_minute",
@@ -164,7 +166,9 @@ class Api:
         injected = f.draw_token_error() if f.gated else None
         if injected is not None:
             return self.error(injected)
-        app = self._token_app(q.get("grant_type"), q.get("appid"), q.get("secret"), 40001)
+        app = self._token_app(
+            q.get("grant_type"), q.get("appid"), q.get("secret"), st.config.wrong_secret_errcode
+        )
         if isinstance(app, web.Response):
             return app
         app.roll(now)
@@ -203,6 +207,14 @@ class Api:
         limit = app.cfg.stable_daily_limit
         if limit and app.stable_calls >= limit:
             return self.error(45009)
+        per_minute = app.cfg.stable_minute_limit
+        if per_minute:
+            minute = minute_of(now)
+            if minute != app.stable_minute:
+                app.stable_minute, app.stable_minute_calls = minute, 0
+            if app.stable_minute_calls >= per_minute:
+                return self.error(45011)
+            app.stable_minute_calls += 1
         app.stable_calls += 1
         rec, expires_in = st.tokens.stable(app.cfg.appid, now, raw.get("force_refresh") is True)
         return self._issued(app, rec, expires_in)

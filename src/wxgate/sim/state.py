@@ -29,6 +29,8 @@ class AppState:
         "minute",
         "minute_sends",
         "stable_calls",
+        "stable_minute",
+        "stable_minute_calls",
         "token_calls",
     )
 
@@ -40,6 +42,8 @@ class AppState:
         self.stable_calls = 0
         self.minute = -1
         self.minute_sends = 0
+        self.stable_minute = -1
+        self.stable_minute_calls = 0
         self.clears: tuple[int, int] = (0, 0)  # (month number, clear_quota calls)
 
     def roll(self, now: float) -> None:

@@ -181,7 +181,7 @@ class WeChatClient:
         else:
             path, body = protocol.build_stable_token(app, force_refresh)
             status, answer = await self._request("POST", path, body=body)
-        return protocol.parse_token(status, answer, self._clock.now())
+        return protocol.parse_token(status, answer, self._clock.now(), f"{self._base}{path}")
 
     # ---------------------------------------------------------------- introspection
 

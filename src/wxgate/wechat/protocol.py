@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import msgspec
 
-from wxgate.errors import Disposition, OutcomeUnknown, WeChatError
+from wxgate.errors import BadTokenEndpoint, Disposition, OutcomeUnknown, WeChatError
 from wxgate.models import Message, MessageKind, MiniProgram, TokenEntry
 from wxgate.policy.errcodes import Context, disposition
 from wxgate.settings import AppSettings
@@ -108,6 +108,10 @@ def _decode(http_status: int, body: bytes) -> _Answer:
         raise OutcomeUnknown(f"unparseable answer ({len(body)} bytes)") from None
 
 
+def _shape(http_status: int, body: bytes) -> str:
+    return f"HTTP {http_status} with {len(body)} bytes"
+
+
 def _parse_msgid(raw: int | str | None) -> int | None:
     if raw is None or isinstance(raw, int):
         return raw
@@ -165,9 +169,23 @@ def build_stable_token(app: AppSettings, force_refresh: bool = False) -> tuple[s
     return STABLE_TOKEN_PATH, _encoder.encode(body)
 
 
-def parse_token(http_status: int, body: bytes, now: float) -> TokenEntry:
-    """TokenEntry(expires_at = now + expires_in), or the errcode's WeChatError (token context)."""
-    answer = _decode(http_status, body)
+def parse_token(http_status: int, body: bytes, now: float, url: str = "") -> TokenEntry:
+    """TokenEntry(expires_at = now + expires_in), or the errcode's WeChatError (token context).
+
+    `url` (no query: it would hold the secret) is named when the answer is not WeChat's: an
+    HTTP 4xx or a 200 that is not JSON means base_url points elsewhere (BadTokenEndpoint,
+    `config`), where a retry would only open the breaker and dead-letter every message. A 5xx
+    stays a retry: a proxy in between having a bad moment."""
+    if http_status < 500:
+        try:
+            answer = _decode(http_status, body)
+        except OutcomeUnknown:
+            raise BadTokenEndpoint(
+                f"token endpoint {url or '(unknown URL)'} answered "
+                f"{_shape(http_status, body)}, not WeChat's JSON: check wechat.base_url"
+            ) from None
+    else:
+        answer = _decode(http_status, body)
     if answer.errcode != 0:
         raise error_for(answer.errcode, answer.errmsg, "token")
     if not answer.access_token or answer.expires_in is None or answer.expires_in <= 0:
