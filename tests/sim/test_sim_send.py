@@ -15,13 +15,14 @@ from support.sim import (
     SUBSCRIBE_PATH,
     TEMPLATE_PATH,
     assert_err,
+    classic_token,
     send,
     sub,
     token,
     tpl,
 )
 from wxgate.clock import FakeClock
-from wxgate.sim.config import SimApp, SimConfig
+from wxgate.sim.config import SimApp, SimConfig, SimTemplate
 from wxgate.sim.testing import SimHandle, running_simulator
 
 
@@ -91,12 +92,27 @@ async def test_template_validation(
     assert sim.state.delivered == 0 and not await sim.deliveries()
 
 
-async def test_template_values_are_not_length_checked(
+async def test_old_style_template_values_are_only_cut_and_color_is_accepted(
     sim: SimHandle, http: aiohttp.ClientSession, tok: str
 ) -> None:
-    """Since 2023 WeChat truncates long template values instead of rejecting them."""
-    body = tpl(data={"thing1": {"value": "x" * 50, "color": "#173177"}, "first": {"value": "a"}})
-    assert (await send(http, sim.base_url, tok, body))["errcode"] == 0
+    """first / keywordN / remark are cut on screen by WeChat, not refused (2023 rules)."""
+    long = "x" * 50
+    data = {
+        "first": {"value": long, "color": "#173177"},
+        "keyword1": {"value": long},
+        "remark": {"value": "two\nlines"},
+    }
+    assert (await send(http, sim.base_url, tok, tpl(data=data)))["errcode"] == 0
+
+
+async def test_category_template_value_over_its_limit_is_47003(
+    sim: SimHandle, http: aiohttp.ClientSession, tok: str
+) -> None:
+    body = tpl(data={"thing1": {"value": "x" * 21, "color": "#173177"}})
+    answer = await send(http, sim.base_url, tok, body)
+    assert_err(answer, 47003)
+    assert "data.thing1.value" in answer["errmsg"]
+    assert sim.state.delivered == 0
 
 
 @pytest.mark.parametrize(
@@ -129,13 +145,29 @@ async def test_template_values_are_not_length_checked(
         ({"name10": {"value": "A" * 20}}, True),
         ({"phrase11": {"value": "已发货"}}, True),
         ({"phrase11": {"value": "已经发货了啊"}}, False),
+        ({"phrase11": {"value": "OK"}}, False),
         ({"enum12": {"value": "anything"}}, True),
+        ({"short_thing13": {"value": "五个字以内"}}, True),
+        ({"short_thing13": {"value": "六个字的东西"}}, False),
+        ({"character_string4": {"value": "订单12"}}, False),
+        ({"name10": {"value": "Tom3"}}, False),
+        ({"const14": {"value": "x" * 21}}, False),
+        ({"number01": {"value": "1" * 33}}, False),
+        ({"letter2": {"value": "a" * 33}}, False),
+        ({"car_number9": {"value": "A-12345"}}, False),
     ],
 )
-async def test_subscribe_value_limits(
-    sim: SimHandle, http: aiohttp.ClientSession, tok: str, data: dict[str, Any], ok: bool
+@pytest.mark.parametrize("path", [SUBSCRIBE_PATH, TEMPLATE_PATH])
+async def test_typed_value_limits(
+    sim: SimHandle,
+    http: aiohttp.ClientSession,
+    tok: str,
+    data: dict[str, Any],
+    ok: bool,
+    path: str,
 ) -> None:
-    answer = await send(http, sim.base_url, tok, sub(data=data), SUBSCRIBE_PATH)
+    body = sub(data=data) if path == SUBSCRIBE_PATH else tpl(data=data)
+    answer = await send(http, sim.base_url, tok, body, path)
     if ok:
         assert answer["errcode"] == 0, answer
         assert answer["msgid"] > 2**32
@@ -351,3 +383,19 @@ async def test_quota_get_and_clear(sim: SimHandle, http: aiohttp.ClientSession, 
             assert (await resp.json())["errcode"] == 0
     async with http.post(clear, json={"appid": APPID}) as resp:
         assert_err(await resp.json(), 48006)
+
+
+@pytest.mark.parametrize(("value", "errcode"), [("已发货", 0), ("已签收", 0), ("已丢失", 47003)])
+async def test_const_takes_only_the_templates_approved_values(
+    http: aiohttp.ClientSession, value: str, errcode: int
+) -> None:
+    template = SimTemplate(
+        template_id="tpl_const", keys=["thing1", "const2"], values={"const2": ["已发货", "已签收"]}
+    )
+    app = SimApp(appid=APPID, secret=SECRET, templates=[template])
+    async with running_simulator(SimConfig(apps=[app])) as sim:
+        tok = (await classic_token(http, sim.base_url))["access_token"]
+        data = {"thing1": {"value": "订单 42"}, "const2": {"value": value}}
+        answer = await send(http, sim.base_url, tok, tpl(template_id="tpl_const", data=data))
+        assert answer["errcode"] == errcode, answer
+        assert len(await sim.deliveries()) == (1 if errcode == 0 else 0)

@@ -22,6 +22,9 @@ class SimTemplate(msgspec.Struct, forbid_unknown_fields=True):
     keys: list[str]
     kind: Literal["template", "subscribe"] = "template"
     title: str = ""
+    # The approved values of its const keys and the listed ones of its enum keys
+    # ({"const4": ["已发货", "已签收"]}): any other value is refused with 47003.
+    values: dict[str, list[str]] = msgspec.field(default_factory=dict)
 
 
 def default_templates() -> list[SimTemplate]:

@@ -19,7 +19,7 @@ from wxgate.sim import answers
 from wxgate.sim.faults import Compiled
 from wxgate.sim.receipts import Receipt, ReceiptSender
 from wxgate.sim.state import AppState, SimState, minute_of
-from wxgate.sim.templates import check_send
+from wxgate.sim.templates import check_listed, check_send
 from wxgate.sim.tokens import TokenRecord, shanghai_day
 from wxgate.sim.validate import SubscribeReq, TemplateReq, check_subscribe, check_template
 
@@ -254,6 +254,9 @@ class Api:
         if problem is not None or req is None:
             return self.error(*(problem or (47001, None)))
         cfg = st.apps[appid].cfg
+        listed = check_listed(cfg, kind == SUBSCRIBE, req.template_id, req.data)
+        if listed is not None:
+            return self.error(*listed)
         if cfg.validate_templates:
             listed = check_send(cfg, kind == SUBSCRIBE, req.template_id, req.data)
             if listed is not None:

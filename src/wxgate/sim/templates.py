@@ -82,6 +82,23 @@ def check_send(app: SimApp, subscribe: bool, template_id: str, keys: object) -> 
     return 40037, None
 
 
+def check_listed(app: SimApp, subscribe: bool, template_id: str, data: object) -> Problem | None:
+    """A const/enum key of a listed template takes only the values the template lists (47003),
+    whether or not the app validates templates otherwise."""
+    kind = "subscribe" if subscribe else "template"
+    if not isinstance(data, dict):
+        return None
+    for t in app.templates:
+        if t.template_id == template_id and t.kind == kind:
+            for key, allowed in t.values.items():
+                item = data.get(key)
+                value = getattr(item, "value", None)
+                if item is not None and value not in allowed:
+                    return 47003, f"argument invalid! data.{key}.value is not an approved value"
+            return None
+    return None
+
+
 class TemplateLists:
     def __init__(self, state: SimState) -> None:
         self.state = state

@@ -1,5 +1,9 @@
 """Send-body checks with WeChat's errcodes (docs/wechat-api.md §2, §3.1 and §4).
 
+The value rules of typed keys (`thing1`, `phrase3`) come from policy/template_values.py, the
+one module the simulator shares with the gateway (pyproject.toml says why): both kinds refuse
+a value that breaks its type's rule with 47003, and old-style template keys are only cut.
+
 Well-formed bodies decode straight into typed Structs (the fast path). Only when that fails is
 the body decoded loosely to find which field is wrong, since the errcode depends on the field.
 """
@@ -7,10 +11,11 @@ the body decoded loosely to find which field is wrong, since the errcode depends
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from typing import Any
 
 import msgspec
+
+from wxgate.policy.template_values import value_problem
 
 
 # gc=False: request bodies are acyclic and short-lived, so the cycle collector can skip them.
@@ -47,12 +52,6 @@ Problem = tuple[int, str | None]  # (errcode, errmsg without rid; None = the sta
 _OPENID = re.compile(r"[0-9A-Za-z_\-]{1,64}")
 _KEY = re.compile(r"[A-Za-z][0-9A-Za-z_]{0,63}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_NUMBER = re.compile(r"[0-9]{1,32}(\.[0-9]+)?")
-_LETTER = re.compile(r"[A-Za-z]{1,32}")
-_CHARSTR = re.compile(r"[\x21-\x7e]{1,32}")
-_TIME = re.compile(r"[0-9\s:\-/.~年月日时分秒点至T+]{1,64}")
-_AMOUNT = re.compile(r"[¥￥$€£]?[0-9]{1,10}(\.[0-9]{1,2})?元?")
-_PHONE = re.compile(r"[0-9+\-\s().]{1,17}")
 _STATES = frozenset(("developer", "trial", "formal"))
 _LANGS = frozenset(("zh_CN", "en_US", "zh_HK", "zh_TW"))
 
@@ -63,27 +62,6 @@ _any_decoder = msgspec.json.Decoder()
 
 def _bad(field: str, why: str) -> Problem:
     return 47003, f"argument invalid! {field} {why}"
-
-
-def _check_name(v: str) -> bool:
-    return len(v) <= (20 if v.isascii() else 10)
-
-
-# Subscribe keyword types (key = type + index, e.g. thing1, number01) -> value check.
-_SUBSCRIBE_RULES: dict[str, Callable[[str], bool]] = {
-    "thing": lambda v: len(v) <= 20,
-    "number": lambda v: _NUMBER.fullmatch(v) is not None,
-    "letter": lambda v: _LETTER.fullmatch(v) is not None,
-    "symbol": lambda v: len(v) <= 5 and not any(c.isalnum() for c in v),
-    "character_string": lambda v: _CHARSTR.fullmatch(v) is not None,
-    "time": lambda v: _TIME.fullmatch(v) is not None and any(c.isdigit() for c in v),
-    "date": lambda v: _TIME.fullmatch(v) is not None and any(c.isdigit() for c in v),
-    "amount": lambda v: _AMOUNT.fullmatch(v) is not None,
-    "phone_number": lambda v: _PHONE.fullmatch(v) is not None,
-    "car_number": lambda v: len(v) <= 8,
-    "name": _check_name,
-    "phrase": lambda v: len(v) <= 5,
-}
 
 
 def _common(touser: str, template_id: str) -> Problem | None:
@@ -102,15 +80,13 @@ def _data(data: dict[str, Item] | None, subscribe: bool) -> Problem | None:
     for key, item in data.items():
         if _KEY.fullmatch(key) is None:
             return _bad(f"data.{key}", "invalid")
-        if not subscribe:
-            continue  # template values are truncated by WeChat, not rejected (2023 rules)
         v = item.value
-        if not v:
+        if subscribe and not v:
             return _bad(f"data.{key}.value", "is empty")
-        if _CONTROL.search(v):
+        if subscribe and _CONTROL.search(v):
             return _bad(f"data.{key}.value", "invalid")
-        rule = _SUBSCRIBE_RULES.get(key.rstrip("0123456789"))
-        if rule is not None and not rule(v):
+        # Typed keys of both kinds; old-style template keys are cut on screen instead.
+        if value_problem(key, v) is not None:
             return _bad(f"data.{key}.value", "exceeds limit or invalid format")
     return None
 
