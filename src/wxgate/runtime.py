@@ -23,6 +23,7 @@ from wxgate.api.app import create_app
 from wxgate.api.connections import ConnectionLimits, LimitedRunner, LimitedServer
 from wxgate.api.metrics_access import metrics_route
 from wxgate.api.ops import METRICS_HANDLER
+from wxgate.api.template_check import LISTED_MODES
 from wxgate.clock import Clock, SystemClock
 from wxgate.delivery.dispatcher import Dispatcher
 from wxgate.delivery.webhooks import WebhookSender
@@ -145,7 +146,7 @@ class Runtime:
         await client.start()
         self.broker = broker = TokenBroker(client, store, self.clock)
         self.metrics.bind_broker(broker, {a.appid: a.name for a in s.apps})
-        if any(a.validate != "off" for a in s.apps):
+        if any(a.validate in LISTED_MODES for a in s.apps):
             self.templates = TemplateCatalog(client, broker, s.templates, self.clock)
             stack.push_async_callback(self._close_templates)
         return broker

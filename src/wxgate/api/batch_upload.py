@@ -196,7 +196,7 @@ class StreamedBatch:
                 messages.append(replace(proto, id=msg_id, touser=r.touser))
         budget.add(own_total)
         app = ctx.apps[batch.app]
-        if app.validate != "off" and ctx.templates is not None:  # template_check.py
+        if app.validate != "off":  # template_check.py
             labels = [f"line {n}" for n, _ in rows]
             await checked_batch(ctx.templates, app, messages, [r for _, r in rows], labels)
         await ctx.depth.admit(len(messages))

@@ -65,7 +65,7 @@ class BatchRoutes:
             limits=DataLimits.of(server),
         )
         batch.rate_per_s = body.rate_per_s
-        if app.validate != "off" and ctx.templates is not None:
+        if app.validate != "off":
             await checked_batch(ctx.templates, app, messages, body.recipients)
         await ctx.depth.admit(batch.total)
         try:

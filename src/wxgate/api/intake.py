@@ -63,7 +63,10 @@ def _value(v: Any, field: str) -> str:
 
 
 def normalize_data(data: Mapping[str, Any], prefix: str = "data") -> Data:
-    """{"k": "v"} and {"k": {"value": "v", "color": "#hex"}} both become WeChat's shape."""
+    """{"k": "v"} and {"k": {"value": "v", "color": "#hex"}} both become WeChat's shape.
+
+    `color` is accepted and passed on, but WeChat ignores it since 2023-05-04
+    (docs/wechat-api.md §2.2): old callers keep working, and nothing changes on screen."""
     out: Data = {}
     for key, item in data.items():
         if type(item) is str and key:  # the common case first: batches call this per recipient

@@ -40,7 +40,7 @@ class MessageRoutes:
         hosts = callback_hosts(request)
         message = message_from(body, app, ctx.clock.now(), new_id(), key, hosts)
         check_message_data(message.data, ctx.settings.server.max_data_bytes)
-        if app.validate != "off" and ctx.templates is not None:
+        if app.validate != "off":
             message = await checked_message(ctx.templates, app, message)
         if ctx.depth.limit > 0:
             await ctx.depth.admit(1)

@@ -1,10 +1,13 @@
-"""Template validation at accept time (an app's `validate = "reject" | "truncate"`).
+"""Template validation at accept time (an app's `validate`).
 
-The template comes from the cached list (wechat/templates.py, no I/O once loaded); the checks
-are pure (policy/template_rules.py). A problem is a 400 naming the field (`data.keyword9`,
-`data.thing1.value`, `template_id`); a truncation is recorded in the message's `notes`, which
-GET /v1/messages/{id} shows. When the list cannot be read, the message goes through unchecked
-with a note saying so: validation never stops sending on its own failure.
+"types" (the default) checks typed keys' values by their names alone (`thing1` <= 20
+characters, policy/template_values.py), with no template list and no I/O. "reject" and
+"truncate" check against the template from the cached list (wechat/templates.py, no I/O once
+loaded) with policy/template_rules.py, which applies the same value rules. A problem is a 400
+naming the field (`data.keyword9`, `data.thing1.value`, `template_id`) and the rule; a
+truncation is recorded in the message's `notes`, which GET /v1/messages/{id} shows. When the
+list cannot be read, the values are still checked by key name, with a note saying the
+template was not: validation never stops sending on its own failure.
 """
 
 from __future__ import annotations
@@ -14,11 +17,19 @@ from typing import Protocol
 
 from wxgate.api.errors import ApiError, invalid
 from wxgate.models import Message, MessageKind, Recipient
-from wxgate.policy.template_rules import CompiledTemplate, TemplateViolation, check
+from wxgate.policy.template_rules import (
+    CompiledTemplate,
+    TemplateViolation,
+    check,
+    check_names,
+)
 from wxgate.settings import AppSettings
 from wxgate.wechat.templates import TemplateLookup
 
 Data = dict[str, dict[str, str]]
+
+# The modes that read the app's template list (the runtime loads lists only for them).
+LISTED_MODES = frozenset({"reject", "truncate"})
 
 
 class TemplateSource(Protocol):
@@ -43,9 +54,12 @@ def _note(problem: str) -> str:
 
 
 async def _template(
-    source: TemplateSource, app: AppSettings, kind: MessageKind, template_id: str
-) -> CompiledTemplate | str:
-    """The template, or why it cannot be checked; 400 when WeChat does not know it."""
+    source: TemplateSource | None, app: AppSettings, kind: MessageKind, template_id: str
+) -> CompiledTemplate | str | None:
+    """The template, or why it cannot be checked; None when the mode checks by key names
+    only; 400 when WeChat does not know the template."""
+    if app.validate not in LISTED_MODES or source is None:
+        return None
     found = await source.lookup(app, kind, template_id)
     if found.template is not None:
         return found.template
@@ -58,14 +72,24 @@ def _add_notes(message: Message, notes: Sequence[str]) -> None:
     message.notes = [*(message.notes or ()), *notes]
 
 
-async def checked_message(source: TemplateSource, app: AppSettings, message: Message) -> Message:
+def _check(
+    template: CompiledTemplate | str | None, kind: MessageKind, data: Data, mode: str
+) -> tuple[Data, list[str] | None]:
+    """Against the template when there is one, else by key names (mode "types" or no list)."""
+    if isinstance(template, CompiledTemplate):
+        return check(template, data, mode)
+    return check_names(kind.value, data, "truncate" if mode == "truncate" else "reject")
+
+
+async def checked_message(
+    source: TemplateSource | None, app: AppSettings, message: Message
+) -> Message:
     """`message` (a fresh one, changed in place) after the app's checks; raises a 400."""
     template = await _template(source, app, message.kind, message.template_id)
     if isinstance(template, str):
         _add_notes(message, (template,))
-        return message
     try:
-        data, notes = check(template, message.data, app.validate)
+        data, notes = _check(template, message.kind, message.data, app.validate)
     except TemplateViolation as exc:
         raise invalid(exc.field, exc.reason) from None
     if notes is not None:
@@ -75,7 +99,7 @@ async def checked_message(source: TemplateSource, app: AppSettings, message: Mes
 
 
 async def checked_batch(
-    source: TemplateSource,
+    source: TemplateSource | None,
     app: AppSettings,
     messages: Sequence[Message],
     recipients: Sequence[Recipient],
@@ -94,14 +118,13 @@ async def checked_batch(
     if isinstance(template, str):
         for m in messages:
             _add_notes(m, (template,))
-        return
     # By identity of the data object (kept alive here, so an id is never reused meanwhile).
     done: dict[int, tuple[Data, Data, list[str] | None]] = {}
     for i, m in enumerate(messages):
         hit = done.get(id(m.data))
         if hit is None:
             try:
-                data, notes = check(template, m.data, app.validate)
+                data, notes = _check(template, m.kind, m.data, app.validate)
             except TemplateViolation as exc:
                 label = labels[i] if labels is not None else f"recipients[{i}]"
                 raise invalid(_batch_field(exc.field, recipients[i], label), exc.reason) from None

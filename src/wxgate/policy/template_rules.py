@@ -1,28 +1,32 @@
 """Template checks at accept time: are `data`'s keys the template's placeholders, and does
-each value fit its keyword type? Pure functions over a compiled template (no I/O).
+each value fit its keyword type? Pure functions (no I/O), over a compiled template from the
+app's template list, or over the key names alone (`check_names`, `validate = "types"`).
 
-The limits (docs/wechat-api.md):
-- Subscribe messages (§3.1): the type is the key without its index (`thing1` -> thing):
-  thing <= 20 chars, number <= 32 digits, letter <= 32 letters, symbol <= 5, character_string
-  <= 32 printable ASCII, time/date a time, amount a currency sign + <= 10 digits, phone_number
-  <= 17, car_number <= 8, name <= 10 CJK or 20 letters, phrase <= 5; never empty, never a
-  control character. WeChat rejects these with 47003.
-- Official Account template messages (§2.2, §2.3): category-template keys by prefix
-  (thing 20, character_string 32, phone_number 17, car_number 8, const 20), any other main
-  field 20, no line breaks; `first` and `remark` are dropped by WeChat since 2023-05-04 and
-  are let through. WeChat truncates these itself rather than rejecting them.
+Whether a value of a typed key (`thing1`, `phrase3`...) is acceptable is
+policy/template_values.py's: WeChat refuses a bad one with 47003 for subscribe messages and
+category templates alike (docs/wechat-api.md §2.3, §3.1). This module adds what needs the
+template or the mode:
+- the template's keys: an unknown key is named; a subscribe message needs every key;
+- Official Account old-style fields (§2.2): any main field that is not typed (`keyword1`)
+  shows at most 20 characters on one line, and WeChat cuts it itself; `first` and `remark`
+  are dropped by WeChat since 2023-05-04 and are let through. These are checked only
+  against a template list ("reject" / "truncate"), never from key names alone.
 
 Modes: "reject" raises TemplateViolation naming the field; "truncate" does what WxJava does
-(since binarywang/WxJava#3439): keep limit - 3 characters and add "..." (a phrase, too short
-for that, is cut to its limit), replaces line breaks in template fields with spaces, and says
-so in the notes. A value of the wrong form (letters in a number) is rejected in both modes.
+(since binarywang/WxJava#3439): keep limit - 3 characters and add "..." (a phrase or a
+short_thing, too short for that, is cut to its limit), replaces line breaks in template
+fields with spaces, and says so in the notes. A value that cutting cannot fix (a const, a
+number, a phone number, a time) is rejected in both modes.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+
+from wxgate.policy.template_values import keyword_type as typed_key
+from wxgate.policy.template_values import value_problem
 
 Data = dict[str, dict[str, str]]  # WeChat's shape: {key: {"value": ..., "color"?: ...}}
 Mode = str  # "reject" | "truncate"
@@ -37,11 +41,6 @@ OA_MAIN_FIELD_LIMIT = 20
 _PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z][A-Za-z0-9_]*)\.DATA\s*\}\}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _LINE_BREAK = re.compile(r"[\r\n]+")
-_NUMBER = re.compile(r"[0-9]{1,32}(\.[0-9]+)?")
-_LETTER = re.compile(r"[A-Za-z]+")
-_CHARSTR = re.compile(r"[\x21-\x7e]+")
-_AMOUNT = re.compile(r"[¥￥$€£]?[0-9]{1,10}(\.[0-9]{1,2})?元?")
-_PHONE = re.compile(r"[0-9+\-\s().]+")
 
 
 class TemplateViolation(Exception):
@@ -55,52 +54,40 @@ class TemplateViolation(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Rule:
-    """What one keyword type allows. `limit` is in characters (None: no length limit);
-    `form` checks everything but the length; `cut` is how an over-long value is truncated."""
+    """How one keyword type is cut. `limit` is in characters (None: no length limit); `cut`
+    is how an over-long value is truncated."""
 
     type: str
     limit: int | None = None
-    form: Callable[[str], bool] | None = None
-    form_hint: str = ""
     cut: str | None = "ellipsis"  # "ellipsis" (N-3 + "..."), "hard" (first N), None (reject)
     ascii_limit: int | None = None  # a different limit for all-ASCII values (name)
     single_line: bool = False  # OA fields: no line breaks (replaced by spaces in truncate)
 
 
-def _matches(pattern: re.Pattern[str]) -> Callable[[str], bool]:
-    return lambda v: pattern.fullmatch(v) is not None
-
-
-def _digit(v: str) -> bool:
-    return any(c.isdigit() for c in v)
-
-
-def _symbols(v: str) -> bool:
-    return not any(c.isalnum() for c in v)
-
-
+# Limits here say how "truncate" cuts a value; whether a value is acceptable at all is
+# policy/template_values.py's (checked last, on the value that would be sent). A const, a
+# phone number or a car number is never cut: cutting cannot make it right (cut=None).
 _SUBSCRIBE_RULES: dict[str, Rule] = {
     "thing": Rule("thing", 20),
-    "number": Rule("number", 32, _matches(_NUMBER), "digits, maybe with decimals", None),
-    "letter": Rule("letter", 32, _matches(_LETTER), "letters only", None),
-    "symbol": Rule("symbol", 5, _symbols, "symbols only", None),
-    "character_string": Rule(
-        "character_string", 32, _matches(_CHARSTR), "digits, letters and symbols"
-    ),
-    "time": Rule("time", None, _digit, "a time, e.g. 2024-05-01 12:30"),
-    "date": Rule("date", None, _digit, "a date, e.g. 2024-05-01"),
-    "amount": Rule("amount", None, _matches(_AMOUNT), "an amount, e.g. ¥12.50 or 12.50元"),
-    "phone_number": Rule("phone_number", 17, _matches(_PHONE), "a phone number"),
-    "car_number": Rule("car_number", 8),
+    "short_thing": Rule("short_thing", 5, cut="hard"),
+    "number": Rule("number", 32, cut=None),
+    "letter": Rule("letter", 32, cut=None),
+    "symbol": Rule("symbol", 5, cut=None),
+    "character_string": Rule("character_string", 32),
+    "phone_number": Rule("phone_number", 17, cut=None),
+    "car_number": Rule("car_number", 8, cut=None),
     "name": Rule("name", 10, ascii_limit=20),
     "phrase": Rule("phrase", 5, cut="hard"),
+    "const": Rule("const", 20, cut=None),
+    "enum": Rule("enum", 20, cut=None),
+    "enum_string": Rule("enum_string", 20, cut=None),
+    "time": Rule("time", cut=None),
+    "date": Rule("date", cut=None),
+    "amount": Rule("amount", cut=None),
 }
 _OA_RULES: dict[str, Rule] = {
-    "thing": Rule("thing", 20, single_line=True),
-    "character_string": Rule("character_string", 32, single_line=True),
-    "phone_number": Rule("phone_number", 17, single_line=True),
-    "car_number": Rule("car_number", 8, single_line=True),
-    "const": Rule("const", 20, single_line=True),
+    t: Rule(r.type, r.limit, r.cut, r.ascii_limit, single_line=True)
+    for t, r in _SUBSCRIBE_RULES.items()
 }
 _OA_MAIN = Rule("field", OA_MAIN_FIELD_LIMIT, single_line=True)
 _OA_LEGACY = Rule("legacy")
@@ -112,7 +99,7 @@ def keyword_type(key: str) -> str:
 
 
 def rule_for(kind: str, key: str) -> Rule:
-    if kind == SUBSCRIBE:
+    if kind != TEMPLATE:  # subscribe, and any later kind of subscription message
         return _SUBSCRIBE_RULES.get(keyword_type(key)) or Rule(keyword_type(key))
     if key in LEGACY_OA_KEYS:
         return _OA_LEGACY
@@ -142,6 +129,31 @@ class CompiledTemplate:
         return cls(template_id, kind, ordered, title, {k: rule_for(kind, k) for k in ordered})
 
 
+def check_names(
+    kind: str, data: Data, mode: Mode, prefix: str = "data"
+) -> tuple[Data, list[str] | None]:
+    """`check` without a template: only typed keys, each by the rule its name gives. Keys
+    that are not typed (`first`, `keyword1`) pass: WeChat only cuts those on screen."""
+    subscribe = kind != TEMPLATE
+    truncate = mode == "truncate"
+    out: Data | None = None
+    notes: list[str] | None = None
+    for key, item in data.items():
+        if typed_key(key) is None:
+            continue
+        value = item["value"]
+        rule = rule_for(kind, key)
+        new, note = _check_value(rule, key, value, subscribe, truncate, f"{prefix}.{key}.value")
+        if note is not None:
+            if out is None:
+                out = dict(data)
+            out[key] = {**item, "value": new}
+            if notes is None:
+                notes = []
+            notes.append(f"{prefix}.{key}: {note}")
+    return (data if out is None else out), notes
+
+
 def _length_limit(rule: Rule, value: str) -> int | None:
     if rule.ascii_limit is not None and value.isascii():
         return rule.ascii_limit
@@ -160,7 +172,7 @@ def check(
     """(data to send, notes) or TemplateViolation. `data` is never changed in place: a
     truncation returns a new mapping, and the same object comes back when nothing changed."""
     rules = template.rules
-    subscribe = template.kind == SUBSCRIBE
+    subscribe = template.kind != TEMPLATE
     truncate = mode == "truncate"
     out: Data | None = None
     notes: list[str] | None = None
@@ -175,7 +187,7 @@ def check(
                 f"not a field of template {template.template_id!r} (its fields: {fields})",
             )
         value = item["value"]
-        new, note = _check_value(rule, value, subscribe, truncate, f"{prefix}.{key}.value")
+        new, note = _check_value(rule, key, value, subscribe, truncate, f"{prefix}.{key}.value")
         if note is not None:
             if out is None:
                 out = dict(data)
@@ -194,7 +206,7 @@ def check(
 
 
 def _check_value(
-    rule: Rule, value: str, subscribe: bool, truncate: bool, where: str
+    rule: Rule, key: str, value: str, subscribe: bool, truncate: bool, where: str
 ) -> tuple[str, str | None]:
     """(value to send, what was changed or None)."""
     if rule is _OA_LEGACY:
@@ -226,6 +238,7 @@ def _check_value(
             f"({rule.type} limit {limit}; kept {kept})"
         )
         value = cut
-    if rule.form is not None and not rule.form(value):
-        raise TemplateViolation(where, f"not a valid {rule.type}: expected {rule.form_hint}")
+    problem = value_problem(key, value)
+    if problem is not None:
+        raise TemplateViolation(where, problem)
     return value, ("; ".join(changes) if changes else None)

@@ -53,9 +53,7 @@ def _phrase(v: str) -> bool:
 
 
 def _name(v: str) -> bool:
-    if v.isascii():
-        return len(v) <= 20 and not any(c.isdigit() for c in v)
-    return len(v) <= 10 and _CJK.fullmatch(v.replace("·", "")) is not None
+    return len(v) <= (20 if v.isascii() else 10) and not any(c.isdigit() for c in v)
 
 
 def _phone(v: str) -> bool:
@@ -94,7 +92,7 @@ TYPES: Mapping[str, TypeRule] = {
     "car_number": TypeRule(
         _car, "at most 8 characters: letters and digits, Chinese only first or last"
     ),
-    "name": TypeRule(_name, "at most 10 Chinese characters or 20 letters"),
+    "name": TypeRule(_name, "at most 10 Chinese characters or 20 letters, no digits"),
     "phrase": TypeRule(_phrase, "at most 5 Chinese characters, Chinese only"),
     "const": TypeRule(_within(20), "one of the template's approved values", listed=True),
     "enum": TypeRule(_within(20), "one of the template's listed values", listed=True),

@@ -170,10 +170,12 @@ class AppSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # "*.shop.example"); a named key must allow the host too. Empty = caller URLs refused
     # (403). The app's own callback_url above is the operator's and may point anywhere.
     callback_hosts: list[str] = msgspec.field(default_factory=list)
-    # Template checks at accept time against the app's template list fetched from WeChat:
-    # "off" (accept anything, the default: the checks need the template-list API), "reject"
-    # (400 naming the field) or "truncate" (cut over-long values as WeChat would, noted).
-    validate: Literal["off", "reject", "truncate"] = "off"
+    # Template checks at accept time (api/template_check.py): "types" (the default) refuses
+    # a typed key's value that WeChat would refuse with 47003 (`thing1` over 20 characters),
+    # from key names alone; "reject" adds checks against the app's template list fetched
+    # from WeChat (unknown and missing keys, old-style field limits); "truncate" is "reject"
+    # but cuts over-long values WeChat would refuse, noted (never a const); "off" checks none.
+    validate: Literal["off", "types", "reject", "truncate"] = "types"
     # "22:00-08:00" in `timezone`: normal and low priority messages due inside the window wait
     # for its end (urgent ones do not). None = no quiet hours.
     quiet_hours: str | None = None
