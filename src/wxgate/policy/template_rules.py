@@ -216,17 +216,19 @@ def _check_value(
     changes: list[str] = []
     if rule.single_line and _LINE_BREAK.search(value):
         if not truncate:
-            raise TemplateViolation(where, "line breaks are not shown in template messages")
+            raise TemplateViolation(
+                where,
+                value_problem(key, value) or "line breaks are not shown in template messages",
+            )
         value = _LINE_BREAK.sub(" ", value)
         changes.append("line breaks replaced by spaces")
     if _CONTROL.search(value):
-        raise TemplateViolation(where, "contains a control character")
+        raise TemplateViolation(where, value_problem(key, value) or "contains a control character")
     limit = _length_limit(rule, value)
     if limit is not None and len(value) > limit:
         if not truncate or rule.cut is None:
-            raise TemplateViolation(
-                where, f"{len(value)} characters; a {rule.type} value takes at most {limit}"
-            )
+            too_long = f"{len(value)} characters; a {rule.type} value takes at most {limit}"
+            raise TemplateViolation(where, value_problem(key, value) or too_long)
         cut = _cut(rule, value, limit)
         kept = (
             f"the first {len(cut)}"
