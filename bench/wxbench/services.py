@@ -30,6 +30,14 @@ REDIS_URL = "redis://127.0.0.1:6379/14"  # a spare db, flushed before each use
 # ------------------------------------------------------------------------------ payloads
 
 
+def recipient_name(i: int) -> str:
+    """A name of recipient i that WeChat accepts: letters only (digits spelled a-j)."""
+    return "user " + str(i).translate(_DIGITS_AS_LETTERS)
+
+
+_DIGITS_AS_LETTERS = str.maketrans("0123456789", "abcdefghij")
+
+
 def message_body(i: int = 0) -> dict[str, Any]:
     return {"touser": f"o_bench_{i:07d}", "template_id": TEMPLATE_ID, "data": DATA}
 
@@ -40,7 +48,7 @@ def batch_body(start: int, n: int) -> dict[str, Any]:
         "template_id": TEMPLATE_ID,
         "data": DATA,
         "recipients": [
-            {"touser": f"o_bench_{i:07d}", "data": {"name4": f"user {i}"}}
+            {"touser": f"o_bench_{i:07d}", "data": {"name4": recipient_name(i)}}
             for i in range(start, start + n)
         ],
     }
@@ -51,7 +59,7 @@ def wechat_body(i: int, client_msg_id: str) -> dict[str, Any]:
     return {
         "touser": f"o_bench_{i:07d}",
         "template_id": TEMPLATE_ID,
-        "data": {k: {"value": v} for k, v in {**DATA, "name4": f"user {i}"}.items()},
+        "data": {k: {"value": v} for k, v in {**DATA, "name4": recipient_name(i)}.items()},
         "client_msg_id": client_msg_id,
     }
 

@@ -273,3 +273,46 @@ async def test_tls_with_the_simulators_ca() -> None:
         insecure = settings_for(sim.base_url, verify_tls=False)
         async with WeChatClient(insecure, SystemClock()) as c:
             assert (await c.fetch_token(APP)).access_token
+
+
+# Every value rule (policy/template_values.py) as the real client meets it: WeChat's 47003,
+# a `drop`, for category templates and subscribe messages alike (docs/wechat-api.md §2.3).
+_BAD_VALUES = [
+    ("thing1", "x" * 21),
+    ("short_thing2", "六个字的东西"),
+    ("phrase3", "OK"),
+    ("character_string4", "订单42"),
+    ("number5", "12a"),
+    ("letter6", "ab1"),
+    ("symbol7", "%%%%%%"),
+    ("amount8", "twelve"),
+    ("time9", "tomorrow"),
+    ("date10", "someday"),
+    ("phone_number11", "1" * 18),
+    ("car_number12", "粤A1234567"),
+    ("name13", "张" * 11),
+    ("const14", "x" * 21),
+]
+
+
+@pytest.mark.parametrize(("key", "value"), _BAD_VALUES)
+@pytest.mark.parametrize("kind", [MessageKind.TEMPLATE, MessageKind.SUBSCRIBE])
+async def test_a_value_breaking_its_type_rule_is_47003_drop(
+    sim: SimHandle, client: WeChatClient, token: str, kind: MessageKind, key: str, value: str
+) -> None:
+    m = message("o_alice", "tpl_order", kind)
+    m.data = {key: {"value": value}}
+    with pytest.raises(WeChatError) as info:
+        await client.send(m, token)
+    assert (info.value.errcode, info.value.disposition) == (47003, Disposition.DROP)
+    assert f"data.{key}.value" in info.value.errmsg
+    assert await sim.deliveries(openid="o_alice") == []
+
+
+async def test_old_style_keys_are_sent_whatever_their_length(
+    sim: SimHandle, client: WeChatClient, token: str
+) -> None:
+    m = message("o_alice", "tpl_order")
+    m.data = {"first": {"value": "x" * 60}, "keyword1": {"value": "y" * 60}}
+    assert await client.send(m, token) is not None
+    assert len(await sim.deliveries(openid="o_alice")) == 1

@@ -227,8 +227,8 @@ def _check_value(
     limit = _length_limit(rule, value)
     if limit is not None and len(value) > limit:
         if not truncate or rule.cut is None:
-            too_long = f"{len(value)} characters; a {rule.type} value takes at most {limit}"
-            raise TemplateViolation(where, value_problem(key, value) or too_long)
+            problem = value_problem(key, value) or f"a {rule.type} value takes at most {limit}"
+            raise TemplateViolation(where, f"{len(value)} characters; {problem}")
         cut = _cut(rule, value, limit)
         kept = (
             f"the first {len(cut)}"

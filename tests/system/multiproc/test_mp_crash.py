@@ -231,7 +231,7 @@ async def test_a_full_redis_answers_503_until_it_has_room_again(
         tmp_path, free_port(), "http://127.0.0.1:9", store={"url": private_redis.url()}
     )
     admin = redis.Redis(port=private_redis.port)
-    body = {"touser": "o_full", "template_id": TEMPLATE, "data": {"thing1": "x" * 2000}}
+    body = {"touser": "o_full", "template_id": TEMPLATE, "data": {"keyword1": "x" * 2000}}
     async with Runtime(settings, role="api") as runtime:
         api = Api(runtime.url)
         try:
