@@ -227,8 +227,8 @@ def _check_value(
     limit = _length_limit(rule, value)
     if limit is not None and len(value) > limit:
         if not truncate or rule.cut is None:
-            problem = value_problem(key, value) or f"a {rule.type} value takes at most {limit}"
-            raise TemplateViolation(where, f"{len(value)} characters; {problem}")
+            why = value_problem(key, value) or f"a {rule.type} value takes at most {limit}"
+            raise TemplateViolation(where, f"{len(value)} characters; {why}")
         cut = _cut(rule, value, limit)
         kept = (
             f"the first {len(cut)}"
