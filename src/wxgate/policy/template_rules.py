@@ -21,6 +21,7 @@ number, a phone number, a time) is rejected in both modes.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -98,6 +99,7 @@ def keyword_type(key: str) -> str:
     return key.rstrip("0123456789")
 
 
+@functools.lru_cache(maxsize=4096)  # keys repeat: a few per template, checked per message
 def rule_for(kind: str, key: str) -> Rule:
     if kind != TEMPLATE:  # subscribe, and any later kind of subscription message
         return _SUBSCRIBE_RULES.get(keyword_type(key)) or Rule(keyword_type(key))

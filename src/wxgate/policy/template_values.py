@@ -12,6 +12,7 @@ checks with them from key names alone (api/template_check.py), so the rules live
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
@@ -100,6 +101,7 @@ TYPES: Mapping[str, TypeRule] = {
 }
 
 
+@functools.lru_cache(maxsize=4096)  # keys repeat: a few per template, checked per message
 def keyword_type(key: str) -> str | None:
     """`thing1` -> "thing", `number01` -> "number"; None for a key that is not typed
     (`first`, `keyword1`, `remark`, `orderId`): WeChat only cuts those on screen."""
