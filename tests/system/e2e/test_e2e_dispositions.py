@@ -205,3 +205,35 @@ async def test_breaker_opens_in_an_outage_and_the_backlog_drains_after(tmp_path:
         assert len(seen.ids) == 1_200 and seen.distinct == set(first) | set(backlog)
         stats = await rig.api.stats()
         assert stats["delivery"]["apps"][APP_A.name]["breaker"] == "closed"
+
+
+async def test_admin_confirmation_89503_pauses_long_with_one_alert_and_one_token_call(
+    tmp_path: Path,
+) -> None:
+    """docs/wechat-api.md §4: each token call may send the admin another confirmation
+    request, so 89503 pauses the app for 15 minutes, alerts once, and keeps every message."""
+    async with running_rig(tmp_path) as rig:
+        await rig.sim.set_faults(app=APP_A.appid, token_error_rates={"89503": 1.0})
+        await rig.sim.revoke_tokens(APP_A.appid)  # whatever the gateway holds dies
+        ids = await rig.api.send_many(20, lambda i: f"o_user{i}", concurrency=8)
+
+        async def paused() -> dict | None:
+            stats = await rig.api.stats()
+            pauses = [p for p in stats["pauses"] if p["app"] == APP_A.name]
+            return pauses[0] if pauses else None
+
+        pause = await wait_until(paused, 10, "app a to pause", progress=rig.api.stats)
+        assert pause["errcode"] == 89503
+        assert pause["until"] - time.time() > 600, "at least 10 minutes"
+
+        async def alerted() -> bool:
+            return 'wxgate_config_alerts_total{app="a",errcode="89503"} 1.0' in (
+                await rig.api.metrics_text()
+            )
+
+        await wait_until(alerted, 10, "the config alert to be counted")
+        views = await rig.api.messages(ids)
+        assert {v["status"] for v in views} <= PENDING, [v["status"] for v in views]
+        assert all(v["attempts"] == 0 for v in views)
+        assert rig.sim.state.errors[89503] == 1, "one token call, not one per message"
+        assert rig.sim.state.delivered == 0
