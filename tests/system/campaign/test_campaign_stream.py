@@ -123,19 +123,20 @@ async def test_csv_stream_with_shared_settings_in_the_query(tmp_path: Path) -> N
     async with running_rig(tmp_path) as rig:
         text = io.StringIO()
         w = csv.writer(text)
-        w.writerow(["touser", "thing1"])
+        # keyword1: an old-style key, which may hold a line break (WeChat shows it cut).
+        w.writerow(["touser", "keyword1"])
         w.writerow(["o_c0", 'a "quoted", multi-line\nvalue'])
         for i in range(1, 300):
             w.writerow([f"o_c{i}", "" if i % 2 else f"v{i}"])
-        query = {"template_id": TEMPLATE, "data": json.dumps({"thing1": "shared", "n": "1"})}
+        query = {"template_id": TEMPLATE, "data": json.dumps({"keyword1": "shared", "n": "1"})}
         status, answer = await upload(rig, text.getvalue().encode(), "text/csv", query)
         assert status == 202, answer
         assert answer["total"] == 300
         await wait_batch(rig, answer["id"], "done")
         seen = {r["openid"]: r["data"] for r in await rig.sim.deliveries()}
-        assert seen["o_c0"]["thing1"]["value"] == 'a "quoted", multi-line\nvalue'
-        assert seen["o_c1"]["thing1"]["value"] == "shared"  # empty cell: the shared value
-        assert seen["o_c2"]["thing1"]["value"] == "v2"
+        assert seen["o_c0"]["keyword1"]["value"] == 'a "quoted", multi-line\nvalue'
+        assert seen["o_c1"]["keyword1"]["value"] == "shared"  # empty cell: the shared value
+        assert seen["o_c2"]["keyword1"]["value"] == "v2"
         assert seen["o_c2"]["n"]["value"] == "1"
 
 
