@@ -223,6 +223,15 @@ async def test_token_endpoint_that_is_not_wechat_is_config_naming_the_url(
     assert "TOP_SECRET_42" not in str(info.value)
 
 
+async def test_a_bad_token_endpoint_url_is_named_without_credentials(sim: SimHandle) -> None:
+    base = sim.base_url.replace("http://", "http://proxyuser:PROXY_PW_9@") + "/elsewhere"
+    async with WeChatClient(settings_for(base), SystemClock()) as c:
+        with pytest.raises(BadTokenEndpoint) as info:
+            await c.fetch_token(APP)
+    assert "PROXY_PW_9" not in str(info.value) and "proxyuser" not in str(info.value)
+    assert "/elsewhere/cgi-bin/stable_token" in info.value.errmsg
+
+
 async def test_token_endpoint_5xx(sim: SimHandle, client: WeChatClient) -> None:
     await sim.set_faults(http_5xx_rate=1.0)
     with pytest.raises(OutcomeUnknown):

@@ -24,6 +24,7 @@ from wxgate.wechat import protocol
 
 _SECRET_QUERY = re.compile(r"(access_token|secret)=[^&\s'\"<>]*", re.IGNORECASE)
 _JSON = {"Content-Type": "application/json"}
+_USERINFO = re.compile(r"//[^/@]*@")
 
 
 def scrub(text: str) -> str:
@@ -52,6 +53,8 @@ class WeChatClient:
         self._clock = clock
         self._pooled = pooled
         self._base = settings.base_url.rstrip("/")
+        # For error messages: a base_url may carry proxy credentials (user:pass@host).
+        self._public_base = _USERINFO.sub("//", self._base)
         self._session: aiohttp.ClientSession | None = None
         self._connector: aiohttp.TCPConnector | None = None
         self.in_flight = 0
@@ -181,7 +184,8 @@ class WeChatClient:
         else:
             path, body = protocol.build_stable_token(app, force_refresh)
             status, answer = await self._request("POST", path, body=body)
-        return protocol.parse_token(status, answer, self._clock.now(), f"{self._base}{path}")
+        url = f"{self._public_base}{path}"
+        return protocol.parse_token(status, answer, self._clock.now(), url)
 
     # ---------------------------------------------------------------- introspection
 
