@@ -30,14 +30,18 @@ test-fast: $(STAMP) chromium
 check: lint typecheck rules
 	$(VENV)/bin/lint-imports
 
-# Prometheus rules: promtool comes with Debian's `prometheus` package; installed when apt can.
-rules:
+# Prometheus rules: checked, then unit-tested (deploy/prometheus/tests, written by
+# scripts/prom_rule_tests.py). promtool comes with Debian's `prometheus` package; installed when apt can.
+rules: $(STAMP)
 	@command -v promtool >/dev/null || (command -v apt-get >/dev/null && \
 		(apt-get install -y -qq prometheus >/dev/null 2>&1 || \
 		 (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq prometheus >/dev/null 2>&1))) || true
-	@if command -v promtool >/dev/null; then promtool check rules deploy/prometheus/alerts.yml; \
+	$(PY) scripts/prom_rule_tests.py --check
+	@if command -v promtool >/dev/null; then \
+		promtool check rules deploy/prometheus/alerts.yml deploy/prometheus/config-alerts.yml && \
+		promtool test rules deploy/prometheus/tests/*_test.yml; \
 	else echo "NOTE: promtool not found and not installable here (apt-get install prometheus):" \
-		"deploy/prometheus/alerts.yml was not checked"; fi
+		"deploy/prometheus/*.yml were not checked or unit-tested"; fi
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench scripts
