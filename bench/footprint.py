@@ -12,6 +12,7 @@ two roles' costs come apart:
    the ingest cost; the store's growth over N is the memory per queued message (Redis: the
    server's used_memory, from a redis-server of our own on a free port so that nobody else's
    keys count; SQLite: the database file and its WAL); the gateway's RSS growth is shown too.
+   redis-server's own CPU is measured beside the gateway's.
 2. the API process stops; a worker (`--role worker`) starts on the same store and sends all
    of them. Its CPU over the drain is the delivery cost per message; the store's size once
    every message is sent (kept for retention_s as history) is the memory per finished message.
@@ -137,6 +138,9 @@ def measure(store: str, n: int, singles: int, run_dir: Path) -> dict[str, Any]:
     def store_bytes() -> int:
         return redis_srv.used_memory() if redis_srv else _sqlite_bytes(db)
 
+    def redis_cpu() -> float:
+        return cpu_seconds(redis_srv.proc.pid) if redis_srv else 0.0
+
     port = free_port()
     config = write_gateway_config(
         run_dir / "gw.toml", port=port, store_url=store_url, sim_url=sim.url
@@ -146,12 +150,13 @@ def measure(store: str, n: int, singles: int, run_dir: Path) -> dict[str, Any]:
         api = start_gateway(run_dir, "api", config, "api")
         enqueue_batches(api.url, 200, per_batch=100)  # warm up: connections, caches, JIT-less paths
         base_store, base_rss = store_bytes(), status_kb(api.proc.pid, "VmRSS")
-        cpu0, t0 = cpu_seconds(api.proc.pid), time.monotonic()
+        cpu0, t0, rcpu0 = cpu_seconds(api.proc.pid), time.monotonic(), redis_cpu()
         enqueue_batches(api.url, n, per_batch=100)
         batch_cpu, batch_wall = cpu_seconds(api.proc.pid) - cpu0, time.monotonic() - t0
         cpu1, t1 = cpu_seconds(api.proc.pid), time.monotonic()
         _post_singles(api.url, singles)
         single_cpu, single_wall = cpu_seconds(api.proc.pid) - cpu1, time.monotonic() - t1
+        ingest_redis_cpu = redis_cpu() - rcpu0
         total = 200 + n + singles
         queued = _queued(api.url)
         if queued != total:
@@ -163,7 +168,7 @@ def measure(store: str, n: int, singles: int, run_dir: Path) -> dict[str, Any]:
 
         # ---- phase 2: deliver everything
         worker = start_gateway(run_dir, "worker", config, "worker")
-        cpu2, t2 = cpu_seconds(worker.proc.pid), time.monotonic()
+        cpu2, t2, rcpu2 = cpu_seconds(worker.proc.pid), time.monotonic(), redis_cpu()
         peak_rss_kb = 0
         deadline = t2 + max(120.0, total / 100)
         while int(sim.stats().get("delivered", 0)) < total:
@@ -172,6 +177,7 @@ def measure(store: str, n: int, singles: int, run_dir: Path) -> dict[str, Any]:
                 raise RuntimeError(f"not delivered in time:\n{worker.proc.tail()}")
             time.sleep(0.05)
         send_cpu, send_wall = cpu_seconds(worker.proc.pid) - cpu2, time.monotonic() - t2
+        send_redis_cpu = redis_cpu() - rcpu2
         wait_http(f"{worker.url}/healthz", worker.proc)
         time.sleep(0.5)  # the last acks' writes land (a bound, not a wait for a condition)
         finished_store = store_bytes() - base_store
@@ -187,6 +193,9 @@ def measure(store: str, n: int, singles: int, run_dir: Path) -> dict[str, Any]:
         "ingest_single_msg_per_s": singles / single_wall,
         "send_cpu_ms_per_msg": 1000 * send_cpu / total,
         "send_msg_per_s": total / send_wall,
+        # redis-server's own CPU (0 on SQLite, whose work is inside the gateway's figures).
+        "redis_cpu_ms_per_ingested_msg": 1000 * ingest_redis_cpu / (n + singles),
+        "redis_cpu_ms_per_sent_msg": 1000 * send_redis_cpu / total,
         "cores_per_1000_msg_s_batch_ingest": batch_cpu / n * 1000,
         "cores_per_1000_msg_s_single_ingest": single_cpu / singles * 1000,
         "cores_per_1000_msg_s_send": send_cpu / total * 1000,
@@ -205,6 +214,8 @@ ROWS = [
     ("cores per 1,000 msg/s sent", "cores_per_1000_msg_s_send", "{:.2f}"),
     ("cores per 1,000 msg/s, batch ingest", "cores_per_1000_msg_s_batch_ingest", "{:.2f}"),
     ("cores per 1,000 msg/s, single ingest", "cores_per_1000_msg_s_single_ingest", "{:.2f}"),
+    ("redis-server CPU ms per ingested msg", "redis_cpu_ms_per_ingested_msg", "{:.3f}"),
+    ("redis-server CPU ms per sent msg", "redis_cpu_ms_per_sent_msg", "{:.3f}"),
     ("store bytes per queued msg", "store_bytes_per_queued_msg", "{:.0f}"),
     ("store bytes per finished msg", "store_bytes_per_finished_msg", "{:.0f}"),
     ("API RSS growth bytes per queued msg", "api_rss_growth_bytes_per_queued_msg", "{:.0f}"),
