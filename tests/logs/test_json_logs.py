@@ -45,6 +45,7 @@ def _serve(config: Path, env: dict[str, str], *args: str) -> Iterator[subprocess
             stderr=err,
             env=full,
             cwd=config.parent,
+            start_new_session=True,  # our SIGTERM only, not the terminal's Ctrl-C
         )
         try:
             yield proc
@@ -117,6 +118,26 @@ async def _ready(url: str, proc: subprocess.Popen[bytes]) -> bool:
 
 async def _is_sent(api: Api, msg_id: str) -> bool:
     return (await api.message(msg_id))["status"] in ("sent", "delivered")
+
+
+@pytest.mark.timeout(90)
+async def test_supervised_processes_log_json_with_their_index(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """--processes 2: the flag reaches the spawned children through their settings."""
+    port = free_port()
+    config = tmp_path / "wxgate.toml"
+    config.write_text("")
+    args = ["--sandbox", "--processes", "2", "--store", redis_url, "--port", str(port)]
+    with _serve(config, {}, *args, "--log-format", "json") as proc:
+        url = f"http://127.0.0.1:{port}"
+        await wait_until(lambda: _ready(url, proc), 60, "the group to be ready", interval_s=0.05)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    records = _records(tmp_path / "stderr")
+    drained = {r.get("process") for r in records if r["message"].startswith("signal received")}
+    assert {0, 1} <= drained, records  # each child's own line, with its index
+    assert all(isinstance(r["pid"], int) for r in records if "process" in r)
 
 
 def test_a_bad_log_format_is_refused_before_anything_starts(tmp_path: Path) -> None:
