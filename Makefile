@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install chromium demo test test-fast check lint sdk typecheck rules bench bench-full bench-instructions clean
+.PHONY: install chromium demo test test-fast check lint sdk typecheck rules manifests bench bench-full bench-instructions clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,17 +27,31 @@ test: $(STAMP) chromium
 test-fast: $(STAMP) chromium
 	$(PY) -m pytest -q -p no:cacheprovider -m "not slow"
 
-check: lint typecheck rules
+check: lint typecheck rules manifests
 	$(VENV)/bin/lint-imports
 
-# Prometheus rules: promtool comes with Debian's `prometheus` package; installed when apt can.
-rules:
+# Prometheus rules: checked, then unit-tested (deploy/prometheus/tests, written by
+# scripts/prom_rule_tests.py). promtool comes with Debian's `prometheus` package; installed when apt can.
+rules: $(STAMP)
 	@command -v promtool >/dev/null || (command -v apt-get >/dev/null && \
 		(apt-get install -y -qq prometheus >/dev/null 2>&1 || \
 		 (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq prometheus >/dev/null 2>&1))) || true
-	@if command -v promtool >/dev/null; then promtool check rules deploy/prometheus/alerts.yml; \
+	$(PY) scripts/prom_rule_tests.py --check
+	@if command -v promtool >/dev/null; then \
+		promtool check rules deploy/prometheus/alerts.yml deploy/prometheus/config-alerts.yml && \
+		promtool test rules deploy/prometheus/tests/*_test.yml; \
 	else echo "NOTE: promtool not found and not installable here (apt-get install prometheus):" \
-		"deploy/prometheus/alerts.yml was not checked"; fi
+		"deploy/prometheus/*.yml were not checked or unit-tested"; fi
+
+# deploy/k8s against the Kubernetes schemas (kubernetes-validate, offline) and the KEDA
+# ScaledObject against KEDA's CRD schema (@kubernetes-models/keda from npm, when npm is here).
+KEDA_JS := $(VENV)/node-keda/node_modules/@kubernetes-models/keda/package.json
+$(KEDA_JS):
+	@command -v npm >/dev/null && npm install -s --no-audit --no-fund \
+		--prefix $(VENV)/node-keda @kubernetes-models/keda@2.0.0 >/dev/null 2>&1 || true
+
+manifests: $(STAMP) $(KEDA_JS)
+	$(PY) scripts/check_manifests.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench scripts

@@ -31,6 +31,7 @@ from multiprocessing.synchronize import Event as ProcessEvent
 
 import msgspec
 
+from wxgate import logs
 from wxgate.errors import ConfigError, WxgateError
 from wxgate.process import install_uvloop, serve_until_signal
 from wxgate.runtime import Runtime, parse_role
@@ -85,12 +86,8 @@ def child_main(
     """Entry point of child `index` (spawned: a fresh interpreter, no inherited event loop)."""
     # Ctrl-C reaches the whole process group; the parent turns it into one SIGTERM for us.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    logging.basicConfig(
-        level=log_level,
-        format=f"%(asctime)s %(levelname)s %(name)s[{index}:%(process)d]: %(message)s",
-        stream=sys.stderr,
-    )
     settings = msgspec.msgpack.decode(settings_raw, type=Settings)
+    logs.setup(log_level, settings.server.log_format, process_index=index)
     install_uvloop()
     parent = multiprocessing.parent_process()
     runtime = Runtime(settings, role=parse_role(role), reuse_port=True)

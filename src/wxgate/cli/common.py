@@ -7,7 +7,6 @@ import functools
 import inspect
 import logging
 import os
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from typing import Annotated, Concatenate, ParamSpec
 import typer
 from rich.console import Console
 
+from wxgate import logs
 from wxgate import settings as settings_mod
 from wxgate.errors import ConfigError
 from wxgate.sdk import GatewayClient, GatewayError
@@ -50,12 +50,9 @@ def load(config: Path | None) -> settings_mod.Settings:
         return settings_mod.load(config or Path("wxgate.toml"), os.environ)
 
 
-def log_setup(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+def log_setup(level: str, fmt: logs.LogFormat = "text") -> None:
+    """Logs to stderr at `level` (debug | info | warning) in `fmt` (text | json)."""
+    logs.setup(getattr(logging, level.upper(), logging.INFO), fmt)
 
 
 def data_arg(pairs: list[str]) -> dict[str, str]:

@@ -7,8 +7,10 @@ import json
 import sys
 from typing import Annotated
 
+import msgspec
 import typer
 
+from wxgate import logs
 from wxgate.cli.common import ConfigOpt, config_errors, console, err, load, log_setup
 
 config_app = typer.Typer(help="Settings.", no_args_is_help=True)
@@ -37,12 +39,28 @@ def serve(
         ),
     ] = 1,
     log_level: Annotated[str, typer.Option(help="debug | info | warning")] = "info",
+    log_format: Annotated[
+        str | None,
+        typer.Option(
+            help="text | json: one JSON object per line for a log pipeline "
+            "(default: server.log_format, text)"
+        ),
+    ] = None,
 ) -> None:
     """Run the gateway: HTTP API + delivery workers."""
     from wxgate.serve import ServeOptions, run_serve
 
-    log_setup(log_level)
     base = load(config)
+    try:
+        fmt = logs.parse_format(log_format) if log_format is not None else base.server.log_format
+    except ValueError as exc:
+        err.print(f"[red]--{exc}[/red]")
+        raise typer.Exit(2) from None
+    # Into the settings too: supervised children (--processes N) set up their own logging.
+    base = msgspec.structs.replace(
+        base, server=msgspec.structs.replace(base.server, log_format=fmt)
+    )
+    log_setup(log_level, fmt)
     if role not in ("api", "worker", "all"):
         err.print("[red]--role must be api, worker or all[/red]")
         raise typer.Exit(2)

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from wxgate import logs
 from wxgate.clock import Clock
 from wxgate.delivery.app_state import AppState
 from wxgate.delivery.batch_rate import HOLD_MAX_S, BatchRates
@@ -154,6 +155,7 @@ class Dispatcher:
                 "store failed on message %s (app %s); its lease will expire and redeliver it",
                 message.id,
                 message.app,
+                extra=_context(message),
             )
             return Outcome.STORE_ERROR
         finally:
@@ -178,7 +180,9 @@ class Dispatcher:
         if state is None:
             if message.app not in self._warned_unknown:
                 self._warned_unknown.add(message.app)
-                log.warning("messages for unknown app %r stay queued", message.app)
+                log.warning(
+                    "messages for unknown app %r stay queued", message.app, extra=_context(message)
+                )
             return await self.release(message, "unknown app", now + UNKNOWN_APP_RETRY_S)
         if self._expired(message, now):
             return await self._expire(message)
@@ -237,7 +241,12 @@ class Dispatcher:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bug of ours: count it, so it cannot loop forever
-            log.exception("unexpected error sending message %s (app %s)", message.id, app.name)
+            log.exception(
+                "unexpected error sending message %s (app %s)",
+                message.id,
+                app.name,
+                extra=_context(message),
+            )
             err = WeChatError(ERRCODE_INTERNAL, f"internal error: {type(exc).__name__}")
             return await self._on_error(message, state, err)
         latency_s = self._clock.monotonic() - started
@@ -287,6 +296,7 @@ class Dispatcher:
                     pause.reason,
                     error.errmsg,
                     pause_s,
+                    extra=_context(message, exc.errcode),
                 )
             await self._set_pause(state, pause)
             return await self.release(message, "config", min(pause.until, now + PAUSE_RECHECK_S))
@@ -339,3 +349,10 @@ class Dispatcher:
     def __repr__(self) -> str:
         states = " ".join(repr(st) for st in self._states.values())
         return f"<Dispatcher apps={len(self._states)} {states}>"
+
+
+def _context(message: Message, errcode: int | None = None) -> dict[str, object]:
+    """The JSON log fields of a record about `message` (see wxgate.logs)."""
+    return logs.fields(
+        message_id=message.id, app=message.app, batch=message.batch_id, errcode=errcode
+    )

@@ -36,6 +36,7 @@ import msgspec
 from aiohttp.abc import AbstractResolver
 from yarl import URL
 
+from wxgate import logs
 from wxgate.clock import Clock
 from wxgate.delivery.egress_resolver import GuardedResolver, literal_refusal, refused_in
 from wxgate.models import WebhookEvent
@@ -254,7 +255,11 @@ class WebhookSender:
             headers[SIGNATURE_HEADER] = sign(secret, ts, body)
         elif event.app not in self._unsigned_warned:
             self._unsigned_warned.add(event.app)
-            log.warning("app %r has no webhook_secret: its status webhooks go unsigned", event.app)
+            log.warning(
+                "app %r has no webhook_secret: its status webhooks go unsigned",
+                event.app,
+                extra=logs.fields(message_id=event.message_id, app=event.app),
+            )
         return headers
 
     def _trusted(self, event: WebhookEvent) -> bool:
@@ -322,6 +327,7 @@ class WebhookSender:
             event.app,
             host,
             error,
+            extra=logs.fields(message_id=event.message_id, app=event.app),
         )
 
     async def _deliver(self, event: WebhookEvent) -> None:
@@ -346,6 +352,7 @@ class WebhookSender:
                     _redacted(event.url),
                     event.attempts + 1,
                     error,
+                    extra=logs.fields(message_id=event.message_id, app=event.app),
                 )
             else:
                 s = self._settings

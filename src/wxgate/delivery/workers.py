@@ -23,6 +23,7 @@ import logging
 from collections.abc import Awaitable
 from typing import Any
 
+from wxgate import logs
 from wxgate.clock import Clock
 from wxgate.delivery.app_state import RATE_LOOKAHEAD_S
 from wxgate.delivery.dispatcher import Dispatcher
@@ -295,7 +296,13 @@ class WorkerPool:
                 self._aborted.append(message)
                 raise
             except Exception:  # handle() catches its own; this keeps the worker alive anyway
-                log.exception("worker: unexpected error on message %s", message.id)
+                log.exception(
+                    "worker: unexpected error on message %s",
+                    message.id,
+                    extra=logs.fields(
+                        message_id=message.id, app=message.app, batch=message.batch_id
+                    ),
+                )
             finally:
                 del self._running[message.id]
                 if not self._running:

@@ -116,6 +116,10 @@ class ServerSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # ("127.0.0.1:9102", "[::1]:9102") serves it on its own listener instead of the API port.
     metrics_key: str | None = None
     metrics_bind: str | None = None
+    # "text" for a terminal; "json" writes one JSON object per line (time, level, logger,
+    # message, message_id / app / batch / errcode where a record has one) for a log pipeline.
+    # `wxgate serve --log-format` overrides it.
+    log_format: Literal["text", "json"] = "text"
 
     def __repr__(self) -> str:
         return (

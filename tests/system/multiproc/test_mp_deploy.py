@@ -46,21 +46,28 @@ def _settings(toml_text: str, env: dict[str, str], tmp_path: Path) -> Settings:
 # ---------------------------------------------------------------- Kubernetes
 
 
-def _manifest() -> dict[str, dict[str, Any]]:
-    docs = [d for d in yaml.safe_load_all((DEPLOY / "k8s" / "wxgate.yaml").read_text()) if d]
+def _docs(*names: str) -> list[dict[str, Any]]:
+    return [
+        d for name in names for d in yaml.safe_load_all((DEPLOY / "k8s" / name).read_text()) if d
+    ]
+
+
+def _manifest(*layout: str) -> dict[str, dict[str, Any]]:
+    """config.yaml plus the one-role layout (or the files named), one object of each kind."""
+    docs = _docs("config.yaml", *(layout or ("wxgate.yaml",)))
     by_kind = {d["kind"]: d for d in docs}
     assert len(by_kind) == len(docs), "one object of each kind"
     return by_kind
 
 
 def test_the_k8s_manifest_has_what_a_deployment_needs() -> None:
-    k = _manifest()
-    assert {"ConfigMap", "Secret", "Deployment", "Service", "PodDisruptionBudget"} <= set(k)
-    labels = k["Deployment"]["spec"]["template"]["metadata"]["labels"]
-    assert k["Deployment"]["spec"]["selector"]["matchLabels"].items() <= labels.items()
-    assert k["Service"]["spec"]["selector"].items() <= labels.items()
-    assert k["PodDisruptionBudget"]["spec"]["selector"]["matchLabels"].items() <= labels.items()
-    assert k["Deployment"]["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    for layout in (("wxgate.yaml",), ("roles/api.yaml",), ("roles/worker.yaml",)):
+        k = _manifest(*layout)
+        assert {"ConfigMap", "Secret", "Deployment", "PodDisruptionBudget"} <= set(k)
+        assert k["Deployment"]["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+        assert {"cpu", "memory"} <= set(
+            k["Deployment"]["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]
+        )
 
 
 def test_the_k8s_config_and_secret_make_valid_settings(tmp_path: Path) -> None:
@@ -78,13 +85,22 @@ def test_the_k8s_config_and_secret_make_valid_settings(tmp_path: Path) -> None:
 
 
 def test_the_k8s_pod_probes_scrapes_and_drains(tmp_path: Path) -> None:
-    k = _manifest()
+    for layout in (("wxgate.yaml",), ("roles/api.yaml",), ("roles/worker.yaml",)):
+        _check_pod(_manifest(*layout), tmp_path)
+
+
+def _check_pod(k: dict[str, dict[str, Any]], tmp_path: Path) -> None:
+    """The Deployment in `k` mounts the config, probes /healthz and /readyz, is scraped, and
+    gives SIGTERM's drain its time; one with a Service leaves it (preStop) before."""
     env = k["Secret"]["stringData"]
     s = _settings(k["ConfigMap"]["data"]["wxgate.toml"], env, tmp_path)
     pod = k["Deployment"]["spec"]["template"]
     [c] = pod["spec"]["containers"]
 
     flags = _check_serve_args(c["args"])
+    labels = pod["metadata"]["labels"]
+    assert k["Deployment"]["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert k["PodDisruptionBudget"]["spec"]["selector"]["matchLabels"].items() <= labels.items()
     [mount] = [m for m in c["volumeMounts"] if m["name"] == "config"]
     [volume] = [v for v in pod["spec"]["volumes"] if v["name"] == "config"]
     assert volume["configMap"]["name"] == k["ConfigMap"]["metadata"]["name"]
@@ -96,7 +112,6 @@ def test_the_k8s_pod_probes_scrapes_and_drains(tmp_path: Path) -> None:
     assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": port["name"]}
     assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": port["name"]}
     assert c["startupProbe"]["httpGet"]["path"] == "/healthz"
-    assert k["Service"]["spec"]["ports"][0]["targetPort"] == port["name"]
 
     notes = pod["metadata"]["annotations"]
     assert notes["prometheus.io/scrape"] == "true"
@@ -104,10 +119,53 @@ def test_the_k8s_pod_probes_scrapes_and_drains(tmp_path: Path) -> None:
     assert notes["prometheus.io/path"] == "/metrics"
     assert {"cpu", "memory"} <= set(c["resources"]["requests"])
 
-    pre_stop = c["lifecycle"]["preStop"]["exec"]["command"]
-    assert pre_stop[0] == "sleep"
-    need_s = float(pre_stop[1]) + HTTP_SHUTDOWN_S + s.workers.drain_timeout_s
+    need_s = HTTP_SHUTDOWN_S + s.workers.drain_timeout_s
+    if flags.get("--role") == "worker":  # serves no API: no Service, nothing to leave
+        assert "Service" not in k and "lifecycle" not in c
+    else:
+        assert k["Service"]["spec"]["ports"][0]["targetPort"] == port["name"]
+        assert k["Service"]["spec"]["selector"].items() <= labels.items()
+        pre_stop = c["lifecycle"]["preStop"]["exec"]["command"]
+        assert pre_stop[0] == "sleep"
+        need_s += float(pre_stop[1])
     assert pod["spec"]["terminationGracePeriodSeconds"] > need_s
+
+
+def test_the_split_layout_runs_one_role_per_deployment_and_scales_each() -> None:
+    api, worker = _manifest("roles/api.yaml"), _manifest("roles/worker.yaml")
+    roles = {}
+    for k in (api, worker):
+        [c] = k["Deployment"]["spec"]["template"]["spec"]["containers"]
+        roles[_check_serve_args(c["args"])["--role"]] = k["Deployment"]
+    assert set(roles) == {"api", "worker"}
+    # The two Deployments' selectors must not claim each other's pods.
+    api_sel = roles["api"]["spec"]["selector"]["matchLabels"]
+    worker_pod = roles["worker"]["spec"]["template"]["metadata"]["labels"]
+    assert not api_sel.items() <= worker_pod.items()
+
+    # The API's HPA targets it, on the metric the adapter serves per pod.
+    adapter = _docs("scale/prometheus-adapter.yaml")[0]["data"]["config.yaml"]
+    rules = yaml.safe_load(adapter)
+    served = {r["name"]["as"] for r in rules["rules"]}
+    external = {r["name"]["as"] for r in rules["externalRules"]}
+    hpa = api["HorizontalPodAutoscaler"]["spec"]
+    assert hpa["scaleTargetRef"]["name"] == roles["api"]["metadata"]["name"]
+    assert {m["pods"]["metric"]["name"] for m in hpa["metrics"]} <= served
+
+    # The worker's two autoscalers (KEDA or a plain HPA) target it, on the same backlog.
+    [scaled] = _docs("scale/keda.yaml")
+    [plain] = _docs("scale/hpa-worker.yaml")
+    assert scaled["spec"]["scaleTargetRef"]["name"] == roles["worker"]["metadata"]["name"]
+    assert plain["spec"]["scaleTargetRef"]["name"] == roles["worker"]["metadata"]["name"]
+    assert {m["external"]["metric"]["name"] for m in plain["spec"]["metrics"]} <= external
+    assert scaled["spec"]["minReplicaCount"] >= 1, "scheduled sends and retries need a worker"
+    [trigger] = scaled["spec"]["triggers"]
+    assert trigger["type"] == "prometheus"
+    assert 'wxgate_queue_messages{status="queued"}' in trigger["metadata"]["query"]
+    threshold = float(trigger["metadata"]["threshold"])
+    assert threshold == float(plain["spec"]["metrics"][0]["external"]["target"]["averageValue"])
+    # Worker PDB: an eviction takes one at a time, so a single worker can still be drained.
+    assert worker["PodDisruptionBudget"]["spec"]["maxUnavailable"] == 1
 
 
 # ---------------------------------------------------------------- systemd
