@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import msgspec
 
@@ -26,6 +28,7 @@ from wxgate.sandbox import (
     SANDBOX_SECRET,
     free_port,
     sandbox_settings,
+    temp_store,
 )
 from wxgate.settings import Settings, validate
 from wxgate.sim.config import Faults, SimApp, SimConfig
@@ -45,6 +48,7 @@ class ServeOptions:
     role: str = "all"
     processes: int = 1
     sim_port: int | None = None
+    keep: bool = False  # --sandbox: keep the temporary store directory on exit
 
 
 def apply_overrides(base: Settings, opts: ServeOptions) -> Settings:
@@ -59,6 +63,36 @@ def apply_overrides(base: Settings, opts: ServeOptions) -> Settings:
     return validate(msgspec.structs.replace(base, server=server, store=store))
 
 
+def _where(s: Settings, url: str, role: str, metrics: str) -> list[str]:
+    """The banner lines after the first: where the API, dashboard, store and WeChat are.
+
+    server.public_url (when set) is the address people use, so the banner shows that one.
+    """
+    public = (s.server.public_url or url).rstrip("/")
+    lines = (
+        [
+            f"  API:       {public}/v1/messages   stats: {public}/v1/stats   metrics: {metrics}",
+            f"  dashboard: {public}/dashboard",
+        ]
+        if role != "worker"
+        else [f"  probes:    {url}/healthz  {url}/readyz  {metrics} (no API here)"]
+    )
+    return [
+        *lines,
+        f"  store:     {s.masked()['store']['url']}",
+        f"  WeChat:    {s.wechat.base_url}",
+    ]
+
+
+def _sandbox_lines(url: str, sim_url: str | None) -> list[str]:
+    return [
+        f"  sandbox:   app '{SANDBOX_APP}', API key '{SANDBOX_KEY}', simulator at {sim_url}",
+        f"  try:       curl -s -X POST {url}/v1/messages -H 'Authorization: Bearer "
+        f'{SANDBOX_KEY}\' -d \'{{"touser":"o_alice","template_id":"tpl_order",'
+        f'"data":{{"thing1":"Your order shipped"}}}}\'',
+    ]
+
+
 def _banner(runtime: Runtime, sandbox: bool, sim_url: str | None, processes: int) -> None:
     s, url = runtime.settings, runtime.url
     metrics = f"{url}/metrics"
@@ -67,19 +101,11 @@ def _banner(runtime: Runtime, sandbox: bool, sim_url: str | None, processes: int
             f"http://{s.server.metrics_bind.rpartition(':')[0]}:{runtime.metrics_port}/metrics"
         )
     lines = [
-        f"wxgate listening on {url} (store {s.masked()['store']['url']}, "
-        f"role {runtime.role}, processes {processes})",
-        f"  API:       {url}/v1/messages   stats: {url}/v1/stats   metrics: {metrics}"
-        if runtime.role != "worker"
-        else f"  probes:    {url}/healthz  {url}/readyz  {metrics} (no API here)",
+        f"wxgate listening on {url} (role {runtime.role}, processes {processes})",
+        *_where(s, url, runtime.role, metrics),
     ]
     if sandbox:
-        lines += [
-            f"  sandbox:   app '{SANDBOX_APP}', API key '{SANDBOX_KEY}', simulator at {sim_url}",
-            f"  try:       curl -s -X POST {url}/v1/messages -H 'Authorization: Bearer "
-            f'{SANDBOX_KEY}\' -d \'{{"touser":"o_alice","template_id":"tpl_order",'
-            f'"data":{{"thing1":"Your order shipped"}}}}\'',
-        ]
+        lines += _sandbox_lines(url, sim_url)
     print("\n".join(lines), flush=True)
 
 
@@ -116,12 +142,16 @@ def check_options(base: Settings, opts: ServeOptions) -> Settings:
 
 async def _serve_async(settings: Settings, opts: ServeOptions) -> int:
     sim: Simulator | None = None
-    if opts.sandbox:
-        sim = await _start_sandbox_sim(
-            settings.server.port, opts.sim_latency_ms, opts.sim_port or free_port()
-        )
-        settings = sandbox_settings(settings, sim.base_url, opts.store)
+    tmp: Path | None = None
     try:
+        if opts.sandbox:
+            sim = await _start_sandbox_sim(
+                settings.server.port, opts.sim_latency_ms, opts.sim_port or free_port()
+            )
+            store_url = opts.store
+            if store_url is None:
+                tmp, store_url = temp_store()
+            settings = sandbox_settings(settings, sim.base_url, store_url)
         if opts.processes == 1:
             runtime = Runtime(settings, role=parse_role(opts.role))
             await serve_until_signal(
@@ -132,20 +162,27 @@ async def _serve_async(settings: Settings, opts: ServeOptions) -> int:
     finally:
         if sim is not None:
             await sim.close()
+        if tmp is not None:
+            _end_temp_store(tmp, opts.keep)
+
+
+def _end_temp_store(tmp: Path, keep: bool) -> None:
+    """The sandbox's temporary store: removed (a sandbox leaves nothing behind) or, with
+    --keep, named so it can be opened again (`--store sqlite:///<dir>/wxgate.db`)."""
+    if keep:
+        print(f"sandbox store kept in {tmp} (--store sqlite:///{tmp / 'wxgate.db'})", flush=True)
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _group_banner(sup: Supervisor, sandbox: bool, sim_url: str | None) -> None:
-    s = sup.settings
     lines = [
-        f"wxgate listening on {sup.url} (store {s.masked()['store']['url']}, role {sup.role}, "
+        f"wxgate listening on {sup.url} (role {sup.role}, "
         f"processes {len(sup.pids)}: pids {' '.join(map(str, sup.pids))})",
+        *_where(sup.settings, sup.url, sup.role, f"{sup.url}/metrics"),
     ]
-    if sup.role != "worker":
-        lines.append(f"  API:       {sup.url}/v1/messages   stats: {sup.url}/v1/stats")
     if sandbox:
-        lines.append(
-            f"  sandbox:   app '{SANDBOX_APP}', API key '{SANDBOX_KEY}', simulator at {sim_url}"
-        )
+        lines += _sandbox_lines(sup.url, sim_url)
     print("\n".join(lines), flush=True)
 
 

@@ -1,17 +1,32 @@
-"""`wxgate serve`, `wxgate demo` and `wxgate config show`: running the gateway itself."""
+"""`wxgate serve`, `wxgate demo`, `wxgate config show` and `config init`: running the gateway."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from wxgate import settings as settings_mod
 from wxgate.cli.common import ConfigOpt, config_errors, console, err, load, log_setup
+from wxgate.cli.startup_errors import explain
 
 config_app = typer.Typer(help="Settings.", no_args_is_help=True)
+
+DEFAULT_CONFIG = Path("wxgate.toml")
+
+# `wxgate serve` with nothing to deliver for: it would answer 401 to everything and leave a
+# ./wxgate.db behind, so it says what is missing and the two ways forward instead.
+NOTHING_TO_SERVE = (
+    "wxgate serve: nothing to serve. There is no wxgate.toml here (and no --config), and no "
+    "app is set in the environment (WXGATE_APPS__<name>__APPID/SECRET), so no message could "
+    "be delivered. Run `wxgate config init` to write a commented wxgate.toml, fill in your "
+    "app's appid and secret and an API key, and start again; or try wxgate first with the "
+    "built-in WeChat simulator: `wxgate serve --sandbox`."
+)
 
 
 def serve(
@@ -37,14 +52,24 @@ def serve(
         ),
     ] = 1,
     log_level: Annotated[str, typer.Option(help="debug | info | warning")] = "info",
+    keep: Annotated[
+        bool,
+        typer.Option("--keep", help="With --sandbox: keep its temporary store directory on exit"),
+    ] = False,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show the traceback when startup fails")
+    ] = False,
 ) -> None:
     """Run the gateway: HTTP API + delivery workers."""
-    from wxgate.serve import ServeOptions, run_serve
+    from wxgate.serve import ServeOptions, apply_overrides, run_serve
 
     log_setup(log_level)
     base = load(config)
     if role not in ("api", "worker", "all"):
         err.print("[red]--role must be api, worker or all[/red]")
+        raise typer.Exit(2)
+    if not sandbox and not base.apps and config is None and not DEFAULT_CONFIG.exists():
+        err.print(NOTHING_TO_SERVE, soft_wrap=True)
         raise typer.Exit(2)
     opts = ServeOptions(
         port=port,
@@ -54,9 +79,17 @@ def serve(
         sim_latency_ms=sim_latency_ms,
         role=role,
         processes=processes,
+        keep=keep,
     )
-    with config_errors():
+    try:
         run_serve(base, opts)
+    except Exception as exc:
+        if debug:
+            raise
+        with config_errors():  # the settings themselves may be what failed
+            settings = apply_overrides(base, opts)
+        err.print(explain(exc, settings), soft_wrap=True, markup=False, highlight=False)
+        raise typer.Exit(2) from None
 
 
 @config_app.command("show")
@@ -64,6 +97,28 @@ def config_show(config: ConfigOpt = None) -> None:
     """Print the effective settings (file + WXGATE_* env + defaults), secrets masked."""
     s = load(config)
     console.print_json(json.dumps(s.masked()))
+
+
+@config_app.command("init")
+def config_init(
+    path: Annotated[
+        Path, typer.Argument(help="Where to write it (default ./wxgate.toml)")
+    ] = DEFAULT_CONFIG,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file")] = False,
+) -> None:
+    """Write a commented wxgate.toml listing every setting (the sandbox app as a start)."""
+    if path.exists() and not force:
+        err.print(f"[red]{path} already exists[/red]: keep it, or overwrite it with --force")
+        raise typer.Exit(2)
+    try:
+        path.write_text(settings_mod.example_toml(), encoding="utf-8")
+    except OSError as exc:
+        err.print(f"[red]cannot write {path}:[/red] {exc.strerror}")
+        raise typer.Exit(2) from None
+    console.print(
+        f"wrote {path}: set your app's appid and secret and an API key, then `wxgate serve`",
+        soft_wrap=True,
+    )
 
 
 def demo(
