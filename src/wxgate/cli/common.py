@@ -24,8 +24,10 @@ from wxgate.sdk import GatewayClient, GatewayError, GatewayUnreachable
 
 P = ParamSpec("P")
 
-console = Console()
-err = Console(stderr=True)
+# soft_wrap: a line is never broken at the terminal's width (ids, URLs and JSON stay whole
+# when copied or read by a script); the terminal wraps them for display.
+console = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", "-c", help="TOML settings file (default wxgate.toml)")
