@@ -11,6 +11,7 @@ import sys
 from typing import Annotated
 
 import typer
+from rich.console import Console
 from rich.table import Table
 
 from wxgate.cli.common import Gateway, console, err, with_gateway
@@ -68,7 +69,9 @@ def dlq_list(
         table.add_row(*row)
     # Wide enough for every cell whole: rich would otherwise shorten ids to fit the terminal.
     widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
-    console.print(table, width=max(console.width, sum(widths) + 3 * len(widths) + 1))
+    needed = sum(widths) + 3 * len(widths) + 1
+    wide = console if needed <= console.width else Console(width=needed, soft_wrap=True)
+    wide.print(table)
     if page.next_cursor:
         print(f"more: --cursor {page.next_cursor}")
 
