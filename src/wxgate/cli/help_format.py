@@ -25,4 +25,4 @@ def hide_flag_types() -> None:
         return shown
 
     display_type_rich._wxgate_flags_bare = True  # type: ignore[attr-defined]
-    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign, assignment]
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
