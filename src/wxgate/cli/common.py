@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 import typer
 from rich.console import Console
 
+from wxgate import invocation
 from wxgate import settings as settings_mod
 from wxgate.errors import ConfigError
 from wxgate.sdk import GatewayClient, GatewayError, GatewayUnreachable
@@ -109,9 +110,10 @@ def check_url(url: str) -> None:
 
 def unreachable_hint(url: str) -> str:
     """What to do when nothing answers at `url`: the two usual causes and their fixes."""
+    wxgate = invocation.command()
     return (
-        f"[red]no gateway answering at {url}[/red]: start one with `wxgate serve` "
-        "(or `wxgate serve --sandbox` to try it), or point the CLI at yours with --url or "
+        f"[red]no gateway answering at {url}[/red]: start one with `{wxgate} serve` "
+        f"(or `{wxgate} serve --sandbox` to try it), or point the CLI at yours with --url or "
         "WXGATE_URL"
     )
 

@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from wxgate import invocation
 from wxgate import settings as settings_mod
 from wxgate.cli.common import ConfigOpt, config_errors, console, err, load, log_setup
 from wxgate.cli.startup_errors import explain
@@ -18,15 +19,18 @@ config_app = typer.Typer(help="Settings.", no_args_is_help=True)
 
 DEFAULT_CONFIG = Path("wxgate.toml")
 
+
 # `wxgate serve` with nothing to deliver for: it would answer 401 to everything and leave a
 # ./wxgate.db behind, so it says what is missing and the two ways forward instead.
-NOTHING_TO_SERVE = (
-    "wxgate serve: nothing to serve. There is no wxgate.toml here (and no --config), and no "
-    "app is set in the environment (WXGATE_APPS__<name>__APPID/SECRET), so no message could "
-    "be delivered. Run `wxgate config init` to write a commented wxgate.toml, fill in your "
-    "app's appid and secret and an API key, and start again; or try wxgate first with the "
-    "built-in WeChat simulator: `wxgate serve --sandbox`."
-)
+def nothing_to_serve(wxgate: str) -> str:
+    """The refusal, with `wxgate` spelled as this process was started (invocation.py)."""
+    return (
+        "wxgate serve: nothing to serve. There is no wxgate.toml here (and no --config), and "
+        "no app is set in the environment (WXGATE_APPS__<name>__APPID/SECRET), so no message "
+        f"could be delivered. Run `{wxgate} config init` to write a commented wxgate.toml, "
+        "fill in your app's appid and secret and an API key, and start again; or try wxgate "
+        f"first with the built-in WeChat simulator: `{wxgate} serve --sandbox`."
+    )
 
 
 def serve(
@@ -69,7 +73,7 @@ def serve(
         err.print("[red]--role must be api, worker or all[/red]")
         raise typer.Exit(2)
     if not sandbox and not base.apps and config is None and not DEFAULT_CONFIG.exists():
-        err.print(NOTHING_TO_SERVE, soft_wrap=True)
+        err.print(nothing_to_serve(invocation.command()), soft_wrap=True)
         raise typer.Exit(2)
     opts = ServeOptions(
         port=port,
@@ -116,7 +120,8 @@ def config_init(
         err.print(f"[red]cannot write {path}:[/red] {exc.strerror}")
         raise typer.Exit(2) from None
     console.print(
-        f"wrote {path}: set your app's appid and secret and an API key, then `wxgate serve`",
+        f"wrote {path}: set your app's appid and secret and an API key, then "
+        f"`{invocation.command()} serve`",
         soft_wrap=True,
     )
 
