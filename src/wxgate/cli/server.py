@@ -65,15 +65,12 @@ def serve(
     ] = False,
 ) -> None:
     """Run the gateway: HTTP API + delivery workers."""
-    from wxgate.serve import ServeOptions, apply_overrides, run_serve
+    from wxgate.serve import ServeOptions, apply_overrides, check_options, run_serve
 
     log_setup(log_level)
     base = load(config)
     if role not in ("api", "worker", "all"):
         err.print("[red]--role must be api, worker or all[/red]")
-        raise typer.Exit(2)
-    if not sandbox and not base.apps and config is None and not DEFAULT_CONFIG.exists():
-        err.print(nothing_to_serve(invocation.command()), soft_wrap=True)
         raise typer.Exit(2)
     opts = ServeOptions(
         port=port,
@@ -85,6 +82,11 @@ def serve(
         processes=processes,
         keep=keep,
     )
+    with config_errors():  # mistakes in the command line first, then what is missing
+        check_options(base, opts)
+    if not sandbox and not base.apps and config is None and not DEFAULT_CONFIG.exists():
+        err.print(nothing_to_serve(invocation.command()), soft_wrap=True)
+        raise typer.Exit(2)
     try:
         run_serve(base, opts)
     except Exception as exc:
