@@ -16,6 +16,7 @@ from pathlib import Path
 
 import msgspec
 
+from wxgate.clock import SystemClock
 from wxgate.errors import ConfigError
 from wxgate.process import install_uvloop, serve_until_signal
 from wxgate.runtime import Runtime, parse_role
@@ -33,6 +34,7 @@ from wxgate.sandbox import (
 from wxgate.settings import Settings, validate
 from wxgate.sim.config import Faults, SimApp, SimConfig
 from wxgate.sim.runner import Simulator
+from wxgate.store.factory import open_store
 from wxgate.supervisor import Supervisor, check_port_free
 
 log = logging.getLogger("wxgate")
@@ -186,8 +188,19 @@ def _group_banner(sup: Supervisor, sandbox: bool, sim_url: str | None) -> None:
     print("\n".join(lines), flush=True)
 
 
+async def _probe_store(settings: Settings) -> None:
+    """Open and close the shared store once here, so an unreachable one fails in this process
+    (explained by cli/startup_errors.py) rather than as N children exiting one by one."""
+    store = open_store(settings.store.url, SystemClock(), settings.store.retention_s)
+    try:
+        await store.open()
+    finally:
+        await store.close()
+
+
 async def _run_group(settings: Settings, opts: ServeOptions, sim: Simulator | None) -> int:
     """N gateway processes on one port (SO_REUSEPORT), kept by a Supervisor in this process."""
+    await _probe_store(settings)
     sup = Supervisor(
         settings,
         opts.role,

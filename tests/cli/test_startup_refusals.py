@@ -50,10 +50,12 @@ def test_debug_shows_the_traceback(tmp_path: Path, taken_port: int) -> None:
     assert "address already in use" in ran.err
 
 
-def test_unreachable_redis_names_the_host(tmp_path: Path) -> None:
+@pytest.mark.parametrize("processes", ["1", "2"])
+def test_unreachable_redis_names_the_host(tmp_path: Path, processes: str) -> None:
     redis_port = closed_port()
     store = f"redis://:hunter2@127.0.0.1:{redis_port}/0"
-    ran = run(["serve", "--port", str(closed_port()), "--store", store], tmp_path, ONE_APP)
+    args = ["serve", "--port", str(closed_port()), "--store", store, "--processes", processes]
+    ran = run(args, tmp_path, ONE_APP)
     assert ran.code == 2, ran
     assert f"cannot reach Redis at 127.0.0.1:{redis_port}" in ran.err
     assert "--store" in ran.err
