@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import aiohttp
+
 from support.cli_run import closed_port, run
 from support.gateway_process import ServeProcess
 from support.wait import wait_until
@@ -113,3 +115,30 @@ original_id = "gh_shop"
         gw.stop()
         sim.send_signal(signal.SIGTERM)
         sim.wait(timeout=30)
+
+
+async def test_the_readme_token_key_works_with_the_sandbox(tmp_path: Path) -> None:
+    """A [[server.keys]] table naming the sandbox app, in ./wxgate.toml beside `serve
+    --sandbox`, loads and lends the sandbox app's token (the README's token-service example)."""
+    (tmp_path / "wxgate.toml").write_text(
+        '[[server.keys]]\nname = "crm"\nkey = "crm-4f0c"\nscopes = ["token"]\n'
+        'apps = ["sandbox"]\nrate_per_s = 5\n'
+    )
+    port = closed_port()
+    gw = ServeProcess(["--sandbox", "--port", str(port)], port, tmp_path / "gateway.log")
+    gw.start()
+    try:
+        await gw.wait_ready()
+        async with aiohttp.ClientSession() as s:
+            url = f"{gw.url}/v1/apps/sandbox/access-token"
+            async with s.get(url, headers={"Authorization": "Bearer crm-4f0c"}) as r:
+                assert r.status == 200, await r.text()
+                assert (await r.json())["access_token"]
+            async with s.post(
+                f"{gw.url}/v1/messages",
+                headers={"Authorization": "Bearer crm-4f0c"},
+                json={"touser": "o_a", "template_id": "t", "data": {}},
+            ) as r:
+                assert r.status == 403  # the token scope only
+    finally:
+        gw.stop()

@@ -8,7 +8,7 @@ import inspect
 import logging
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,9 +49,11 @@ def config_errors() -> Iterator[None]:
         raise typer.Exit(2) from None
 
 
-def load(config: Path | None) -> settings_mod.Settings:
+def load(config: Path | None, extra_env: Mapping[str, str] | None = None) -> settings_mod.Settings:
+    """The settings file (default ./wxgate.toml) with WXGATE_* overrides, `extra_env` under
+    them; a ConfigError is one red line and exit 2."""
     with config_errors():
-        return settings_mod.load(config or Path("wxgate.toml"), os.environ)
+        return settings_mod.load(config or Path("wxgate.toml"), {**(extra_env or {}), **os.environ})
 
 
 def log_setup(level: str) -> None:

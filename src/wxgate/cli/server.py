@@ -14,10 +14,15 @@ from wxgate import invocation
 from wxgate import settings as settings_mod
 from wxgate.cli.common import ConfigOpt, config_errors, console, err, load, log_setup
 from wxgate.cli.startup_errors import explain
+from wxgate.sandbox import SANDBOX_APP, SANDBOX_APPID, SANDBOX_SECRET
 
 config_app = typer.Typer(help="Settings.", no_args_is_help=True)
 
 DEFAULT_CONFIG = Path("wxgate.toml")
+SANDBOX_APP_ENV = {
+    f"WXGATE_APPS__{SANDBOX_APP}__APPID": SANDBOX_APPID,
+    f"WXGATE_APPS__{SANDBOX_APP}__SECRET": SANDBOX_SECRET,
+}
 
 
 # `wxgate serve` with nothing to deliver for: it would answer 401 to everything and leave a
@@ -68,7 +73,9 @@ def serve(
     from wxgate.serve import ServeOptions, apply_overrides, check_options, run_serve
 
     log_setup(log_level)
-    base = load(config)
+    # --sandbox: the sandbox app exists while the file is checked, so a [[server.keys]] table
+    # naming it (apps = ["sandbox"], as in the README's token example) is valid there.
+    base = load(config, SANDBOX_APP_ENV if sandbox else None)
     if role not in ("api", "worker", "all"):
         err.print("[red]--role must be api, worker or all[/red]")
         raise typer.Exit(2)
