@@ -118,3 +118,30 @@ def test_batch_send_takes_ndjson_and_csv_with_plain_progress(
         gateway, ["batch", "send", "tpl_order", "--csv", str(path), "--ndjson", str(nd)], tmp_path
     )
     assert both.code == 2 and "one of them" in both.err
+
+
+def test_batch_commands_print_json_with_progress_on_stderr(
+    gateway: ServeProcess, tmp_path: Path
+) -> None:
+    path = tmp_path / "r.csv"
+    path.write_text("touser,thing1\n" + "".join(f"o_js{i},j{i}\n" for i in range(3)))
+    ran = _cli(gateway, ["batch", "send", "tpl_order", "--csv", str(path), "--json"], tmp_path)
+    assert ran.code == 0, ran
+    final = json.loads(ran.out)  # stdout is the JSON alone
+    assert final["total"] == 3 and final["status"] == "done"
+    assert "accepted 3/3" in ran.err
+    many = tmp_path / "many.csv"  # at 0.2-0.3 msg/s it runs for minutes: no race with pause
+    many.write_text("touser,thing1\n" + "".join(f"o_sl{i},s{i}\n" for i in range(50)))
+    slow = _cli(
+        gateway,
+        ["batch", "send", "tpl_order", "--csv", str(many), "--rate", "0.2", "--no-follow"]
+        + ["--json"],
+        tmp_path,
+    )
+    running = json.loads(slow.out)["id"]
+    rated = _cli(gateway, ["batch", "rate", running, "0.3", "--json"], tmp_path)
+    assert rated.code == 0 and json.loads(rated.out)["rate_per_s"] == 0.3, rated
+    paused = _cli(gateway, ["batch", "pause", running, "--json"], tmp_path)
+    assert json.loads(paused.out)["status"] == "paused"
+    cancelled = _cli(gateway, ["batch", "cancel", running, "--json"], tmp_path)
+    assert json.loads(cancelled.out)["status"] == "cancelled"

@@ -10,8 +10,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.console import Console
 
 from wxgate.cli.common import Gateway, console, data_arg, err, with_gateway
+from wxgate.cli.output import JsonOpt, emit
 from wxgate.cli.progress import Bars
 from wxgate.models import BatchProgress
 from wxgate.sdk import GatewayClient
@@ -59,10 +61,10 @@ def _summary(p: BatchProgress) -> str:
     return ", ".join(f"{n} {st}" for st, n in sorted(p.counts.items()) if n) or "empty"
 
 
-def _follow(gw: GatewayClient, batch_id: str, timeout: float) -> BatchProgress:
-    """Progress of a batch until every message is final (or it is cancelled/held)."""
+def _follow(gw: GatewayClient, batch_id: str, timeout: float, shown: Console) -> BatchProgress:
+    """Progress of a batch on `shown` until every message is final (or cancelled/held)."""
     current = gw.batch_progress(batch_id)
-    with Bars(console, ("sent", "delivered", "not sent")) as bars:
+    with Bars(shown, ("sent", "delivered", "not sent")) as bars:
         deadline = time.monotonic() + timeout
         last_receipts, quiet_since = -1, time.monotonic()
         while True:
@@ -113,8 +115,17 @@ def batch_send(
         bool, typer.Option("--follow/--no-follow", help="Follow delivery until done")
     ] = True,
     timeout: Annotated[float, typer.Option(help="Give up following after N s")] = 3600.0,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json", help="Progress on stderr; the batch's final progress as JSON on stdout"
+        ),
+    ] = False,
 ) -> None:
     """Stream a CSV or NDJSON file of recipients as one batch, then follow its delivery."""
+    if rate is not None and rate <= 0:
+        err.print(f"[red]--rate {rate:g}: give a rate above 0 msg/s[/red]")
+        raise typer.Exit(2)
     if (csv_file is None) == (ndjson_file is None):
         err.print("[red]give the recipients as --csv FILE or as --ndjson FILE (one of them)[/red]")
         raise typer.Exit(2)
@@ -127,21 +138,25 @@ def batch_send(
     kind = "text/csv" if is_csv else "application/x-ndjson"
     total = _count_rows(path, header=is_csv)
     opts: dict[str, Any] = {"app": app_name, "rate_per_s": rate}
-    if rate is not None and rate <= 0:
-        err.print(f"[red]--rate {rate:g}: give a rate above 0 msg/s[/red]")
-        raise typer.Exit(2)
+    shown = err if as_json else console
     with gateway.client(timeout=120) as gw:
-        with Bars(console, ("accepted",)) as bars:
+        with Bars(shown, ("accepted",)) as bars:
             bars.set("accepted", 0, total)
             blocks = _blocks(path, lambda n: bars.advance("accepted", n), header=is_csv)
             accepted = gw.upload_batch(template_id, blocks, kind, data_arg(data or []), **opts)
             bars.set("accepted", accepted.total, accepted.total)
-        console.print(
+        shown.print(
             f"batch [bold]{accepted.id}[/bold]: {accepted.total} recipients, {accepted.status}"
         )
-        if follow:
-            final = _follow(gw, accepted.id, timeout)
-            console.print(f"batch {accepted.id} {final.status}: {_summary(final)}")
+        if not follow:
+            if as_json:
+                emit(accepted, True)
+            return
+        final = _follow(gw, accepted.id, timeout, shown)
+    if as_json:
+        emit(final, True)
+    else:
+        console.print(f"batch {accepted.id} {final.status}: {_summary(final)}")
 
 
 @batch_app.command("follow")
@@ -150,41 +165,55 @@ def batch_follow(
     gateway: Gateway,
     batch_id: BatchId,
     timeout: Annotated[float, typer.Option(help="Give up after N s")] = 3600.0,
+    as_json: Annotated[
+        bool,
+        typer.Option("--json", help="Progress on stderr; the final progress as JSON on stdout"),
+    ] = False,
 ) -> None:
     """Live progress of an existing batch (sent, delivered, not sent) until it is done."""
     with gateway.client() as gw:
-        final = _follow(gw, batch_id, timeout)
-    console.print(f"batch {batch_id} {final.status}: {_summary(final)}")
+        final = _follow(gw, batch_id, timeout, err if as_json else console)
+    if as_json:
+        emit(final, True)
+    else:
+        console.print(f"batch {batch_id} {final.status}: {_summary(final)}")
 
 
 def _change(
-    gateway: Gateway, batch_id: str, call: Callable[[GatewayClient], BatchProgress]
+    gateway: Gateway,
+    batch_id: str,
+    call: Callable[[GatewayClient], BatchProgress],
+    as_json: bool,
 ) -> None:
-    """Pause, resume or cancel: one call, then the batch's status and counts on one line."""
+    """Pause, resume or cancel: one call, then the batch's status and counts on one line
+    (or, with --json, its progress as the API answered it)."""
     with gateway.client() as gw:
         p = call(gw)
-    console.print(f"batch {batch_id} {p.status}: {_summary(p)}")
+    if as_json:
+        emit(p, True)
+    else:
+        console.print(f"batch {batch_id} {p.status}: {_summary(p)}")
 
 
 @batch_app.command("pause")
 @with_gateway
-def batch_pause(gateway: Gateway, batch_id: BatchId) -> None:
+def batch_pause(gateway: Gateway, batch_id: BatchId, as_json: JsonOpt = False) -> None:
     """Stop sending the batch (in-flight sends finish); resume picks it up again."""
-    _change(gateway, batch_id, lambda gw: gw.pause_batch(batch_id))
+    _change(gateway, batch_id, lambda gw: gw.pause_batch(batch_id), as_json)
 
 
 @batch_app.command("resume")
 @with_gateway
-def batch_resume(gateway: Gateway, batch_id: BatchId) -> None:
+def batch_resume(gateway: Gateway, batch_id: BatchId, as_json: JsonOpt = False) -> None:
     """Send a paused (or incomplete) batch again."""
-    _change(gateway, batch_id, lambda gw: gw.resume_batch(batch_id))
+    _change(gateway, batch_id, lambda gw: gw.resume_batch(batch_id), as_json)
 
 
 @batch_app.command("cancel")
 @with_gateway
-def batch_cancel(gateway: Gateway, batch_id: BatchId) -> None:
+def batch_cancel(gateway: Gateway, batch_id: BatchId, as_json: JsonOpt = False) -> None:
     """Cancel every message of the batch not sent yet."""
-    _change(gateway, batch_id, lambda gw: gw.cancel_batch(batch_id))
+    _change(gateway, batch_id, lambda gw: gw.cancel_batch(batch_id), as_json)
 
 
 # ignore_unknown_options: `batch rate B -5` reaches the command as the rate (and gets a clear
@@ -197,6 +226,7 @@ def batch_rate(
     rate: Annotated[
         str, typer.Argument(help="msg/s for this batch (above 0), or 'none' for the app's rate")
     ],
+    as_json: JsonOpt = False,
 ) -> None:
     """Change the batch's own send rate while it runs."""
     try:
@@ -208,7 +238,10 @@ def batch_rate(
         raise typer.Exit(2)
     with gateway.client() as gw:
         p = gw.set_batch_rate(batch_id, value)
-    console.print(f"batch {batch_id} {p.status}, rate {p.rate_per_s or 'the app rate'}")
+    if as_json:
+        emit(p, True)
+    else:
+        console.print(f"batch {batch_id} {p.status}, rate {p.rate_per_s or 'the app rate'}")
 
 
 @batch_app.command("results")

@@ -85,7 +85,7 @@ class Bars:
         if force and line == self._last_line:
             return
         self._printed_at, self._last_line = now, line
-        print(line, flush=True)
+        self.console.print(line, markup=False, highlight=False)
 
     def __exit__(
         self,
