@@ -16,6 +16,7 @@ import pytest
 from support.cli_run import Ran, closed_port, run
 from support.gateway_process import ServeProcess
 
+NO_FOLLOW = ("--no-follow", "--json")
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}(Z|[+-]\d\d:\d\d)$")
 
 
@@ -134,8 +135,7 @@ def test_batch_commands_print_json_with_progress_on_stderr(
     many.write_text("touser,thing1\n" + "".join(f"o_sl{i},s{i}\n" for i in range(50)))
     slow = _cli(
         gateway,
-        ["batch", "send", "tpl_order", "--csv", str(many), "--rate", "0.2", "--no-follow"]
-        + ["--json"],
+        ["batch", "send", "tpl_order", "--csv", str(many), "--rate", "0.2", *NO_FOLLOW],
         tmp_path,
     )
     running = json.loads(slow.out)["id"]
