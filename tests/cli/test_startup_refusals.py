@@ -43,6 +43,14 @@ def test_port_in_use_is_two_lines_naming_it(tmp_path: Path, taken_port: int) -> 
     _no_traceback(ran.err)
 
 
+def test_metrics_port_in_use_names_that_port(tmp_path: Path, taken_port: int) -> None:
+    env = {**ONE_APP, "WXGATE_SERVER__METRICS_BIND": f"127.0.0.1:{taken_port}"}
+    ran = run(["serve", "--port", str(closed_port())], tmp_path, env)
+    assert ran.code == 2, ran
+    assert f"127.0.0.1:{taken_port}" in ran.err and "server.metrics_bind" in ran.err
+    _no_traceback(ran.err)
+
+
 def test_debug_shows_the_traceback(tmp_path: Path, taken_port: int) -> None:
     ran = run(["serve", "--port", str(taken_port), "--debug"], tmp_path, ONE_APP)
     assert ran.code != 0

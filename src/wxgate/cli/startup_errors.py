@@ -10,6 +10,7 @@ exception's own text for anything not recognised.
 from __future__ import annotations
 
 import errno
+import re
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +24,8 @@ Explainer = Callable[[BaseException, Settings], str | None]
 
 _EXPLAINERS: list[tuple[type[BaseException], Explainer]] = []
 
+# "error while attempting to bind on address ('127.0.0.1', 8080): address already in use"
+_BIND_ADDRESS = re.compile(r"address \('([^']*)', (\d+)")
 DEBUG_HINT = "(run again with --debug for the traceback)"
 
 
@@ -65,11 +68,14 @@ def _listen(exc: BaseException, settings: Settings) -> str | None:
     assert isinstance(exc, OSError)
     if exc.filename is not None:
         return None
-    where = f"{settings.server.host}:{settings.server.port}"
+    where, setting = f"{settings.server.host}:{settings.server.port}", "--port N (server.port)"
+    bound = _BIND_ADDRESS.search(str(exc))  # asyncio names the address it tried
+    if bound is not None and int(bound.group(2)) != settings.server.port:
+        where, setting = f"{bound.group(1)}:{bound.group(2)}", "server.metrics_bind"
     if exc.errno == errno.EADDRINUSE:
         return (
             f"cannot listen on {where}: the port is already in use (another wxgate?).\n"
-            "  Stop what listens there, or choose another port with --port N (server.port)."
+            f"  Stop what listens there, or choose another port with {setting}."
         )
     if exc.errno in (errno.EADDRNOTAVAIL, errno.EACCES):
         return (
