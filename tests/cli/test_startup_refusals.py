@@ -85,6 +85,29 @@ def test_sqlite_path_that_cannot_be_made_names_the_path(tmp_path: Path) -> None:
     _no_traceback(ran.err)
 
 
+def test_a_file_that_is_no_database_is_named(tmp_path: Path) -> None:
+    db = tmp_path / "other.db"
+    db.write_text("this is no SQLite database, just text " * 10)
+    ran = run(
+        ["serve", "--port", str(closed_port()), "--store", f"sqlite:///{db}"], tmp_path, ONE_APP
+    )
+    assert ran.code == 2, ran
+    assert f"cannot open the SQLite store {db}: file is not a database" in ran.err
+    assert "--store" in ran.err
+    _no_traceback(ran.err)
+
+
+def test_a_directory_as_the_store_file_is_named(tmp_path: Path) -> None:
+    db = tmp_path / "adir"
+    db.mkdir()
+    ran = run(
+        ["serve", "--port", str(closed_port()), "--store", f"sqlite:///{db}"], tmp_path, ONE_APP
+    )
+    assert ran.code == 2, ran
+    assert f"cannot open the SQLite store {db}: unable to open database file" in ran.err
+    _no_traceback(ran.err)
+
+
 def test_toml_errors_stay_one_line(tmp_path: Path) -> None:
     (tmp_path / "wxgate.toml").write_text("[server\nport = 1\n")
     ran = run(["serve"], tmp_path)

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from wxgate.errors import ConfigError, StoreUnavailable
+from wxgate.errors import ConfigError, StoreError, StoreUnavailable
 from wxgate.settings import Settings
 
 # An explainer: the message for `exc` under `settings`, or None when it is not its kind.
@@ -113,9 +113,20 @@ def _sqlite_file(exc: BaseException, settings: Settings) -> str | None:
 
 
 @explains(sqlite3.Error)
+@explains(StoreError)
 def _sqlite_open(exc: BaseException, settings: Settings) -> str | None:
+    """SQLite's own errors, raw or as the store maps them (StoreError, StoreUnavailable)."""
     path = _sqlite_path(settings)
-    return None if path is None else _sqlite_message(path, str(exc))
+    if path is None:
+        return None
+    text = str(exc).removeprefix("SQLite store failed: ")
+    text = text.removeprefix("SQLite store unavailable: ")
+    if "not a database" in text or "malformed" in text:
+        return (
+            f"cannot open the SQLite store {path}: {text} (not a wxgate store, or damaged).\n"
+            "  Move it away, or choose another file with --store sqlite:///path/to/wxgate.db."
+        )
+    return _sqlite_message(path, text)
 
 
 @explains(StoreUnavailable)
