@@ -58,48 +58,27 @@ async def test_sandbox_keep_keeps_it_and_says_where(tmp_path: Path) -> None:
 
 
 async def test_standalone_sim_with_callback_url_brings_receipts(tmp_path: Path) -> None:
+    """The by-hand setup: `config init`, `wxgate sim --callback-url ...` (nothing else) and
+    `wxgate serve`; a message sent with the CLI reaches delivered."""
     gw_port, sim_port = closed_port(), closed_port()
-    config = tmp_path / "wxgate.toml"
-    config.write_text(
-        f"""
-[server]
-port = {gw_port}
-api_keys = ["k1"]
-[store]
-url = "sqlite:///{tmp_path / "gw.db"}"
-[wechat]
-base_url = "http://127.0.0.1:{sim_port}"
-[[apps]]
-name = "shop"
-appid = "wx_sandbox"
-secret = "sandbox_secret"
-callback_token = "tok"
-original_id = "gh_shop"
-"""
-    )
+    assert run(["config", "init"], tmp_path).code == 0
+    callback = f"http://127.0.0.1:{gw_port}/wechat/callback/sandbox"
+    sim_args = ["sim", "--port", str(sim_port), "--callback-url", callback]
     sim = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "wxgate",
-            "sim",
-            "--port",
-            str(sim_port),
-            "--callback-url",
-            f"http://127.0.0.1:{gw_port}/wechat/callback/shop",
-            "--callback-token",
-            "tok",
-            "--original-id",
-            "gh_shop",
-        ],
+        [sys.executable, "-m", "wxgate", *sim_args],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        cwd=tmp_path,
     )
-    gw = ServeProcess(["--config", str(config)], gw_port, tmp_path / "gateway.log")
+    env = {  # the example file as written, moved to free ports
+        "WXGATE_SERVER__PORT": str(gw_port),
+        "WXGATE_WECHAT__BASE_URL": f"http://127.0.0.1:{sim_port}",
+    }
+    gw = ServeProcess([], gw_port, tmp_path / "gateway.log", env=env)
     try:
         gw.start()
         await gw.wait_ready()
-        url = ["--url", gw.url, "--key", "k1"]
+        url = ["--url", gw.url, "--key", "sandbox-key"]
         sent = await asyncio.to_thread(
             run, ["send", "o_alice", "tpl_order", "thing1=hi", "--json", *url], tmp_path
         )
