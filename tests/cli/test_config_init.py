@@ -88,3 +88,12 @@ def test_the_example_names_every_settings_key() -> None:
     assert "server.public_url" in wanted and "workers.retry.max_attempts" in wanted
     missing = wanted - _example_keys(settings.example_toml())
     assert not missing, f"examples/wxgate.toml lacks {sorted(missing)}"
+
+
+def test_the_example_ships_in_the_wheel_and_examples_links_to_it() -> None:
+    import tomllib
+
+    root = Path(__file__).parents[2]
+    data = tomllib.loads((root / "pyproject.toml").read_text())
+    assert "settings/example.toml" in data["tool"]["setuptools"]["package-data"]["wxgate"]
+    assert EXAMPLES.resolve() == (root / "src/wxgate/settings/example.toml").resolve()
