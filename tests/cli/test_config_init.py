@@ -5,6 +5,7 @@ unless asked."""
 from __future__ import annotations
 
 import re
+import tomllib
 import types
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin
@@ -91,8 +92,6 @@ def test_the_example_names_every_settings_key() -> None:
 
 
 def test_the_example_ships_in_the_wheel_and_examples_links_to_it() -> None:
-    import tomllib
-
     root = Path(__file__).parents[2]
     data = tomllib.loads((root / "pyproject.toml").read_text())
     assert "settings/example.toml" in data["tool"]["setuptools"]["package-data"]["wxgate"]
