@@ -78,6 +78,8 @@ def test_dlq_list_shows_whole_ids(gateway: ServeProcess, tmp_path: Path) -> None
     assert all(re.fullmatch(r"[0-9a-f]+", line) for line in ids.out.split())
     page = json.loads(_cli(gateway, ["dlq", "list", "--json"], tmp_path).out)
     assert msg_id in [m["id"] for m in page["items"]]
+    requeued = _cli(gateway, ["dlq", "requeue", msg_id, "--json"], tmp_path)
+    assert json.loads(requeued.out) == {"requeued": 1}
 
 
 @pytest.mark.parametrize("rate", ["-5", "0", "fast"])

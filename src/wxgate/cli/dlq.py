@@ -83,6 +83,7 @@ def dlq_requeue(
     ids: Annotated[list[str] | None, typer.Argument(help="Message ids")] = None,
     app_name: AppOpt = None,
     errcode: ErrcodeOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help='Print {"requeued": N}')] = False,
 ) -> None:
     """Move dead letters back to the queue, by ids or by filter."""
     if not ids and app_name is None and errcode is None:
@@ -90,4 +91,7 @@ def dlq_requeue(
         raise typer.Exit(2)
     with gateway.client() as gw:
         n = gw.requeue(ids=ids or None, app=app_name, errcode=errcode)
-    console.print(f"requeued {n}")
+    if as_json:
+        emit({"requeued": n}, True)
+    else:
+        console.print(f"requeued {n}")
