@@ -108,6 +108,20 @@ def test_a_directory_as_the_store_file_is_named(tmp_path: Path) -> None:
     _no_traceback(ran.err)
 
 
+@pytest.mark.parametrize("content", [None, "not a certificate\n"])
+def test_a_bad_ca_file_is_named(tmp_path: Path, content: str | None) -> None:
+    ca = tmp_path / "ca.pem"
+    if content is not None:
+        ca.write_text(content)
+    env = {**ONE_APP, "WXGATE_WECHAT__CA_FILE": str(ca)}
+    ran = run(["serve", "--port", str(closed_port())], tmp_path, env)
+    assert ran.code == 2, ran
+    assert f"cannot load wechat.ca_file {ca}: " in ran.err
+    assert ("no such file" if content is None else "not a PEM CA bundle") in ran.err
+    assert "SQLite" not in ran.err
+    _no_traceback(ran.err)
+
+
 def test_toml_errors_stay_one_line(tmp_path: Path) -> None:
     (tmp_path / "wxgate.toml").write_text("[server\nport = 1\n")
     ran = run(["serve"], tmp_path)

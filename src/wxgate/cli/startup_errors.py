@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import re
 import sqlite3
+import ssl
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -108,8 +109,37 @@ def _sqlite_file(exc: BaseException, settings: Settings) -> str | None:
     if exc.filename is None or path is None:
         return None
     culprit = Path(exc.filename).absolute()
+    if culprit != path and culprit not in path.parents:
+        return None  # another file's error (a CA bundle, say)
     why = exc.strerror or str(exc)
     return _sqlite_message(path, why if culprit == path else f"{culprit}: {why}")
+
+
+@explains(ssl.SSLError)
+@explains(OSError)
+def _ca_file(exc: BaseException, settings: Settings) -> str | None:
+    """wechat.ca_file missing or not a CA bundle (ssl names no file when it fails)."""
+    assert isinstance(exc, OSError)  # ssl.SSLError is an OSError
+    ca = settings.wechat.ca_file
+    if ca is None or exc.filename not in (None, ca):
+        return None
+    if not isinstance(exc, ssl.SSLError) and exc.errno != errno.ENOENT:
+        return None
+    why = "no such file" if exc.errno == errno.ENOENT else f"not a PEM CA bundle ({exc})"
+    return (
+        f"cannot load wechat.ca_file {ca}: {why}.\n"
+        "  Give the path of a PEM CA bundle (e.g. the one `wxgate sim --tls` prints), or "
+        "remove the setting."
+    )
+
+
+@explains(OSError)
+def _any_file(exc: BaseException, settings: Settings) -> str | None:
+    """Any other file that could not be read or made: named, with the system's reason."""
+    assert isinstance(exc, OSError)
+    if exc.filename is None:
+        return None
+    return f"cannot use {Path(exc.filename).absolute()}: {exc.strerror}.\n  {DEBUG_HINT}"
 
 
 @explains(sqlite3.Error)
