@@ -6,6 +6,7 @@ All times are epoch seconds (float) unless a name says otherwise.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import time
 from typing import Protocol
 
@@ -73,3 +74,13 @@ class FakeClock:
 
     def __repr__(self) -> str:
         return f"<FakeClock now={self._now:.3f} sleepers={len(self._sleepers)}>"
+
+
+def iso8601(epoch_s: float, tz: datetime.tzinfo | None = datetime.UTC) -> str:
+    """`epoch_s` as ISO 8601 with its zone, to the millisecond ("2026-12-04T10:00:00.000+00:00"):
+    what people and spreadsheets read (CSV exports, CLI output). tz=None: this machine's zone.
+    The JSON API keeps epoch seconds."""
+    moment = datetime.datetime.fromtimestamp(epoch_s, datetime.UTC)
+    return (moment.astimezone() if tz is None else moment.astimezone(tz)).isoformat(
+        timespec="milliseconds"
+    )

@@ -16,6 +16,7 @@ from collections import Counter
 from rich.console import Console
 from rich.table import Table
 
+from wxgate import invocation
 from wxgate.errors import WxgateError
 from wxgate.sandbox import SANDBOX_KEY, free_port
 from wxgate.sdk import AsyncGatewayClient, GatewayError
@@ -135,7 +136,7 @@ async def _push_and_report(url: str, n: int, latency_ms: float, console: Console
     for prefix, _, what in MIX:
         console.print(f"  {prefix:<14} {what}")
     console.print(
-        "look closer: `.venv/bin/wxgate serve --sandbox --port 8080`, then open "
+        f"look closer: `{invocation.command()} serve --sandbox --port 8080`, then open "
         f"http://127.0.0.1:8080/dashboard (key {SANDBOX_KEY}) or GET /v1/stats"
     )
     waiting = sum(stats.by_status.get(s, 0) for s in WAITING)

@@ -28,7 +28,14 @@ def free_port(host: str = "127.0.0.1") -> int:
         return port
 
 
-def sandbox_settings(base: Settings, sim_url: str, store_url: str | None) -> Settings:
+def temp_store() -> tuple[Path, str]:
+    """A fresh temporary directory and the SQLite store URL of a file in it. The caller
+    removes the directory when the sandbox ends (unless told to keep it)."""
+    tmp = Path(tempfile.mkdtemp(prefix="wxgate-sandbox-"))
+    return tmp, f"sqlite:///{tmp / 'wxgate.db'}"
+
+
+def sandbox_settings(base: Settings, sim_url: str, store_url: str) -> Settings:
     """`base` with the sandbox app, key and simulator filled in where they are missing."""
     apps = [a for a in base.apps if a.name != SANDBOX_APP]
     apps.insert(
@@ -47,9 +54,6 @@ def sandbox_settings(base: Settings, sim_url: str, store_url: str | None) -> Set
     keys = list(base.server.api_keys)
     if SANDBOX_KEY not in keys:
         keys.append(SANDBOX_KEY)
-    if store_url is None:
-        tmp = Path(tempfile.mkdtemp(prefix="wxgate-sandbox-"))
-        store_url = f"sqlite:///{tmp / 'wxgate.db'}"
     return validate(
         msgspec.structs.replace(
             base,

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import msgspec
 
+from wxgate.clock import SystemClock
 from wxgate.errors import ConfigError
 from wxgate.process import install_uvloop, serve_until_signal
 from wxgate.runtime import Runtime, parse_role
@@ -26,10 +29,12 @@ from wxgate.sandbox import (
     SANDBOX_SECRET,
     free_port,
     sandbox_settings,
+    temp_store,
 )
 from wxgate.settings import Settings, validate
 from wxgate.sim.config import Faults, SimApp, SimConfig
 from wxgate.sim.runner import Simulator
+from wxgate.store.factory import open_store
 from wxgate.supervisor import Supervisor, check_port_free
 
 log = logging.getLogger("wxgate")
@@ -45,6 +50,7 @@ class ServeOptions:
     role: str = "all"
     processes: int = 1
     sim_port: int | None = None
+    keep: bool = False  # --sandbox: keep the temporary store directory on exit
 
 
 def apply_overrides(base: Settings, opts: ServeOptions) -> Settings:
@@ -59,6 +65,36 @@ def apply_overrides(base: Settings, opts: ServeOptions) -> Settings:
     return validate(msgspec.structs.replace(base, server=server, store=store))
 
 
+def _where(s: Settings, url: str, role: str, metrics: str) -> list[str]:
+    """The banner lines after the first: where the API, dashboard, store and WeChat are.
+
+    server.public_url (when set) is the address people use, so the banner shows that one.
+    """
+    public = (s.server.public_url or url).rstrip("/")
+    lines = (
+        [
+            f"  API:       {public}/v1/messages   stats: {public}/v1/stats   metrics: {metrics}",
+            f"  dashboard: {public}/dashboard",
+        ]
+        if role != "worker"
+        else [f"  probes:    {url}/healthz  {url}/readyz  {metrics} (no API here)"]
+    )
+    return [
+        *lines,
+        f"  store:     {s.masked()['store']['url']}",
+        f"  WeChat:    {s.wechat.base_url}",
+    ]
+
+
+def _sandbox_lines(url: str, sim_url: str | None) -> list[str]:
+    return [
+        f"  sandbox:   app '{SANDBOX_APP}', API key '{SANDBOX_KEY}', simulator at {sim_url}",
+        f"  try:       curl -s -X POST {url}/v1/messages -H 'Authorization: Bearer "
+        f'{SANDBOX_KEY}\' -d \'{{"touser":"o_alice","template_id":"tpl_order",'
+        f'"data":{{"thing1":"Your order shipped"}}}}\'',
+    ]
+
+
 def _banner(runtime: Runtime, sandbox: bool, sim_url: str | None, processes: int) -> None:
     s, url = runtime.settings, runtime.url
     metrics = f"{url}/metrics"
@@ -67,19 +103,11 @@ def _banner(runtime: Runtime, sandbox: bool, sim_url: str | None, processes: int
             f"http://{s.server.metrics_bind.rpartition(':')[0]}:{runtime.metrics_port}/metrics"
         )
     lines = [
-        f"wxgate listening on {url} (store {s.masked()['store']['url']}, "
-        f"role {runtime.role}, processes {processes})",
-        f"  API:       {url}/v1/messages   stats: {url}/v1/stats   metrics: {metrics}"
-        if runtime.role != "worker"
-        else f"  probes:    {url}/healthz  {url}/readyz  {metrics} (no API here)",
+        f"wxgate listening on {url} (role {runtime.role}, processes {processes})",
+        *_where(s, url, runtime.role, metrics),
     ]
     if sandbox:
-        lines += [
-            f"  sandbox:   app '{SANDBOX_APP}', API key '{SANDBOX_KEY}', simulator at {sim_url}",
-            f"  try:       curl -s -X POST {url}/v1/messages -H 'Authorization: Bearer "
-            f'{SANDBOX_KEY}\' -d \'{{"touser":"o_alice","template_id":"tpl_order",'
-            f'"data":{{"thing1":"Your order shipped"}}}}\'',
-        ]
+        lines += _sandbox_lines(url, sim_url)
     print("\n".join(lines), flush=True)
 
 
@@ -116,12 +144,16 @@ def check_options(base: Settings, opts: ServeOptions) -> Settings:
 
 async def _serve_async(settings: Settings, opts: ServeOptions) -> int:
     sim: Simulator | None = None
-    if opts.sandbox:
-        sim = await _start_sandbox_sim(
-            settings.server.port, opts.sim_latency_ms, opts.sim_port or free_port()
-        )
-        settings = sandbox_settings(settings, sim.base_url, opts.store)
+    tmp: Path | None = None
     try:
+        if opts.sandbox:
+            sim = await _start_sandbox_sim(
+                settings.server.port, opts.sim_latency_ms, opts.sim_port or free_port()
+            )
+            store_url = opts.store
+            if store_url is None:
+                tmp, store_url = temp_store()
+            settings = sandbox_settings(settings, sim.base_url, store_url)
         if opts.processes == 1:
             runtime = Runtime(settings, role=parse_role(opts.role))
             await serve_until_signal(
@@ -132,25 +164,43 @@ async def _serve_async(settings: Settings, opts: ServeOptions) -> int:
     finally:
         if sim is not None:
             await sim.close()
+        if tmp is not None:
+            _end_temp_store(tmp, opts.keep)
+
+
+def _end_temp_store(tmp: Path, keep: bool) -> None:
+    """The sandbox's temporary store: removed (a sandbox leaves nothing behind) or, with
+    --keep, named so it can be opened again (`--store sqlite:///<dir>/wxgate.db`)."""
+    if keep:
+        print(f"sandbox store kept in {tmp} (--store sqlite:///{tmp / 'wxgate.db'})", flush=True)
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _group_banner(sup: Supervisor, sandbox: bool, sim_url: str | None) -> None:
-    s = sup.settings
     lines = [
-        f"wxgate listening on {sup.url} (store {s.masked()['store']['url']}, role {sup.role}, "
+        f"wxgate listening on {sup.url} (role {sup.role}, "
         f"processes {len(sup.pids)}: pids {' '.join(map(str, sup.pids))})",
+        *_where(sup.settings, sup.url, sup.role, f"{sup.url}/metrics"),
     ]
-    if sup.role != "worker":
-        lines.append(f"  API:       {sup.url}/v1/messages   stats: {sup.url}/v1/stats")
     if sandbox:
-        lines.append(
-            f"  sandbox:   app '{SANDBOX_APP}', API key '{SANDBOX_KEY}', simulator at {sim_url}"
-        )
+        lines += _sandbox_lines(sup.url, sim_url)
     print("\n".join(lines), flush=True)
+
+
+async def _probe_store(settings: Settings) -> None:
+    """Open and close the shared store once here, so an unreachable one fails in this process
+    (explained by cli/startup_errors.py) rather than as N children exiting one by one."""
+    store = open_store(settings.store.url, SystemClock(), settings.store.retention_s)
+    try:
+        await store.open()
+    finally:
+        await store.close()
 
 
 async def _run_group(settings: Settings, opts: ServeOptions, sim: Simulator | None) -> int:
     """N gateway processes on one port (SO_REUSEPORT), kept by a Supervisor in this process."""
+    await _probe_store(settings)
     sup = Supervisor(
         settings,
         opts.role,

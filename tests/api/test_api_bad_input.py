@@ -97,7 +97,11 @@ async def test_missing_or_bad_key_is_401(rig: ApiRig, headers: dict[str, str]) -
     resp = await rig.client.post("/v1/messages", json=msg_body(), headers=headers)
     assert resp.status == 401
     assert resp.headers["WWW-Authenticate"].startswith("Bearer")
-    assert (await resp.json())["error"] == "unauthorized"
+    body = await resp.json()
+    assert body["error"] == "unauthorized"
+    # It names the header and scheme to send, and never echoes what was sent.
+    assert "Authorization: Bearer <key>" in body["message"]
+    assert KEY not in body["message"] and "wrong-key" not in body["message"]
     for path in ("/v1/stats", "/v1/messages/x", "/v1/dead-letters", "/v1/batches/x"):
         assert (await rig.client.get(path, headers=headers)).status == 401
     assert await rig.snapshot() == before

@@ -38,6 +38,17 @@ from wxgate.store.base import Store
 _UNAUTHORIZED = {"WWW-Authenticate": 'Bearer realm="wxgate"'}
 
 
+def _why_401(request: web.Request) -> str:
+    """The 401 message: the header and scheme expected, and whether the key was missing or
+    not known, so a person with curl sees what to change (never echoing the key)."""
+    header = request.headers.get("Authorization")
+    if not header:
+        return "missing API key: send the header 'Authorization: Bearer <key>'"
+    if not header.lower().startswith("bearer "):
+        return "wrong Authorization scheme: send 'Authorization: Bearer <key>'"
+    return "unknown API key (expected 'Authorization: Bearer <key>' with a configured key)"
+
+
 def guarded(ctx: ApiContext, handler: Handler, scope: Scope | None) -> Handler:
     """`handler` behind auth (when the route has a scope); any exception becomes JSON."""
     keys, on_limited = ctx.keys, ctx.metrics.on_key_limited
@@ -47,9 +58,7 @@ def guarded(ctx: ApiContext, handler: Handler, scope: Scope | None) -> Handler:
             if scope is not None:
                 key = keys.authenticate(request.headers.get("Authorization"))
                 if key is None:
-                    raise ApiError(
-                        401, "unauthorized", "missing or unknown API key", headers=_UNAUTHORIZED
-                    )
+                    raise ApiError(401, "unauthorized", _why_401(request), headers=_UNAUTHORIZED)
                 # The scope, the app named in the path, then the key's rate limit.
                 check(key, scope, request, on_limited)
             return await handler(request)

@@ -15,6 +15,7 @@ import msgspec
 from aiohttp import web
 
 from wxgate.api.schemas import MessageView
+from wxgate.clock import iso8601
 from wxgate.models import Message
 from wxgate.store.base import Store
 
@@ -23,7 +24,8 @@ FORMATS = {"csv": "text/csv", "ndjson": "application/x-ndjson"}
 
 
 class ResultRow(msgspec.Struct, omit_defaults=False):
-    """One recipient's outcome (the NDJSON shape; the CSV has the same columns)."""
+    """One recipient's outcome (the NDJSON shape, epoch seconds; the CSV has the same columns,
+    its times in ISO 8601 UTC for spreadsheets and people)."""
 
     id: str
     touser: str
@@ -37,6 +39,8 @@ class ResultRow(msgspec.Struct, omit_defaults=False):
 
 
 COLUMNS = tuple(f.name for f in msgspec.structs.fields(ResultRow))
+_TIMES = COLUMNS.index("sent_at")  # this column and the ones after it are times
+assert COLUMNS[_TIMES:] == ("sent_at", "finished_at")
 # What makes Excel, LibreOffice or Sheets read a cell as a formula (or hide one after a tab
 # or carriage return): such a text cell is led by a single quote, which they show as text.
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -72,7 +76,9 @@ def _csv(rows: list[ResultRow], header: bool) -> bytes:
     if header:
         w.writerow(COLUMNS)
     for r in rows:
-        w.writerow(["" if v is None else spreadsheet_safe(v) for v in msgspec.structs.astuple(r)])
+        cells = msgspec.structs.astuple(r)
+        times = tuple("" if t is None else iso8601(t) for t in cells[_TIMES:])
+        w.writerow([*("" if v is None else spreadsheet_safe(v) for v in cells[:_TIMES]), *times])
     return out.getvalue().encode()
 
 

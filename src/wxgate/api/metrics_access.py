@@ -40,7 +40,10 @@ def metrics_route(handler: Handler, key: str | None) -> Handler:
     async def protected(request: web.Request) -> web.StreamResponse:
         if not bearer_matches(request.headers.get("Authorization"), digest):
             return ApiError(
-                401, "unauthorized", "/metrics needs server.metrics_key", headers=_CHALLENGE
+                401,
+                "unauthorized",
+                "/metrics needs the header 'Authorization: Bearer <server.metrics_key>'",
+                headers=_CHALLENGE,
             ).response()
         return await handler(request)
 

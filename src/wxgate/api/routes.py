@@ -214,7 +214,8 @@ ROUTES: tuple[Route, ...] = (
         lambda v: v.batches.results,
         Scope.READ,
         Op(
-            "One row per recipient: final status, errcode, WeChat msgid (streamed)",
+            "One row per recipient: final status, errcode, WeChat msgid (streamed; CSV times "
+            "in ISO 8601 UTC, NDJSON times in epoch seconds)",
             ("200", tuple(sorted(FORMATS.values()))),
             None,
             ("400", "401", "403", "404"),

@@ -7,10 +7,12 @@ import typer
 
 from wxgate.cli.batch import batch_app
 from wxgate.cli.dlq import dlq_app
+from wxgate.cli.help_format import hide_flag_types
 from wxgate.cli.messages import send, status
 from wxgate.cli.server import config_app, demo, serve
 from wxgate.sim.cli import sim_command
 
+hide_flag_types()
 app = typer.Typer(
     name="wxgate",
     help="A fast, durable push gateway for WeChat template messages.",

@@ -1,5 +1,5 @@
-"""`wxgate batch`: stream a CSV as one campaign and follow it with live bars; pause, resume,
-cancel, rate, results."""
+"""`wxgate batch`: stream a CSV or NDJSON file as one campaign and follow it (live bars on a
+terminal, plain lines elsewhere); pause, resume, cancel, rate, results."""
 
 from __future__ import annotations
 
@@ -10,14 +10,16 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.console import Console
 
 from wxgate.cli.common import Gateway, console, data_arg, err, with_gateway
+from wxgate.cli.output import JsonOpt, emit
+from wxgate.cli.progress import Bars
 from wxgate.models import BatchProgress
 from wxgate.sdk import GatewayClient
 
 batch_app = typer.Typer(
-    help="Campaigns: send a CSV, follow, pause, resume, cancel, rate, results.",
+    help="Campaigns: send a CSV or NDJSON file, follow, pause, resume, cancel, rate, results.",
     no_args_is_help=True,
 )
 
@@ -27,20 +29,14 @@ _SENT = ("sent", "delivered", "blocked", "failed")
 # Once a batch is done, `follow` waits for receipts until none came for this long.
 RECEIPT_GRACE_S = 5.0
 _GAVE_UP = ("dead", "expired", "cancelled")
-_COLUMNS = (
-    TextColumn("{task.description:>10}"),
-    BarColumn(),
-    MofNCompleteColumn(),
-    TimeElapsedColumn(),
-)
 
 
-def _csv_blocks(
-    path: Path, on_rows: Callable[[int], Any], block_bytes: int = 65536
+def _blocks(
+    path: Path, on_rows: Callable[[int], Any], header: bool, block_bytes: int = 65536
 ) -> Iterator[bytes]:
     """The file in blocks, reporting the rows each one completes (rows = lines after the
-    header; a quoted field spanning lines counts extra, which only the bar notices)."""
-    header_seen = False
+    CSV header; a quoted field spanning lines counts extra, which only the bar notices)."""
+    header_seen = not header
     with path.open("rb") as f:
         while block := f.read(block_bytes):
             rows = block.count(b"\n")
@@ -51,45 +47,33 @@ def _csv_blocks(
             on_rows(rows)
 
 
-def _count_rows(path: Path) -> int:
+def _count_rows(path: Path, header: bool) -> int:
     n = 0
     last = b"\n"
     with path.open("rb") as f:
         while block := f.read(1 << 20):
             n += block.count(b"\n")
             last = block[-1:]
-    return max(0, n - 1 + (last != b"\n"))
+    return max(0, n - header + (last != b"\n"))
 
 
 def _summary(p: BatchProgress) -> str:
     return ", ".join(f"{n} {st}" for st, n in sorted(p.counts.items()) if n) or "empty"
 
 
-def _follow(gw: GatewayClient, batch_id: str, timeout: float) -> BatchProgress:
-    """Live bars for a batch until every message is final (or it is cancelled/held)."""
-    first = gw.batch_progress(batch_id)
-    with Progress(*_COLUMNS, TextColumn("{task.fields[note]}"), console=console) as progress:
-        total = max(1, first.total)
-        sent = progress.add_task("sent", total=total, note="")
-        delivered = progress.add_task("delivered", total=total, note="")
-        failed = progress.add_task("not sent", total=total, note="")
+def _follow(gw: GatewayClient, batch_id: str, timeout: float, shown: Console) -> BatchProgress:
+    """Progress of a batch on `shown` until every message is final (or cancelled/held)."""
+    current = gw.batch_progress(batch_id)
+    with Bars(shown, ("sent", "delivered", "not sent")) as bars:
         deadline = time.monotonic() + timeout
-        current = first
         last_receipts, quiet_since = -1, time.monotonic()
         while True:
-            counts = current.counts
-            progress.update(
-                sent,
-                total=max(1, current.total),
-                completed=sum(counts.get(st, 0) for st in _SENT),
-                note=current.status,
-            )
-            progress.update(
-                delivered, total=max(1, current.total), completed=counts.get("delivered", 0)
-            )
+            counts, total = current.counts, current.total
+            bars.set("sent", sum(counts.get(st, 0) for st in _SENT), total, current.status)
+            bars.set("delivered", counts.get("delivered", 0), total)
             bad = sum(counts.get(st, 0) for st in _GAVE_UP)
             errs = ", ".join(f"{code}: {n}" for code, n in current.errcodes.items())
-            progress.update(failed, total=max(1, current.total), completed=bad, note=errs)
+            bars.set("not sent", bad, total, errs)
             if current.status in ("cancelled", "paused", "incomplete"):
                 break
             if current.status == "done":
@@ -113,33 +97,66 @@ def _follow(gw: GatewayClient, batch_id: str, timeout: float) -> BatchProgress:
 def batch_send(
     gateway: Gateway,
     template_id: Annotated[str, typer.Argument(help="Template id")],
-    csv_file: Annotated[Path, typer.Option("--csv", help="CSV with a touser column")],
+    csv_file: Annotated[
+        Path | None,
+        typer.Option("--csv", help="CSV: a touser column, then one column per template field"),
+    ] = None,
+    ndjson_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--ndjson",
+            help='NDJSON: one recipient a line, {"touser": ..., "data": {...}} as in the API',
+        ),
+    ] = None,
     data: Annotated[list[str] | None, typer.Option("--data", help="Shared key=value")] = None,
     app_name: Annotated[str | None, typer.Option("--app", help="App name")] = None,
     rate: Annotated[float | None, typer.Option("--rate", help="This batch's msg/s")] = None,
-    follow: Annotated[bool, typer.Option(help="Follow delivery until done")] = True,
+    follow: Annotated[
+        bool, typer.Option("--follow/--no-follow", help="Follow delivery until done")
+    ] = True,
     timeout: Annotated[float, typer.Option(help="Give up following after N s")] = 3600.0,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json", help="Progress on stderr; the batch's final progress as JSON on stdout"
+        ),
+    ] = False,
 ) -> None:
-    """Stream a CSV (touser + one column per template field) as one batch, with live bars."""
-    if not csv_file.is_file():
-        err.print(f"[red]{csv_file}: no such file[/red]")
+    """Stream a CSV or NDJSON file of recipients as one batch, then follow its delivery."""
+    if rate is not None and rate <= 0:
+        err.print(f"[red]--rate {rate:g}: give a rate above 0 msg/s[/red]")
         raise typer.Exit(2)
-    total = _count_rows(csv_file)
+    if (csv_file is None) == (ndjson_file is None):
+        err.print("[red]give the recipients as --csv FILE or as --ndjson FILE (one of them)[/red]")
+        raise typer.Exit(2)
+    path = csv_file or ndjson_file
+    assert path is not None
+    if not path.is_file():
+        err.print(f"[red]{path}: no such file[/red]")
+        raise typer.Exit(2)
+    is_csv = csv_file is not None
+    kind = "text/csv" if is_csv else "application/x-ndjson"
+    total = _count_rows(path, header=is_csv)
     opts: dict[str, Any] = {"app": app_name, "rate_per_s": rate}
+    shown = err if as_json else console
     with gateway.client(timeout=120) as gw:
-        with Progress(*_COLUMNS, console=console) as progress:
-            task = progress.add_task("accepted", total=max(1, total))
-            blocks = _csv_blocks(csv_file, lambda n: progress.advance(task, n))
-            accepted = gw.upload_batch(
-                template_id, blocks, "text/csv", data_arg(data or []), **opts
-            )
-            progress.update(task, total=max(1, accepted.total), completed=accepted.total)
-        console.print(
+        with Bars(shown, ("accepted",)) as bars:
+            bars.set("accepted", 0, total)
+            blocks = _blocks(path, lambda n: bars.advance("accepted", n), header=is_csv)
+            accepted = gw.upload_batch(template_id, blocks, kind, data_arg(data or []), **opts)
+            bars.set("accepted", accepted.total, accepted.total)
+        shown.print(
             f"batch [bold]{accepted.id}[/bold]: {accepted.total} recipients, {accepted.status}"
         )
-        if follow:
-            final = _follow(gw, accepted.id, timeout)
-            console.print(f"batch {accepted.id} {final.status}: {_summary(final)}")
+        if not follow:
+            if as_json:
+                emit(accepted, True)
+            return
+        final = _follow(gw, accepted.id, timeout, shown)
+    if as_json:
+        emit(final, True)
+    else:
+        console.print(f"batch {accepted.id} {final.status}: {_summary(final)}")
 
 
 @batch_app.command("follow")
@@ -148,58 +165,83 @@ def batch_follow(
     gateway: Gateway,
     batch_id: BatchId,
     timeout: Annotated[float, typer.Option(help="Give up after N s")] = 3600.0,
+    as_json: Annotated[
+        bool,
+        typer.Option("--json", help="Progress on stderr; the final progress as JSON on stdout"),
+    ] = False,
 ) -> None:
     """Live progress of an existing batch (sent, delivered, not sent) until it is done."""
     with gateway.client() as gw:
-        final = _follow(gw, batch_id, timeout)
-    console.print(f"batch {batch_id} {final.status}: {_summary(final)}")
+        final = _follow(gw, batch_id, timeout, err if as_json else console)
+    if as_json:
+        emit(final, True)
+    else:
+        console.print(f"batch {batch_id} {final.status}: {_summary(final)}")
 
 
 def _change(
-    gateway: Gateway, batch_id: str, call: Callable[[GatewayClient], BatchProgress]
+    gateway: Gateway,
+    batch_id: str,
+    call: Callable[[GatewayClient], BatchProgress],
+    as_json: bool,
 ) -> None:
-    """Pause, resume or cancel: one call, then the batch's status and counts on one line."""
+    """Pause, resume or cancel: one call, then the batch's status and counts on one line
+    (or, with --json, its progress as the API answered it)."""
     with gateway.client() as gw:
         p = call(gw)
-    console.print(f"batch {batch_id} {p.status}: {_summary(p)}")
+    if as_json:
+        emit(p, True)
+    else:
+        console.print(f"batch {batch_id} {p.status}: {_summary(p)}")
 
 
 @batch_app.command("pause")
 @with_gateway
-def batch_pause(gateway: Gateway, batch_id: BatchId) -> None:
+def batch_pause(gateway: Gateway, batch_id: BatchId, as_json: JsonOpt = False) -> None:
     """Stop sending the batch (in-flight sends finish); resume picks it up again."""
-    _change(gateway, batch_id, lambda gw: gw.pause_batch(batch_id))
+    _change(gateway, batch_id, lambda gw: gw.pause_batch(batch_id), as_json)
 
 
 @batch_app.command("resume")
 @with_gateway
-def batch_resume(gateway: Gateway, batch_id: BatchId) -> None:
+def batch_resume(gateway: Gateway, batch_id: BatchId, as_json: JsonOpt = False) -> None:
     """Send a paused (or incomplete) batch again."""
-    _change(gateway, batch_id, lambda gw: gw.resume_batch(batch_id))
+    _change(gateway, batch_id, lambda gw: gw.resume_batch(batch_id), as_json)
 
 
 @batch_app.command("cancel")
 @with_gateway
-def batch_cancel(gateway: Gateway, batch_id: BatchId) -> None:
+def batch_cancel(gateway: Gateway, batch_id: BatchId, as_json: JsonOpt = False) -> None:
     """Cancel every message of the batch not sent yet."""
-    _change(gateway, batch_id, lambda gw: gw.cancel_batch(batch_id))
+    _change(gateway, batch_id, lambda gw: gw.cancel_batch(batch_id), as_json)
 
 
-@batch_app.command("rate")
+# ignore_unknown_options: `batch rate B -5` reaches the command as the rate (and gets a clear
+# error) instead of click's "No such option: -5".
+@batch_app.command("rate", context_settings={"ignore_unknown_options": True})
 @with_gateway
 def batch_rate(
     gateway: Gateway,
     batch_id: BatchId,
-    rate: Annotated[str, typer.Argument(help="msg/s for this batch, or 'none'")],
+    rate: Annotated[
+        str, typer.Argument(help="msg/s for this batch (above 0), or 'none' for the app's rate")
+    ],
+    as_json: JsonOpt = False,
 ) -> None:
     """Change the batch's own send rate while it runs."""
     try:
         value = None if rate.lower() == "none" else float(rate)
     except ValueError:
-        raise typer.BadParameter(f"{rate!r}: a number or 'none'") from None
+        value = -1.0
+    if value is not None and not value > 0:
+        err.print(f"[red]rate {rate!r}: give msg/s above 0 (e.g. 50), or 'none'[/red]")
+        raise typer.Exit(2)
     with gateway.client() as gw:
         p = gw.set_batch_rate(batch_id, value)
-    console.print(f"batch {batch_id} {p.status}, rate {p.rate_per_s or 'the app rate'}")
+    if as_json:
+        emit(p, True)
+    else:
+        console.print(f"batch {batch_id} {p.status}, rate {p.rate_per_s or 'the app rate'}")
 
 
 @batch_app.command("results")

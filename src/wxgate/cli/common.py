@@ -7,24 +7,27 @@ import functools
 import inspect
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Concatenate, ParamSpec
+from urllib.parse import urlsplit
 
 import typer
 from rich.console import Console
 
-from wxgate import logs
+from wxgate import invocation, logs
 from wxgate import settings as settings_mod
 from wxgate.errors import ConfigError
-from wxgate.sdk import GatewayClient, GatewayError
+from wxgate.sdk import GatewayClient, GatewayError, GatewayUnreachable
 
 P = ParamSpec("P")
 
-console = Console()
-err = Console(stderr=True)
+# soft_wrap: a line is never broken at the terminal's width (ids, URLs and JSON stay whole
+# when copied or read by a script); the terminal wraps them for display.
+console = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", "-c", help="TOML settings file (default wxgate.toml)")
@@ -45,9 +48,11 @@ def config_errors() -> Iterator[None]:
         raise typer.Exit(2) from None
 
 
-def load(config: Path | None) -> settings_mod.Settings:
+def load(config: Path | None, extra_env: Mapping[str, str] | None = None) -> settings_mod.Settings:
+    """The settings file (default ./wxgate.toml) with WXGATE_* overrides, `extra_env` under
+    them; a ConfigError is one red line and exit 2."""
     with config_errors():
-        return settings_mod.load(config or Path("wxgate.toml"), os.environ)
+        return settings_mod.load(config or Path("wxgate.toml"), {**(extra_env or {}), **os.environ})
 
 
 def log_setup(level: str, fmt: logs.LogFormat = "text") -> None:
@@ -75,13 +80,40 @@ class Gateway:
     @contextmanager
     def client(self, timeout: float = 10.0) -> Iterator[GatewayClient]:
         """An open GatewayClient; a GatewayError (or GatewayUnreachable) raised while it is
-        in use becomes one red line on stderr and exit code 1."""
+        in use becomes one red line on stderr and exit code 1. A --url without a scheme is
+        refused before any connection (exit code 2): it is a mistake in the command."""
+        check_url(self.url)
         try:
             with GatewayClient(self.url, self.key, timeout) as gw:
                 yield gw
+        except GatewayUnreachable:
+            err.print(unreachable_hint(self.url), soft_wrap=True)
+            raise typer.Exit(1) from None
         except GatewayError as exc:
             err.print(f"[red]{exc}[/red]")
             raise typer.Exit(1) from None
+
+
+def check_url(url: str) -> None:
+    """Refuse a gateway URL the client could only misread (no scheme, no host): exit 2."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        err.print(
+            f"[red]--url {url!r} is not a gateway URL:[/red] give the scheme and host, "
+            f"e.g. --url {DEFAULT_URL} (or set WXGATE_URL)",
+            soft_wrap=True,
+        )
+        raise typer.Exit(2)
+
+
+def unreachable_hint(url: str) -> str:
+    """What to do when nothing answers at `url`: the two usual causes and their fixes."""
+    wxgate = invocation.command()
+    return (
+        f"[red]no gateway answering at {url}[/red]: start one with `{wxgate} serve` "
+        f"(or `{wxgate} serve --sandbox` to try it), or point the CLI at yours with --url or "
+        "WXGATE_URL"
+    )
 
 
 def with_gateway(fn: Callable[Concatenate[Gateway, P], None]) -> Callable[P, None]:

@@ -1,36 +1,79 @@
-"""`wxgate dlq`: list and requeue dead letters."""
+"""`wxgate dlq`: list and requeue dead letters.
+
+The list never shortens an id (the table grows wider than the terminal instead, which then
+wraps it for display), `--ids-only` prints one id a line for `xargs wxgate dlq requeue`, and
+`--json` prints the API's page as is.
+"""
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated
 
 import typer
+from rich.console import Console
 from rich.table import Table
 
 from wxgate.cli.common import Gateway, console, err, with_gateway
+from wxgate.cli.output import JsonOpt, emit
+from wxgate.clock import iso8601
 
 dlq_app = typer.Typer(help="Dead letters: list and requeue.", no_args_is_help=True)
+
+AppOpt = Annotated[str | None, typer.Option("--app", help="Only this app's dead letters")]
+ErrcodeOpt = Annotated[
+    int | None, typer.Option(help="Only those that died with this WeChat errcode")
+]
+ERRMSG_WIDTH = 60  # the one column that is cut: WeChat's errmsg can be long ("rid: ...")
 
 
 @dlq_app.command("list")
 @with_gateway
 def dlq_list(
     gateway: Gateway,
-    app_name: Annotated[str | None, typer.Option("--app")] = None,
-    errcode: Annotated[int | None, typer.Option()] = None,
-    limit: Annotated[int, typer.Option()] = 50,
+    app_name: AppOpt = None,
+    errcode: ErrcodeOpt = None,
+    limit: Annotated[int, typer.Option(help="At most this many (the page size)")] = 50,
+    cursor: Annotated[
+        str | None, typer.Option(help="Where the previous page ended (printed after it)")
+    ] = None,
+    ids_only: Annotated[
+        bool, typer.Option("--ids-only", help="Print only the ids, one a line")
+    ] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """List dead letters, newest first."""
     with gateway.client() as gw:
-        page = gw.dead_letters(app=app_name, errcode=errcode, limit=limit)
-    table = Table("id", "app", "touser", "errcode", "errmsg", "attempts")
-    for m in page.items:
-        table.add_row(
-            m.id, m.app, m.touser, str(m.last_errcode), (m.last_errmsg or "")[:60], str(m.attempts)
+        page = gw.dead_letters(app=app_name, errcode=errcode, cursor=cursor, limit=limit)
+    if as_json:
+        emit(page, True)
+        return
+    if ids_only:
+        sys.stdout.write("".join(f"{m.id}\n" for m in page.items))
+        return
+    headers = ("id", "app", "touser", "errcode", "errmsg", "attempts", "dead since")
+    table = Table(*headers)
+    rows = [
+        (
+            m.id,
+            m.app,
+            m.touser,
+            str(m.last_errcode),
+            (m.last_errmsg or "")[:ERRMSG_WIDTH],
+            str(m.attempts),
+            iso8601(m.finished_at, tz=None) if m.finished_at is not None else "",
         )
-    console.print(table)
+        for m in page.items
+    ]
+    for row in rows:
+        table.add_row(*row)
+    # Wide enough for every cell whole: rich would otherwise shorten ids to fit the terminal.
+    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
+    needed = sum(widths) + 3 * len(widths) + 1
+    wide = console if needed <= console.width else Console(width=needed, soft_wrap=True)
+    wide.print(table)
     if page.next_cursor:
-        console.print(f"more: --cursor {page.next_cursor}")
+        print(f"more: --cursor {page.next_cursor}")
 
 
 @dlq_app.command("requeue")
@@ -38,8 +81,9 @@ def dlq_list(
 def dlq_requeue(
     gateway: Gateway,
     ids: Annotated[list[str] | None, typer.Argument(help="Message ids")] = None,
-    app_name: Annotated[str | None, typer.Option("--app")] = None,
-    errcode: Annotated[int | None, typer.Option()] = None,
+    app_name: AppOpt = None,
+    errcode: ErrcodeOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help='Print {"requeued": N}')] = False,
 ) -> None:
     """Move dead letters back to the queue, by ids or by filter."""
     if not ids and app_name is None and errcode is None:
@@ -47,4 +91,7 @@ def dlq_requeue(
         raise typer.Exit(2)
     with gateway.client() as gw:
         n = gw.requeue(ids=ids or None, app=app_name, errcode=errcode)
-    console.print(f"requeued {n}")
+    if as_json:
+        emit({"requeued": n}, True)
+    else:
+        console.print(f"requeued {n}")

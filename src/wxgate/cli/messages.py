@@ -1,13 +1,28 @@
-"""`wxgate send` and `wxgate status`: one message at a time."""
+"""`wxgate send` and `wxgate status`: one message at a time.
+
+Exit codes of `send --wait` (and of every command): 0 the message was sent (or delivered);
+1 the gateway refused the request or could not be reached; 2 a mistake in the command;
+3 the message ended without reaching the user (blocked, failed, dead, expired, cancelled);
+4 it was still not final when --timeout ran out.
+"""
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated, Any
 
-import msgspec
 import typer
 
-from wxgate.cli.common import Gateway, console, data_arg, with_gateway
+from wxgate.cli.common import Gateway, data_arg, err, with_gateway
+from wxgate.cli.output import JsonOpt, emit
+from wxgate.models import Status
+
+EXIT_NOT_DELIVERED = 3
+EXIT_NOT_FINAL = 4
+# Final, but the user did not get the message.
+NOT_DELIVERED = frozenset(
+    {Status.BLOCKED, Status.FAILED, Status.DEAD, Status.EXPIRED, Status.CANCELLED}
+)
 
 
 @with_gateway
@@ -19,9 +34,18 @@ def send(
     app_name: Annotated[str | None, typer.Option("--app", help="App name")] = None,
     link: Annotated[str | None, typer.Option("--link", help="URL the message opens")] = None,
     idempotency_key: Annotated[str | None, typer.Option(help="Idempotency key")] = None,
-    wait: Annotated[bool, typer.Option(help="Wait for a final status")] = False,
+    wait: Annotated[
+        bool,
+        typer.Option(
+            "--wait",
+            help="Wait for a final status, print the message, exit 3 if it did not reach the "
+            "user (blocked, failed, dead, expired, cancelled), 4 if not final in time",
+        ),
+    ] = False,
+    timeout: Annotated[float, typer.Option(help="With --wait: give up after N s")] = 60.0,
+    as_json: JsonOpt = False,
 ) -> None:
-    """Send one message."""
+    """Send one message: prints its id and status (or, with --wait, the final message)."""
     opts: dict[str, Any] = {}
     if app_name:
         opts["app"] = app_name
@@ -31,15 +55,31 @@ def send(
         opts["idempotency_key"] = idempotency_key
     with gateway.client() as gw:
         accepted = gw.send(touser, template_id, data_arg(data or []), **opts)
-        console.print(f"accepted [bold]{accepted.id}[/bold] ({accepted.status.value})")
-        if wait:
-            view = gw.wait_for(accepted.id, timeout=60)
-            console.print(msgspec.json.encode(view).decode())
+        if not wait:
+            if as_json:
+                emit(accepted, as_json)
+            else:
+                print(f"accepted {accepted.id} ({accepted.status.value})")
+            return
+        print(f"accepted {accepted.id}, waiting for a final status", file=sys.stderr)
+        try:
+            view = gw.wait_for(accepted.id, timeout=timeout)
+        except TimeoutError as exc:
+            err.print(str(exc), markup=False)
+            emit(gw.get_message(accepted.id), as_json)
+            raise typer.Exit(EXIT_NOT_FINAL) from None
+    emit(view, as_json)
+    if view.status in NOT_DELIVERED:
+        raise typer.Exit(EXIT_NOT_DELIVERED)
 
 
 @with_gateway
-def status(gateway: Gateway, msg_id: Annotated[str, typer.Argument(help="Message id")]) -> None:
+def status(
+    gateway: Gateway,
+    msg_id: Annotated[str, typer.Argument(help="Message id")],
+    as_json: JsonOpt = False,
+) -> None:
     """Show one message: status, attempts, last error, WeChat msgid, receipt."""
     with gateway.client() as gw:
         view = gw.get_message(msg_id)
-    console.print_json(msgspec.json.encode(view).decode())
+    emit(view, as_json)

@@ -13,6 +13,7 @@ are masked in `repr` and in `masked()`; library code never reads os.environ itse
 
 from __future__ import annotations
 
+from wxgate.settings.example import example_toml
 from wxgate.settings.load import from_dict, load
 from wxgate.settings.model import (
     MASK,
@@ -58,6 +59,7 @@ __all__ = [
     "WorkerSettings",
     "api_key_digest",
     "callback_max_skew_s",
+    "example_toml",
     "from_dict",
     "load",
     "load_zone",

@@ -96,8 +96,13 @@ class Faults(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 class SimConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """The whole simulator: apps, listening address, WeChat's time windows, receipts, faults."""
 
+    # The gateway's sandbox app as WeChat would know it: its appid, secret and callback Token
+    # (wxgate.sandbox and examples/wxgate.toml use the same), so `wxgate sim --callback-url
+    # http://127.0.0.1:8080/wechat/callback/sandbox` brings receipts to a by-hand gateway.
     apps: list[SimApp] = msgspec.field(
-        default_factory=lambda: [SimApp(appid="wx_sandbox", secret="sandbox_secret")]
+        default_factory=lambda: [
+            SimApp(appid="wx_sandbox", secret="sandbox_secret", callback_token="sandbox-token")
+        ]
     )
     host: str = "127.0.0.1"
     port: int = 9100

@@ -151,9 +151,14 @@ async def test_processes_2_with_sandbox_and_redis_via_the_cli(
 
 @pytest.mark.slow
 @pytest.mark.timeout(60)
-async def test_a_group_that_cannot_start_exits_1_instead_of_restarting(tmp_path: Path) -> None:
+async def test_a_group_whose_store_is_unreachable_exits_2_before_starting_any(
+    tmp_path: Path,
+) -> None:
+    """The parent opens the shared store first: an unreachable Redis is two lines naming it
+    and exit 2 (cli/startup_errors.py), with no child started, none restarted."""
     port = free_port()
-    dead_redis = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    redis_port = free_port()
+    dead_redis = f"redis://127.0.0.1:{redis_port}/0"  # nothing listens there
     serve = ServeProcess(
         ["--sandbox", "--processes", "2", "--store", dead_redis, "--port", str(port)],
         port,
@@ -161,8 +166,9 @@ async def test_a_group_that_cannot_start_exits_1_instead_of_restarting(tmp_path:
     )
     try:
         serve.start()
-        assert await serve.wait_exit(45) == 1, serve.log()
-        assert "exited before it was ready" in serve.log(), serve.log()
-        assert "restarting" not in serve.log()
+        assert await serve.wait_exit(45) == 2, serve.log()
+        assert f"cannot reach Redis at 127.0.0.1:{redis_port}" in serve.log(), serve.log()
+        assert "gateway process" not in serve.log() and "restarting" not in serve.log()
+        assert "Traceback" not in serve.log()
     finally:
         serve.stop()

@@ -59,6 +59,8 @@ async def test_metrics_key_is_required_when_set(tmp_path: Path, role: Role, stor
             status, text = await get(url, key)
             assert status == 401, (key, status)
             assert "wxgate_" not in text and '"unauthorized"' in text
+            assert "Authorization: Bearer <server.metrics_key>" in text  # what to send
+            assert METRICS_KEY not in text
         status, text = await get(url, METRICS_KEY)
         assert status == 200 and "wxgate_" in text
         assert (await get(f"{runtime.url}/healthz"))[0] == 200  # probes need no key
