@@ -126,8 +126,11 @@ class ServerSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 class StoreSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     url: str = "sqlite:///wxgate.db"
-    # Finished messages are kept this long (Redis TTL; SQLite prunes on the same horizon).
+    # Finished messages are kept this long (Redis TTL; SQLite and PostgreSQL prune on the
+    # same horizon).
     retention_s: float = 7 * 86400
+    # PostgreSQL connections per process (each gateway process has a pool of its own).
+    pool_size: int = 10
 
 
 class WeChatSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
