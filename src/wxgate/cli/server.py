@@ -9,7 +9,15 @@ from typing import Annotated
 
 import typer
 
-from wxgate.cli.common import ConfigOpt, config_errors, console, err, load, log_setup
+from wxgate.cli.common import (
+    ConfigOpt,
+    config_errors,
+    console,
+    err,
+    load,
+    log_setup,
+    store_errors,
+)
 
 config_app = typer.Typer(help="Settings.", no_args_is_help=True)
 
@@ -18,7 +26,9 @@ def serve(
     config: ConfigOpt = None,
     port: Annotated[int | None, typer.Option(help="HTTP port (overrides the file)")] = None,
     host: Annotated[str | None, typer.Option(help="Interface to listen on")] = None,
-    store: Annotated[str | None, typer.Option(help="Store URL: sqlite:///f.db or redis://")] = None,
+    store: Annotated[
+        str | None, typer.Option(help="Store URL: sqlite:///f.db, redis:// or postgresql://")
+    ] = None,
     sandbox: Annotated[
         bool, typer.Option(help="Start the built-in simulator and wire a sandbox app to it")
     ] = False,
@@ -33,7 +43,8 @@ def serve(
     processes: Annotated[
         int,
         typer.Option(
-            help="Gateway processes sharing the port, restarted if they die (needs a Redis store)"
+            help="Gateway processes sharing the port, restarted if they die (needs a Redis or "
+            "PostgreSQL store)"
         ),
     ] = 1,
     log_level: Annotated[str, typer.Option(help="debug | info | warning")] = "info",
@@ -55,7 +66,7 @@ def serve(
         role=role,
         processes=processes,
     )
-    with config_errors():
+    with config_errors(), store_errors():
         run_serve(base, opts)
 
 

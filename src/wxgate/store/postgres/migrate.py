@@ -93,3 +93,28 @@ async def migrate(conn: asyncpg.Connection, schema: str) -> list[str]:
             )
             applied.append(f"{m.version:04d}_{m.name}")
     return applied
+
+
+async def _admin_connect(url: str, schema: str, timeout_s: float) -> asyncpg.Connection:
+    conn: asyncpg.Connection = await asyncpg.connect(
+        url, timeout=timeout_s, server_settings={"search_path": f'"{schema}"'}
+    )
+    return conn
+
+
+async def database_status(url: str, schema: str = "public", timeout_s: float = 5.0) -> SchemaStatus:
+    """`wxgate db status`: the database's schema version beside this code's."""
+    conn = await _admin_connect(url, schema, timeout_s)
+    try:
+        return await status(conn)
+    finally:
+        await conn.close()
+
+
+async def migrate_database(url: str, schema: str = "public", timeout_s: float = 5.0) -> list[str]:
+    """`wxgate db migrate`: apply what is pending (what every gateway also does at start)."""
+    conn = await _admin_connect(url, schema, timeout_s)
+    try:
+        return await migrate(conn, schema)
+    finally:
+        await conn.close()
