@@ -139,3 +139,18 @@ def session_postgres_url() -> Iterator[str]:
         _sync(lambda: _admin(host, port, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
         if server is not None:
             server.close()
+
+
+@contextlib.contextmanager
+def fresh_database(session_url: str) -> Iterator[str]:
+    """A new, empty database on the server of `session_url` (the `postgres_url` fixture's),
+    dropped afterwards: for whole gateways, which keep their tables in the default schema."""
+    rest = session_url.removeprefix("postgresql://postgres@")
+    hostport, _, session_db = rest.partition("/")
+    host, _, port_s = hostport.rpartition(":")
+    name = f"{session_db}_{secrets.token_hex(3)}"
+    _sync(lambda: _admin(host, int(port_s), f"CREATE DATABASE {name}"))
+    try:
+        yield f"postgresql://postgres@{hostport}/{name}"
+    finally:
+        _sync(lambda: _admin(host, int(port_s), f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))

@@ -39,6 +39,17 @@ _WAITING_RECEIPTS = (
     "JOIN unnest($1::text[], $2::int8[]) AS k(app, msgid) "
     "ON r.app = k.app AND r.wechat_msgid = k.msgid WHERE NOT r.applied ORDER BY r.received_at"
 )
+# A receipt and the ack naming its msgid meet under one transaction lock per (app, msgid):
+# without it, each could commit without seeing the other (the receipt finding no `sent`
+# message, the ack finding no waiting receipt) and the receipt would wait forever. Taken in
+# key order, so two acks' groups never deadlock.
+_MSGID_LOCK = "hashtextextended($1::text || ':' || $2::int8::text, 7)"
+_LOCK_MSGIDS = (
+    "SELECT count(pg_advisory_xact_lock(k)) FROM (SELECT DISTINCT "
+    "hashtextextended(a || ':' || m::text, 7) AS k "
+    "FROM unnest($1::text[], $2::int8[]) AS u(a, m) ORDER BY k) x"
+)
+_LOCK_MSGID = f"SELECT pg_advisory_xact_lock({_MSGID_LOCK})"
 _APPLY_RECEIPT = (
     "UPDATE messages SET status = $1, receipt = $2, finished_at = $3, updated_at = $3 WHERE id = $4"
 )
@@ -67,6 +78,7 @@ async def _ack_many(conn: Conn, calls: Sequence[AckArgs]) -> list[Status | None]
     out: list[Status | None] = [Status.SENT if c[0] in done else None for c in calls]
     sent = [r for r in rows if r[4] is not None]
     if sent:
+        await conn.fetchval(_LOCK_MSGIDS, [r[1] for r in sent], [r[4] for r in sent])
         waiting: dict[tuple[str, int], list[tuple[str, str, str | None]]] = {}
         for app, msgid, key, receipt, openid in await conn.fetch(
             _WAITING_RECEIPTS, [r[1] for r in sent], [r[4] for r in sent]
@@ -197,6 +209,7 @@ async def _record_receipt(
     now: float,
 ) -> Message | None:
     msgid = to_i64(wechat_msgid)
+    await conn.execute(_LOCK_MSGID, app, msgid)
     if await conn.fetchval(_INSERT_RECEIPT, app, event_key, msgid, receipt, now, openid) is None:
         return None  # this event was seen before
     status = receipt_status(receipt)
