@@ -14,6 +14,7 @@ import asyncpg
 from wxgate.clock import Clock
 from wxgate.errors import StoreError, StoreUnavailable, WxgateError
 from wxgate.store.postgres import migrate
+from wxgate.store.postgres.dsn import libpq_url
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -73,12 +74,11 @@ class PostgresConnection:
         connect_timeout_s: float,
         command_timeout_s: float,
     ) -> None:
-        self._url = url
+        self._url, self._connect_timeout_s = libpq_url(url, connect_timeout_s)
         self._clock = clock
         self._retention_s = retention_s
         self._pool_size = max(1, pool_size)
         self._schema = schema
-        self._connect_timeout_s = connect_timeout_s
         self._command_timeout_s = command_timeout_s
         self._pool: asyncpg.Pool | None = None
 

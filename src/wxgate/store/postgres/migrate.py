@@ -13,6 +13,7 @@ from importlib import resources
 import asyncpg
 
 from wxgate.errors import StoreError
+from wxgate.store.postgres.dsn import libpq_url
 
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 _VERSIONS_DDL = (
@@ -96,8 +97,9 @@ async def migrate(conn: asyncpg.Connection, schema: str) -> list[str]:
 
 
 async def _admin_connect(url: str, schema: str, timeout_s: float) -> asyncpg.Connection:
+    dsn, timeout_s = libpq_url(url, timeout_s)
     conn: asyncpg.Connection = await asyncpg.connect(
-        url, timeout=timeout_s, server_settings={"search_path": f'"{schema}"'}
+        dsn, timeout=timeout_s, server_settings={"search_path": f'"{schema}"'}
     )
     return conn
 

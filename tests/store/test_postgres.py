@@ -1,0 +1,141 @@
+"""What only the PostgreSQL store has: versioned migrations under an advisory lock, several
+processes leasing one table without sharing a message, counts that stay small, failures mapped
+to StoreUnavailable, and libpq multi-host URLs. The shared contract is test_contract.py."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import asyncpg
+import pytest
+
+from support.postgres_server import free_port
+from support.store import LEASE_S, make_message
+from wxgate.clock import FakeClock
+from wxgate.errors import StoreError, StoreUnavailable
+from wxgate.models import SendResult
+from wxgate.store.postgres import PostgresStore
+from wxgate.store.postgres.migrate import code_version
+
+
+def _store(url: str, clock: FakeClock, schema: str, **kw: object) -> PostgresStore:
+    return PostgresStore(url, clock, retention_s=3600, schema=schema, pool_size=4, **kw)  # type: ignore[arg-type]
+
+
+def _schema() -> str:
+    return f"wxp{uuid.uuid4().hex[:10]}"
+
+
+async def _fetch(url: str, schema: str, sql: str) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(url, server_settings={"search_path": schema})
+    try:
+        return await conn.fetch(sql)
+    finally:
+        await conn.close()
+
+
+async def test_processes_starting_at_once_apply_each_migration_once(postgres_url: str) -> None:
+    clock, schema = FakeClock(), _schema()
+    stores = [_store(postgres_url, clock, schema) for _ in range(6)]
+    await asyncio.gather(*(s.open() for s in stores))
+    try:
+        rows = await _fetch(postgres_url, schema, "SELECT version FROM schema_migrations")
+        assert [r[0] for r in rows] == list(range(1, code_version() + 1))
+        await stores[0].enqueue([make_message(clock)])
+        assert (await stores[-1].stats()).by_status["queued"] == 1
+    finally:
+        await asyncio.gather(*(s.close() for s in stores))
+
+
+async def test_a_schema_newer_than_the_code_is_refused(postgres_url: str) -> None:
+    clock, schema = FakeClock(), _schema()
+    first = _store(postgres_url, clock, schema)
+    await first.open()
+    await first.close()
+    conn = await asyncpg.connect(postgres_url, server_settings={"search_path": schema})
+    try:
+        await conn.execute("INSERT INTO schema_migrations (version, name) VALUES (999, 'next')")
+    finally:
+        await conn.close()
+    later = _store(postgres_url, clock, schema)
+    with pytest.raises(StoreError, match="newer than this wxgate"):
+        await later.open()
+    with pytest.raises(StoreUnavailable):
+        await later.ping()  # never opened
+
+
+async def test_an_unreachable_server_is_unavailable_and_the_password_stays_out() -> None:
+    url = f"postgresql://wx:hunter2-secret@127.0.0.1:{free_port()}/nowhere"
+    store = _store(url, FakeClock(), "public", connect_timeout_s=2.0)
+    with pytest.raises(StoreUnavailable) as caught:
+        await store.open()
+    assert "hunter2" not in str(caught.value)
+
+
+async def test_a_multi_host_url_skips_a_dead_host(postgres_url: str) -> None:
+    """libpq's failover form: the first host is down, read-write picks the live primary."""
+    rest = postgres_url.removeprefix("postgresql://postgres@")
+    hostport, _, db = rest.partition("/")
+    url = (
+        f"postgresql://postgres@127.0.0.1:{free_port()},{hostport}/{db}"
+        "?target_session_attrs=read-write&connect_timeout=2"
+    )
+    clock, schema = FakeClock(), _schema()
+    store = _store(url, clock, schema)
+    await store.open()
+    try:
+        [res] = await store.enqueue([make_message(clock)])
+        assert (await store.get(res.id)) is not None
+    finally:
+        await store.close()
+
+
+async def test_two_processes_leasing_at_once_never_share_a_message(postgres_url: str) -> None:
+    clock, schema = FakeClock(), _schema()
+    a, b = _store(postgres_url, clock, schema), _store(postgres_url, clock, schema)
+    await a.open()
+    await b.open()
+    try:
+        msgs = [make_message(clock, app=f"app_{i % 3}") for i in range(600)]
+        await a.enqueue(msgs)
+        taken: list[str] = []
+
+        async def drain(store: PostgresStore) -> None:
+            while leased := await store.lease(25, LEASE_S, clock.now()):
+                taken.extend(m.id for m in leased)
+                for m in leased:
+                    assert await store.ack(m.id, m.lease_token, SendResult(None, clock.now()))
+
+        await asyncio.gather(drain(a), drain(b), drain(a), drain(b))
+        assert sorted(taken) == sorted(m.id for m in msgs)
+        stats = await b.stats()
+        assert stats.by_status["sent"] == 600
+        assert stats.by_status["sending"] == stats.by_status["queued"] == 0
+        # The counters stay a handful of rows however many messages moved.
+        rows = await _fetch(postgres_url, schema, "SELECT count(*) FROM counts")
+        assert rows[0][0] <= 3 * 3 * 16
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_prune_drops_what_retention_allows_and_folds_counts(postgres_url: str) -> None:
+    clock, schema = FakeClock(), _schema()
+    store = _store(postgres_url, clock, schema)
+    await store.open()
+    try:
+        await store.enqueue([make_message(clock) for _ in range(50)])
+        for m in await store.lease(50, LEASE_S, clock.now()):
+            await store.ack(m.id, m.lease_token, SendResult(None, clock.now()))
+        clock.advance(1800)
+        assert await store.prune() == 0  # within retention
+        clock.advance(1801)
+        assert await store.prune() == 50
+        stats = await store.stats()
+        assert stats.by_status["sent"] == 0
+        assert stats.pruned_by_app == {"app_a": {"sent": 50}}
+        rows = await _fetch(postgres_url, schema, "SELECT count(*) FROM messages")
+        assert rows[0][0] == 0
+    finally:
+        await store.close()
