@@ -120,7 +120,9 @@ async def test_two_processes_leasing_at_once_never_share_a_message(postgres_url:
         await b.close()
 
 
-async def test_prune_drops_what_retention_allows_and_folds_counts(postgres_url: str) -> None:
+async def test_retention_drops_a_day_partition_once_all_of_it_is_past(postgres_url: str) -> None:
+    """Finished messages live in their day's partition, dropped whole once the day's end is
+    retention_s ago: kept at least retention_s, at most a day longer."""
     clock, schema = FakeClock(), _schema()
     store = _store(postgres_url, clock, schema)
     await store.open()
@@ -128,10 +130,18 @@ async def test_prune_drops_what_retention_allows_and_folds_counts(postgres_url: 
         await store.enqueue([make_message(clock) for _ in range(50)])
         for m in await store.lease(50, LEASE_S, clock.now()):
             await store.ack(m.id, m.lease_token, SendResult(None, clock.now()))
-        clock.advance(1800)
-        assert await store.prune() == 0  # within retention
-        clock.advance(1801)
+        day_end = (clock.now() // 86400 + 1) * 86400
+        clock.advance(3601)
+        assert await store.prune() == 0  # past retention, but its day partition is not
+        clock.advance(day_end + 3600 - clock.now())
         assert await store.prune() == 50
+        parts = await _fetch(
+            postgres_url,
+            schema,
+            "SELECT count(*) FROM pg_inherits WHERE inhparent = 'messages'::regclass "
+            f"AND inhrelid::regclass::text = 'messages_d{int(day_end // 86400) - 1}'",
+        )
+        assert parts[0][0] == 0, "the day's partition was dropped"
         stats = await store.stats()
         assert stats.by_status["sent"] == 0
         assert stats.pruned_by_app == {"app_a": {"sent": 50}}

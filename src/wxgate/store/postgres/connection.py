@@ -96,6 +96,7 @@ class PostgresConnection:
         conn = await self._connect()
         try:
             await migrate.migrate(conn, self._schema)
+            await migrate.ensure_partitions(conn, self._schema, self._clock.now())
         finally:
             await conn.close()
         self._pool = await asyncpg.create_pool(

@@ -23,6 +23,10 @@ _VERSIONS_DDL = (
 )
 
 
+DAY_S = 86400
+PARTITIONS_AHEAD_DAYS = 3
+
+
 @dataclass(frozen=True)
 class Migration:
     version: int
@@ -94,6 +98,20 @@ async def migrate(conn: asyncpg.Connection, schema: str) -> list[str]:
             )
             applied.append(f"{m.version:04d}_{m.name}")
     return applied
+
+
+async def ensure_partitions(conn: asyncpg.Connection, schema: str, now: float) -> None:
+    """The finished messages' day partitions from today to a few days ahead (at open and
+    after every pruning pass; cheap when they exist). Made ahead of time because creating one
+    briefly locks `messages` and checks the default partition holds none of its rows. A
+    transaction of its own under the migrations' lock: two processes creating partitions at
+    once would deadlock on the table locks."""
+    today = int(now // DAY_S)
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", lock_key(schema))
+        await conn.fetchval(
+            "SELECT wx_ensure_partitions($1, $2)", today, today + PARTITIONS_AHEAD_DAYS
+        )
 
 
 async def _admin_connect(url: str, schema: str, timeout_s: float) -> asyncpg.Connection:

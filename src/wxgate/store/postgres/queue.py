@@ -18,9 +18,10 @@ import asyncpg
 from wxgate.errors import StoreError, StoreUnavailable, ValidationError
 from wxgate.models import BATCH_HELD, Batch, BatchStatus, EnqueueResult, Message, Status, StoreStats
 from wxgate.store.coalesce import Coalescer
-from wxgate.store.postgres import batches, outbox, shared
+from wxgate.store.postgres import batches, migrate, outbox, shared
 from wxgate.store.postgres.batches import ACTIVE_SQL, BATCH_STATUS, PostgresBatches
 from wxgate.store.postgres.connection import maps_pg_errors
+from wxgate.store.postgres.migrate import DAY_S
 from wxgate.store.postgres.rows import (
     COLUMNS,
     INSERT_MESSAGES,
@@ -44,6 +45,10 @@ _PRUNE_LOCK = 0x77786761  # "wxga": one process prunes a schema at a time (xact-
 
 # ---------------------------------------------------------------- enqueue
 
+_CLAIM_KEYS = (
+    "INSERT INTO idempotency (app, key, id) SELECT * FROM unnest($1::text[], $2::text[], "
+    "$3::text[]) ON CONFLICT DO NOTHING RETURNING id"
+)
 _FIND_KEYS = (
     "SELECT m.app, m.idempotency_key, m.id, m.status FROM messages m "
     "JOIN unnest($1::text[], $2::text[]) k(app, key) "
@@ -55,8 +60,7 @@ async def _enqueue_many(conn: Conn, calls: Sequence[EnqueueCall]) -> list[list[E
     """Several callers' enqueues in one transaction: one INSERT for every new message.
 
     Calls are judged in order: a key seen earlier (in the table, or earlier in the group)
-    makes the later message a duplicate of the first. A key that another process commits
-    between our lookup and our INSERT is skipped by ON CONFLICT and looked up again.
+    makes the later message a duplicate of the first.
     """
     keyed = [(m.app, m.idempotency_key) for ms, _, _ in calls for m in ms if m.idempotency_key]
     prior: dict[tuple[str, str], EnqueueResult] = {}
@@ -89,11 +93,21 @@ async def _enqueue_many(conn: Conn, calls: Sequence[EnqueueCall]) -> list[list[E
                 new_keys[(m.app, key)] = m.id
             results.append(result)
         out.append(results)
-    if not rows:
-        return out
-    inserted = {r[0] for r in await conn.fetch(INSERT_MESSAGES, *columns_of(rows))}
-    if len(inserted) < len(rows):
-        await _lost_races(conn, out, inserted, new_keys)
+    if new_keys:
+        # The key table is what makes a key unique across every partition; a key another
+        # transaction claimed since our lookup is skipped here and answered with its id.
+        claimed = await conn.fetch(
+            _CLAIM_KEYS,
+            [a for a, _ in new_keys],
+            [k for _, k in new_keys],
+            list(new_keys.values()),
+        )
+        if len(claimed) < len(new_keys):
+            won = {r[0] for r in claimed}
+            await _lost_races(conn, out, won, new_keys)
+            rows = [r for r in rows if r[11] is None or r[0] in won]
+    if rows:
+        await conn.execute(INSERT_MESSAGES, *columns_of(rows))
     return out
 
 
@@ -313,12 +327,12 @@ class PostgresQueue(PostgresBatches):
         """Delete finished messages older than retention_s (and every role's stale rows);
         how many messages went. One process at a time (an advisory lock); the others skip."""
         at = self._clock.now() if now is None else now
-        total = 0
-        while True:
-            n = await self._tx(_prune, at - self._retention_s, at)
-            total += max(n, 0)
-            if n < _PRUNE_LIMIT:
-                return total
+        total, more = 0, True
+        while more:
+            n, more = await self._tx(_prune, at - self._retention_s, at)
+            total += n
+        await self._read(migrate.ensure_partitions, self._schema, at)
+        return total
 
     @maps_pg_errors
     async def get(self, msg_id: str) -> Message | None:
@@ -395,19 +409,64 @@ class PostgresQueue(PostgresBatches):
         return int(done.rsplit(" ", 1)[-1])
 
 
-_PRUNE_MESSAGES = (
-    "WITH old AS (SELECT id FROM messages WHERE finished_at < $1 AND status IN "
-    "('sent', 'delivered', 'blocked', 'failed', 'dead', 'cancelled', 'expired') LIMIT $2) "
-    "DELETE FROM messages m USING old WHERE m.id = old.id"
+_DAY_PARTITIONS = (
+    "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+    "WHERE i.inhparent = 'messages'::regclass AND c.relname ~ '^messages_d[0-9]+$'"
+)
+# Stragglers: finished rows in the default partition (their day had no partition yet).
+_PRUNE_ACTIVE = (
+    "WITH old AS (SELECT id FROM messages_active WHERE finished_at < $1 LIMIT $2), "
+    "gone AS (DELETE FROM messages_active m USING old WHERE m.id = old.id "
+    "RETURNING m.app, m.idempotency_key) "
+    "DELETE FROM idempotency i USING gone WHERE i.app = gone.app AND i.key = gone.idempotency_key"
 )
 
 
-async def _prune(conn: Conn, cutoff: float, now: float) -> int:
-    """One slice of retention; -1 when another process holds the pruning lock."""
+async def _drop_day(conn: Conn, part: str) -> int:
+    """Retire one day partition: detached first (the lock on messages before any other, so
+    no deadlock with a writer), its rows taken off the counts and added to `pruned`, their
+    idempotency keys released, then dropped. How many messages went."""
+    await conn.execute(f'ALTER TABLE messages DETACH PARTITION "{part}"')
+    rows = await conn.fetch(f'SELECT app, status, count(*) FROM "{part}" GROUP BY app, status')
+    if rows:
+        apps, statuses, ns = [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]
+        await conn.execute(
+            "INSERT INTO counts (app, status, slot, n) "
+            "SELECT a, s, 0, -n FROM unnest($1::text[], $2::text[], $3::int8[]) AS u(a, s, n) "
+            "ORDER BY a, s ON CONFLICT (app, status, slot) DO UPDATE SET n = counts.n + excluded.n",
+            apps,
+            statuses,
+            ns,
+        )
+        await conn.execute(
+            "INSERT INTO pruned (app, status, n) "
+            "SELECT a, s, n FROM unnest($1::text[], $2::text[], $3::int8[]) AS u(a, s, n) "
+            "ORDER BY a, s ON CONFLICT (app, status) DO UPDATE SET n = pruned.n + excluded.n",
+            apps,
+            statuses,
+            ns,
+        )
+        await conn.execute(
+            f'DELETE FROM idempotency i USING "{part}" m WHERE m.idempotency_key IS NOT NULL '
+            "AND i.app = m.app AND i.key = m.idempotency_key"
+        )
+    await conn.execute(f'DROP TABLE "{part}"')
+    return sum(int(r[2]) for r in rows)
+
+
+async def _prune(conn: Conn, cutoff: float, now: float) -> tuple[int, bool]:
+    """One slice of retention: (messages deleted, whether to come back for more). One day
+    partition per transaction, so its lock on `messages` lasts one short transaction; other
+    processes skip while one holds the pruning lock."""
     if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", _PRUNE_LOCK):
-        return -1
-    done = await conn.execute(_PRUNE_MESSAGES, cutoff, _PRUNE_LIMIT)
+        return 0, False
+    for (part,) in await conn.fetch(_DAY_PARTITIONS):
+        if (int(part.removeprefix("messages_d")) + 1) * DAY_S <= cutoff:
+            return await _drop_day(conn, part), True
+    done = await conn.execute(_PRUNE_ACTIVE, cutoff, _PRUNE_LIMIT)
     deleted = int(done.rsplit(" ", 1)[-1])
+    if deleted >= _PRUNE_LIMIT:
+        return deleted, True
     await conn.execute("DELETE FROM receipts WHERE received_at < $1", cutoff)
     await outbox.prune(conn, cutoff)
     await shared.prune(conn, now)
@@ -419,4 +478,4 @@ async def _prune(conn: Conn, cutoff: float, now: float) -> int:
         "GROUP BY app, status HAVING sum(n) <> 0 ORDER BY app, status "
         "ON CONFLICT (app, status, slot) DO UPDATE SET n = counts.n + excluded.n"
     )
-    return deleted
+    return 0, False

@@ -48,11 +48,7 @@ INSERT_COLUMNS = (
 )
 _names = ", ".join(n for n, _ in INSERT_COLUMNS)
 _arrays = ", ".join(f"${i}::{t}[]" for i, (_, t) in enumerate(INSERT_COLUMNS, start=1))
-INSERT_MESSAGES = (
-    f"INSERT INTO messages ({_names}) SELECT * FROM unnest({_arrays}) "
-    "ON CONFLICT (app, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING "
-    "RETURNING id"
-)
+INSERT_MESSAGES = f"INSERT INTO messages ({_names}) SELECT * FROM unnest({_arrays})"
 
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.decode

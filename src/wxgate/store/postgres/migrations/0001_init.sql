@@ -5,9 +5,15 @@
 -- while it is in flight (an expired lease is simply due again), NULL once it is final or its
 -- batch is held. One partial index on (app, due_at) serves every lease query.
 
+-- Messages are partitioned by finished_at: waiting and in-flight ones (finished_at NULL) live
+-- in the default partition messages_active; finishing a message moves its row into the
+-- partition of its day (messages_d<day>, day = floor(finished_at / 86400), UTC), created days
+-- ahead by wx_ensure_partitions. Retention then drops a day's partition instead of deleting its
+-- rows one by one (queue.py). Requeue sets finished_at NULL and moves a dead letter back.
+CREATE SEQUENCE message_seq;
 CREATE TABLE messages (
-    seq bigint GENERATED ALWAYS AS IDENTITY,  -- insertion order: batch pages
-    id text PRIMARY KEY,
+    seq bigint NOT NULL DEFAULT nextval('message_seq'),  -- insertion order: batch pages
+    id text NOT NULL,
     app text NOT NULL,
     kind text NOT NULL,
     touser text NOT NULL,
@@ -29,7 +35,7 @@ CREATE TABLE messages (
     attempts integer NOT NULL DEFAULT 0,
     last_errcode integer,
     last_errmsg text,
-    wechat_msgid bigint,               -- unsigned 64-bit stored as signed (codec.to_i64)
+    wechat_msgid bigint,               -- unsigned 64-bit stored as signed (rows.to_i64)
     receipt text,
     sent_at double precision,
     finished_at double precision,
@@ -39,16 +45,56 @@ CREATE TABLE messages (
     due_at double precision,
     notes text,                        -- msgspec JSON list, or NULL
     shared integer                     -- 1: data is the row's own, the rest is its batch's
-) WITH (fillfactor = 80);              -- room for HOT updates: a message changes 2-3 times
-CREATE INDEX messages_due ON messages (app, due_at) WHERE due_at IS NOT NULL;
-CREATE UNIQUE INDEX messages_idempotency
-    ON messages (app, idempotency_key) WHERE idempotency_key IS NOT NULL;
+) PARTITION BY RANGE (finished_at);
+-- Room for HOT updates: a waiting message changes 2-3 times before it finishes.
+CREATE TABLE messages_active PARTITION OF messages DEFAULT WITH (fillfactor = 80);
+-- Every partition: by id (unique while active, where every write checks it; ids are made by
+-- the gateway, so a finished one's id is never offered again), msgid, batch, idempotency key.
+CREATE UNIQUE INDEX messages_active_id ON messages_active (id);
 CREATE INDEX messages_msgid ON messages (app, wechat_msgid) WHERE wechat_msgid IS NOT NULL;
 CREATE INDEX messages_batch ON messages (batch_id, seq) WHERE batch_id IS NOT NULL;
-CREATE INDEX messages_pending_by_created ON messages (created_at)
-    WHERE status IN ('queued', 'scheduled', 'retrying');
+CREATE INDEX messages_idempotency ON messages (app, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
 CREATE INDEX messages_dead ON messages (finished_at, id) WHERE status = 'dead';
-CREATE INDEX messages_finished ON messages (finished_at) WHERE finished_at IS NOT NULL;
+-- Only active rows are due or pending.
+CREATE INDEX messages_due ON messages_active (app, due_at) WHERE due_at IS NOT NULL;
+CREATE INDEX messages_pending_by_created ON messages_active (created_at)
+    WHERE status IN ('queued', 'scheduled', 'retrying');
+CREATE INDEX messages_active_finished ON messages_active (finished_at)
+    WHERE finished_at IS NOT NULL;
+-- Idempotency keys, unique across every partition (a partitioned table's own unique index
+-- would have to include finished_at). Dropped with their messages' partition.
+CREATE TABLE idempotency (
+    app text NOT NULL,
+    key text NOT NULL,
+    id text NOT NULL,
+    PRIMARY KEY (app, key)
+);
+
+-- Day partitions from first_day to last_day (days since the epoch, UTC), made if missing.
+-- A day whose rows already sit in the default partition (a clock that jumped ahead) is left
+-- there: retention deletes those rows one by one instead.
+CREATE FUNCTION wx_ensure_partitions(first_day integer, last_day integer) RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    d integer;
+    made integer := 0;
+    part text;
+BEGIN
+    FOR d IN first_day..last_day LOOP
+        part := 'messages_d' || d;
+        IF to_regclass(quote_ident(part)) IS NULL
+           AND NOT EXISTS (SELECT 1 FROM messages_active
+                           WHERE finished_at >= d * 86400.0 AND finished_at < (d + 1) * 86400.0)
+        THEN
+            EXECUTE format('CREATE TABLE %I PARTITION OF messages FOR VALUES FROM (%s) TO (%s)',
+                           part, d * 86400, (d + 1) * 86400);
+            EXECUTE format('CREATE INDEX %I ON %I (id)', part || '_id', part);
+            made := made + 1;
+        END IF;
+    END LOOP;
+    RETURN made;
+END $$;
 
 -- Counts by (app, status) so stats() never scans messages, kept by statement triggers. Each
 -- backend adds to its own slot (pg_backend_pid() % 16): concurrent transactions rarely wait
