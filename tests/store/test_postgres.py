@@ -12,6 +12,7 @@ import pytest
 
 from support.postgres_server import free_port
 from support.store import LEASE_S, make_message
+from support.wait import wait_until
 from wxgate.clock import FakeClock
 from wxgate.errors import StoreError, StoreUnavailable
 from wxgate.models import SendResult
@@ -149,3 +150,43 @@ async def test_retention_drops_a_day_partition_once_all_of_it_is_past(postgres_u
         assert rows[0][0] == 0
     finally:
         await store.close()
+
+
+async def test_idle_leases_skip_the_query_until_a_notify_or_a_due_time(postgres_url: str) -> None:
+    """LISTEN/NOTIFY: an idle process stops querying; another's enqueue wakes it at once,
+    and a lease expiring (a crashed holder) or a scheduled message falls due on time."""
+    clock, schema = FakeClock(), _schema()
+    a, b = _store(postgres_url, clock, schema), _store(postgres_url, clock, schema)
+    await a.open()
+    await b.open()
+    try:
+        assert await b.lease(10, LEASE_S, clock.now()) == []
+        for _ in range(5):
+            assert await b.lease(10, LEASE_S, clock.now()) == []
+        assert b._wakeups.skipped == 5
+
+        [res] = await a.enqueue([make_message(clock)])
+        got: list[str] = []
+
+        async def b_leases() -> bool:
+            got.extend(m.id for m in await b.lease(10, LEASE_S, clock.now()))
+            return bool(got)
+
+        await wait_until(b_leases, 10, "b woken by a's enqueue")
+        assert got == [res.id]
+        assert await b.lease(10, LEASE_S, clock.now()) == []  # idle again, until the lease ends
+        skipped = b._wakeups.skipped
+        assert await a.lease(10, LEASE_S, clock.now()) == []
+        clock.advance(LEASE_S + 1)  # b "crashed": its lease expired, a takes it over
+        [taken] = await a.lease(10, LEASE_S, clock.now())
+        assert taken.id == res.id
+        assert b._wakeups.skipped == skipped
+
+        assert await a.ack(taken.id, taken.lease_token, SendResult(None, clock.now()))
+        [later] = await a.enqueue([make_message(clock, delay_s=60)])
+        assert await b.lease(10, LEASE_S, clock.now()) == []
+        clock.advance(61)
+        assert [m.id for m in await b.lease(10, LEASE_S, clock.now())] == [later.id]
+    finally:
+        await a.close()
+        await b.close()

@@ -14,6 +14,7 @@ from wxgate.store.batch_shared import SharedCache, decode_shared, encode_shared
 from wxgate.store.postgres import outbox
 from wxgate.store.postgres.connection import PostgresConnection, maps_pg_errors
 from wxgate.store.postgres.rows import COLUMNS, row_message
+from wxgate.store.postgres.wakeups import Wakeups
 
 Conn = asyncpg.Connection
 
@@ -116,6 +117,8 @@ def _row_batch(r: Any) -> Batch:
 
 
 class PostgresBatches(PostgresConnection):
+    _wakeups: Wakeups
+
     def _init_batches(self) -> None:
         self._shared = SharedCache(self._load_shared)
 
@@ -146,7 +149,9 @@ class PostgresBatches(PostgresConnection):
         if status not in BATCH_SETTABLE:
             settable = sorted(s.value for s in BATCH_SETTABLE)
             raise ValueError(f"batch status must be one of {settable}")
-        return await self._tx(_set_status, batch_id, status, expect, self._clock.now())
+        done = await self._tx(_set_status, batch_id, status, expect, self._clock.now())
+        self._wakeups.changed()
+        return done
 
     @maps_pg_errors
     async def set_batch_total(self, batch_id: str, total: int) -> bool:
@@ -157,7 +162,9 @@ class PostgresBatches(PostgresConnection):
 
     @maps_pg_errors
     async def set_batch_rate(self, batch_id: str, rate_per_s: float | None) -> bool:
-        return await self._tx(_set_rate, batch_id, rate_per_s, self._clock.now())
+        done = await self._tx(_set_rate, batch_id, rate_per_s, self._clock.now())
+        self._wakeups.changed()
+        return done
 
     @maps_pg_errors
     async def batch_rates(self) -> dict[str, float]:

@@ -256,7 +256,9 @@ class PostgresOutcomes(PostgresQueue):
         count_attempt: bool,
     ) -> bool:
         now = self._clock.now()
-        return await self._tx(_retry, msg_id, lease_token, at, error, count_attempt, now)
+        done = await self._tx(_retry, msg_id, lease_token, at, error, count_attempt, now)
+        self._wakeups.changed()
+        return done
 
     @maps_pg_errors
     async def dead(self, msg_id: str, lease_token: int, error: ErrorInfo) -> bool:

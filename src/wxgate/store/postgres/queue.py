@@ -32,6 +32,7 @@ from wxgate.store.postgres.rows import (
     row_message,
     to_i64,
 )
+from wxgate.store.postgres.wakeups import Wakeups
 
 Conn = asyncpg.Connection
 EnqueueCall = tuple[Sequence[Message], Batch | None, float]
@@ -185,10 +186,12 @@ _CANCEL_ROWS = (
 
 async def _lease(
     conn: Conn, n: int, lease_s: float, now: float, exclude_apps: frozenset[str]
-) -> list[Message]:
-    apps = [r[0] for r in await conn.fetch(_ACTIVE_APPS) if r[0] not in exclude_apps]
+) -> tuple[list[Message], float | None]:
+    """(the leased messages, and when none: the earliest due_at of any app, None if none)."""
+    active = [r[0] for r in await conn.fetch(_ACTIVE_APPS)]
+    apps = [a for a in active if a not in exclude_apps]
     if not apps:
-        return []
+        return [], await _next_due(conn, active)
     blocked: dict[str, str] = {r[0]: r[1] for r in await conn.fetch(_BLOCKED)}
     if blocked:
         await _set_aside(conn, blocked, now)
@@ -197,7 +200,22 @@ async def _lease(
     apps = apps[start:] + apps[:start]
     until = now + lease_s
     rows = await conn.fetch(_LEASE, apps, now, list(blocked), n, token, until)
-    return [row_message(r) for r in rows]
+    if not rows:
+        return [], await _next_due(conn, active)
+    return [row_message(r) for r in rows], None
+
+
+_NEXT_DUE = (
+    "SELECT min(d) FROM unnest($1::text[]) AS a(app), LATERAL (SELECT due_at AS d "
+    "FROM messages_active WHERE app = a.app AND due_at IS NOT NULL ORDER BY due_at LIMIT 1) x"
+)
+
+
+async def _next_due(conn: Conn, apps: list[str]) -> float | None:
+    if not apps:
+        return None
+    found = await conn.fetchval(_NEXT_DUE, apps)
+    return None if found is None else float(found)
 
 
 async def _set_aside(conn: Conn, blocked: dict[str, str], now: float) -> None:
@@ -262,6 +280,7 @@ class PostgresQueue(PostgresBatches):
     """MessageQueue's intake, leasing and reads (outcomes: PostgresOutcomes)."""
 
     def _init_queue(self) -> None:
+        self._wakeups = Wakeups(self._schema)
         self._enqueues: Coalescer[EnqueueCall, list[EnqueueResult] | StoreError] = Coalescer(
             self._run_enqueues, _COALESCE_MAX_CALLS
         )
@@ -269,6 +288,7 @@ class PostgresQueue(PostgresBatches):
 
     async def _drain_queue(self) -> None:
         await self._enqueues.wait_idle()
+        await self._wakeups.stop()
 
     @maps_pg_errors
     async def enqueue(
@@ -277,6 +297,7 @@ class PostgresQueue(PostgresBatches):
         call: EnqueueCall = (messages, batch, self._clock.now())
         if self._pool is None:
             raise StoreUnavailable("postgresql store is closed")
+        self._wakeups.changed()
         if len(messages) > _COALESCE_MAX_MESSAGES:
             [result] = await self._tx(_enqueue_many, [call])
         else:
@@ -286,6 +307,7 @@ class PostgresQueue(PostgresBatches):
             result = got
         if batch is not None and batch.shared is not None:
             self._shared.put(batch.id, batch.shared)  # its first leases need no read
+        self._wakeups.changed()
         return result
 
     async def _run_enqueues(
@@ -318,10 +340,19 @@ class PostgresQueue(PostgresBatches):
     ) -> list[Message]:
         if n <= 0:
             return []
+        if self._pool is None:
+            raise StoreUnavailable("postgresql store is closed")
         if now >= self._next_prune:
             self._next_prune = now + _PRUNE_EVERY_S
             await self.prune(now)
-        return await self._shared.filled(await self._tx(_lease, n, lease_s, now, exclude_apps))
+        if self._wakeups.idle(now, exclude_apps):
+            return []  # nothing due before idle_until, and no change since: no query
+        await self._wakeups.listen(self._connect)
+        self._wakeups.leasing()
+        leased, next_due = await self._tx(_lease, n, lease_s, now, exclude_apps)
+        if not leased:
+            self._wakeups.went_idle(next_due, exclude_apps)
+        return await self._shared.filled(leased)
 
     async def prune(self, now: float | None = None) -> int:
         """Delete finished messages older than retention_s (and every role's stale rows);
@@ -406,6 +437,7 @@ class PostgresQueue(PostgresBatches):
                 params.append(errcode)
                 sql += f" AND last_errcode = ${len(params)}"
         done = await self._p.execute(sql, *params)
+        self._wakeups.changed()
         return int(done.rsplit(" ", 1)[-1])
 
 

@@ -255,3 +255,17 @@ CREATE TABLE webhook_counts (
     slot integer PRIMARY KEY,
     delivered bigint NOT NULL
 );
+
+-- Wake-ups: a change that makes a message due sooner than before (a new or requeued message,
+-- a retry, a resumed batch) notifies `wxgate_due_<schema>` at commit, so idle gateways lease
+-- again at once instead of polling the table (queue.py, PostgresQueue.lease).
+CREATE FUNCTION wx_notify_due() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('wxgate_due_' || current_schema(), '');
+    RETURN NULL;
+END $$;
+CREATE TRIGGER messages_due_insert AFTER INSERT ON messages_active
+    FOR EACH ROW WHEN (NEW.due_at IS NOT NULL) EXECUTE FUNCTION wx_notify_due();
+CREATE TRIGGER messages_due_sooner AFTER UPDATE OF due_at ON messages_active
+    FOR EACH ROW WHEN (NEW.due_at IS NOT NULL AND (OLD.due_at IS NULL OR NEW.due_at < OLD.due_at))
+    EXECUTE FUNCTION wx_notify_due();
