@@ -190,3 +190,42 @@ async def test_idle_leases_skip_the_query_until_a_notify_or_a_due_time(postgres_
     finally:
         await a.close()
         await b.close()
+
+
+async def test_connections_killed_under_it_are_503_then_replaced(postgres_url: str) -> None:
+    """Every connection of the store terminated by the server (what a failover or restart
+    does to them): calls fail as StoreUnavailable, never anything else, and the pool
+    reconnects by itself; nothing accepted is lost."""
+    clock, schema = FakeClock(), _schema()
+    store = _store(postgres_url, clock, schema)
+    await store.open()
+    try:
+        [res] = await store.enqueue([make_message(clock)])
+        await store.lease(1, LEASE_S, clock.now())  # holds a listening connection too
+        conn = await asyncpg.connect(postgres_url)
+        try:
+            killed = await conn.fetchval(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND application_name = 'wxgate' "
+                "AND pid <> pg_backend_pid()"
+            )
+        finally:
+            await conn.close()
+        assert killed >= 2
+        outcomes: list[str] = []
+
+        async def answers() -> bool:
+            try:
+                got = await store.get(res.id)
+            except StoreUnavailable:
+                outcomes.append("503")
+                return False
+            outcomes.append("ok")
+            return got is not None and got.id == res.id
+
+        await wait_until(answers, 10, "the store answering again")
+        assert set(outcomes) <= {"503", "ok"}
+        await store.ping()
+        assert (await store.stats()).by_status["sending"] == 1
+    finally:
+        await store.close()

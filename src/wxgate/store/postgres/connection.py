@@ -29,6 +29,16 @@ _UNAVAILABLE_STATES = ("25006",)
 # Deadlock and serialization failures: the transaction is rolled back whole; run it again.
 _RETRY_STATES = ("40P01", "40001")
 _TX_ATTEMPTS = 5
+# What the driver raises when the link is gone or broken: an OS error, a timeout, a closed
+# connection or pool (InterfaceError), or a connection whose server went away mid-protocol
+# (InternalClientError: "another operation is in progress").
+_LINK_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+)
+DRIVER_ERRORS: tuple[type[BaseException], ...] = (asyncpg.PostgresError, *_LINK_ERRORS)
 
 
 def map_error(exc: BaseException) -> BaseException:
@@ -40,7 +50,7 @@ def map_error(exc: BaseException) -> BaseException:
         if state[:2] in _UNAVAILABLE_CLASSES or state in _UNAVAILABLE_STATES:
             return StoreUnavailable(f"postgresql unavailable: {exc}")
         return StoreError(f"postgresql: {exc}")
-    if isinstance(exc, (OSError, asyncio.TimeoutError, asyncpg.InterfaceError)):
+    if isinstance(exc, _LINK_ERRORS):
         return StoreUnavailable(f"postgresql unreachable: {exc}")
     return exc
 
@@ -54,7 +64,7 @@ def maps_pg_errors(
     async def wrapper(self: _S, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
         try:
             return await fn(self, *args, **kwargs)
-        except (TimeoutError, asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as e:
+        except DRIVER_ERRORS as e:
             raise map_error(e) from e
 
     return wrapper
@@ -129,7 +139,7 @@ class PostgresConnection:
         if pool is not None:
             try:
                 await asyncio.wait_for(pool.close(), self._command_timeout_s)
-            except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            except DRIVER_ERRORS:
                 pool.terminate()
 
     @maps_pg_errors
@@ -148,7 +158,7 @@ class PostgresConnection:
                     await asyncio.sleep(0.001 * (attempt + 1))
                     continue
                 raise map_error(exc) from exc
-            except (TimeoutError, OSError, asyncpg.InterfaceError) as exc:
+            except _LINK_ERRORS as exc:
                 raise map_error(exc) from exc
         raise StoreError("postgresql: transaction kept deadlocking")  # unreachable
 
@@ -157,5 +167,5 @@ class PostgresConnection:
         try:
             async with self._p.acquire() as conn:
                 return await fn(conn, *args)
-        except (TimeoutError, asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as e:
+        except DRIVER_ERRORS as e:
             raise map_error(e) from e

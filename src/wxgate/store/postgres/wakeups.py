@@ -14,6 +14,8 @@ from collections.abc import Awaitable, Callable
 
 import asyncpg
 
+from wxgate.store.postgres.connection import DRIVER_ERRORS
+
 _RELISTEN_EVERY_S = 5.0
 
 
@@ -65,11 +67,11 @@ class Wakeups:
         self._next_try = time.monotonic() + _RELISTEN_EVERY_S
         try:
             conn = await connect()
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError):
+        except DRIVER_ERRORS:
             return
         try:
             await conn.add_listener(self.channel, self._notified)
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError):
+        except DRIVER_ERRORS:
             conn.terminate()
             return
         conn.add_termination_listener(self._lost)
@@ -82,7 +84,7 @@ class Wakeups:
             return
         try:
             await asyncio.wait_for(conn.close(), 5)
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError):
+        except DRIVER_ERRORS:
             conn.terminate()
 
     def __repr__(self) -> str:
