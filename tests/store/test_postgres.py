@@ -10,7 +10,7 @@ import uuid
 import asyncpg
 import pytest
 
-from support.postgres_server import free_port
+from support.postgres_server import PostgresServer, free_port
 from support.store import LEASE_S, make_message
 from support.wait import wait_until
 from wxgate.clock import FakeClock
@@ -229,3 +229,22 @@ async def test_connections_killed_under_it_are_503_then_replaced(postgres_url: s
         assert (await store.stats()).by_status["sending"] == 1
     finally:
         await store.close()
+
+
+async def test_the_private_server_the_suite_falls_back_to_serves_a_store() -> None:
+    """Where nothing answers on 5432 the session starts its own server: initdb, start, a store
+    on it, stop (here it runs beside the local one, on a free port)."""
+    server = PostgresServer()
+    await asyncio.to_thread(server.start)
+    try:
+        url = f"postgresql://postgres@127.0.0.1:{server.port}/postgres"
+        clock = FakeClock()
+        store = _store(url, clock, _schema())
+        await store.open()
+        try:
+            [res] = await store.enqueue([make_message(clock)])
+            assert (await store.get(res.id)) is not None
+        finally:
+            await store.close()
+    finally:
+        await asyncio.to_thread(server.close)
