@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from support.postgres_server import fresh_database, session_postgres_url
 from support.redis_server import session_redis_url
 
 
@@ -13,4 +14,20 @@ from support.redis_server import session_redis_url
 def redis_url() -> Iterator[str]:
     """A real Redis for the session: a spare DB of the local one, else a server of our own."""
     with session_redis_url() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A real PostgreSQL database for the session: on the local server when it answers, else
+    on a private one; created for the session and dropped after it."""
+    with session_postgres_url() as url:
+        yield url
+
+
+@pytest.fixture
+def postgres_db(postgres_url: str) -> Iterator[str]:
+    """An empty database of this test's own on the session's server (a whole gateway uses the
+    default schema), dropped after the test."""
+    with fresh_database(postgres_url) as url:
         yield url

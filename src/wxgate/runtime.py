@@ -132,7 +132,7 @@ class Runtime:
 
     async def _open_store(self, stack: contextlib.AsyncExitStack) -> Store:
         s = self.settings.store
-        self.store = store = open_store(s.url, self.clock, s.retention_s)
+        self.store = store = open_store(s.url, self.clock, s.retention_s, s.pool_size)
         stack.push_async_callback(self._close_store)  # also after a half-done open
         await store.open()
         return store

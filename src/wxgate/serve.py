@@ -2,7 +2,7 @@
 
 Sandbox mode runs the simulator in this (parent) process and points every gateway at it, so
 `--sandbox --processes 4` is one simulator and four gateways, as in production. N processes are
-kept by supervisor.Supervisor (restarts, drains); they need a shared store (Redis).
+kept by supervisor.Supervisor (restarts, drains); they need a shared store (Redis or PostgreSQL).
 """
 
 from __future__ import annotations
@@ -38,6 +38,8 @@ from wxgate.store.factory import open_store
 from wxgate.supervisor import Supervisor, check_port_free
 
 log = logging.getLogger("wxgate")
+# Stores every process (and machine) shares: what --processes N needs.
+_SHARED_STORES = ("redis://", "rediss://", "postgresql://", "postgres://")
 
 
 @dataclass(frozen=True)
@@ -135,9 +137,14 @@ def check_options(base: Settings, opts: ServeOptions) -> Settings:
     if opts.processes > 1:
         store_url = opts.store if opts.sandbox else settings.store.url
         if store_url is None and opts.sandbox:
-            raise ConfigError("--sandbox --processes N needs --store redis://host:port/db")
-        if store_url is None or not store_url.startswith(("redis://", "rediss://")):
-            raise ConfigError("--processes > 1 needs a shared store: --store redis://host:port/db")
+            raise ConfigError(
+                "--sandbox --processes N needs --store redis://host:port/db or postgresql://"
+            )
+        if store_url is None or not store_url.startswith(_SHARED_STORES):
+            raise ConfigError(
+                "--processes > 1 needs a shared store: --store redis://host:port/db or "
+                "postgresql://user@host/db"
+            )
         check_port_free(settings.server.host, settings.server.port)
     return settings
 

@@ -16,6 +16,7 @@ from wxgate.settings import WeChatSettings
 from wxgate.sim.config import SimApp, SimConfig
 from wxgate.sim.testing import running_simulator
 from wxgate.store.base import Store
+from wxgate.store.postgres import PostgresStore
 from wxgate.store.redis import RedisStore
 from wxgate.store.sqlite import SQLiteStore
 from wxgate.wechat.client import WeChatClient
@@ -61,5 +62,14 @@ async def redis_rig(redis_url: str) -> AsyncIterator[Rig]:
     clock = SystemClock()
     prefix = f"wxdel{uuid.uuid4().hex[:10]}"
     store = RedisStore(redis_url, clock, retention_s=3600, key_prefix=prefix)
+    async with running_rig(store, clock) as r:
+        yield r
+
+
+@pytest.fixture
+async def postgres_rig(postgres_url: str) -> AsyncIterator[Rig]:
+    clock = SystemClock()
+    schema = f"wxdel{uuid.uuid4().hex[:10]}"  # a schema of its own in the session's database
+    store = PostgresStore(postgres_url, clock, retention_s=3600, schema=schema)
     async with running_rig(store, clock) as r:
         yield r

@@ -45,6 +45,10 @@ async def test_thousand_messages_exactly_once_on_redis(redis_rig: Rig) -> None:
     await thousand_exactly_once(redis_rig)
 
 
+async def test_thousand_messages_exactly_once_on_postgres(postgres_rig: Rig) -> None:
+    await thousand_exactly_once(postgres_rig)
+
+
 async def thousand_exactly_once(rig: Rig) -> None:
     settings = worker_settings(concurrency=24, lease_batch=50)
     pool = await rig.pool(settings=settings)
@@ -177,6 +181,10 @@ async def test_drain_timeout_releases_held_messages(rig: Rig) -> None:
 
 async def test_drain_timeout_releases_held_messages_on_redis(redis_rig: Rig) -> None:
     await drain_timeout_releases(redis_rig)
+
+
+async def test_drain_timeout_releases_held_messages_on_postgres(postgres_rig: Rig) -> None:
+    await drain_timeout_releases(postgres_rig)
 
 
 async def drain_timeout_releases(rig: Rig) -> None:

@@ -177,3 +177,18 @@ def test_the_examples_commented_keys_are_valid_settings(tmp_path: Path) -> None:
     s = load(path)
     assert [k.name for k in s.server.keys] == ["shop-backend", "crm"]
     assert s.apps[0].quiet_hours == "22:00-08:00" and s.workers.adaptive.threshold == 0.1
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://:pw-9f2@h:6379/0", "redis://:***@h:6379/0"),
+        ("postgresql://wx:pw-9f2@h1:5432,h2/db?sslmode=require", None),
+        ("postgresql://wx@h/db?sslmode=require&password=pw-9f2", None),
+    ],
+)
+def test_store_url_passwords_are_masked(url: str, shown: str | None) -> None:
+    masked = from_dict({"store": {"url": url}}).masked()["store"]["url"]
+    assert "pw-9f2" not in masked
+    assert shown is None or masked == shown
+    assert masked.split("://")[0] == url.split("://")[0]

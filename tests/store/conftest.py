@@ -29,10 +29,25 @@ def _redis(request: pytest.FixtureRequest, clock: FakeClock) -> Store:
     return store
 
 
+def _postgres(request: pytest.FixtureRequest, clock: FakeClock) -> Store:
+    from wxgate.store.postgres import PostgresStore
+
+    # A schema of its own: tests share the session's database.
+    schema = f"wxt{uuid.uuid4().hex[:10]}"
+    return PostgresStore(
+        request.getfixturevalue("postgres_url"),
+        clock,
+        retention_s=3600,
+        schema=schema,
+        pool_size=4,
+    )
+
+
 # Backend name -> a store on the test's clock, not opened yet. A new backend adds one entry.
 BACKENDS: dict[str, Callable[[pytest.FixtureRequest, FakeClock], Store]] = {
     "sqlite": _sqlite,
     "redis": _redis,
+    "postgres": _postgres,
 }
 
 

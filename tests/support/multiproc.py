@@ -26,14 +26,14 @@ def gateway_config(
     name: str,
     port: int,
     sim_url: str,
-    redis_url: str,
+    store_url: str,
     apps: Sequence[AppSpec] = (APP_A,),
     *,
     app_overrides: Mapping[str, Any] | None = None,
     per_app: Mapping[str, Mapping[str, Any]] | None = None,
     **sections: Mapping[str, Any],
 ) -> Path:
-    """A TOML file for one gateway process on `port` against the Redis at `redis_url`.
+    """A TOML file for one gateway process on `port` against the shared store at `store_url`.
 
     `app_overrides` apply to every app, `per_app` to the app of that name."""
     data = settings_dict(
@@ -42,7 +42,7 @@ def gateway_config(
         sim_url,
         apps,
         app_overrides=app_overrides,
-        **{**sections, "store": {"url": redis_url, **sections.get("store", {})}},
+        **{**sections, "store": {"url": store_url, **sections.get("store", {})}},
     )
     for app in data["apps"]:
         app.update((per_app or {}).get(app["name"], {}))

@@ -19,7 +19,7 @@ from rich.console import Console
 
 from wxgate import invocation, logs
 from wxgate import settings as settings_mod
-from wxgate.errors import ConfigError
+from wxgate.errors import ConfigError, StoreError
 from wxgate.sdk import GatewayClient, GatewayError, GatewayUnreachable
 
 P = ParamSpec("P")
@@ -45,6 +45,18 @@ def config_errors() -> Iterator[None]:
         yield
     except ConfigError as exc:
         err.print(f"[red]config error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+@contextmanager
+def store_errors() -> Iterator[None]:
+    """A store that cannot be reached or refuses to start (a schema newer than this code)
+    becomes one red line and exit code 2, not a traceback: the error names the host, never
+    the URL's password."""
+    try:
+        yield
+    except StoreError as exc:
+        err.print(f"[red]store unavailable:[/red] {exc}")
         raise typer.Exit(2) from None
 
 

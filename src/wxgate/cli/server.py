@@ -43,7 +43,9 @@ def serve(
     config: ConfigOpt = None,
     port: Annotated[int | None, typer.Option(help="HTTP port (overrides the file)")] = None,
     host: Annotated[str | None, typer.Option(help="Interface to listen on")] = None,
-    store: Annotated[str | None, typer.Option(help="Store URL: sqlite:///f.db or redis://")] = None,
+    store: Annotated[
+        str | None, typer.Option(help="Store URL: sqlite:///f.db, redis:// or postgresql://")
+    ] = None,
     sandbox: Annotated[
         bool, typer.Option(help="Start the built-in simulator and wire a sandbox app to it")
     ] = False,
@@ -58,7 +60,8 @@ def serve(
     processes: Annotated[
         int,
         typer.Option(
-            help="Gateway processes sharing the port, restarted if they die (needs a Redis store)"
+            help="Gateway processes sharing the port, restarted if they die (needs a Redis or "
+            "PostgreSQL store)"
         ),
     ] = 1,
     log_level: Annotated[str, typer.Option(help="debug | info | warning")] = "info",

@@ -171,3 +171,22 @@ def _redis(exc: BaseException, settings: Settings) -> str | None:
         "  Start it, or point wxgate at yours with --store redis://host:port/db "
         "(store.url, WXGATE_STORE__URL)."
     )
+
+
+@explains(StoreError)
+def _postgres(exc: BaseException, settings: Settings) -> str | None:
+    """PostgreSQL unreachable or refusing us: the store's own words name the host (never the
+    password); the schema check's refusal needs a newer wxgate, not a running server."""
+    if urlsplit(settings.store.url).scheme not in ("postgresql", "postgres"):
+        return None
+    text = _masked(str(exc), settings)
+    if "newer than" in text:
+        return (
+            f"store unavailable: {text}\n"
+            "  Run the wxgate release that migrated this database (or a newer one)."
+        )
+    return (
+        f"store unavailable: {text}\n"
+        "  Start PostgreSQL, or point wxgate at yours with --store postgresql://user@host:port/db "
+        "(store.url, WXGATE_STORE__URL)."
+    )

@@ -130,8 +130,11 @@ class ServerSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 class StoreSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     url: str = "sqlite:///wxgate.db"
-    # Finished messages are kept this long (Redis TTL; SQLite prunes on the same horizon).
+    # Finished messages are kept this long (Redis TTL; SQLite and PostgreSQL prune on the
+    # same horizon).
     retention_s: float = 7 * 86400
+    # PostgreSQL connections per process (each gateway process has a pool of its own).
+    pool_size: int = 10
 
 
 class WeChatSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -316,10 +319,17 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 def _mask_url(url: str) -> str:
-    """Hide a password in scheme://user:password@host URLs."""
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
+    """Hide a password in scheme://user:password@host URLs, and libpq's `password=` query
+    parameter (postgresql://user@host/db?password=...)."""
+    base, sep, query = url.partition("?")
+    if query:
+        query = "&".join(
+            f"password={MASK}" if pair.startswith("password=") else pair
+            for pair in query.split("&")
+        )
+    if "@" in base and "://" in base:
+        scheme, rest = base.split("://", 1)
         creds, host = rest.rsplit("@", 1)
         user = creds.split(":", 1)[0]
-        return f"{scheme}://{user}:{MASK}@{host}"
-    return url
+        base = f"{scheme}://{user}:{MASK}@{host}"
+    return base + sep + query

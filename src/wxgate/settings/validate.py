@@ -152,8 +152,12 @@ def validate(settings: Settings) -> Settings:
             raise ConfigError(f"apps.{app.name}.max_concurrency: must be >= 1")
         if app.encoding_aes_key is not None and len(app.encoding_aes_key) != 43:
             raise ConfigError(f"apps.{app.name}.encoding_aes_key: must be 43 characters")
-    if not settings.store.url.startswith(("sqlite://", "redis://", "rediss://")):
-        raise ConfigError("store.url: must start with sqlite:// or redis://")
+    if not settings.store.url.startswith(
+        ("sqlite://", "redis://", "rediss://", "postgresql://", "postgres://")
+    ):
+        raise ConfigError("store.url: must start with sqlite://, redis:// or postgresql://")
+    if settings.store.pool_size < 1:
+        raise ConfigError("store.pool_size: must be >= 1")
     if not 0 < settings.server.port < 65536:
         raise ConfigError("server.port: must be 1-65535")
     if settings.server.max_stream_bytes < 1:

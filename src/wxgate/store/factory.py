@@ -37,10 +37,19 @@ def _parse_sqlite(url: str) -> tuple[str, dict[str, str]]:
     return path, options
 
 
-def open_store(url: str, clock: Clock, retention_s: float) -> Store:
+POSTGRES_PREFIXES = ("postgresql://", "postgres://")
+DEFAULT_POOL_SIZE = 10
+
+
+def open_store(
+    url: str, clock: Clock, retention_s: float, pool_size: int = DEFAULT_POOL_SIZE
+) -> Store:
     """A store for `url`, not opened yet (call `await store.open()`).
 
-    sqlite:///wxgate.db (add ?synchronous=FULL to fsync every commit) or redis://host:port/db.
+    sqlite:///wxgate.db (add ?synchronous=FULL to fsync every commit), redis://host:port/db, or
+    postgresql://user:pass@host:port/db (libpq parameters such as sslmode,
+    target_session_attrs and several host:port pairs go to asyncpg as libpq reads them);
+    `pool_size` bounds the PostgreSQL connections of this process.
     """
     if url.startswith(SQLITE_PREFIX):
         from wxgate.store.sqlite import SQLiteStore
@@ -54,4 +63,8 @@ def open_store(url: str, clock: Clock, retention_s: float) -> Store:
 
         store: Store = RedisStore(url, clock, retention_s=retention_s)
         return store
-    raise ConfigError(f"store.url {url!r}: must start with sqlite:// or redis://")
+    if url.startswith(POSTGRES_PREFIXES):
+        from wxgate.store.postgres import PostgresStore
+
+        return PostgresStore(url, clock, retention_s=retention_s, pool_size=pool_size)
+    raise ConfigError("store.url: must start with sqlite://, redis:// or postgresql://")

@@ -30,9 +30,11 @@ ADAPTIVE = {
 }
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=["sqlite", "redis", "postgres"])
 def store(request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
-    if request.param == "redis":
+    if request.param == "postgres":
+        yield {"url": request.getfixturevalue("postgres_db")}
+    elif request.param == "redis":
         # The gateway uses the default key prefix: start from an empty DB, so what another
         # whole-gateway test left there (the dashboard's dead letters) is not counted here.
         url = request.getfixturevalue("redis_url")

@@ -35,10 +35,12 @@ def total(parsed: dict[str, list[tuple[dict[str, str], float]]], name: str, **ma
     )
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=["sqlite", "redis", "postgres"])
 def store(request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
     """The metrics must add up on both stores; the Redis DB starts empty for this test."""
-    if request.param == "redis":
+    if request.param == "postgres":
+        yield {"url": request.getfixturevalue("postgres_db")}
+    elif request.param == "redis":
         url = request.getfixturevalue("redis_url")
         with redis.Redis.from_url(url) as r:
             r.flushdb()

@@ -28,9 +28,11 @@ KEYS = [
 TOKEN_PATH = "/v1/apps/a/access-token"
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=["sqlite", "redis", "postgres"])
 def store(request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
-    if request.param == "redis":
+    if request.param == "postgres":
+        yield {"url": request.getfixturevalue("postgres_db")}
+    elif request.param == "redis":
         yield {"url": request.getfixturevalue("redis_url")}
     else:
         yield {}

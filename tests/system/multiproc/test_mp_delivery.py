@@ -1,6 +1,6 @@
-"""Two gateway processes on one Redis deliver 20,000 messages: each reaches WeChat exactly once,
-both processes share the work, and together they keep an app's one rate limit (a token bucket
-in Redis) within 5%.
+"""Two gateway processes on one shared store (Redis, then PostgreSQL) deliver 20,000 messages:
+each reaches WeChat exactly once, both processes share the work, and together they keep an
+app's one rate limit (a token bucket in the store) within 5%.
 
 Both apps are paused (a pause in the store, which every process obeys) while the messages go
 in, so delivery runs from a full backlog. Then app b's 3,000 single messages go out alone at
@@ -28,13 +28,12 @@ from support.multiproc import (
     start_all,
     steady_rate,
 )
-from support.redis_server import RedisServer
 from support.wait import wait_until
 from wxgate.clock import SystemClock
 from wxgate.models import AppPause
 from wxgate.sim.config import SimApp, SimConfig
 from wxgate.sim.testing import running_simulator
-from wxgate.store.redis import RedisStore
+from wxgate.store.factory import open_store
 
 PROCESSES = 2
 BATCHES_A, BATCH_SIZE = 17, 1_000
@@ -45,14 +44,24 @@ RATE_B_PER_S = 250.0
 BURST_B = RATE_B_PER_S * 1.0  # the bucket holds one second of the rate (app_state.RATE_BURST_S)
 
 
+@pytest.fixture(params=["redis", "postgres"])
+def shared_url(request: pytest.FixtureRequest) -> str:
+    """The store both processes share: this test's own Redis, or a database of its own."""
+    if request.param == "redis":
+        url: str = request.getfixturevalue("private_redis").url()
+    else:
+        url = request.getfixturevalue("postgres_db")
+    return url
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(150)
 async def test_two_processes_deliver_20000_exactly_once_within_the_shared_rate(
-    tmp_path: Path, private_redis: RedisServer
+    tmp_path: Path, shared_url: str
 ) -> None:
     # No receipts: this test is about sends (receipts across processes: test_mp_cli.py).
     config = SimConfig(apps=[SimApp(appid=a.appid, secret=a.secret) for a in (APP_A, APP_B)])
-    store = RedisStore(private_redis.url(), SystemClock(), retention_s=86_400)
+    store = open_store(shared_url, SystemClock(), retention_s=86_400)
     await store.open()
     async with running_simulator(config) as sim:
         procs = [
@@ -65,7 +74,7 @@ async def test_two_processes_deliver_20000_exactly_once_within_the_shared_rate(
                             f"gw{i}",
                             port,
                             sim.base_url,
-                            private_redis.url(),
+                            shared_url,
                             (APP_A, APP_B),
                             workers={"concurrency": 256, "lease_batch": 256},
                             app_overrides={"max_concurrency": 256},

@@ -34,6 +34,7 @@ from wxgate.models import Message, SendResult, new_id
 from wxgate.sandbox import free_port
 from wxgate.settings import AppSettings, WebhookSettings
 from wxgate.store.base import Store
+from wxgate.store.postgres import PostgresStore
 from wxgate.store.redis import RedisStore
 from wxgate.store.sqlite import SQLiteStore
 
@@ -442,16 +443,22 @@ async def test_an_allowlisted_caller_url_is_delivered_once_per_status_where_allo
 # ---------------------------------------------------------------- one event per status
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=["sqlite", "redis", "postgres"])
 async def any_store(
-    request: pytest.FixtureRequest, tmp_path: Path, redis_url: str
+    request: pytest.FixtureRequest, tmp_path: Path
 ) -> AsyncIterator[tuple[Store, FakeClock]]:
     clock = FakeClock()
     store: Store
     if request.param == "sqlite":
         store = SQLiteStore(str(tmp_path / "s.db"), clock)
-    else:
+    elif request.param == "redis":
+        redis_url = request.getfixturevalue("redis_url")
         store = RedisStore(redis_url, clock, retention_s=3600, key_prefix=f"ssrf{new_id()}")
+    else:
+        schema = f"ssrf{new_id().lower()}"
+        store = PostgresStore(
+            request.getfixturevalue("postgres_url"), clock, retention_s=3600, schema=schema
+        )
     await store.open()
     yield store, clock
     await store.close()
