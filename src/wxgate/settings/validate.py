@@ -18,6 +18,7 @@ from wxgate.settings.model import (
     Settings,
     api_key_digest,
 )
+from wxgate.store.redis_urls import SCHEMES, is_redis_url, parse_redis_url
 
 _QUIET = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)$")
 
@@ -152,8 +153,7 @@ def validate(settings: Settings) -> Settings:
             raise ConfigError(f"apps.{app.name}.max_concurrency: must be >= 1")
         if app.encoding_aes_key is not None and len(app.encoding_aes_key) != 43:
             raise ConfigError(f"apps.{app.name}.encoding_aes_key: must be 43 characters")
-    if not settings.store.url.startswith(("sqlite://", "redis://", "rediss://")):
-        raise ConfigError("store.url: must start with sqlite:// or redis://")
+    _validate_store_url(settings.store.url)
     if not 0 < settings.server.port < 65536:
         raise ConfigError("server.port: must be 1-65535")
     if settings.server.max_stream_bytes < 1:
@@ -172,6 +172,17 @@ def validate(settings: Settings) -> Settings:
     _validate_adaptive(settings.workers.adaptive)
     _validate_webhooks(settings)
     return settings
+
+
+def _validate_store_url(url: str) -> None:
+    """A store URL the store can open: SQLite, or a Redis URL of a known topology (the same
+    parse the Redis store uses, so `redis://h1:p1,h2:p2` fails here, naming the Sentinel and
+    Cluster forms, not later as a crash)."""
+    if url.startswith("sqlite://"):
+        return
+    if not is_redis_url(url):
+        raise ConfigError(f"store.url: must start with sqlite:// or one of {', '.join(SCHEMES)}")
+    parse_redis_url(url)
 
 
 def _validate_webhooks(settings: Settings) -> None:

@@ -7,6 +7,7 @@ from urllib.parse import parse_qsl
 from wxgate.clock import Clock
 from wxgate.errors import ConfigError
 from wxgate.store.base import Store
+from wxgate.store.redis_urls import SCHEMES, is_redis_url, parse_redis_url
 
 SQLITE_PREFIX = "sqlite://"
 _SQLITE_OPTIONS = frozenset({"synchronous"})
@@ -40,7 +41,9 @@ def _parse_sqlite(url: str) -> tuple[str, dict[str, str]]:
 def open_store(url: str, clock: Clock, retention_s: float) -> Store:
     """A store for `url`, not opened yet (call `await store.open()`).
 
-    sqlite:///wxgate.db (add ?synchronous=FULL to fsync every commit) or redis://host:port/db.
+    sqlite:///wxgate.db (add ?synchronous=FULL to fsync every commit), or a Redis URL of one of
+    the three topologies (store/redis_urls.py: redis://, rediss://, unix://, redis+sentinel://,
+    redis+cluster://).
     """
     if url.startswith(SQLITE_PREFIX):
         from wxgate.store.sqlite import SQLiteStore
@@ -48,10 +51,11 @@ def open_store(url: str, clock: Clock, retention_s: float) -> Store:
         path, options = _parse_sqlite(url)
         synchronous = options.get("synchronous", "NORMAL")
         return SQLiteStore(path, clock, retention_s=retention_s, synchronous=synchronous)
-    if url.startswith(("redis://", "rediss://", "unix://")):
+    if is_redis_url(url):
+        parse_redis_url(url)  # a config error before anything is imported or opened
         # Written alongside this module; the ignore only matters while it is absent.
         from wxgate.store.redis import RedisStore  # type: ignore[import-not-found, unused-ignore]
 
         store: Store = RedisStore(url, clock, retention_s=retention_s)
         return store
-    raise ConfigError(f"store.url {url!r}: must start with sqlite:// or redis://")
+    raise ConfigError(f"store.url: must start with sqlite:// or one of {', '.join(SCHEMES)}")

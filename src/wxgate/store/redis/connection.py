@@ -1,5 +1,16 @@
-"""The connection every role of RedisStore shares: one pool, the script runner, and the mapping
-of Redis failures to wxgate's errors (maps_redis_errors)."""
+"""The connection every role of RedisStore shares: one client for the topology the URL names
+(one Redis, Sentinel's primary, or Redis Cluster: store/redis_urls.py), the script runner, and
+the mapping of Redis failures to wxgate's errors (maps_redis_errors).
+
+Sentinel: every new connection asks the Sentinels for the primary and then asks that node its
+ROLE, refusing it unless it answers `master` (a node Sentinel has just demoted, or an old
+primary restarted with its stale data, never gets a write); a READONLY reply drops the
+connection (redis-py), so nothing is cached past a failover.
+
+Cluster: every key is under the hash tag `{prefix}` (one slot, so one shard: compatible, not
+spread) and every script declares a key of that slot, so the cluster client routes it to the
+shard that owns the slot and follows MOVED/ASK after a resharding or failover.
+"""
 
 from __future__ import annotations
 
@@ -8,27 +19,51 @@ import math
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
+from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedConnection
 from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
+from redis.exceptions import (
+    ClusterError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    RedisError,
+    ResponseError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import OutOfMemoryError, ReadOnlyError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from wxgate.clock import Clock
 from wxgate.errors import StoreError, StoreUnavailable
+from wxgate.store.redis_urls import RedisTarget, parse_redis_url
 
 # BusyLoadingError (Redis still loading its data after a restart) is a ConnectionError. A Redis
 # at its maxmemory (OOM, with the noeviction policy it must run with) refuses writes until
-# memory frees up: unavailable for now, not a bug (503 + Retry-After, not 500).
+# memory frees up: unavailable for now, not a bug (503 + Retry-After, not 500). ClusterError
+# covers CLUSTERDOWN, TRYAGAIN, MOVED/ASK the client gave up following and slots no node owns.
 _UNREACHABLE = (
     RedisConnectionError,
     RedisTimeoutError,
     ReadOnlyError,
     OutOfMemoryError,
+    ClusterError,
     ConnectionError,
     TimeoutError,
+)
+# Replies that mean "this node cannot take the write now" however they reach us (a plain
+# reply, or an error raised inside a script, which Redis prefixes the same way).
+_UNAVAILABLE_REPLIES = (
+    "READONLY",
+    "NOREPLICAS",
+    "MASTERDOWN",
+    "CLUSTERDOWN",
+    "TRYAGAIN",
+    "LOADING",
+    "MOVED",
+    "ASK",
+    "OOM",
 )
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -39,8 +74,9 @@ def maps_redis_errors(
     fn: Callable[Concatenate[_S, _P], Awaitable[_R]],
 ) -> Callable[Concatenate[_S, _P], Coroutine[Any, Any, _R]]:
     """Map Redis failures to ours, once for every public method: unreachable, still loading
-    its data, a read-only replica after a failover, or full (OOM) -> StoreUnavailable (the API
-    answers 503 and callers retry); anything else Redis says -> StoreError."""
+    its data, a read-only replica after a failover, too few replicas (NOREPLICAS), a cluster
+    that is down or resharding, or full (OOM) -> StoreUnavailable (the API answers 503 and
+    callers retry); anything else Redis says -> StoreError."""
 
     @functools.wraps(fn)
     async def wrapper(self: _S, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
@@ -48,6 +84,10 @@ def maps_redis_errors(
             return await fn(self, *args, **kwargs)
         except _UNREACHABLE as exc:
             raise StoreUnavailable(f"redis unreachable: {exc}") from exc
+        except ResponseError as exc:
+            if str(exc).startswith(_UNAVAILABLE_REPLIES):
+                raise StoreUnavailable(f"redis cannot take writes: {exc}") from exc
+            raise StoreError(f"redis: {exc}") from exc
         except RedisError as exc:
             raise StoreError(f"redis: {exc}") from exc
 
@@ -56,6 +96,35 @@ def maps_redis_errors(
 
 def text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+async def _close_client(redis: Redis | RedisCluster) -> None:
+    """Close a client and its connections (a Redis given its pool keeps it open otherwise)."""
+    if isinstance(redis, RedisCluster):
+        await redis.aclose()
+    else:
+        await redis.aclose(close_connection_pool=True)
+
+
+class PrimaryOnlyConnection(SentinelManagedConnection):
+    """A Sentinel-managed connection that asks the node its ROLE before first use and gives
+    up on it unless it is a primary: Sentinel's answer can be a moment old (the node demoted
+    since, or an old primary back with stale data before Sentinel reconfigures it)."""
+
+    async def connect_to(self, address: Any) -> None:
+        await super().connect_to(address)  # type: ignore[no-untyped-call]
+        if not self.connection_pool.is_master:
+            return
+        await self.send_command("ROLE")
+        role = await self.read_response()
+        if not role or text(role[0]) != "master":
+            await self.disconnect()
+            raise RedisConnectionError(f"{address[0]}:{address[1]} is not the primary (ROLE)")
+
+
+class BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
+    """Sentinel's pool (the primary's address asked per connection) with the blocking pool's
+    bound: a burst waits up to `timeout` for a free connection instead of failing at once."""
 
 
 class RedisConnection:
@@ -74,28 +143,40 @@ class RedisConnection:
         socket_timeout_s: float,
         connect_timeout_s: float,
     ) -> None:
+        self._target: RedisTarget = parse_redis_url(url)
         self._url = url
         self._clock = clock
-        self._p = key_prefix
+        # Cluster: one hash tag for every key, so every script's keys share a slot.
+        cluster = self._target.topology == "cluster"
+        if cluster and ("{" in key_prefix or "}" in key_prefix):
+            raise StoreError("redis key prefix must not contain { or } (the store adds its tag)")
+        self._p = f"{{{key_prefix}}}" if cluster else key_prefix
+        # A key of the prefix's slot that every script declares (KEYS[1] when it names none of
+        # its own): what a cluster client routes by, and what proxies insist on.
+        self._anchor = f"{self._p}:counts"
         self._group = group
         self._retention_s = retention_s
         # Redis drops a finished message (or a failed webhook event) a day after prune should
         # have: only if prune stalls.
         self._finished_ttl_s = max(1, math.ceil(retention_s + 86400))
+        self._timeouts: dict[str, Any] = {
+            "socket_timeout": socket_timeout_s,
+            "socket_connect_timeout": connect_timeout_s,
+        }
+        self._max_connections = max_connections
         self._pool_kwargs: dict[str, Any] = {
             "max_connections": max_connections,
             "timeout": socket_timeout_s,  # waiting for a free connection
-            "socket_timeout": socket_timeout_s,
-            "socket_connect_timeout": connect_timeout_s,
+            **self._timeouts,
             # Fail fast while Redis is down (a 503 now beats a hung request); a connection
             # that died idle in the pool is replaced by the pool itself.
             "retry": Retry(NoBackoff(), 0),
         }
-        self._redis: Redis | None = None
+        self._redis: Redis | RedisCluster | None = None
         self._scripts: dict[str, AsyncScript] = {}
 
     @property
-    def _r(self) -> Redis:
+    def _r(self) -> Redis | RedisCluster:
         if self._redis is None:
             raise StoreUnavailable("redis store is closed")
         return self._redis
@@ -104,19 +185,47 @@ class RedisConnection:
     async def open(self) -> None:
         if self._redis is not None:
             return
-        pool = BlockingConnectionPool.from_url(self._url, **self._pool_kwargs)
-        redis = Redis(connection_pool=pool, decode_responses=False)
+        redis = self._client()
         try:
             await redis.ping()
         except BaseException:
-            await redis.aclose(close_connection_pool=True)
+            await _close_client(redis)
             raise
         self._redis = redis
+
+    def _client(self) -> Redis | RedisCluster:
+        """A client for the URL's topology (not connected yet)."""
+        t = self._target
+        if t.topology == "cluster":
+            return RedisCluster(
+                startup_nodes=[ClusterNode(host, port) for host, port in t.nodes],
+                username=t.username,
+                password=t.password,
+                decode_responses=False,
+                max_connections=self._max_connections,
+                **self._timeouts,
+            )
+        if t.topology == "sentinel":
+            sentinel = Sentinel(list(t.nodes), sentinel_kwargs=dict(self._timeouts))
+            primary: Redis = sentinel.master_for(
+                t.service,
+                redis_class=Redis,
+                connection_pool_class=BlockingSentinelPool,
+                connection_class=PrimaryOnlyConnection,
+                db=t.db,
+                username=t.username,
+                password=t.password,
+                decode_responses=False,
+                **self._pool_kwargs,
+            )
+            return primary
+        pool = BlockingConnectionPool.from_url(self._url, **self._pool_kwargs)
+        return Redis(connection_pool=pool, decode_responses=False)
 
     async def _close_connection(self) -> None:
         if self._redis is not None:
             redis, self._redis = self._redis, None
-            await redis.aclose(close_connection_pool=True)
+            await _close_client(redis)
 
     @maps_redis_errors
     async def ping(self) -> None:
@@ -127,13 +236,13 @@ class RedisConnection:
         redis = self._r
         script = self._scripts.get(source)
         if script is None:
-            script = self._scripts[source] = redis.register_script(source)
-        return await script(keys=keys, args=args, client=redis)
+            script = self._scripts[source] = AsyncScript(redis, source)
+        return await script(keys=keys or (self._anchor,), args=args, client=redis)
 
     async def _msg_script(self, source: str, *args: Any) -> Any:
         """Run a message script with the shared leading arguments (see scripts/prelude.lua)."""
         return await self._script(
             source,
-            (),
+            (self._anchor,),
             [self._p, self._group, repr(self._clock.now()), self._finished_ttl_s, *args],
         )
