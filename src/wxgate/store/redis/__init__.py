@@ -23,7 +23,7 @@ __all__ = ["CONSUMER_IDLE_MAX_S", "RedisStore"]
 
 
 class RedisStore(RedisQueue, RedisBatches, RedisSharedState, RedisOutbox):
-    """Store (store/base.py) on Redis >= 7.0, standalone or Sentinel (not Cluster): its four
+    """Store (store/base.py) on Redis >= 7.0, one node, Sentinel or Cluster: its four
     roles as mixins over one RedisConnection (RedisQueue builds on RedisBatches). Mixins, not
     delegates: a call is one method lookup, as before the split."""
 
