@@ -26,11 +26,14 @@ from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool, SentinelMan
 from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import (
+    AskError,
     ClusterError,
     OutOfMemoryError,
     ReadOnlyError,
     RedisError,
     ResponseError,
+    SlotNotCoveredError,
+    TryAgainError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -42,13 +45,17 @@ from wxgate.store.redis_urls import RedisTarget, parse_redis_url
 # BusyLoadingError (Redis still loading its data after a restart) is a ConnectionError. A Redis
 # at its maxmemory (OOM, with the noeviction policy it must run with) refuses writes until
 # memory frees up: unavailable for now, not a bug (503 + Retry-After, not 500). ClusterError
-# covers CLUSTERDOWN, TRYAGAIN, MOVED/ASK the client gave up following and slots no node owns.
+# covers CLUSTERDOWN and MASTERDOWN; AskError (MovedError too) is a redirect the client gave up
+# following, TryAgainError a slot being migrated, SlotNotCoveredError a slot no node owns.
 _UNREACHABLE = (
     RedisConnectionError,
     RedisTimeoutError,
     ReadOnlyError,
     OutOfMemoryError,
     ClusterError,
+    AskError,
+    TryAgainError,
+    SlotNotCoveredError,
     ConnectionError,
     TimeoutError,
 )
@@ -65,6 +72,7 @@ _UNAVAILABLE_REPLIES = (
     "ASK",
     "OOM",
 )
+_READY_TTL_MS = 60_000  # the readiness probe's key only needs to outlive the probe
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
 _S = TypeVar("_S", bound="RedisConnection")
@@ -203,6 +211,10 @@ class RedisConnection:
                 password=t.password,
                 decode_responses=False,
                 max_connections=self._max_connections,
+                # One more try after a connection error or CLUSTERDOWN (with the slot map read
+                # again): enough to follow a failover, few enough that a request fails within
+                # the API's store deadline. MOVED/ASK are followed apart from this.
+                retry=Retry(NoBackoff(), 1),
                 **self._timeouts,
             )
         if t.topology == "sentinel":
@@ -229,7 +241,12 @@ class RedisConnection:
 
     @maps_redis_errors
     async def ping(self) -> None:
-        await self._r.ping()
+        """Ready = can take a write, not only answers: a tiny write (a key of the prefix's
+        slot, expiring) fails on a replica (READONLY), a primary short of replicas
+        (NOREPLICAS), a cluster whose slot is uncovered (CLUSTERDOWN) or resharding
+        (TRYAGAIN), a Sentinel-less primary (MASTERDOWN) or one still loading (LOADING),
+        each mapped to StoreUnavailable: /readyz says 503 and the balancer looks elsewhere."""
+        await self._r.set(f"{self._p}:ready", repr(self._clock.now()), px=_READY_TTL_MS)
 
     async def _script(self, source: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """EVALSHA `source`, loading it again if Redis lost it (a restart empties the cache)."""
