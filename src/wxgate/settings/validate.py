@@ -16,6 +16,7 @@ from wxgate.settings.model import (
     AppSettings,
     ServerSettings,
     Settings,
+    StoreSettings,
     api_key_digest,
 )
 from wxgate.store.redis_urls import SCHEMES, is_redis_url, parse_redis_url
@@ -154,6 +155,7 @@ def validate(settings: Settings) -> Settings:
         if app.encoding_aes_key is not None and len(app.encoding_aes_key) != 43:
             raise ConfigError(f"apps.{app.name}.encoding_aes_key: must be 43 characters")
     _validate_store_url(settings.store.url)
+    _validate_replica_acks(settings.store.url, settings.store)
     if not 0 < settings.server.port < 65536:
         raise ConfigError("server.port: must be 1-65535")
     if settings.server.max_stream_bytes < 1:
@@ -172,6 +174,26 @@ def validate(settings: Settings) -> Settings:
     _validate_adaptive(settings.workers.adaptive)
     _validate_webhooks(settings)
     return settings
+
+
+def _validate_replica_acks(url: str, store: StoreSettings) -> None:
+    """store.min_replica_acks needs replicas to ask (Redis, one primary or Sentinel's): SQLite
+    has none, and on Cluster WAIT would have to reach the shard of each write."""
+    if store.min_replica_acks < 0:
+        raise ConfigError("store.min_replica_acks: must be >= 0")
+    if not 1 <= store.replica_ack_timeout_ms <= 60_000:
+        raise ConfigError("store.replica_ack_timeout_ms: must be 1-60000 (0 would wait forever)")
+    if store.min_replica_acks == 0:
+        return
+    if url.startswith("sqlite://"):
+        raise ConfigError(
+            "store.min_replica_acks: SQLite has no replicas; set it to 0 or use Redis"
+        )
+    if parse_redis_url(url).topology == "cluster":
+        raise ConfigError(
+            "store.min_replica_acks: not supported on redis+cluster:// "
+            "(use a primary with replicas, or redis+sentinel://)"
+        )
 
 
 def _validate_store_url(url: str) -> None:

@@ -38,16 +38,26 @@ def _parse_sqlite(url: str) -> tuple[str, dict[str, str]]:
     return path, options
 
 
-def open_store(url: str, clock: Clock, retention_s: float) -> Store:
+def open_store(
+    url: str,
+    clock: Clock,
+    retention_s: float,
+    *,
+    min_replica_acks: int = 0,
+    replica_ack_timeout_ms: int = 1000,
+) -> Store:
     """A store for `url`, not opened yet (call `await store.open()`).
 
     sqlite:///wxgate.db (add ?synchronous=FULL to fsync every commit), or a Redis URL of one of
     the three topologies (store/redis_urls.py: redis://, rediss://, unix://, redis+sentinel://,
-    redis+cluster://).
+    redis+cluster://). `min_replica_acks` (Redis only, settings refuse it on SQLite): see
+    RedisConnection.
     """
     if url.startswith(SQLITE_PREFIX):
         from wxgate.store.sqlite import SQLiteStore
 
+        if min_replica_acks:
+            raise ConfigError("store.min_replica_acks: SQLite has no replicas")
         path, options = _parse_sqlite(url)
         synchronous = options.get("synchronous", "NORMAL")
         return SQLiteStore(path, clock, retention_s=retention_s, synchronous=synchronous)
@@ -56,6 +66,12 @@ def open_store(url: str, clock: Clock, retention_s: float) -> Store:
         # Written alongside this module; the ignore only matters while it is absent.
         from wxgate.store.redis import RedisStore  # type: ignore[import-not-found, unused-ignore]
 
-        store: Store = RedisStore(url, clock, retention_s=retention_s)
+        store: Store = RedisStore(
+            url,
+            clock,
+            retention_s=retention_s,
+            min_replica_acks=min_replica_acks,
+            replica_ack_timeout_ms=replica_ack_timeout_ms,
+        )
         return store
     raise ConfigError(f"store.url: must start with sqlite:// or one of {', '.join(SCHEMES)}")

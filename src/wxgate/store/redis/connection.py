@@ -150,6 +150,8 @@ class RedisConnection:
         max_connections: int,
         socket_timeout_s: float,
         connect_timeout_s: float,
+        min_replica_acks: int = 0,
+        replica_ack_timeout_ms: int = 1000,
     ) -> None:
         self._target: RedisTarget = parse_redis_url(url)
         self._url = url
@@ -162,6 +164,10 @@ class RedisConnection:
         # A key of the prefix's slot that every script declares (KEYS[1] when it names none of
         # its own): what a cluster client routes by, and what proxies insist on.
         self._anchor = f"{self._p}:counts"
+        if min_replica_acks and cluster:
+            raise StoreError("min_replica_acks is not supported on Redis Cluster")
+        self._min_replica_acks = min_replica_acks
+        self._replica_ack_timeout_ms = replica_ack_timeout_ms
         self._group = group
         self._retention_s = retention_s
         # Redis drops a finished message (or a failed webhook event) a day after prune should
@@ -256,10 +262,39 @@ class RedisConnection:
             script = self._scripts[source] = AsyncScript(redis, source)
         return await script(keys=keys or (self._anchor,), args=args, client=redis)
 
+    async def _replicated_script(
+        self, source: str, keys: Sequence[str], args: Sequence[Any]
+    ) -> Any:
+        """`_script`, then (with min_replica_acks) WAIT on the same connection, in one pipeline:
+        WAIT counts the replicas that have this connection's writes, so it must follow the
+        script on its connection. Fewer than asked within the timeout -> StoreUnavailable (503):
+        the write is on the primary and may yet replicate or be lost in a failover, and the
+        caller's retry (same Idempotency-Key, or the same ack's lease token) is safe."""
+        if not self._min_replica_acks:
+            return await self._script(source, keys, args)
+        redis = self._r
+        if not isinstance(redis, Redis):  # refused in __init__: WAIT is per shard there
+            raise StoreError("min_replica_acks is not supported on Redis Cluster")
+        script = self._scripts.get(source)
+        if script is None:
+            script = self._scripts[source] = AsyncScript(redis, source)
+        keys = keys or (self._anchor,)
+        async with redis.pipeline(transaction=False) as pipe:
+            # Loaded by execute() if Redis lost it (typed for sync Script; it reads .sha, .script).
+            pipe.scripts.add(script)  # type: ignore[arg-type]
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+            pipe.execute_command("WAIT", self._min_replica_acks, self._replica_ack_timeout_ms)
+            reply, acked = await pipe.execute()
+        if int(acked) < self._min_replica_acks:
+            raise StoreUnavailable(
+                f"redis: {acked} of {self._min_replica_acks} replica(s) confirmed the write "
+                f"within {self._replica_ack_timeout_ms} ms"
+            )
+        return reply
+
     async def _msg_script(self, source: str, *args: Any) -> Any:
         """Run a message script with the shared leading arguments (see scripts/prelude.lua)."""
-        return await self._script(
-            source,
-            (self._anchor,),
-            [self._p, self._group, repr(self._clock.now()), self._finished_ttl_s, *args],
-        )
+        return await self._script(source, (self._anchor,), self._msg_args(args))
+
+    def _msg_args(self, args: Sequence[Any]) -> list[Any]:
+        return [self._p, self._group, repr(self._clock.now()), self._finished_ttl_s, *args]

@@ -230,7 +230,9 @@ class RedisQueue(RedisBatches):
         ]
 
     async def _run_enqueues(self, groups: list[bytes]) -> list[list[Any]]:
-        replies: list[list[Any]] = await self._msg_script(ENQUEUE, len(groups), *groups)
+        replies: list[list[Any]] = await self._replicated_script(
+            ENQUEUE, (), self._msg_args([len(groups), *groups])
+        )
         return replies
 
     @maps_redis_errors
@@ -295,7 +297,9 @@ class RedisQueue(RedisBatches):
         return None if isinstance(done, int) else Status(text(done))
 
     async def _run_acks(self, acks: list[list[str]]) -> list[int | bytes | str]:
-        results: list[int | bytes | str] = await self._msg_script(ACK, pack(acks))
+        results: list[int | bytes | str] = await self._replicated_script(
+            ACK, (), self._msg_args([pack(acks)])
+        )
         return results
 
     @maps_redis_errors
