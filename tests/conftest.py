@@ -7,7 +7,8 @@ from collections.abc import Iterator
 import pytest
 
 from support.redis_cluster import RedisCluster
-from support.redis_server import session_redis_url
+from support.redis_sentinel import RedisSentinel
+from support.redis_server import RedisServer, session_redis_url
 
 
 @pytest.fixture(scope="session")
@@ -27,3 +28,10 @@ def redis_cluster() -> Iterator[RedisCluster]:
 @pytest.fixture(scope="session")
 def redis_cluster_url(redis_cluster: RedisCluster) -> str:
     return redis_cluster.url()
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel_url() -> Iterator[str]:
+    """A primary of our own watched by one real Sentinel: `redis+sentinel://` for the session."""
+    with RedisServer() as primary, RedisSentinel(primary.port) as sentinel:
+        yield sentinel.url()

@@ -187,6 +187,7 @@ class RedisConnection:
             "retry": Retry(NoBackoff(), 0),
         }
         self._redis: Redis | RedisCluster | None = None
+        self._sentinel: Sentinel | None = None
         self._scripts: dict[str, AsyncScript] = {}
 
     @property
@@ -203,7 +204,8 @@ class RedisConnection:
         try:
             await redis.ping()
         except BaseException:
-            await _close_client(redis)
+            self._redis = redis
+            await self._close_connection()
             raise
         self._redis = redis
 
@@ -224,7 +226,9 @@ class RedisConnection:
                 **self._timeouts,
             )
         if t.topology == "sentinel":
-            sentinel = Sentinel(list(t.nodes), sentinel_kwargs=dict(self._timeouts))
+            sentinel = self._sentinel = Sentinel(
+                list(t.nodes), sentinel_kwargs=dict(self._timeouts)
+            )
             primary: Redis = sentinel.master_for(
                 t.service,
                 redis_class=Redis,
@@ -244,6 +248,10 @@ class RedisConnection:
         if self._redis is not None:
             redis, self._redis = self._redis, None
             await _close_client(redis)
+        if self._sentinel is not None:  # its clients of the Sentinels themselves
+            sentinel, self._sentinel = self._sentinel, None
+            for client in sentinel.sentinels:
+                await client.aclose()
 
     @maps_redis_errors
     async def ping(self) -> None:
