@@ -7,7 +7,7 @@ import pytest
 
 from wxgate.errors import ConfigError
 from wxgate.settings import from_dict
-from wxgate.store.redis_urls import RedisTarget, parse_redis_url
+from wxgate.settings.redis_urls import RedisTarget, parse_redis_url
 
 
 def _load(url: str) -> None:

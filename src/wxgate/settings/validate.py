@@ -19,7 +19,7 @@ from wxgate.settings.model import (
     StoreSettings,
     api_key_digest,
 )
-from wxgate.store.redis_urls import SCHEMES, is_redis_url, parse_redis_url
+from wxgate.settings.redis_urls import SCHEMES, is_redis_url, parse_redis_url
 
 _QUIET = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)$")
 

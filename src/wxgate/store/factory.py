@@ -6,8 +6,8 @@ from urllib.parse import parse_qsl
 
 from wxgate.clock import Clock
 from wxgate.errors import ConfigError
+from wxgate.settings.redis_urls import SCHEMES, is_redis_url, parse_redis_url
 from wxgate.store.base import Store
-from wxgate.store.redis_urls import SCHEMES, is_redis_url, parse_redis_url
 
 SQLITE_PREFIX = "sqlite://"
 _SQLITE_OPTIONS = frozenset({"synchronous"})
@@ -49,7 +49,7 @@ def open_store(
     """A store for `url`, not opened yet (call `await store.open()`).
 
     sqlite:///wxgate.db (add ?synchronous=FULL to fsync every commit), or a Redis URL of one of
-    the three topologies (store/redis_urls.py: redis://, rediss://, unix://, redis+sentinel://,
+    the three topologies (settings/redis_urls.py: redis://, rediss://, unix://, redis+sentinel://,
     redis+cluster://). `min_replica_acks` (Redis only, settings refuse it on SQLite): see
     RedisConnection.
     """

@@ -1,5 +1,5 @@
 """The connection every role of RedisStore shares: one client for the topology the URL names
-(one Redis, Sentinel's primary, or Redis Cluster: store/redis_urls.py), the script runner, and
+(one Redis, Sentinel's primary, or Redis Cluster: settings/redis_urls.py), the script runner, and
 the mapping of Redis failures to wxgate's errors (maps_redis_errors).
 
 Sentinel: every new connection asks the Sentinels for the primary and then asks that node its
@@ -40,7 +40,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from wxgate.clock import Clock
 from wxgate.errors import StoreError, StoreUnavailable
-from wxgate.store.redis_urls import RedisTarget, parse_redis_url
+from wxgate.settings.redis_urls import RedisTarget, parse_redis_url
 
 # BusyLoadingError (Redis still loading its data after a restart) is a ConnectionError. A Redis
 # at its maxmemory (OOM, with the noeviction policy it must run with) refuses writes until
