@@ -143,8 +143,8 @@ def main() -> int:
     args = ap.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     p1: dict[str, list[dict[str, float]]] = {"acks0": [], "acks1": [], "cluster": []}
-    deliver: dict[str, list[float]] = {"primary": [], "cluster": []}
-    with primary_with_replica() as primary, RedisCluster() as cluster:
+    deliver: dict[str, list[float]] = {"primary + replica": [], "lone primary": [], "cluster": []}
+    with primary_with_replica() as primary, RedisServer() as lone, RedisCluster() as cluster:
         variants: dict[str, Callable[[int], dict[str, float]]] = {
             "acks0": lambda k: p1_run("acks0", primary.url(), "", args.duration, k),
             "acks1": lambda k: p1_run(
@@ -162,8 +162,10 @@ def main() -> int:
                     c.flushall()
                 p1[name].append(run(k))
                 print(f"P1 {name} run {k + 1}: {p1[name][-1]}", flush=True)
-            for name, url in (("primary", primary.url()), ("cluster", cluster.url())):
-                rate = asyncio.run(delivery_run(url, args.messages, f"bd{k}{name}"))
+            stores = {"primary + replica": primary.url(), "lone primary": lone.url()}
+            for name, url in {**stores, "cluster": cluster.url()}.items():
+                prefix = f"bd{k}{name.replace(' ', '')}"
+                rate = asyncio.run(delivery_run(url, args.messages, prefix))
                 deliver[name].append(rate)
                 print(f"deliver {name} run {k + 1}: {rate:,.0f}/s", flush=True)
     print("\n| variant | accepted/s | p99 ms | p50 ms |\n|---|---:|---:|---:|")
