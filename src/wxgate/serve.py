@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import msgspec
 
-from wxgate.errors import ConfigError
+from wxgate.errors import ConfigError, StoreUnavailable
 from wxgate.process import install_uvloop, serve_until_signal
 from wxgate.runtime import Runtime, parse_role
 from wxgate.sandbox import (
@@ -28,6 +28,7 @@ from wxgate.sandbox import (
     sandbox_settings,
 )
 from wxgate.settings import Settings, validate
+from wxgate.settings.redis_urls import is_redis_url
 from wxgate.sim.config import Faults, SimApp, SimConfig
 from wxgate.sim.runner import Simulator
 from wxgate.supervisor import Supervisor, check_port_free
@@ -108,7 +109,7 @@ def check_options(base: Settings, opts: ServeOptions) -> Settings:
         store_url = opts.store if opts.sandbox else settings.store.url
         if store_url is None and opts.sandbox:
             raise ConfigError("--sandbox --processes N needs --store redis://host:port/db")
-        if store_url is None or not store_url.startswith(("redis://", "rediss://")):
+        if store_url is None or not is_redis_url(store_url):
             raise ConfigError("--processes > 1 needs a shared store: --store redis://host:port/db")
         check_port_free(settings.server.host, settings.server.port)
     return settings
@@ -170,5 +171,8 @@ def run_serve(base: Settings, opts: ServeOptions) -> None:
         code = asyncio.run(_serve_async(settings, opts))
     except KeyboardInterrupt:
         sys.exit(130)
+    except StoreUnavailable as exc:  # Redis unreachable, or no primary: one line, not a trace
+        print(f"store unavailable at startup: {exc}", file=sys.stderr)
+        sys.exit(1)
     if code:
         sys.exit(code)

@@ -22,7 +22,12 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
 from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedConnection
+from redis.asyncio.sentinel import (
+    MasterNotFoundError,
+    Sentinel,
+    SentinelConnectionPool,
+    SentinelManagedConnection,
+)
 from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import (
@@ -90,6 +95,10 @@ def maps_redis_errors(
     async def wrapper(self: _S, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
         try:
             return await fn(self, *args, **kwargs)
+        except MasterNotFoundError as exc:  # its text is the repr of every Sentinel client
+            raise StoreUnavailable(
+                "redis: no Sentinel named a reachable primary for the service"
+            ) from exc
         except _UNREACHABLE as exc:
             raise StoreUnavailable(f"redis unreachable: {exc}") from exc
         except ResponseError as exc:
