@@ -33,9 +33,11 @@ def _two_free_ports() -> tuple[int, int]:
 
 
 class RedisCluster:
-    """Three cluster-enabled redis-servers joined into one cluster covering all 16384 slots."""
+    """Three cluster-enabled masters joined into one cluster covering all 16384 slots, each
+    with `replicas` replicas of its own (promoted by the cluster when its master fails)."""
 
-    def __init__(self) -> None:
+    def __init__(self, replicas: int = 0) -> None:
+        self.replicas = replicas
         self._tmp = tempfile.TemporaryDirectory(prefix="wxgate-cluster-")
         self.dir = Path(self._tmp.name)
         self.ports: list[int] = []
@@ -49,7 +51,7 @@ class RedisCluster:
         cli = shutil.which("redis-cli")
         if cli is None:
             raise RuntimeError("redis-cli is missing (it comes with redis-server's package)")
-        for i in range(_NODES):
+        for i in range(_NODES * (1 + self.replicas)):
             port, bus = _two_free_ports()
             node_dir = self.dir / str(i)
             node_dir.mkdir()
@@ -81,7 +83,7 @@ class RedisCluster:
                 "create",
                 *(f"127.0.0.1:{p}" for p in self.ports),
                 "--cluster-replicas",
-                "0",
+                str(self.replicas),
                 "--cluster-yes",
             ],
             check=True,
@@ -107,27 +109,46 @@ class RedisCluster:
                 raise RuntimeError(f"redis cluster: timed out waiting for {what}")
             time.sleep(0.05)
 
-    def fail_slot_owner(self, key: str) -> int:
-        """SIGKILL the master owning `key`'s slot; returns the port of a surviving node once
-        it reports the cluster down (the slot has no owner)."""
-        slot = int(self._client(self.ports[0]).cluster("keyslot", key))
-        owner = None
-        for start, end, (_, port, *_rest), *_ in self._client(self.ports[0]).execute_command(
+    def slot_owner(self, key: str) -> int:
+        """The port of the master serving `key`'s slot, as a live node sees it now."""
+        alive = next(
+            p for p, proc in zip(self.ports, self.procs, strict=True) if proc.poll() is None
+        )
+        slot = int(self._client(alive).cluster("keyslot", key))
+        for start, end, (_, port, *_rest), *_ in self._client(alive).execute_command(
             "CLUSTER", "SLOTS"
         ):
             if int(start) <= slot <= int(end):
-                owner = int(port)
-        if owner is None:
-            raise RuntimeError(f"no node owns slot {slot}")
-        proc = self.procs[self.ports.index(owner)]
+                return int(port)
+        raise RuntimeError(f"no node owns slot {slot}")
+
+    def kill(self, port: int) -> None:
+        proc = self.procs[self.ports.index(port)]
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
+
+    def fail_slot_owner(self, key: str) -> int:
+        """SIGKILL the master owning `key`'s slot; returns the port of a surviving node once
+        it reports the cluster down (no replica: the slot has no owner)."""
+        owner = self.slot_owner(key)
+        self.kill(owner)
         survivor = next(p for p in self.ports if p != owner)
         self._wait(
             lambda: self._client(survivor).cluster("info")["cluster_state"] == "fail",
             "the cluster to notice the failed master",
         )
         return survivor
+
+    def wait_replicated(self, master: int) -> None:
+        """Until every replica of `master` has all it wrote (offsets equal)."""
+
+        def caught_up() -> bool:
+            info = self._client(master).info("replication")
+            offset = info["master_repl_offset"]
+            slaves = [v for k, v in info.items() if k.startswith("slave") and isinstance(v, dict)]
+            return bool(slaves) and all(int(s["offset"]) >= offset for s in slaves)
+
+        self._wait(caught_up, f"the replicas of {master} to catch up")
 
     def close(self) -> None:
         for proc in self.procs:
