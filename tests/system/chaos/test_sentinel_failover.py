@@ -1,8 +1,10 @@
-"""Sentinel failover under load, on real servers: a primary, its replica and one Sentinel on
+"""Sentinel failover under load, on real servers: a primary, two replicas and one Sentinel on
 free loopback ports; the in-process gateway on `redis+sentinel://` with min_replica_acks = 1
 while messages are posted at a steady rate with idempotency keys. The primary is killed -9,
-Sentinel promotes the replica, and the gateway follows without a restart; the old primary is
-started again (its stale data and, for a moment, its old role) and Sentinel makes it a replica.
+Sentinel promotes a replica and points the other at it (so min_replica_acks = 1 can be met
+again without waiting for the dead node), and the gateway follows without a restart; the old
+primary is started again, with its stale data and its old role until Sentinel reconfigures
+it (which may take Sentinel tens of seconds on a loaded machine: not waited for).
 
 Every message answered 202 reaches WeChat exactly once (0 lost, 0 twice), and the old
 primary, once back, never received a write from the gateway (no client of ours on it).
@@ -33,11 +35,15 @@ def _admin(server: RedisServer) -> redis.Redis:
     return redis.Redis(port=server.port, socket_timeout=2, decode_responses=True)
 
 
-def _replica_online(primary: RedisServer) -> bool:
+def _replicas_online(primary: RedisServer) -> int:
     with contextlib.closing(_admin(primary)) as c:
         info = c.info("replication")
-        return bool(
-            info.get("role") == "master" and info.get("slave0", {}).get("state") == "online"
+        if info.get("role") != "master":
+            return 0
+        return sum(
+            1
+            for k, v in info.items()
+            if k.startswith("slave") and isinstance(v, dict) and v.get("state") == "online"
         )
 
 
@@ -56,12 +62,17 @@ def _our_clients(server: RedisServer) -> list[str]:
 
 
 async def test_failover_loses_nothing_and_sends_nothing_twice(tmp_path: Path) -> None:
-    with RedisServer(appendonly=True) as first, RedisServer(appendonly=True) as second:
-        with contextlib.closing(_admin(second)) as c:
-            c.replicaof("127.0.0.1", first.port)
-        await wait_until(lambda: _replica_online(first), 30, "the replica in sync")
+    with (
+        RedisServer(appendonly=True) as first,
+        RedisServer(appendonly=True) as second,
+        RedisServer(appendonly=True) as third,
+    ):
+        for replica in (second, third):
+            with contextlib.closing(_admin(replica)) as c:
+                c.replicaof("127.0.0.1", first.port)
+        await wait_until(lambda: _replicas_online(first) == 2, 30, "both replicas in sync")
         with RedisSentinel(first.port) as sentinel:
-            sentinel.wait(lambda: sentinel.replicas_known() == 1, "Sentinel to see the replica")
+            sentinel.wait(lambda: sentinel.replicas_known() == 2, "Sentinel to see the replicas")
             store = {
                 "url": sentinel.url(),
                 "min_replica_acks": 1,
@@ -81,15 +92,13 @@ async def test_failover_loses_nothing_and_sends_nothing_twice(tmp_path: Path) ->
                     first.kill()
                     killed_at = time.monotonic()
                     await wait_until(
-                        lambda: sentinel.primary() == second.port,
-                        60,
-                        "Sentinel to promote the replica",
+                        lambda: sentinel.primary() in (second.port, third.port),
+                        90,
+                        "Sentinel to promote a replica",
+                        progress=lambda: sentinel.log()[-1500:],
                     )
                     promoted_s = time.monotonic() - killed_at
                     first.start()  # back with its old data, a primary until Sentinel says not
-                    await wait_until(
-                        lambda: _replica_online(second), 90, "the old primary as replica"
-                    )
                     assert _our_clients(first) == [], "the gateway never talks to the old primary"
                     await asyncio.wait_for(senders, 150)
                 finally:
