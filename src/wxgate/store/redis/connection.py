@@ -282,7 +282,8 @@ class RedisConnection:
     async def _replicated_script(
         self, source: str, keys: Sequence[str], args: Sequence[Any]
     ) -> Any:
-        """`_script`, then (with min_replica_acks) WAIT on the same connection, in one pipeline:
+        """`_script`, then (with min_replica_acks) WAIT on the same connection, in one pipeline
+        (enqueue and ack group commits, and leases):
         WAIT counts the replicas that have this connection's writes, so it must follow the
         script on its connection. Fewer than asked within the timeout -> StoreUnavailable (503):
         the write is on the primary and may yet replicate or be lost in a failover, and the

@@ -244,7 +244,11 @@ class RedisQueue(RedisBatches):
         if now >= self._next_prune:
             self._next_prune = now + _PRUNE_EVERY_S
             await self._prune(now)
-        replies = await self._script(
+        # With min_replica_acks, the lease (and so every accept before it: one replication
+        # stream) is on the replicas before anything is sent: a message whose POST got a 503
+        # is never delivered from a primary that dies before replicating it, only for the
+        # caller's retry to make it again under a new id.
+        replies = await self._replicated_script(
             LEASE,
             (),
             [
