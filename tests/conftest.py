@@ -7,7 +7,9 @@ from collections.abc import Iterator
 import pytest
 
 from support.postgres_server import fresh_database, session_postgres_url
-from support.redis_server import session_redis_url
+from support.redis_cluster import RedisCluster
+from support.redis_sentinel import RedisSentinel
+from support.redis_server import RedisServer, session_redis_url
 
 
 @pytest.fixture(scope="session")
@@ -31,3 +33,22 @@ def postgres_db(postgres_url: str) -> Iterator[str]:
     default schema), dropped after the test."""
     with fresh_database(postgres_url) as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisCluster]:
+    """A real 3-master Redis Cluster on free loopback ports, for the session."""
+    with RedisCluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_url(redis_cluster: RedisCluster) -> str:
+    return redis_cluster.url()
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel_url() -> Iterator[str]:
+    """A primary of our own watched by one real Sentinel: `redis+sentinel://` for the session."""
+    with RedisServer() as primary, RedisSentinel(primary.port) as sentinel:
+        yield sentinel.url()

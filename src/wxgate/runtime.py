@@ -132,7 +132,14 @@ class Runtime:
 
     async def _open_store(self, stack: contextlib.AsyncExitStack) -> Store:
         s = self.settings.store
-        self.store = store = open_store(s.url, self.clock, s.retention_s, s.pool_size)
+        self.store = store = open_store(
+            s.url,
+            self.clock,
+            s.retention_s,
+            pool_size=s.pool_size,
+            min_replica_acks=s.min_replica_acks,
+            replica_ack_timeout_ms=s.replica_ack_timeout_ms,
+        )
         stack.push_async_callback(self._close_store)  # also after a half-done open
         await store.open()
         return store

@@ -32,6 +32,7 @@ from wxgate.sandbox import (
     temp_store,
 )
 from wxgate.settings import Settings, validate
+from wxgate.settings.redis_urls import is_redis_url
 from wxgate.sim.config import Faults, SimApp, SimConfig
 from wxgate.sim.runner import Simulator
 from wxgate.store.factory import open_store
@@ -39,7 +40,7 @@ from wxgate.supervisor import Supervisor, check_port_free
 
 log = logging.getLogger("wxgate")
 # Stores every process (and machine) shares: what --processes N needs.
-_SHARED_STORES = ("redis://", "rediss://", "postgresql://", "postgres://")
+_POSTGRES_STORES = ("postgresql://", "postgres://")
 
 
 @dataclass(frozen=True)
@@ -140,10 +141,12 @@ def check_options(base: Settings, opts: ServeOptions) -> Settings:
             raise ConfigError(
                 "--sandbox --processes N needs --store redis://host:port/db or postgresql://"
             )
-        if store_url is None or not store_url.startswith(_SHARED_STORES):
+        if store_url is None or not (
+            store_url.startswith(_POSTGRES_STORES) or is_redis_url(store_url)
+        ):
             raise ConfigError(
-                "--processes > 1 needs a shared store: --store redis://host:port/db or "
-                "postgresql://user@host/db"
+                "--processes > 1 needs a shared store: --store redis://host:port/db "
+                "(or redis+sentinel://, redis+cluster://) or postgresql://user@host/db"
             )
         check_port_free(settings.server.host, settings.server.port)
     return settings

@@ -43,11 +43,35 @@ def _postgres(request: pytest.FixtureRequest, clock: FakeClock) -> Store:
     )
 
 
+def _redis_cluster(request: pytest.FixtureRequest, clock: FakeClock) -> Store:
+    from wxgate.store.redis import RedisStore
+
+    # The store tags every key {prefix}: one slot of the session's 3-master cluster per test.
+    prefix = f"wxt{uuid.uuid4().hex[:10]}"
+    store: Store = RedisStore(
+        request.getfixturevalue("redis_cluster_url"), clock, retention_s=3600, key_prefix=prefix
+    )
+    return store
+
+
+def _redis_sentinel(request: pytest.FixtureRequest, clock: FakeClock) -> Store:
+    from wxgate.store.redis import RedisStore
+
+    # The primary as one Sentinel names it (discovery, ROLE check, Sentinel's pool).
+    prefix = f"wxt{uuid.uuid4().hex[:10]}"
+    store: Store = RedisStore(
+        request.getfixturevalue("redis_sentinel_url"), clock, retention_s=3600, key_prefix=prefix
+    )
+    return store
+
+
 # Backend name -> a store on the test's clock, not opened yet. A new backend adds one entry.
 BACKENDS: dict[str, Callable[[pytest.FixtureRequest, FakeClock], Store]] = {
     "sqlite": _sqlite,
     "redis": _redis,
     "postgres": _postgres,
+    "redis-cluster": _redis_cluster,
+    "redis-sentinel": _redis_sentinel,
 }
 
 

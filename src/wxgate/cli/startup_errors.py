@@ -163,6 +163,15 @@ def _sqlite_open(exc: BaseException, settings: Settings) -> str | None:
 def _redis(exc: BaseException, settings: Settings) -> str | None:
     url = settings.store.url
     parts = urlsplit(url)
+    if parts.scheme in ("redis+sentinel", "redis+cluster"):
+        kind = "Sentinel" if parts.scheme == "redis+sentinel" else "Cluster"
+        hosts = parts.netloc.rsplit("@", 1)[-1]  # never the password
+        return (
+            f"cannot reach the Redis {kind} at {hosts} (store.url): "
+            f"{_masked(str(exc), settings)}\n"
+            f"  Start it, or point wxgate at yours with --store {parts.scheme}://host:port,... "
+            "(store.url, WXGATE_STORE__URL)."
+        )
     if parts.scheme not in ("redis", "rediss", "unix"):
         return None
     where = parts.path if parts.scheme == "unix" else f"{parts.hostname}:{parts.port or 6379}"

@@ -135,6 +135,10 @@ class StoreSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     retention_s: float = 7 * 86400
     # PostgreSQL connections per process (each gateway process has a pool of its own).
     pool_size: int = 10
+    # Redis only: replicas that must confirm each group commit of enqueues and acks (WAIT)
+    # before a 202; fewer within replica_ack_timeout_ms is a 503 (retry with the same key).
+    min_replica_acks: int = 0
+    replica_ack_timeout_ms: int = 1000
 
 
 class WeChatSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

@@ -16,8 +16,10 @@ from wxgate.settings.model import (
     AppSettings,
     ServerSettings,
     Settings,
+    StoreSettings,
     api_key_digest,
 )
+from wxgate.settings.redis_urls import SCHEMES, is_redis_url, parse_redis_url
 
 _QUIET = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)$")
 
@@ -152,10 +154,8 @@ def validate(settings: Settings) -> Settings:
             raise ConfigError(f"apps.{app.name}.max_concurrency: must be >= 1")
         if app.encoding_aes_key is not None and len(app.encoding_aes_key) != 43:
             raise ConfigError(f"apps.{app.name}.encoding_aes_key: must be 43 characters")
-    if not settings.store.url.startswith(
-        ("sqlite://", "redis://", "rediss://", "postgresql://", "postgres://")
-    ):
-        raise ConfigError("store.url: must start with sqlite://, redis:// or postgresql://")
+    _validate_store_url(settings.store.url)
+    _validate_replica_acks(settings.store.url, settings.store)
     if settings.store.pool_size < 1:
         raise ConfigError("store.pool_size: must be >= 1")
     if not 0 < settings.server.port < 65536:
@@ -176,6 +176,44 @@ def validate(settings: Settings) -> Settings:
     _validate_adaptive(settings.workers.adaptive)
     _validate_webhooks(settings)
     return settings
+
+
+def _validate_replica_acks(url: str, store: StoreSettings) -> None:
+    """store.min_replica_acks needs replicas to ask (Redis, one primary or Sentinel's): SQLite
+    has none, and on Cluster WAIT would have to reach the shard of each write."""
+    if store.min_replica_acks < 0:
+        raise ConfigError("store.min_replica_acks: must be >= 0")
+    if not 1 <= store.replica_ack_timeout_ms <= 60_000:
+        raise ConfigError("store.replica_ack_timeout_ms: must be 1-60000 (0 would wait forever)")
+    if store.min_replica_acks == 0:
+        return
+    if url.startswith(("postgresql://", "postgres://")):
+        raise ConfigError(
+            "store.min_replica_acks: Redis only; on PostgreSQL set synchronous_standby_names "
+            "on the primary (every commit then waits for the standby)"
+        )
+    if url.startswith("sqlite://"):
+        raise ConfigError(
+            "store.min_replica_acks: SQLite has no replicas; set it to 0 or use Redis"
+        )
+    if parse_redis_url(url).topology == "cluster":
+        raise ConfigError(
+            "store.min_replica_acks: not supported on redis+cluster:// "
+            "(use a primary with replicas, or redis+sentinel://)"
+        )
+
+
+def _validate_store_url(url: str) -> None:
+    """A store URL the store can open: SQLite, PostgreSQL (libpq's own parse, at open), or a Redis URL of a known topology (the same
+    parse the Redis store uses, so `redis://h1:p1,h2:p2` fails here, naming the Sentinel and
+    Cluster forms, not later as a crash)."""
+    if url.startswith(("sqlite://", "postgresql://", "postgres://")):
+        return
+    if not is_redis_url(url):
+        raise ConfigError(
+            "store.url: must start with sqlite://, postgresql:// or one of " + ", ".join(SCHEMES)
+        )
+    parse_redis_url(url)
 
 
 def _validate_webhooks(settings: Settings) -> None:

@@ -270,4 +270,5 @@ class Store(MessageQueue, BatchRecords, SharedState, WebhookOutbox, Protocol):
     async def open(self) -> None: ...
     async def close(self) -> None: ...
     async def ping(self) -> None:
-        """Raise StoreUnavailable when the store cannot serve requests."""
+        """Raise StoreUnavailable when the store cannot serve requests, writes included (a
+        store that reads but refuses writes is not ready)."""

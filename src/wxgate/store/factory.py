@@ -6,6 +6,7 @@ from urllib.parse import parse_qsl
 
 from wxgate.clock import Clock
 from wxgate.errors import ConfigError
+from wxgate.settings.redis_urls import SCHEMES, is_redis_url, parse_redis_url
 from wxgate.store.base import Store
 
 SQLITE_PREFIX = "sqlite://"
@@ -42,29 +43,48 @@ DEFAULT_POOL_SIZE = 10
 
 
 def open_store(
-    url: str, clock: Clock, retention_s: float, pool_size: int = DEFAULT_POOL_SIZE
+    url: str,
+    clock: Clock,
+    retention_s: float,
+    *,
+    pool_size: int = DEFAULT_POOL_SIZE,
+    min_replica_acks: int = 0,
+    replica_ack_timeout_ms: int = 1000,
 ) -> Store:
     """A store for `url`, not opened yet (call `await store.open()`).
 
-    sqlite:///wxgate.db (add ?synchronous=FULL to fsync every commit), redis://host:port/db, or
-    postgresql://user:pass@host:port/db (libpq parameters such as sslmode,
-    target_session_attrs and several host:port pairs go to asyncpg as libpq reads them);
-    `pool_size` bounds the PostgreSQL connections of this process.
+    sqlite:///wxgate.db (add ?synchronous=FULL to fsync every commit); a Redis URL of one of
+    the three topologies (settings/redis_urls.py: redis://, rediss://, unix://, redis+sentinel://,
+    redis+cluster://); or postgresql://user:pass@host:port/db (libpq parameters such as sslmode,
+    target_session_attrs and several host:port pairs go to asyncpg as libpq reads them).
+    `pool_size` bounds the PostgreSQL connections of this process; `min_replica_acks` (Redis
+    only, settings refuse it elsewhere): see RedisConnection.
     """
     if url.startswith(SQLITE_PREFIX):
         from wxgate.store.sqlite import SQLiteStore
 
+        if min_replica_acks:
+            raise ConfigError("store.min_replica_acks: SQLite has no replicas")
         path, options = _parse_sqlite(url)
         synchronous = options.get("synchronous", "NORMAL")
         return SQLiteStore(path, clock, retention_s=retention_s, synchronous=synchronous)
-    if url.startswith(("redis://", "rediss://", "unix://")):
+    if is_redis_url(url):
+        parse_redis_url(url)  # a config error before anything is imported or opened
         # Written alongside this module; the ignore only matters while it is absent.
         from wxgate.store.redis import RedisStore  # type: ignore[import-not-found, unused-ignore]
 
-        store: Store = RedisStore(url, clock, retention_s=retention_s)
+        store: Store = RedisStore(
+            url,
+            clock,
+            retention_s=retention_s,
+            min_replica_acks=min_replica_acks,
+            replica_ack_timeout_ms=replica_ack_timeout_ms,
+        )
         return store
     if url.startswith(POSTGRES_PREFIXES):
         from wxgate.store.postgres import PostgresStore
 
         return PostgresStore(url, clock, retention_s=retention_s, pool_size=pool_size)
-    raise ConfigError("store.url: must start with sqlite://, redis:// or postgresql://")
+    raise ConfigError(
+        "store.url: must start with sqlite://, postgresql:// or one of " + ", ".join(SCHEMES)
+    )

@@ -83,6 +83,9 @@ def test_several_processes_need_a_shared_store(tmp_path: Path) -> None:
         check_options(settings, ServeOptions(processes=2, sandbox=True))
     with pytest.raises(ConfigError, match="--processes must be >= 1"):
         check_options(settings, ServeOptions(processes=0))
+    # Every shared Redis topology will do (the port check is the only thing left to pass).
+    for url in ("redis+sentinel://127.0.0.1:26379/m", "redis+cluster://127.0.0.1:7000"):
+        check_options(settings, ServeOptions(processes=2, store=url, port=free_port()))
 
 
 def test_the_cli_reports_a_bad_role_or_store(tmp_path: Path) -> None:

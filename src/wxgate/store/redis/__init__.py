@@ -23,7 +23,7 @@ __all__ = ["CONSUMER_IDLE_MAX_S", "RedisStore"]
 
 
 class RedisStore(RedisQueue, RedisBatches, RedisSharedState, RedisOutbox):
-    """Store (store/base.py) on Redis >= 7.0, standalone or Sentinel (not Cluster): its four
+    """Store (store/base.py) on Redis >= 7.0, one node, Sentinel or Cluster: its four
     roles as mixins over one RedisConnection (RedisQueue builds on RedisBatches). Mixins, not
     delegates: a call is one method lookup, as before the split."""
 
@@ -40,6 +40,8 @@ class RedisStore(RedisQueue, RedisBatches, RedisSharedState, RedisOutbox):
         max_connections: int = 64,
         socket_timeout_s: float = 10.0,
         connect_timeout_s: float = 2.0,
+        min_replica_acks: int = 0,
+        replica_ack_timeout_ms: int = 1000,
     ) -> None:
         super().__init__(
             url,
@@ -50,6 +52,8 @@ class RedisStore(RedisQueue, RedisBatches, RedisSharedState, RedisOutbox):
             max_connections=max_connections,
             socket_timeout_s=socket_timeout_s,
             connect_timeout_s=connect_timeout_s,
+            min_replica_acks=min_replica_acks,
+            replica_ack_timeout_ms=replica_ack_timeout_ms,
         )
         self._init_batches()
         self._init_queue(consumer, consumer_idle_max_s)

@@ -1,5 +1,16 @@
-"""The connection every role of RedisStore shares: one pool, the script runner, and the mapping
-of Redis failures to wxgate's errors (maps_redis_errors)."""
+"""The connection every role of RedisStore shares: one client for the topology the URL names
+(one Redis, Sentinel's primary, or Redis Cluster: settings/redis_urls.py), the script runner, and
+the mapping of Redis failures to wxgate's errors (maps_redis_errors).
+
+Sentinel: every new connection asks the Sentinels for the primary and then asks that node its
+ROLE, refusing it unless it answers `master` (a node Sentinel has just demoted, or an old
+primary restarted with its stale data, never gets a write); a READONLY reply drops the
+connection (redis-py), so nothing is cached past a failover.
+
+Cluster: every key is under the hash tag `{prefix}` (one slot, so one shard: compatible, not
+spread) and every script declares a key of that slot, so the cluster client routes it to the
+shard that owns the slot and follows MOVED/ASK after a resharding or failover.
+"""
 
 from __future__ import annotations
 
@@ -8,28 +19,65 @@ import math
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
+from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import (
+    MasterNotFoundError,
+    Sentinel,
+    SentinelConnectionPool,
+    SentinelManagedConnection,
+)
 from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
+from redis.exceptions import (
+    AskError,
+    ClusterError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    RedisError,
+    ResponseError,
+    SlotNotCoveredError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import OutOfMemoryError, ReadOnlyError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from wxgate.clock import Clock
 from wxgate.errors import StoreError, StoreUnavailable
+from wxgate.settings.redis_urls import RedisTarget, parse_redis_url
 
 # BusyLoadingError (Redis still loading its data after a restart) is a ConnectionError. A Redis
 # at its maxmemory (OOM, with the noeviction policy it must run with) refuses writes until
-# memory frees up: unavailable for now, not a bug (503 + Retry-After, not 500).
+# memory frees up: unavailable for now, not a bug (503 + Retry-After, not 500). ClusterError
+# covers CLUSTERDOWN and MASTERDOWN; AskError (MovedError too) is a redirect the client gave up
+# following, TryAgainError a slot being migrated, SlotNotCoveredError a slot no node owns.
 _UNREACHABLE = (
     RedisConnectionError,
     RedisTimeoutError,
     ReadOnlyError,
     OutOfMemoryError,
+    ClusterError,
+    AskError,
+    TryAgainError,
+    SlotNotCoveredError,
     ConnectionError,
     TimeoutError,
 )
+# Replies that mean "this node cannot take the write now" however they reach us (a plain
+# reply, or an error raised inside a script, which Redis prefixes the same way).
+_UNAVAILABLE_REPLIES = (
+    "READONLY",
+    "NOREPLICAS",
+    "MASTERDOWN",
+    "CLUSTERDOWN",
+    "TRYAGAIN",
+    "LOADING",
+    "MOVED",
+    "ASK",
+    "OOM",
+)
+_READY_TTL_MS = 60_000  # the readiness probe's key only needs to outlive the probe
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
 _S = TypeVar("_S", bound="RedisConnection")
@@ -39,15 +87,24 @@ def maps_redis_errors(
     fn: Callable[Concatenate[_S, _P], Awaitable[_R]],
 ) -> Callable[Concatenate[_S, _P], Coroutine[Any, Any, _R]]:
     """Map Redis failures to ours, once for every public method: unreachable, still loading
-    its data, a read-only replica after a failover, or full (OOM) -> StoreUnavailable (the API
-    answers 503 and callers retry); anything else Redis says -> StoreError."""
+    its data, a read-only replica after a failover, too few replicas (NOREPLICAS), a cluster
+    that is down or resharding, or full (OOM) -> StoreUnavailable (the API answers 503 and
+    callers retry); anything else Redis says -> StoreError."""
 
     @functools.wraps(fn)
     async def wrapper(self: _S, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
         try:
             return await fn(self, *args, **kwargs)
+        except MasterNotFoundError as exc:  # its text is the repr of every Sentinel client
+            raise StoreUnavailable(
+                "redis: no Sentinel named a reachable primary for the service"
+            ) from exc
         except _UNREACHABLE as exc:
             raise StoreUnavailable(f"redis unreachable: {exc}") from exc
+        except ResponseError as exc:
+            if str(exc).startswith(_UNAVAILABLE_REPLIES):
+                raise StoreUnavailable(f"redis cannot take writes: {exc}") from exc
+            raise StoreError(f"redis: {exc}") from exc
         except RedisError as exc:
             raise StoreError(f"redis: {exc}") from exc
 
@@ -56,6 +113,35 @@ def maps_redis_errors(
 
 def text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+async def _close_client(redis: Redis | RedisCluster) -> None:
+    """Close a client and its connections (a Redis given its pool keeps it open otherwise)."""
+    if isinstance(redis, RedisCluster):
+        await redis.aclose()
+    else:
+        await redis.aclose(close_connection_pool=True)
+
+
+class PrimaryOnlyConnection(SentinelManagedConnection):
+    """A Sentinel-managed connection that asks the node its ROLE before first use and gives
+    up on it unless it is a primary: Sentinel's answer can be a moment old (the node demoted
+    since, or an old primary back with stale data before Sentinel reconfigures it)."""
+
+    async def connect_to(self, address: Any) -> None:
+        await super().connect_to(address)  # type: ignore[no-untyped-call]
+        if not self.connection_pool.is_master:
+            return
+        await self.send_command("ROLE")
+        role = await self.read_response()
+        if not role or text(role[0]) != "master":
+            await self.disconnect()
+            raise RedisConnectionError(f"{address[0]}:{address[1]} is not the primary (ROLE)")
+
+
+class BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
+    """Sentinel's pool (the primary's address asked per connection) with the blocking pool's
+    bound: a burst waits up to `timeout` for a free connection instead of failing at once."""
 
 
 class RedisConnection:
@@ -73,29 +159,48 @@ class RedisConnection:
         max_connections: int,
         socket_timeout_s: float,
         connect_timeout_s: float,
+        min_replica_acks: int = 0,
+        replica_ack_timeout_ms: int = 1000,
     ) -> None:
+        self._target: RedisTarget = parse_redis_url(url)
         self._url = url
         self._clock = clock
-        self._p = key_prefix
+        # Cluster: one hash tag for every key, so every script's keys share a slot.
+        cluster = self._target.topology == "cluster"
+        if cluster and ("{" in key_prefix or "}" in key_prefix):
+            raise StoreError("redis key prefix must not contain { or } (the store adds its tag)")
+        self._p = f"{{{key_prefix}}}" if cluster else key_prefix
+        # A key of the prefix's slot that every script declares (KEYS[1] when it names none of
+        # its own): what a cluster client routes by, and what proxies insist on.
+        self._anchor = f"{self._p}:counts"
+        if min_replica_acks and cluster:
+            raise StoreError("min_replica_acks is not supported on Redis Cluster")
+        self._min_replica_acks = min_replica_acks
+        self._replica_ack_timeout_ms = replica_ack_timeout_ms
         self._group = group
         self._retention_s = retention_s
         # Redis drops a finished message (or a failed webhook event) a day after prune should
         # have: only if prune stalls.
         self._finished_ttl_s = max(1, math.ceil(retention_s + 86400))
+        self._timeouts: dict[str, Any] = {
+            "socket_timeout": socket_timeout_s,
+            "socket_connect_timeout": connect_timeout_s,
+        }
+        self._max_connections = max_connections
         self._pool_kwargs: dict[str, Any] = {
             "max_connections": max_connections,
             "timeout": socket_timeout_s,  # waiting for a free connection
-            "socket_timeout": socket_timeout_s,
-            "socket_connect_timeout": connect_timeout_s,
+            **self._timeouts,
             # Fail fast while Redis is down (a 503 now beats a hung request); a connection
             # that died idle in the pool is replaced by the pool itself.
             "retry": Retry(NoBackoff(), 0),
         }
-        self._redis: Redis | None = None
+        self._redis: Redis | RedisCluster | None = None
+        self._sentinel: Sentinel | None = None
         self._scripts: dict[str, AsyncScript] = {}
 
     @property
-    def _r(self) -> Redis:
+    def _r(self) -> Redis | RedisCluster:
         if self._redis is None:
             raise StoreUnavailable("redis store is closed")
         return self._redis
@@ -104,36 +209,110 @@ class RedisConnection:
     async def open(self) -> None:
         if self._redis is not None:
             return
-        pool = BlockingConnectionPool.from_url(self._url, **self._pool_kwargs)
-        redis = Redis(connection_pool=pool, decode_responses=False)
+        redis = self._client()
         try:
             await redis.ping()
         except BaseException:
-            await redis.aclose(close_connection_pool=True)
+            self._redis = redis
+            await self._close_connection()
             raise
         self._redis = redis
+
+    def _client(self) -> Redis | RedisCluster:
+        """A client for the URL's topology (not connected yet)."""
+        t = self._target
+        if t.topology == "cluster":
+            return RedisCluster(
+                startup_nodes=[ClusterNode(host, port) for host, port in t.nodes],
+                username=t.username,
+                password=t.password,
+                decode_responses=False,
+                max_connections=self._max_connections,
+                # One more try after a connection error or CLUSTERDOWN (with the slot map read
+                # again): enough to follow a failover, few enough that a request fails within
+                # the API's store deadline. MOVED/ASK are followed apart from this.
+                retry=Retry(NoBackoff(), 1),
+                **self._timeouts,
+            )
+        if t.topology == "sentinel":
+            sentinel = self._sentinel = Sentinel(
+                list(t.nodes), sentinel_kwargs=dict(self._timeouts)
+            )
+            primary: Redis = sentinel.master_for(
+                t.service,
+                redis_class=Redis,
+                connection_pool_class=BlockingSentinelPool,
+                connection_class=PrimaryOnlyConnection,
+                db=t.db,
+                username=t.username,
+                password=t.password,
+                decode_responses=False,
+                **self._pool_kwargs,
+            )
+            return primary
+        pool = BlockingConnectionPool.from_url(self._url, **self._pool_kwargs)
+        return Redis(connection_pool=pool, decode_responses=False)
 
     async def _close_connection(self) -> None:
         if self._redis is not None:
             redis, self._redis = self._redis, None
-            await redis.aclose(close_connection_pool=True)
+            await _close_client(redis)
+        if self._sentinel is not None:  # its clients of the Sentinels themselves
+            sentinel, self._sentinel = self._sentinel, None
+            for client in sentinel.sentinels:
+                await client.aclose()
 
     @maps_redis_errors
     async def ping(self) -> None:
-        await self._r.ping()
+        """Ready = can take a write, not only answers: a tiny write (a key of the prefix's
+        slot, expiring) fails on a replica (READONLY), a primary short of replicas
+        (NOREPLICAS), a cluster whose slot is uncovered (CLUSTERDOWN) or resharding
+        (TRYAGAIN), a Sentinel-less primary (MASTERDOWN) or one still loading (LOADING),
+        each mapped to StoreUnavailable: /readyz says 503 and the balancer looks elsewhere."""
+        await self._r.set(f"{self._p}:ready", repr(self._clock.now()), px=_READY_TTL_MS)
 
     async def _script(self, source: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """EVALSHA `source`, loading it again if Redis lost it (a restart empties the cache)."""
         redis = self._r
         script = self._scripts.get(source)
         if script is None:
-            script = self._scripts[source] = redis.register_script(source)
-        return await script(keys=keys, args=args, client=redis)
+            script = self._scripts[source] = AsyncScript(redis, source)
+        return await script(keys=keys or (self._anchor,), args=args, client=redis)
+
+    async def _replicated_script(
+        self, source: str, keys: Sequence[str], args: Sequence[Any]
+    ) -> Any:
+        """`_script`, then (with min_replica_acks) WAIT on the same connection, in one pipeline
+        (enqueue and ack group commits, and leases):
+        WAIT counts the replicas that have this connection's writes, so it must follow the
+        script on its connection. Fewer than asked within the timeout -> StoreUnavailable (503):
+        the write is on the primary and may yet replicate or be lost in a failover, and the
+        caller's retry (same Idempotency-Key, or the same ack's lease token) is safe."""
+        if not self._min_replica_acks:
+            return await self._script(source, keys, args)
+        redis = self._r
+        if not isinstance(redis, Redis):  # refused in __init__: WAIT is per shard there
+            raise StoreError("min_replica_acks is not supported on Redis Cluster")
+        script = self._scripts.get(source)
+        if script is None:
+            script = self._scripts[source] = AsyncScript(redis, source)
+        keys = keys or (self._anchor,)
+        async with redis.pipeline(transaction=False) as pipe:
+            # Loaded by execute() if Redis lost it (typed for sync Script; it reads .sha, .script).
+            pipe.scripts.add(script)  # type: ignore[arg-type]
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+            pipe.execute_command("WAIT", self._min_replica_acks, self._replica_ack_timeout_ms)
+            reply, acked = await pipe.execute()
+        if int(acked) < self._min_replica_acks:
+            raise StoreUnavailable(
+                f"redis: {acked} of {self._min_replica_acks} replica(s) confirmed the write "
+                f"within {self._replica_ack_timeout_ms} ms"
+            )
+        return reply
 
     async def _msg_script(self, source: str, *args: Any) -> Any:
         """Run a message script with the shared leading arguments (see scripts/prelude.lua)."""
-        return await self._script(
-            source,
-            (),
-            [self._p, self._group, repr(self._clock.now()), self._finished_ttl_s, *args],
-        )
+        return await self._script(source, (self._anchor,), self._msg_args(args))
+
+    def _msg_args(self, args: Sequence[Any]) -> list[Any]:
+        return [self._p, self._group, repr(self._clock.now()), self._finished_ttl_s, *args]

@@ -230,7 +230,9 @@ class RedisQueue(RedisBatches):
         ]
 
     async def _run_enqueues(self, groups: list[bytes]) -> list[list[Any]]:
-        replies: list[list[Any]] = await self._msg_script(ENQUEUE, len(groups), *groups)
+        replies: list[list[Any]] = await self._replicated_script(
+            ENQUEUE, (), self._msg_args([len(groups), *groups])
+        )
         return replies
 
     @maps_redis_errors
@@ -242,7 +244,11 @@ class RedisQueue(RedisBatches):
         if now >= self._next_prune:
             self._next_prune = now + _PRUNE_EVERY_S
             await self._prune(now)
-        replies = await self._script(
+        # With min_replica_acks, the lease (and so every accept before it: one replication
+        # stream) is on the replicas before anything is sent: a message whose POST got a 503
+        # is never delivered from a primary that dies before replicating it, only for the
+        # caller's retry to make it again under a new id.
+        replies = await self._replicated_script(
             LEASE,
             (),
             [
@@ -295,7 +301,9 @@ class RedisQueue(RedisBatches):
         return None if isinstance(done, int) else Status(text(done))
 
     async def _run_acks(self, acks: list[list[str]]) -> list[int | bytes | str]:
-        results: list[int | bytes | str] = await self._msg_script(ACK, pack(acks))
+        results: list[int | bytes | str] = await self._replicated_script(
+            ACK, (), self._msg_args([pack(acks)])
+        )
         return results
 
     @maps_redis_errors

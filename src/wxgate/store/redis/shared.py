@@ -28,6 +28,7 @@ TAKE_RATES = script("take_rates", RATE_TTL_S=_RATE_TTL_S)
 INVALIDATE_TOKEN = script("invalidate_token")
 ACQUIRE_LOCK = script("acquire_lock")
 REMEMBER_NONCE = script("remember_nonce")
+INCR_QUOTA = script("incr_quota")
 RELEASE_LOCK = script("release_lock")
 
 
@@ -105,11 +106,7 @@ class RedisSharedState(RedisConnection):
     @maps_redis_errors
     async def incr_quota(self, app: str, day: str, n: int = 1) -> int:
         key = f"{self._p}:quota:{app}:{day}"
-        async with self._r.pipeline(transaction=True) as pipe:
-            pipe.incrby(key, n)
-            pipe.expire(key, _QUOTA_TTL_S)
-            total, _ = await pipe.execute()
-        return int(total)
+        return int(await self._script(INCR_QUOTA, [key], [n, _QUOTA_TTL_S]))
 
     @maps_redis_errors
     async def take_rate(

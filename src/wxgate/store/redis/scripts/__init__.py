@@ -5,8 +5,10 @@ Each script is a .lua file here (package data); `script` puts together the text 
 `#!lua` line, the Python constants it names (`local NAME = value`), the shared snippets it
 includes (message scripts include prelude.lua), then its own file.
 
-Scripts name their keys from a prefix (ARGV) rather than KEYS, so they need a standalone or
-Sentinel Redis (>= 7.0 for the `#!lua` line), not Redis Cluster. Message scripts share
+Scripts name most of their keys from a prefix (ARGV) and declare one key of the prefix's slot
+(KEYS[1], connection.py): on Redis Cluster the store tags the prefix `{prefix}`, so every key
+is in that one slot and a script runs on the shard that owns it; proxies that refuse
+`numkeys = 0` accept them too. Redis >= 7.0 (the `#!lua` line). Message scripts share
 prelude.lua and take ARGV[1..4] = prefix, consumer group, now (epoch s as an exact decimal
 string), and the TTL (s) Redis keeps a finished message as a safety net should `prune` stop
 running. Writing scripts start with `#!lua`: Redis then refuses them up front when it is out of
