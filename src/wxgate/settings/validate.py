@@ -204,9 +204,9 @@ def _validate_replica_acks(url: str, store: StoreSettings) -> None:
 
 
 def _validate_store_url(url: str) -> None:
-    """A store URL the store can open: SQLite, PostgreSQL (libpq's own parse, at open), or a Redis URL of a known topology (the same
-    parse the Redis store uses, so `redis://h1:p1,h2:p2` fails here, naming the Sentinel and
-    Cluster forms, not later as a crash)."""
+    """A store URL the store can open: SQLite, PostgreSQL (libpq parses it at open), or a Redis
+    URL of a known topology (the same parse the Redis store uses, so `redis://h1:p1,h2:p2`
+    fails here, naming the Sentinel and Cluster forms, not later as a crash)."""
     if url.startswith(("sqlite://", "postgresql://", "postgres://")):
         return
     if not is_redis_url(url):
