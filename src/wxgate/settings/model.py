@@ -154,9 +154,14 @@ class WeChatSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     verify_tls: bool = True
 
 
-# WeChat's default daily limits per account and kind (docs/wechat-api.md §6.1). A kind not
-# listed here gets the template-message default, the smaller one.
-DAILY_QUOTA_BY_KIND: dict[str, int] = {"template": 100_000, "subscribe": 10_000_000}
+# WeChat's default daily limits per account and kind (docs/wechat-api.md §6.1). No source
+# states one for OA subscription notifications (bizsend), so they get the template-message
+# default, the smaller one: a limit met too early is a pause, one met too late is 45009s.
+DAILY_QUOTA_BY_KIND: dict[str, int] = {
+    "template": 100_000,
+    "subscribe": 10_000_000,
+    "oa_subscribe": 100_000,
+}
 DEFAULT_DAILY_QUOTA = DAILY_QUOTA_BY_KIND["template"]
 
 
@@ -170,7 +175,8 @@ class AppSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     token_mode: Literal["stable", "classic"] = "stable"
     rate_per_s: float = 500.0
     # Sends per Asia/Shanghai day and message kind; None = WeChat's default for the kind
-    # (DAILY_QUOTA_BY_KIND: 100,000 template messages, 10,000,000 subscribe messages).
+    # (DAILY_QUOTA_BY_KIND: 100,000 template messages and OA subscription notifications,
+    # 10,000,000 mini-program subscribe messages).
     daily_quota: int | None = None
     max_concurrency: int = 64
     # Status webhooks: final statuses of this app's messages are POSTed here (a message's or

@@ -709,6 +709,7 @@
     const c = {
       check: h("input", { type: "checkbox", "aria-label": "Select " + id }),
       app: h("td", { class: "id" }),
+      kind: h("td", { class: "id" }),
       touser: h("td", { class: "id truncate" }),
       errcode: h("td", { class: "id" }),
       errmsg: h("td", { class: "truncate" }),
@@ -716,7 +717,7 @@
       died: h("td", { class: "muted" }),
     };
     c.tr = h("tr", { "data-id": id }, h("td", { class: "check" }, c.check),
-      h("td", { class: "id", text: id }), c.app, c.touser, c.errcode, c.errmsg, c.attempts, c.died);
+      h("td", { class: "id", text: id }), c.app, c.kind, c.touser, c.errcode, c.errmsg, c.attempts, c.died);
     c.check.addEventListener("change", () => {
       if (c.check.checked) selected.add(id);
       else selected.delete(id);
@@ -725,6 +726,7 @@
     return c;
   }, (c, m) => {
     setText(c.app, m.app);
+    setText(c.kind, m.kind || "template");
     setText(c.touser, m.touser);
     setText(c.errcode, m.last_errcode ?? "–");
     setText(c.errmsg, m.last_errmsg || "");
