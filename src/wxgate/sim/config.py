@@ -136,7 +136,7 @@ class SimConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     subscribe_receipts: bool = True  # push subscribe_msg_sent_event after subscribe sends
     # Whether subscribe/send answers carry a msgid: WeChat's page lists errcode and errmsg
     # only, SDKs disagree (docs/wechat-api.md §3.1), so none by default. bizsend never has one.
-    subscribe_msgid: bool = True
+    subscribe_msgid: bool = False
     faults: Faults = msgspec.field(default_factory=Faults)
 
     def app(self, appid: str) -> SimApp | None:

@@ -1,9 +1,10 @@
 """RedisStore's SharedState role: what every process shares through Redis, access tokens,
-locks, app pauses, daily quota counters, rate buckets and callback nonces.
+locks, app pauses, daily quota counters, rate buckets, callback nonces and receipt links.
 
 Keys under the prefix P: P:token:{app} (TokenEntry JSON), P:lock:{name} (hash owner + until),
 P:pauses (hash app -> AppPause JSON), P:quota:{app}:{day} (counter, 2 days), P:rate:{app}
-(hash tokens + ts), P:nonce:{app}:{nonce} (hash digest + until: a WeChat callback's nonce).
+(hash tokens + ts), P:nonce:{app}:{nonce} (hash digest + until: a WeChat callback's nonce),
+P:link:{app}:{key} (hash v + blob + until: sends awaiting a receipt without a msgid).
 Expiry that the contract judges by the store's clock (locks, pauses, nonces) is stored as a
 time and compared in Lua; Redis TTLs only collect what is abandoned.
 """
@@ -28,6 +29,7 @@ TAKE_RATES = script("take_rates", RATE_TTL_S=_RATE_TTL_S)
 INVALIDATE_TOKEN = script("invalidate_token")
 ACQUIRE_LOCK = script("acquire_lock")
 REMEMBER_NONCE = script("remember_nonce")
+PUT_LINK = script("put_link")
 INCR_QUOTA = script("incr_quota")
 RELEASE_LOCK = script("release_lock")
 
@@ -83,6 +85,26 @@ class RedisSharedState(RedisConnection):
             REMEMBER_NONCE,
             [f"{self._p}:nonce:{app}:{nonce}"],
             [digest, repr(now), repr(now + ttl_s), max(1, math.ceil(ttl_s * 1000))],
+        )
+        return bool(done)
+
+    # ------------------------------------------------------------------ receipt links
+
+    @maps_redis_errors
+    async def get_link(self, app: str, key: str, now: float) -> tuple[int, bytes | None]:
+        v, blob, until = await self._r.hmget(f"{self._p}:link:{app}:{key}", "v", "blob", "until")
+        if v is None or blob is None or until is None or float(until) <= now:
+            return 0, None
+        return int(v), blob if isinstance(blob, bytes) else blob.encode()
+
+    @maps_redis_errors
+    async def put_link(
+        self, app: str, key: str, version: int, blob: bytes | None, ttl_s: float, now: float
+    ) -> bool:
+        done = await self._script(
+            PUT_LINK,
+            [f"{self._p}:link:{app}:{key}"],
+            [version, blob or b"", repr(now + ttl_s), repr(now), max(1, math.ceil(ttl_s * 1000))],
         )
         return bool(done)
 

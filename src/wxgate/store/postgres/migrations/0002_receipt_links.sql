@@ -1,0 +1,11 @@
+-- Sends awaiting a receipt without a msgid, per (app, openid:template): the ReceiptLinks
+-- role (store/base.py), a versioned blob updated compare-and-set (policy/receipt_links.py).
+CREATE TABLE receipt_links (
+    app text NOT NULL,
+    key text NOT NULL,
+    version bigint NOT NULL,
+    blob bytea NOT NULL,
+    expires_at double precision NOT NULL,
+    PRIMARY KEY (app, key)
+);
+CREATE INDEX receipt_links_expiry ON receipt_links (expires_at);
