@@ -62,6 +62,9 @@ class SimApp(msgspec.Struct, forbid_unknown_fields=True):
     callback_token: str = ""
     encoding_aes_key: str | None = None  # set = AES safe mode for receipts
     original_id: str = "gh_sandbox"  # ToUserName of the receipts
+    # Event pushes as XML (every account) or JSON (a mini program's choice; `List` an object
+    # for one item, an array for several): docs/wechat-api.md §5.4.
+    push_format: Literal["xml", "json"] = "xml"
     # Sends per Asia/Shanghai day (45009). WeChat's default is 100,000; higher here so that
     # benchmarks do not stop at it. Set it to test the quota.
     daily_quota: int = 10_000_000

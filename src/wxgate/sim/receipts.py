@@ -1,13 +1,16 @@
 """Delivery receipts pushed to each app's callback URL as WeChat does (docs/wechat-api.md §5.2-5.5).
 
 One queue and a small pool of sender tasks on one pooled session: receipts never cost a task
-each. Each push gets `receipt_tries` tries of `receipt_timeout_s`, signed, AES in safe mode.
+each. Each push is signed (AES in safe mode), XML or JSON (the app's push_format). As WeChat
+does, a push is tried again only when no answer came within `receipt_timeout_s` (or no
+connection), up to `receipt_tries` tries in all: an HTTP error is an answer, not retried.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import secrets
 from typing import NamedTuple
 
@@ -60,10 +63,39 @@ def subscribe_xml(original_id: str, r: Receipt) -> str:
     )
 
 
+def _event(original_id: str, r: Receipt) -> dict[str, object]:
+    head: dict[str, object] = {
+        "ToUserName": original_id,
+        "FromUserName": r.openid,
+        "CreateTime": r.create_time,
+        "MsgType": "event",
+    }
+    if not r.subscribe:
+        return {**head, "Event": "TEMPLATESENDJOBFINISH", "MsgID": r.msgid, "Status": r.status}
+    item = {
+        "TemplateId": r.template_id,
+        "MsgID": str(r.msgid),
+        "ErrorCode": str(_SUBSCRIBE_CODES.get(r.status, -1)),
+        "ErrorStatus": r.status,
+    }
+    return {**head, "Event": "subscribe_msg_sent_event", "SubscribeMsgSentEvent": {"List": item}}
+
+
+def json_event(original_id: str, r: Receipt) -> str:
+    """The same event as JSON, as mini programs may choose to receive it."""
+    return json.dumps(_event(original_id, r), ensure_ascii=False)
+
+
 def signed_push(
-    token: str, aes_key: str | None, appid: str, original_id: str, xml: str, timestamp: str
+    token: str,
+    aes_key: str | None,
+    appid: str,
+    original_id: str,
+    xml: str,
+    timestamp: str,
+    as_json: bool = False,
 ) -> tuple[dict[str, str], bytes]:
-    """Query parameters and body of one push, plain or AES safe mode."""
+    """Query parameters and body of one push (`xml`: the event, XML or JSON), plain or AES."""
     nonce = str(secrets.randbelow(10**10))
     params = {
         "signature": crypto.signature(token, timestamp, nonce),
@@ -75,6 +107,9 @@ def signed_push(
     encrypted = crypto.encrypt(aes_key, appid, xml.encode())
     params["encrypt_type"] = "aes"
     params["msg_signature"] = crypto.signature(token, timestamp, nonce, encrypted)
+    if as_json:
+        envelope = {"ToUserName": original_id, "Encrypt": encrypted}
+        return params, json.dumps(envelope).encode()
     body = (
         f"<xml><ToUserName><![CDATA[{original_id}]]></ToUserName>"
         f"<Encrypt><![CDATA[{encrypted}]]></Encrypt></xml>"
@@ -83,6 +118,7 @@ def signed_push(
 
 
 _HEADERS = {"Content-Type": "text/xml", "User-Agent": "Mozilla/4.0"}
+_JSON_HEADERS = {"Content-Type": "application/json", "User-Agent": "Mozilla/4.0"}
 
 
 class ReceiptSender:
@@ -166,19 +202,33 @@ class ReceiptSender:
         if app is None or url is None or session is None:
             return
         cfg = app.cfg
-        xml = (subscribe_xml if r.subscribe else template_xml)(cfg.original_id, r)
+        as_json = cfg.push_format == "json"
+        if as_json:
+            event = json_event(cfg.original_id, r)
+        else:
+            event = (subscribe_xml if r.subscribe else template_xml)(cfg.original_id, r)
+        headers = _JSON_HEADERS if as_json else _HEADERS
         tries = max(1, self.state.config.receipt_tries)
         for attempt in range(tries):
             timestamp = str(int(self.state.clock.now()))
             params, body = signed_push(
-                cfg.callback_token, cfg.encoding_aes_key, cfg.appid, cfg.original_id, xml, timestamp
+                cfg.callback_token,
+                cfg.encoding_aes_key,
+                cfg.appid,
+                cfg.original_id,
+                event,
+                timestamp,
+                as_json,
             )
             try:
-                async with session.post(url, params=params, data=body, headers=_HEADERS) as resp:
+                async with session.post(url, params=params, data=body, headers=headers) as resp:
                     await resp.read()
+                    # Any answer ends it: WeChat retries only a push that got none in time.
                     if resp.status < 400:
                         self.state.receipts_sent += 1
-                        return
+                    else:
+                        self.state.receipts_refused += 1
+                    return
             except (aiohttp.ClientError, TimeoutError):
                 pass
             if attempt + 1 < tries:

@@ -89,6 +89,7 @@ class SimState:
         self.token_fetches_kind: Counter[tuple[str, str]] = Counter()
         self.receipts_sent = 0
         self.receipts_failed = 0
+        self.receipts_refused = 0  # the callback answered an HTTP error: WeChat does not retry
         self.receipts_dropped = 0
         self.receipts_retried = 0
 
@@ -146,6 +147,7 @@ class SimState:
             "token_fetches_by_kind": kinds,
             "receipts_sent": self.receipts_sent,
             "receipts_failed": self.receipts_failed,
+            "receipts_refused": self.receipts_refused,
             "receipts_dropped": self.receipts_dropped,
             "receipts_retried": self.receipts_retried,
             "deliveries_stored": len(self.log),
