@@ -5,6 +5,7 @@ from __future__ import annotations
 from contract import (
     BatchContract,
     LifecycleContract,
+    LinksContract,
     OutboxContract,
     OutcomesContract,
     QueueContract,
@@ -33,4 +34,8 @@ class TestOutbox(OutboxContract):
 
 
 class TestLifecycle(LifecycleContract):
+    pass
+
+
+class TestLinks(LinksContract):
     pass

@@ -9,6 +9,7 @@ must be idempotent (a test closes the store itself).
 
 from contract.batches import BatchContract
 from contract.lifecycle import LifecycleContract
+from contract.links import LinksContract
 from contract.outbox import OutboxContract
 from contract.outcomes import OutcomesContract
 from contract.queue import QueueContract
@@ -28,6 +29,7 @@ __all__ = [
     "LEASE_S",
     "BatchContract",
     "LifecycleContract",
+    "LinksContract",
     "OutboxContract",
     "OutcomesContract",
     "QueueContract",
