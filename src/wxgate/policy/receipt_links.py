@@ -5,8 +5,8 @@ The rule (docs/architecture.md "Receipts without a msgid"), per (app, openid, te
 - a send registers itself before it goes out (`begin`), and is refused (the message waits a
   moment and tries again) while another message to the same (app, openid, template) is in
   flight or awaits its receipt: at most one entry per key, so a receipt has one candidate;
-- when its answer comes (`finish`), a send without a msgid stays, marked done, awaiting its
-  receipt; one with a msgid, or one WeChat refused, leaves (msgids link its receipt);
+- when its answer comes (`finish`), a send without a msgid (or whose answer was lost) stays,
+  marked done, awaiting its receipt; one with a msgid, or one WeChat refused, leaves;
 - a receipt that no message's msgid claims takes the key's entry (`match`) when the event's
   CreateTime is not before the send began (a late receipt of an older message is refused):
   a done entry is attached at once; one still in flight keeps the receipt, which its `finish`
@@ -70,6 +70,10 @@ class Finish(StrEnum):
     UNKNOWN = "unknown"  # the answer was lost: WeChat may have sent it
 
 
+# Answers after which a receipt may still come with no msgid to claim it. A lost answer keeps
+# its entry too: WeChat may have delivered it, and its receipt must not go to the next send.
+_AWAITS = frozenset({Finish.NO_MSGID, Finish.UNKNOWN})
+
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Links)
 
@@ -112,7 +116,7 @@ def finish(
         if e.id != msg_id:
             continue
         pending = e.pending
-        if outcome is Finish.NO_MSGID and pending is None:
+        if outcome in _AWAITS and pending is None:
             entries[i] = replace(e, done=now)
         else:
             del entries[i]  # linked by msgid, refused, or its receipt has come
