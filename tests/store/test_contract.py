@@ -10,6 +10,7 @@ from contract import (
     OutcomesContract,
     QueueContract,
     SharedContract,
+    SuppressionsContract,
 )
 
 
@@ -38,4 +39,8 @@ class TestLifecycle(LifecycleContract):
 
 
 class TestLinks(LinksContract):
+    pass
+
+
+class TestSuppressions(SuppressionsContract):
     pass

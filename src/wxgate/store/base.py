@@ -1,5 +1,6 @@
 """The Store contract every backend implements and `tests/store/` checks, split by role
-(MessageQueue, BatchRecords, SharedState, ReceiptLinks, WebhookOutbox; `Store` is all five).
+(MessageQueue, BatchRecords, SharedState, ReceiptLinks, Suppressions, WebhookOutbox; `Store`
+is all six).
 
 Rules every backend keeps:
 - `enqueue` commits all or nothing, and only returns after the commit is durable.
@@ -267,6 +268,22 @@ class ReceiptLinks(Protocol):
         expires ttl_s after this write."""
 
 
+class Suppressions(Protocol):
+    """Users' accepts and rejects of subscribe templates (subscribe_msg_popup_event and
+    subscribe_msg_change_event): a message to a user who rejected its template is not sent."""
+
+    async def set_choice(
+        self, app: str, openid: str, template_id: str, accepted: bool, at: float
+    ) -> bool:
+        """Record a reject (suppresses) or an accept (lifts it) made at `at` (the event's
+        CreateTime). A choice older than the one stored changes nothing: False."""
+
+    async def is_suppressed(self, app: str, openid: str, template_id: str) -> bool: ...
+
+    async def suppression_counts(self) -> dict[str, int]:
+        """(openid, template) pairs suppressed now, by app (apps with none left out)."""
+
+
 class WebhookOutbox(Protocol):
     """Status events written with the status change (see the module docstring), leased by
     the webhook sender."""
@@ -288,7 +305,9 @@ class WebhookOutbox(Protocol):
 
 
 @runtime_checkable
-class Store(MessageQueue, BatchRecords, SharedState, ReceiptLinks, WebhookOutbox, Protocol):
+class Store(
+    MessageQueue, BatchRecords, SharedState, ReceiptLinks, Suppressions, WebhookOutbox, Protocol
+):
     """A backend: every role, plus its lifecycle. Consumers type what they take as the
     narrowest role they use (the worker pool a MessageQueue, the token broker SharedState)."""
 

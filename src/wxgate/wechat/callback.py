@@ -170,6 +170,16 @@ def normalise_status(raw: str) -> str:
 # ---------------------------------------------------------------- pushes
 
 
+class Choice(msgspec.Struct, frozen=True):
+    """A user's accept or reject of one subscribe template (subscribe_msg_popup_event, or
+    subscribe_msg_change_event, which reports rejections only)."""
+
+    openid: str
+    template_id: str
+    accepted: bool
+    create_time: int
+
+
 class Push(msgspec.Struct, frozen=True):
     """A verified push: its receipts, and what tells a retry of it from a forged replay."""
 
@@ -179,6 +189,7 @@ class Push(msgspec.Struct, frozen=True):
     # sha256 (hex) of the event XML, decrypted in safe mode: a push sent again (WeChat's retry,
     # or a replay of the captured request) has the same digest, a forged body does not.
     digest: str
+    choices: list[Choice] = msgspec.field(default_factory=list)
 
 
 def _timestamp(query: Mapping[str, str], now: float | None, max_skew_s: float | None) -> int:
@@ -300,7 +311,37 @@ def open_push(
     nonce = _nonce(query)
     root = parse_event(plain)
     digest = hashlib.sha256(plain).hexdigest()
-    return Push(_receipts(root), timestamp, nonce, digest)
+    return Push(_receipts(root), timestamp, nonce, digest, _choices(root))
+
+
+_CHOICE_EVENTS = {
+    "subscribe_msg_popup_event": "subscribemsgpopupevent",
+    "subscribe_msg_change_event": "subscribemsgchangeevent",
+}
+
+
+def _choices(root: ET.Element) -> list[Choice]:
+    """accept/reject per template from a popup or change event (docs/wechat-api.md §5.4)."""
+    fields = _fields(root)
+    if fields.get("msgtype", "").lower() != "event":
+        return []
+    wrapper = _CHOICE_EVENTS.get(fields.get("event", "").lower())
+    if wrapper is None:
+        return []
+    openid = _openid(fields)
+    create_time = _uint(fields, "createtime")
+    out = []
+    for event in _children(root, wrapper):
+        for item in _children(event, "list"):
+            entry = _fields(item)
+            template_id = entry.get("templateid", "")
+            if not template_id or len(template_id) > 128:
+                raise CallbackError("TemplateId: missing or over 128 characters")
+            status = entry.get("subscribestatusstring", "").lower()
+            if status not in ("accept", "reject"):
+                continue  # e.g. "ban" (the template was banned): not the user's choice
+            out.append(Choice(openid, template_id, status == "accept", create_time))
+    return out
 
 
 def _receipts(root: ET.Element) -> list[Receipt]:

@@ -14,6 +14,7 @@ from contract.outbox import OutboxContract
 from contract.outcomes import OutcomesContract
 from contract.queue import QueueContract
 from contract.shared import SharedContract
+from contract.suppressions import SuppressionsContract
 from support.store import (
     HOOK,
     LEASE_S,
@@ -34,6 +35,7 @@ __all__ = [
     "OutcomesContract",
     "QueueContract",
     "SharedContract",
+    "SuppressionsContract",
     "enqueue_one",
     "lease_one",
     "make_message",

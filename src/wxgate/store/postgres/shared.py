@@ -100,6 +100,13 @@ async def _put_link(
     return done is not None
 
 
+_SET_CHOICE = (
+    "INSERT INTO suppressions VALUES ($1, $2, $3, $4, $5) "
+    "ON CONFLICT (app, openid, template_id) DO UPDATE SET rejected = excluded.rejected, "
+    "at = excluded.at WHERE excluded.at >= suppressions.at RETURNING 1"
+)
+
+
 class PostgresSharedState(PostgresConnection):
     def _init_shared(self) -> None:
         self._rate_takes: Coalescer[tuple[str, float, float, int, float], float] = Coalescer(
@@ -187,6 +194,30 @@ class PostgresSharedState(PostgresConnection):
         self, app: str, key: str, version: int, blob: bytes | None, ttl_s: float, now: float
     ) -> bool:
         return await self._tx(_put_link, app, key, version, blob, now + ttl_s, now)
+
+    @maps_pg_errors
+    async def set_choice(
+        self, app: str, openid: str, template_id: str, accepted: bool, at: float
+    ) -> bool:
+        done = await self._p.fetchval(_SET_CHOICE, app, openid, template_id, not accepted, at)
+        return done is not None
+
+    @maps_pg_errors
+    async def is_suppressed(self, app: str, openid: str, template_id: str) -> bool:
+        rejected = await self._p.fetchval(
+            "SELECT rejected FROM suppressions WHERE app = $1 AND openid = $2 AND template_id = $3",
+            app,
+            openid,
+            template_id,
+        )
+        return rejected is True
+
+    @maps_pg_errors
+    async def suppression_counts(self) -> dict[str, int]:
+        rows = await self._p.fetch(
+            "SELECT app, count(*) FROM suppressions WHERE rejected GROUP BY app"
+        )
+        return {str(r[0]): int(r[1]) for r in rows}
 
     @maps_pg_errors
     async def incr_quota(self, app: str, day: str, n: int = 1) -> int:

@@ -4,7 +4,9 @@ locks, app pauses, daily quota counters, rate buckets, callback nonces and recei
 Keys under the prefix P: P:token:{app} (TokenEntry JSON), P:lock:{name} (hash owner + until),
 P:pauses (hash app -> AppPause JSON), P:quota:{app}:{day} (counter, 2 days), P:rate:{app}
 (hash tokens + ts), P:nonce:{app}:{nonce} (hash digest + until: a WeChat callback's nonce),
-P:link:{app}:{key} (hash v + blob + until: sends awaiting a receipt without a msgid).
+P:link:{app}:{key} (hash v + blob + until: sends awaiting a receipt without a msgid),
+P:choice:{app} / P:suppressed:{app} / P:suppressed_apps (users' accepts and rejects of
+subscribe templates, and the rejected pairs).
 Expiry that the contract judges by the store's clock (locks, pauses, nonces) is stored as a
 time and compared in Lua; Redis TTLs only collect what is abandoned.
 """
@@ -17,7 +19,7 @@ import msgspec
 
 from wxgate.models import AppPause, TokenEntry
 from wxgate.store.coalesce import Coalescer
-from wxgate.store.redis.connection import RedisConnection, maps_redis_errors
+from wxgate.store.redis.connection import RedisConnection, maps_redis_errors, text
 from wxgate.store.redis.scripts import script
 
 _TOKEN_SLACK_S = 300
@@ -30,6 +32,7 @@ INVALIDATE_TOKEN = script("invalidate_token")
 ACQUIRE_LOCK = script("acquire_lock")
 REMEMBER_NONCE = script("remember_nonce")
 PUT_LINK = script("put_link")
+SET_CHOICE = script("set_choice")
 INCR_QUOTA = script("incr_quota")
 RELEASE_LOCK = script("release_lock")
 
@@ -107,6 +110,28 @@ class RedisSharedState(RedisConnection):
             [version, blob or b"", repr(now + ttl_s), repr(now), max(1, math.ceil(ttl_s * 1000))],
         )
         return bool(done)
+
+    # ------------------------------------------------------------------ suppressions
+
+    @maps_redis_errors
+    async def set_choice(
+        self, app: str, openid: str, template_id: str, accepted: bool, at: float
+    ) -> bool:
+        p = self._p
+        keys = [f"{p}:choice:{app}", f"{p}:suppressed:{app}", f"{p}:suppressed_apps"]
+        args = [f"{openid}:{template_id}", repr(at), 0 if accepted else 1, app]
+        return bool(await self._script(SET_CHOICE, keys, args))
+
+    @maps_redis_errors
+    async def is_suppressed(self, app: str, openid: str, template_id: str) -> bool:
+        found = await self._r.sismember(f"{self._p}:suppressed:{app}", f"{openid}:{template_id}")
+        return bool(found)
+
+    @maps_redis_errors
+    async def suppression_counts(self) -> dict[str, int]:
+        apps = sorted(text(a) for a in await self._r.smembers(f"{self._p}:suppressed_apps"))
+        counts = {app: int(await self._r.scard(f"{self._p}:suppressed:{app}")) for app in apps}
+        return {app: n for app, n in counts.items() if n}
 
     # ------------------------------------------------------------------ pauses, quota, rate
 

@@ -51,6 +51,17 @@ class SQLiteShared(SQLiteCore):
     ) -> bool:
         return await self._write(put_link, app, key, version, blob, now + ttl_s, now)
 
+    async def set_choice(
+        self, app: str, openid: str, template_id: str, accepted: bool, at: float
+    ) -> bool:
+        return await self._write(set_choice, app, openid, template_id, accepted, at)
+
+    async def is_suppressed(self, app: str, openid: str, template_id: str) -> bool:
+        return await self._read(is_suppressed, app, openid, template_id)
+
+    async def suppression_counts(self) -> dict[str, int]:
+        return await self._read(suppression_counts)
+
     async def incr_quota(self, app: str, day: str, n: int = 1) -> int:
         return await self._write(incr_quota, app, day, n)
 
@@ -151,6 +162,35 @@ def put_link(
         )
     conn.execute("DELETE FROM receipt_links WHERE expires_at <= ?", (now,))
     return True
+
+
+_SET_CHOICE = (
+    "INSERT INTO suppressions VALUES (?, ?, ?, ?, ?) "
+    "ON CONFLICT (app, openid, template_id) DO UPDATE SET rejected = excluded.rejected, "
+    "at = excluded.at WHERE excluded.at >= suppressions.at"
+)
+
+
+def set_choice(
+    conn: Conn, app: str, openid: str, template_id: str, accepted: bool, at: float
+) -> bool:
+    rejected = 0 if accepted else 1
+    return conn.execute(_SET_CHOICE, (app, openid, template_id, rejected, at)).rowcount == 1
+
+
+def is_suppressed(conn: Conn, app: str, openid: str, template_id: str) -> bool:
+    row = conn.execute(
+        "SELECT rejected FROM suppressions WHERE app = ? AND openid = ? AND template_id = ?",
+        (app, openid, template_id),
+    ).fetchone()
+    return row is not None and row[0] == 1
+
+
+def suppression_counts(conn: Conn) -> dict[str, int]:
+    rows = conn.execute(
+        "SELECT app, count(*) FROM suppressions WHERE rejected = 1 GROUP BY app"
+    ).fetchall()
+    return {str(app): int(n) for app, n in rows}
 
 
 def set_pause(conn: Conn, pause: AppPause) -> None:

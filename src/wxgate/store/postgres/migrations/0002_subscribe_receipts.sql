@@ -9,3 +9,14 @@ CREATE TABLE receipt_links (
     PRIMARY KEY (app, key)
 );
 CREATE INDEX receipt_links_expiry ON receipt_links (expires_at);
+
+-- Users' accepts (rejected = false) and rejects of subscribe templates: the Suppressions
+-- role (subscribe_msg_popup_event / subscribe_msg_change_event).
+CREATE TABLE suppressions (
+    app text NOT NULL,
+    openid text NOT NULL,
+    template_id text NOT NULL,
+    rejected boolean NOT NULL,
+    at double precision NOT NULL,
+    PRIMARY KEY (app, openid, template_id)
+);
