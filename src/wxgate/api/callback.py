@@ -88,6 +88,10 @@ class CallbackRoutes:
         await self._use_nonce(app, push, now, window_s)
         for r in push.receipts:
             await self._apply(app, r)
+        for c in push.choices:  # a reject suppresses later messages of that template
+            await self.ctx.store.set_choice(
+                app.name, c.openid, c.template_id, c.accepted, float(c.create_time)
+            )
         return web.Response(text="success", content_type=_TEXT)
 
     async def _use_nonce(self, app: AppSettings, push: Push, now: float, window_s: float) -> None:

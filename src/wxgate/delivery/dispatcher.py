@@ -47,6 +47,7 @@ ERRCODE_MINUTE_QUOTA = 45011
 # A subscribe message whose (app, openid, template) has another send awaiting its receipt
 # tries again this much later (policy/receipt_links.py).
 LINK_BUSY_S = 1.0
+SUPPRESSED = ErrorInfo(43101, "user rejected this template (subscribe event); not sent")
 ERRCODE_INTERNAL = -5  # a bug of ours while sending: counted like a transport failure
 MAX_ERRMSG = 500
 
@@ -200,6 +201,16 @@ class Dispatcher:
                 return await self._expire(message)
             if at > now:
                 return await self.release(message, "quiet_hours", at)
+
+        if (
+            message.kind in SUBSCRIBE_KINDS
+            and state.settings.suppress_rejected
+            and await self._store.is_suppressed(message.app, message.touser, message.template_id)
+        ):
+            # The user rejected this template (a popup or change event): WeChat would answer
+            # 43101, so the send is not spent; an accept lifts it for later messages.
+            self._metrics.on_suppressed(message.app)
+            return await self._dead(message, state, SUPPRESSED)
 
         await self.refresh_pauses()
         until = state.paused_until(now)

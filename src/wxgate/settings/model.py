@@ -199,6 +199,10 @@ class AppSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     timezone: str = "Asia/Shanghai"
     # This app's WeChat callbacks: overrides server.callback_max_skew_s (None: the server's).
     callback_max_skew_s: float | None = None
+    # A subscribe or oa_subscribe message to a user who rejected its template (popup or
+    # change event) is dead-lettered with 43101 when leased, without a send; an accept lifts
+    # it. False: sent anyway (WeChat answers 43101 itself, spending a call).
+    suppress_rejected: bool = True
 
     def quota_for(self, kind: str) -> int:
         """Sends a day of one kind (`daily_quota` if set, else WeChat's default for it)."""

@@ -424,6 +424,7 @@
     }
     setText($("kpi-depth"), fmtInt(s.queue_depth));
     setText($("kpi-oldest"), s.oldest_pending_at == null ? "none" : fmtAgo(s.oldest_pending_at));
+    setText($("kpi-suppressed"), fmtInt(Object.values(s.suppressed || {}).reduce((a, n) => a + n, 0)));
     setText($("kpi-sending"), fmtInt(by.sending));
     setText($("kpi-retrying"), fmtInt(by.retrying));
     setText($("kpi-dead"), fmtInt(by.dead));
