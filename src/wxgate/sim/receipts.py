@@ -31,6 +31,60 @@ class Receipt(NamedTuple):
     create_time: int
 
 
+class ChoiceEvent(NamedTuple):
+    """A user's accept/reject of a subscribe template: subscribe_msg_popup_event, or
+    subscribe_msg_change_event (which WeChat pushes for rejections only)."""
+
+    due: float
+    appid: str
+    openid: str
+    template_id: str
+    accepted: bool
+    change: bool
+    create_time: int
+
+
+def _choice_parts(c: ChoiceEvent) -> tuple[str, str, dict[str, str]]:
+    event, wrapper = (
+        ("subscribe_msg_change_event", "SubscribeMsgChangeEvent")
+        if c.change
+        else ("subscribe_msg_popup_event", "SubscribeMsgPopupEvent")
+    )
+    item = {
+        "TemplateId": c.template_id,
+        "SubscribeStatusString": "accept" if c.accepted else "reject",
+    }
+    if not c.change:
+        item["PopupScene"] = "2"
+    return event, wrapper, item
+
+
+def choice_xml(original_id: str, c: ChoiceEvent) -> str:
+    event, wrapper, item = _choice_parts(c)
+    inner = "".join(f"<{k}><![CDATA[{v}]]></{k}>" for k, v in item.items())
+    return (
+        f"<xml><ToUserName><![CDATA[{original_id}]]></ToUserName>"
+        f"<FromUserName><![CDATA[{c.openid}]]></FromUserName>"
+        f"<CreateTime>{c.create_time}</CreateTime>"
+        "<MsgType><![CDATA[event]]></MsgType>"
+        f"<Event><![CDATA[{event}]]></Event>"
+        f"<{wrapper}><List>{inner}</List></{wrapper}></xml>"
+    )
+
+
+def choice_json(original_id: str, c: ChoiceEvent) -> str:
+    event, wrapper, item = _choice_parts(c)
+    body = {
+        "ToUserName": original_id,
+        "FromUserName": c.openid,
+        "CreateTime": c.create_time,
+        "MsgType": "event",
+        "Event": event,
+        wrapper: {"List": item},
+    }
+    return json.dumps(body, ensure_ascii=False)
+
+
 def template_xml(original_id: str, r: Receipt) -> str:
     return (
         f"<xml><ToUserName><![CDATA[{original_id}]]></ToUserName>"
@@ -125,7 +179,9 @@ class ReceiptSender:
     def __init__(self, state: SimState) -> None:
         self.state = state
         cfg = state.config
-        self._queue: asyncio.Queue[Receipt] = asyncio.Queue(maxsize=cfg.receipt_queue_max)
+        self._queue: asyncio.Queue[Receipt | ChoiceEvent] = asyncio.Queue(
+            maxsize=cfg.receipt_queue_max
+        )
         self._workers: list[asyncio.Task[None]] = []
         self._session: aiohttp.ClientSession | None = None
         self._in_flight = 0
@@ -162,7 +218,7 @@ class ReceiptSender:
             await self._session.close()
             self._session = None
 
-    def enqueue(self, receipt: Receipt) -> None:
+    def enqueue(self, receipt: Receipt | ChoiceEvent) -> None:
         try:
             self._queue.put_nowait(receipt)
         except asyncio.QueueFull:
@@ -195,7 +251,7 @@ class ReceiptSender:
                 self._in_flight -= 1
                 self._queue.task_done()
 
-    async def _post(self, r: Receipt) -> None:
+    async def _post(self, r: Receipt | ChoiceEvent) -> None:
         app = self.state.apps.get(r.appid)
         session = self._session
         url = app.cfg.callback_url if app is not None else None
@@ -203,7 +259,9 @@ class ReceiptSender:
             return
         cfg = app.cfg
         as_json = cfg.push_format == "json"
-        if as_json:
+        if isinstance(r, ChoiceEvent):
+            event = (choice_json if as_json else choice_xml)(cfg.original_id, r)
+        elif as_json:
             event = json_event(cfg.original_id, r)
         else:
             event = (subscribe_xml if r.subscribe else template_xml)(cfg.original_id, r)

@@ -284,6 +284,8 @@ class Api:
             if injected is not None:
                 return self.error(injected)
         openid = req.touser
+        if kind != TEMPLATE and (appid, openid, req.template_id) in st.rejected:
+            return self.error(43101)  # the user rejected this template (/_sim/subscription)
         # Subscribe sends have no client_msg_id in WeChat's API; an empty one means none.
         cmid = (req.client_msg_id or None) if isinstance(req, TemplateReq) else None
         log = st.log

@@ -74,6 +74,8 @@ class SimState:
         # Epoch microseconds: above 2**32 (int32 truncation shows) and rising across restarts.
         self._msgid = start if start is not None else int(self.clock.now() * 1_000_000)
         self.tries: dict[tuple[str, str, str], int] = {}
+        # (appid, openid, template_id) a user rejected (POST /_sim/subscription): 43101.
+        self.rejected: set[tuple[str, str, str]] = set()
         self.reset_counters()
 
     def reset_counters(self) -> None:
@@ -122,6 +124,7 @@ class SimState:
         """Forget deliveries, dedupe, quotas, faults and counters (tokens too if asked)."""
         self.log.clear()
         self.tries.clear()
+        self.rejected.clear()
         self.faults.clear()
         for app in self.apps.values():
             app.day = app.minute = -1
