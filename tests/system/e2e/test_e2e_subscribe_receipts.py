@@ -100,3 +100,47 @@ async def test_unsubscribed_user_is_a_drop_with_43101(tmp_path: Path) -> None:
         msg_id = await rig.api.send("o_unsubscribed_1", **CHANNELS["oa_subscribe"])
         view = await _final(rig, msg_id, "dead")
         assert view["last_errcode"] == 43101 and view["attempts"] == 1
+
+
+async def _suppressed(rig: Rig) -> dict[str, int]:
+    status, stats = await rig.api.get("/v1/stats")
+    assert status == 200
+    return dict(stats["suppressed"])
+
+
+@pytest.mark.parametrize("push", ["xml", "json"])
+async def test_a_rejected_template_is_dead_unsent_until_accepted(tmp_path: Path, push: str) -> None:
+    async with running_rig(tmp_path) as rig:
+        if push == "json":
+            _json_pushes(rig)
+        fields = CHANNELS["oa_subscribe"]
+        await rig.sim.subscription(APP_A.appid, "o_dave", "oa_order_status", accepted=False)
+        await rig.sim.wait_receipts()
+        assert await _suppressed(rig) == {"a": 1}
+        refused = await rig.api.send("o_dave", **fields)
+        view = await _final(rig, refused, "dead")
+        assert view["last_errcode"] == 43101 and "rejected" in view["last_errmsg"]
+        assert await rig.sim.deliveries(openid="o_dave") == []
+        assert rig.sim.state.errors[43101] == 0, "no send was spent"
+        # Another template of the same user is not suppressed.
+        other = await rig.api.send("o_dave", **CHANNELS["subscribe"])
+        await _final(rig, other, "delivered")
+        # A later acceptance lifts it.
+        await rig.sim.subscription(APP_A.appid, "o_dave", "oa_order_status", accepted=True)
+        await rig.sim.wait_receipts()
+        assert await _suppressed(rig) == {}
+        again = await rig.api.send("o_dave", **fields)
+        await _final(rig, again, "delivered")
+
+
+async def test_change_event_rejects_and_suppression_can_be_turned_off(tmp_path: Path) -> None:
+    async with running_rig(tmp_path, app_overrides={"suppress_rejected": False}) as rig:
+        await rig.sim.subscription(
+            APP_A.appid, "o_erin", "sub_order_status", accepted=False, change=True
+        )
+        await rig.sim.wait_receipts()
+        assert await _suppressed(rig) == {"a": 1}
+        msg_id = await rig.api.send("o_erin", **CHANNELS["subscribe"])
+        view = await _final(rig, msg_id, "dead")
+        # Sent anyway: WeChat (the simulator) refused it itself.
+        assert view["last_errcode"] == 43101 and rig.sim.state.errors[43101] == 1
