@@ -144,3 +144,26 @@ async def test_change_event_rejects_and_suppression_can_be_turned_off(tmp_path: 
         view = await _final(rig, msg_id, "dead")
         # Sent anyway: WeChat (the simulator) refused it itself.
         assert view["last_errcode"] == 43101 and rig.sim.state.errors[43101] == 1
+
+
+async def test_an_oa_subscribe_batch_is_delivered_with_receipts(tmp_path: Path) -> None:
+    async with running_rig(tmp_path) as rig:
+        fields = {k: v for k, v in CHANNELS["oa_subscribe"].items() if k != "miniprogram"}
+        status, answer = await rig.api.post(
+            "/v1/batches",
+            {
+                **fields,
+                "data": {"thing1": "shipped"},
+                "recipients": [{"touser": f"o_batch_{i}"} for i in range(4)],
+            },
+        )
+        assert status == 202, answer
+
+        async def done() -> dict[str, Any] | None:
+            _, progress = await rig.api.get(f"/v1/batches/{answer['id']}")
+            return progress if progress["counts"].get("delivered") == 4 else None
+
+        await wait_until(done, 20.0, "the batch to be delivered")
+        deliveries = [d for d in await rig.sim.deliveries() if d["kind"] == "oa_subscribe"]
+        assert len(deliveries) == 4
+        assert {d["page"] for d in deliveries} == {"https://shop.example/o/1"}
