@@ -244,7 +244,8 @@ class Dispatcher:
 
         # Subscribe sends may come back without a msgid: their receipts are linked by send
         # order per (app, openid, template), so no two of one key overlap (receipt_links.py).
-        linked = message.kind in SUBSCRIBE_KINDS
+        # An app without a callback Token gets no receipts (its route is a 404): no linking.
+        linked = message.kind in SUBSCRIBE_KINDS and bool(app.callback_token)
         if linked and not await self._links.begin(
             message.app, message.touser, message.template_id, message.id, now
         ):
