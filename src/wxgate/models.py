@@ -17,6 +17,12 @@ import msgspec
 class MessageKind(StrEnum):
     TEMPLATE = "template"  # Official Account template message
     SUBSCRIBE = "subscribe"  # mini-program subscribe message
+    OA_SUBSCRIBE = "oa_subscribe"  # Official Account subscription notification (bizsend)
+
+
+# The kinds sent as subscribe messages: no client_msg_id, receipts by subscribe_msg_sent_event
+# (which may come without a msgid in the send answer), rejections by popup/change events.
+SUBSCRIBE_KINDS = frozenset({MessageKind.SUBSCRIBE, MessageKind.OA_SUBSCRIBE})
 
 
 class Status(StrEnum):

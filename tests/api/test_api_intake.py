@@ -16,7 +16,16 @@ from wxgate.api.intake import (
     normalize_data,
     resolve_app,
 )
-from wxgate.models import BatchIn, MessageIn, MessageKind, Recipient, Status, new_id, new_ids
+from wxgate.models import (
+    BatchIn,
+    MessageIn,
+    MessageKind,
+    MiniProgram,
+    Recipient,
+    Status,
+    new_id,
+    new_ids,
+)
 from wxgate.settings import AppSettings
 
 NOW = 1_700_000_000.0
@@ -98,6 +107,10 @@ def test_message_times() -> None:
         ({"kind": MessageKind.SUBSCRIBE, "url": "https://x"}, "url"),
         ({"kind": MessageKind.SUBSCRIBE, "miniprogram_state": "beta"}, "miniprogram_state"),
         ({"kind": MessageKind.SUBSCRIBE, "lang": "fr_FR"}, "lang"),
+        ({"kind": MessageKind.OA_SUBSCRIBE, "page": "pages/x"}, "page"),  # url is its page
+        ({"kind": MessageKind.OA_SUBSCRIBE, "lang": "zh_CN"}, "lang"),
+        ({"kind": MessageKind.OA_SUBSCRIBE, "miniprogram_state": "trial"}, "miniprogram_state"),
+        ({"kind": MessageKind.OA_SUBSCRIBE, "url": "pages/x"}, "url"),  # a web URL
         ({"url": "javascript:alert(1)"}, "url"),
         ({"callback_url": "ftp://x"}, "callback_url"),
         ({"priority": "asap"}, "priority"),
@@ -105,6 +118,31 @@ def test_message_times() -> None:
 )
 def test_message_rules(kw: dict[str, Any], field: str) -> None:
     assert field_err(message_from, body(**kw), APP, NOW, new_id(), None) == field
+
+
+def test_oa_subscribe_fields_kept() -> None:
+    m = message_from(
+        body(
+            kind=MessageKind.OA_SUBSCRIBE,
+            url="https://shop.example/o/1",
+            miniprogram=MiniProgram("wx_mini", "pages/o"),
+        ),
+        APP,
+        NOW,
+        new_id(),
+        None,
+    )
+    assert (m.kind, m.url, m.miniprogram, m.page) == (
+        MessageKind.OA_SUBSCRIBE,
+        "https://shop.example/o/1",
+        MiniProgram("wx_mini", "pages/o"),
+        None,
+    )
+
+
+def test_oa_subscribe_quota_defaults_to_the_template_one() -> None:
+    assert APP.quota_for("oa_subscribe") == 100_000
+    assert APP.quota_for("subscribe") == 10_000_000
 
 
 def test_subscribe_fields_kept() -> None:

@@ -68,6 +68,24 @@ def test_send_without_wait_json_is_the_accepted_answer(
     assert json.loads(shown.out)["id"] == accepted["id"]
 
 
+def test_send_kind_oa_subscribe_and_its_field_rules(gateway: ServeProcess, tmp_path: Path) -> None:
+    link = "https://shop.example/o/1"
+    args = ["send", "o_carol", "oa_order_status", "thing1=a", "--kind", "oa_subscribe"]
+    ran = _cli(gateway, [*args, "--link", link, "--wait"], tmp_path)
+    assert ran.code == 0, ran
+    view = json.loads(ran.out)
+    assert view["kind"] == "oa_subscribe" and view["status"] in ("sent", "delivered")
+    # A page is a mini program's: refused for an OA subscription notification, by name.
+    refused = _cli(gateway, [*args, "--page", "pages/o"], tmp_path)
+    assert refused.code == 1 and "page" in refused.err, refused
+    sub = _cli(
+        gateway,
+        ["send", "o_dan", "sub_order_status", "thing1=a", "--kind", "subscribe", "--wait"],
+        tmp_path,
+    )
+    assert sub.code == 0 and json.loads(sub.out)["kind"] == "subscribe", sub
+
+
 def test_dlq_list_shows_whole_ids(gateway: ServeProcess, tmp_path: Path) -> None:
     sent = _cli(gateway, ["send", "o_unfollowed_2", "tpl_order", "thing1=a", "--wait"], tmp_path)
     msg_id = json.loads(sent.out)["id"]

@@ -20,9 +20,11 @@ from wxgate.delivery.dispatcher import PAUSE_RECHECK_S, Dispatcher
 from wxgate.delivery.outcome import Outcome
 from wxgate.models import AppPause, Message, MessageKind, Status, new_id
 from wxgate.policy.ratelimit import next_shanghai_midnight
+from wxgate.policy.receipt_links import Match, PendingReceipt
 from wxgate.settings import AppSettings, BreakerSettings, WeChatSettings
 from wxgate.sim.config import SimApp, SimConfig
 from wxgate.sim.testing import SimHandle, running_simulator
+from wxgate.store.receipt_links import ReceiptLinker
 from wxgate.store.sqlite import SQLiteStore
 from wxgate.wechat.client import WeChatClient
 from wxgate.wechat.tokens import TokenBroker
@@ -65,6 +67,12 @@ class Recorder:
 
     def on_receipt(self, app: str, result: str, created_at: float | None, now: float) -> None:
         self.calls.append(("receipt", (app, result)))
+
+    def on_suppressed(self, app: str) -> None:
+        self.calls.append(("suppressed", (app,)))
+
+    def on_receipt_unlinked(self, app: str, reason: str) -> None:
+        self.calls.append(("unlinked", (app, reason)))
 
 
 @dataclass
@@ -351,3 +359,44 @@ async def test_daily_quota_defaults_by_kind_and_counts_each_kind_apart(frig: Fak
     assert await d.handle(more) is Outcome.RELEASED
     [pause] = await frig.store.get_pauses()
     assert pause.reason == "daily quota (subscribe)"
+
+
+@pytest.mark.parametrize("kind", [MessageKind.SUBSCRIBE, MessageKind.OA_SUBSCRIBE])
+async def test_a_rejected_template_is_dead_without_a_send(frig: FakeRig, kind: MessageKind) -> None:
+    d = frig.dispatcher()
+    [m] = await frig.leased(1, touser="o_rej", kind=kind)
+    assert await frig.store.set_choice("a", m.touser, m.template_id, False, frig.clock.now())
+    assert await d.handle(m) is Outcome.DEAD
+    stored = await frig.get(m.id)
+    assert stored.last_errcode == 43101 and stored.attempts == 1
+    assert await frig.sim.deliveries() == [] and frig.metrics.names() == ["suppressed", "dead"]
+    # A template message to the same user and template id is not a subscribe: sent.
+    [t] = await frig.leased(1, touser="o_rej")
+    assert await d.handle(t) is Outcome.SENT
+    # Turned off, the message is sent and WeChat itself answers.
+    off = frig.dispatcher(app_settings("a", suppress_rejected=False))
+    [again] = await frig.leased(1, touser="o_rej", kind=kind)
+    assert await off.handle(again) is Outcome.SENT  # the simulator knows no rejection here
+
+
+async def test_a_second_message_to_one_user_and_template_waits_for_the_first_receipt(
+    frig: FakeRig,
+) -> None:
+    app = app_settings("a", callback_token="t")
+    d = frig.dispatcher(app)
+    [first] = await frig.leased(1, touser="o_same", kind=MessageKind.OA_SUBSCRIBE)
+    [second] = await frig.leased(1, touser="o_same", kind=MessageKind.OA_SUBSCRIBE)
+    assert first.touser == second.touser
+    assert await d.handle(first) is Outcome.SENT
+    assert (await frig.get(first.id)).wechat_msgid is None, "bizsend answers no msgid"
+    assert await d.handle(second) is Outcome.RELEASED
+    assert ("released", ("a", "receipt_link")) in frig.metrics.calls
+    # The first one's receipt arrives: it is linked to it, and the second may go.
+    receipt = PendingReceipt(77, "success", "o_same_0:1:77", int(frig.clock.now()))
+    how, msg_id = await ReceiptLinker(frig.store).match(
+        "a", first.touser, first.template_id, receipt, frig.clock.now()
+    )
+    assert (how, msg_id) == (Match.ATTACH, first.id)
+    [again] = await frig.store.lease(10, 30.0, frig.clock.now() + 2)
+    assert again.id == second.id
+    assert await d.handle(again) is Outcome.SENT

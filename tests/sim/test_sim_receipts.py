@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import os
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator
@@ -19,6 +20,7 @@ from wxgate.sim.testing import running_simulator
 from wxgate.wechat import crypto
 
 CALLBACK_TOKEN = "cb_token"
+BIZSEND_PATH = "/cgi-bin/message/subscribe/bizsend"
 AES_KEY = base64.b64encode(os.urandom(32)).decode().rstrip("=")
 
 
@@ -27,6 +29,9 @@ class Receiver:
     url: str = ""
     aes_key: str | None = None
     fail_first: int = 0  # answer 500 to this many pushes
+    stall_first: int = 0  # answer these pushes only at teardown (past the sender's timeout)
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+    json_bodies: list[dict[str, object]] = field(default_factory=list)
     events: list[ET.Element] = field(default_factory=list)
     attempts: int = 0
     problems: list[str] = field(default_factory=list)
@@ -38,6 +43,13 @@ class Receiver:
         body = await request.read()
         if not crypto.check_signature(q["signature"], CALLBACK_TOKEN, q["timestamp"], q["nonce"]):
             self.problems.append("bad signature")
+        if self.attempts <= self.stall_first:
+            await self.release.wait()
+            return web.Response(text="success")
+        if body.startswith(b"{"):
+            self.json_bodies.append(json.loads(body))
+            self.got.set()
+            return web.Response(text="success")
         root = ET.fromstring(body)
         if self.aes_key is not None:
             if q.get("encrypt_type") != "aes":
@@ -70,6 +82,7 @@ async def receiver() -> AsyncIterator[Receiver]:
     try:
         yield rec
     finally:
+        rec.release.set()
         await runner.cleanup()
 
 
@@ -120,7 +133,9 @@ async def test_template_receipts(
 
 
 async def test_subscribe_sent_event(receiver: Receiver, http: aiohttp.ClientSession) -> None:
-    async with running_simulator(_config(receiver)) as sim:
+    config = _config(receiver)
+    config.subscribe_msgid = True  # the answer carries the msgid the receipt repeats
+    async with running_simulator(config) as sim:
         tok = await token(http, sim.base_url)
         msgid = (await send(http, sim.base_url, tok, sub("oBob"), SUBSCRIBE_PATH))["msgid"]
         await sim.wait_receipts()
@@ -133,17 +148,67 @@ async def test_subscribe_sent_event(receiver: Receiver, http: aiohttp.ClientSess
         assert item.findtext("ErrorCode") == "0" and item.findtext("ErrorStatus") == "success"
 
 
-async def test_receipts_are_retried_three_times(
+async def test_subscribe_and_bizsend_answer_without_msgid(
     receiver: Receiver, http: aiohttp.ClientSession
 ) -> None:
-    receiver.fail_first = 2
+    """By default neither subscribe/send nor bizsend answers a msgid; receipts carry one."""
     async with running_simulator(_config(receiver)) as sim:
+        tok = await token(http, sim.base_url)
+        answer = await send(http, sim.base_url, tok, sub("oBob"), SUBSCRIBE_PATH)
+        assert answer == {"errcode": 0, "errmsg": "ok"}
+        biz = {"touser": "oCarol", "template_id": "oa_1", "data": {"thing1": {"value": "ok"}}}
+        assert await send(http, sim.base_url, tok, biz, BIZSEND_PATH) == answer
+        await sim.wait_receipts()
+        assert len(receiver.events) == 2
+        for event in receiver.events:
+            assert event.findtext("Event") == "subscribe_msg_sent_event"
+            assert int(event.findtext("SubscribeMsgSentEvent/List/MsgID") or 0) > 0
+        templates = {e.findtext("SubscribeMsgSentEvent/List/TemplateId") for e in receiver.events}
+        assert templates == {"tpl_sub_1", "oa_1"}
+
+
+async def test_json_pushes_have_list_as_an_object(
+    receiver: Receiver, http: aiohttp.ClientSession
+) -> None:
+    config = _config(receiver)
+    config.apps[0].push_format = "json"
+    async with running_simulator(config) as sim:
+        tok = await token(http, sim.base_url)
+        await send(http, sim.base_url, tok, sub("oBob"), SUBSCRIBE_PATH)
+        await sim.wait_receipts()
+        [event] = receiver.json_bodies
+        assert event["Event"] == "subscribe_msg_sent_event"
+        assert event["FromUserName"] == "oBob" and event["ToUserName"] == "gh_test"
+        item = event["SubscribeMsgSentEvent"]["List"]  # type: ignore[index]
+        assert item["TemplateId"] == "tpl_sub_1" and item["ErrorCode"] == "0"
+
+
+async def test_an_http_error_answer_is_not_retried(
+    receiver: Receiver, http: aiohttp.ClientSession
+) -> None:
+    """WeChat pushes again only when no answer came in time: a 500 is an answer."""
+    receiver.fail_first = 1
+    async with running_simulator(_config(receiver)) as sim:
+        tok = await token(http, sim.base_url)
+        await send(http, sim.base_url, tok, tpl("oAlice"))
+        await sim.wait_receipts()
+        assert receiver.attempts == 1 and not receiver.events
+        assert sim.state.receipts_refused == 1 and sim.state.receipts_retried == 0
+
+
+async def test_no_answer_in_time_is_retried_three_times(
+    receiver: Receiver, http: aiohttp.ClientSession
+) -> None:
+    receiver.stall_first = 2
+    config = _config(receiver)
+    config.receipt_timeout_s = 0.5
+    async with running_simulator(config) as sim:
         tok = await token(http, sim.base_url)
         await send(http, sim.base_url, tok, tpl("oAlice"))
         await sim.wait_receipts()
         assert receiver.attempts == 3 and len(receiver.events) == 1
         assert sim.state.receipts_sent == 1 and sim.state.receipts_retried == 2
-        receiver.fail_first = 10**6
+        receiver.stall_first = 10**6
         await send(http, sim.base_url, tok, tpl("oBob"))
         await sim.wait_receipts()
         assert receiver.attempts == 6

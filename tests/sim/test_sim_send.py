@@ -170,7 +170,8 @@ async def test_typed_value_limits(
     answer = await send(http, sim.base_url, tok, body, path)
     if ok:
         assert answer["errcode"] == 0, answer
-        assert answer["msgid"] > 2**32
+        [delivered] = await sim.deliveries()
+        assert delivered["msgid"] > 2**32
     else:
         assert_err(answer, 47003)
         assert f"data.{next(iter(data))}.value" in answer["errmsg"]
@@ -399,3 +400,78 @@ async def test_const_takes_only_the_templates_approved_values(
         answer = await send(http, sim.base_url, tok, tpl(template_id="tpl_const", data=data))
         assert answer["errcode"] == errcode, answer
         assert len(await sim.deliveries()) == (1 if errcode == 0 else 0)
+
+
+# -- OA subscription notifications (bizsend) -----------------------------------------------
+
+BIZSEND_PATH = "/cgi-bin/message/subscribe/bizsend"
+
+
+def biz(touser: str = "oAlice", **extra: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "touser": touser,
+        "template_id": "oa_tpl_1",
+        "page": "https://shop.example/o/42",
+        "miniprogram": {"appid": "wx_mini", "pagepath": "pages/o?id=42"},
+        "data": {"thing1": {"value": "Order 42"}, "character_string2": {"value": "A-42"}},
+    }
+    body.update(extra)
+    return body
+
+
+async def test_bizsend_is_delivered_without_msgid(
+    sim: SimHandle, http: aiohttp.ClientSession, tok: str
+) -> None:
+    answer = await send(http, sim.base_url, tok, biz(), BIZSEND_PATH)
+    assert answer == {"errcode": 0, "errmsg": "ok"}
+    [d] = await sim.deliveries()
+    assert d["kind"] == "oa_subscribe" and d["page"] == "https://shop.example/o/42"
+    assert d["miniprogram"] == {"appid": "wx_mini", "pagepath": "pages/o?id=42"}
+    assert d["client_msg_id"] is None and d["msgid"] > 2**32
+
+
+@pytest.mark.parametrize(
+    ("extra", "errcode"),
+    [
+        ({"touser": "o_unsubscribed_1"}, 43101),
+        ({"touser": "o_invalid_1"}, 40003),
+        ({"template_id": "tpl_invalid"}, 40037),
+        ({"data": {"thing1": {"value": "x" * 21}}}, 47003),  # thing <= 20
+        ({"data": {"character_string2": {"value": "订单"}}}, 47003),  # no Chinese
+        ({"data": {"thing1": {"value": ""}}}, 47003),
+        ({"data": {}}, 47003),
+        ({"data": {"thing1": "not an object"}}, 47003),
+    ],
+)
+async def test_bizsend_refusals(
+    sim: SimHandle, http: aiohttp.ClientSession, tok: str, extra: dict[str, Any], errcode: int
+) -> None:
+    answer = await send(http, sim.base_url, tok, biz(**extra), BIZSEND_PATH)
+    assert_err(answer, errcode)
+    assert await sim.deliveries() == []
+
+
+async def test_bizsend_get_is_43002(sim: SimHandle, http: aiohttp.ClientSession, tok: str) -> None:
+    async with http.get(f"{sim.base_url}{BIZSEND_PATH}?access_token={tok}") as resp:
+        assert_err(await resp.json(content_type=None), 43002)
+
+
+async def test_subscribe_msgid_is_an_option(http: aiohttp.ClientSession) -> None:
+    config = SimConfig(apps=[SimApp(appid=APPID, secret=SECRET)], subscribe_msgid=True)
+    async with running_simulator(config) as sim:
+        tok = await token(http, sim.base_url)
+        answer = await send(http, sim.base_url, tok, sub(), SUBSCRIBE_PATH)
+        assert answer["errcode"] == 0 and answer["msgid"] > 0
+        answer = await send(http, sim.base_url, tok, biz(), BIZSEND_PATH)
+        assert "msgid" not in answer, "bizsend never has one"
+
+
+async def test_a_rejected_template_answers_43101_until_accepted(
+    sim: SimHandle, http: aiohttp.ClientSession, tok: str
+) -> None:
+    await sim.subscription(APPID, "oAlice", "oa_tpl_1", accepted=False)
+    assert_err(await send(http, sim.base_url, tok, biz(), BIZSEND_PATH), 43101)
+    other = biz(template_id="oa_tpl_2")
+    assert (await send(http, sim.base_url, tok, other, BIZSEND_PATH))["errcode"] == 0
+    await sim.subscription(APPID, "oAlice", "oa_tpl_1", accepted=True)
+    assert (await send(http, sim.base_url, tok, biz(), BIZSEND_PATH))["errcode"] == 0

@@ -74,7 +74,9 @@ async def test_lists_in_wechat_shapes_read_by_the_gateway_parser(sim: SimHandle)
         }
         status, raw = await call(s, "GET", f"{base}/wxaapi/newtmpl/gettemplate?access_token={tok}")
         sub = parse_templates(MessageKind.SUBSCRIBE, status, raw)
-        assert set(sub) == {"sub_order_status"}
+        # One list for mini-program and OA subscribe templates (an account has one kind).
+        assert set(sub) == {"sub_order_status", "oa_order_status"}
+        assert parse_templates(MessageKind.OA_SUBSCRIBE, status, raw) == sub
         assert sub["sub_order_status"].keys == ("thing1", "character_string2", "phrase3", "time4")
         async with s.get(f"{base}/wxaapi/newtmpl/gettemplate", params={"access_token": tok}) as r:
             answer = await r.json()

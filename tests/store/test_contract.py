@@ -5,10 +5,12 @@ from __future__ import annotations
 from contract import (
     BatchContract,
     LifecycleContract,
+    LinksContract,
     OutboxContract,
     OutcomesContract,
     QueueContract,
     SharedContract,
+    SuppressionsContract,
 )
 
 
@@ -33,4 +35,12 @@ class TestOutbox(OutboxContract):
 
 
 class TestLifecycle(LifecycleContract):
+    pass
+
+
+class TestLinks(LinksContract):
+    pass
+
+
+class TestSuppressions(SuppressionsContract):
     pass

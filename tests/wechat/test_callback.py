@@ -8,6 +8,7 @@ Official Account safe mode.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -180,6 +181,68 @@ def test_subscribe_msg_sent_event_single_and_repeated_list() -> None:
     ]
     assert receipts[0].event_key == "o_sub:1620963428:1700827132819554304"
     assert {r.openid for r in receipts} == {"o_sub"}
+
+
+def _json_sent_event(items: object) -> bytes:
+    return json.dumps(
+        {
+            "ToUserName": "gh_sandbox",
+            "FromUserName": "o_sub",
+            "CreateTime": 1620963428,
+            "MsgType": "event",
+            "Event": "subscribe_msg_sent_event",
+            "SubscribeMsgSentEvent": {"List": items},
+        }
+    ).encode()
+
+
+def test_json_push_list_as_an_object_or_an_array() -> None:
+    """Mini programs may choose JSON pushes: one item is an object, several an array."""
+    one = {"TemplateId": "t1", "MsgID": "1700827132819554304", "ErrorCode": "0"}
+    [r] = parse_push(APP, _query(), _json_sent_event(one), now=NOW)
+    assert (r.msgid, r.status, r.openid, r.template_id) == (
+        1700827132819554304,
+        "success",
+        "o_sub",
+        "t1",
+    )
+    assert r.event_key == "o_sub:1620963428:1700827132819554304"
+    two = [one, {"TemplateId": "t2", "MsgID": 5, "ErrorCode": 20001, "ErrorStatus": "failed"}]
+    receipts = parse_push(APP, _query(), b"  " + _json_sent_event(two), now=NOW)
+    assert [(r.msgid, r.template_id, r.status) for r in receipts] == [
+        (1700827132819554304, "t1", "success"),
+        (5, "t2", "failed"),
+    ]
+
+
+def test_json_and_xml_give_the_same_template_receipt() -> None:
+    body = json.dumps(
+        {
+            "ToUserName": "gh_sandbox",
+            "FromUserName": "o_user",
+            "CreateTime": NOW,
+            "MsgType": "event",
+            "Event": "TEMPLATESENDJOBFINISH",
+            "MsgID": 200163836,
+            "Status": "success",
+        }
+    ).encode()
+    [r] = parse_push(APP, _query(), body, now=NOW)
+    assert (r.msgid, r.status, r.openid, r.template_id) == (200163836, "success", "o_user", None)
+
+
+@pytest.mark.parametrize("body", [b"{not json", b'{"a": ', b"[1]", b'{"a": {"b": 1}} x'])
+def test_malformed_json_is_rejected(body: bytes) -> None:
+    with pytest.raises(CallbackError):
+        parse_push(APP, _query(), body, now=NOW)
+
+
+def test_deeply_nested_json_is_rejected() -> None:
+    deep: object = "x"
+    for _ in range(20):
+        deep = {"k": deep}
+    with pytest.raises(CallbackError, match="nested"):
+        parse_push(APP, _query(), json.dumps({"MsgType": "event", "x": deep}).encode(), now=NOW)
 
 
 @pytest.mark.parametrize(

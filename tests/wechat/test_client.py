@@ -37,6 +37,25 @@ async def test_subscribe_send(sim: SimHandle, client: WeChatClient, token: str) 
     assert delivery["kind"] == "subscribe" and delivery["page"] == "pages/index"
 
 
+async def test_oa_subscribe_send_has_no_msgid(
+    sim: SimHandle, client: WeChatClient, token: str
+) -> None:
+    msg = message(touser="o_carol", kind=MessageKind.OA_SUBSCRIBE)
+    msg.url = "https://shop.example/o/1"
+    assert await client.send(msg, token) is None, "bizsend answers without a msgid"
+    [delivery] = await sim.deliveries(openid="o_carol")
+    assert delivery["kind"] == "oa_subscribe" and delivery["page"] == "https://shop.example/o/1"
+    assert delivery["msgid"] > 0, "WeChat has one all the same: its receipt carries it"
+
+
+async def test_oa_subscribe_to_an_unsubscribed_user_is_a_drop(
+    sim: SimHandle, client: WeChatClient, token: str
+) -> None:
+    with pytest.raises(WeChatError) as info:
+        await client.send(message(touser="o_unsubscribed_1", kind=MessageKind.OA_SUBSCRIBE), token)
+    assert (info.value.errcode, info.value.disposition) == (43101, Disposition.DROP)
+
+
 @pytest.mark.parametrize(
     ("touser", "template_id", "errcode", "disposition"),
     [

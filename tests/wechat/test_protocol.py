@@ -68,6 +68,26 @@ def test_subscribe_body_omits_none_and_has_no_client_msg_id() -> None:
     assert json.loads(protocol.build_send(msg)[1])["miniprogram_state"] == "trial"
 
 
+def test_oa_subscribe_body_sends_url_as_page_and_no_client_msg_id() -> None:
+    msg = _message(kind="oa_subscribe", url="https://example.com/o/42")
+    assert msg.kind is MessageKind.OA_SUBSCRIBE
+    path, body = protocol.build_send(msg)
+    assert path == "/cgi-bin/message/subscribe/bizsend"
+    assert json.loads(body) == {
+        "touser": "o_user",
+        "template_id": "tpl_order",
+        "data": DATA,
+        "page": "https://example.com/o/42",
+    }
+    msg.miniprogram = MiniProgram(appid="wx_mini", pagepath="pages/o")
+    decoded = json.loads(protocol.build_send(msg)[1])
+    assert decoded["miniprogram"] == {"appid": "wx_mini", "pagepath": "pages/o"}
+
+
+def test_answer_without_msgid_is_a_success_with_none() -> None:
+    assert protocol.check_send(protocol.parse_send(200, b'{"errcode":0,"errmsg":"ok"}')) is None
+
+
 def test_non_ascii_data_round_trips() -> None:
     msg = _message(data={"thing1": {"value": "订单已发货 📦"}})
     assert json.loads(protocol.build_send(msg)[1])["data"]["thing1"]["value"] == "订单已发货 📦"

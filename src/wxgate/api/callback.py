@@ -19,7 +19,9 @@ from wxgate.api.body import read_limited
 from wxgate.api.context import ApiContext
 from wxgate.api.errors import ApiError
 from wxgate.api.throttled_log import ThrottledLog
+from wxgate.policy.receipt_links import Match, PendingReceipt
 from wxgate.settings import AppSettings, callback_max_skew_s
+from wxgate.store.receipt_links import ReceiptLinker
 from wxgate.wechat.callback import (
     MAX_BODY_BYTES,
     CallbackError,
@@ -40,6 +42,7 @@ class CallbackRoutes:
     def __init__(self, ctx: ApiContext) -> None:
         self.ctx = ctx
         self._log = ThrottledLog(log, ctx.clock)
+        self._links = ReceiptLinker(ctx.store)
 
     def _app(self, request: web.Request) -> AppSettings:
         name = request.match_info["app"]
@@ -85,6 +88,10 @@ class CallbackRoutes:
         await self._use_nonce(app, push, now, window_s)
         for r in push.receipts:
             await self._apply(app, r)
+        for c in push.choices:  # a reject suppresses later messages of that template
+            await self.ctx.store.set_choice(
+                app.name, c.openid, c.template_id, c.accepted, float(c.create_time)
+            )
         return web.Response(text="success", content_type=_TEXT)
 
     async def _use_nonce(self, app: AppSettings, push: Push, now: float, window_s: float) -> None:
@@ -103,6 +110,27 @@ class CallbackRoutes:
     async def _apply(self, app: AppSettings, r: Receipt) -> None:
         store = self.ctx.store
         known = await store.find_by_wechat_msgid(app.name, r.msgid)
+        linked_to: str | None = None
+        if known is None and r.template_id is not None:
+            # A subscribe receipt no msgid claims: its send may have answered without one.
+            how, linked_to = await self._links.match(
+                app.name,
+                r.openid,
+                r.template_id,
+                PendingReceipt(r.msgid, r.status, r.event_key, r.create_time),
+                self.ctx.clock.now(),
+            )
+            if how is Match.WAIT:
+                return  # kept with its send, which applies it when its answer is recorded
+            if how is not Match.ATTACH:
+                self.ctx.metrics.on_receipt_unlinked(app.name, how.value)
+                self._log.warning(
+                    f"{app.name}:{how.value}",
+                    "callback for app %r: %s subscribe receipt for msgid %d kept, not applied",
+                    app.name,
+                    how.value,
+                    r.msgid,
+                )
         if known is not None and known.touser != r.openid:
             # Answered "success" all the same: WeChat would only retry, and a forger learns
             # nothing. The store checks again (an early receipt waits with its openid).
@@ -113,7 +141,9 @@ class CallbackRoutes:
                 r.msgid,
             )
             return
-        updated = await store.record_receipt(app.name, r.msgid, r.status, r.event_key, r.openid)
+        updated = await store.record_receipt(
+            app.name, r.msgid, r.status, r.event_key, r.openid, message_id=linked_to
+        )
         if updated is not None:
             self.ctx.metrics.on_receipt(
                 app.name, updated.status.value, updated.created_at, self.ctx.clock.now()

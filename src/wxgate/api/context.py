@@ -32,6 +32,10 @@ class ApiMetrics(Protocol):
         ...
 
     def on_receipt(self, app: str, result: str, created_at: float | None, now: float) -> None: ...
+    def on_receipt_unlinked(self, app: str, reason: str) -> None:
+        """A receipt no msgid claimed was kept unapplied (ambiguous, unmatched)."""
+        ...
+
     def failures_by_errcode(self) -> dict[int, dict[str, int]]:
         """Failed send attempts in this process: errcode -> disposition -> count."""
         ...
@@ -48,6 +52,9 @@ class NoApiMetrics:
         pass
 
     def on_receipt(self, app: str, result: str, created_at: float | None, now: float) -> None:
+        pass
+
+    def on_receipt_unlinked(self, app: str, reason: str) -> None:
         pass
 
     def failures_by_errcode(self) -> dict[int, dict[str, int]]:

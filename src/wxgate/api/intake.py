@@ -139,17 +139,39 @@ def _check_url(value: str | None, field: str) -> None:
         raise invalid(field, "expected an http:// or https:// URL")
 
 
+# The fields each kind's WeChat API has (WeChat's own names; `url` is sent as bizsend's `page`,
+# a web URL, since `page` here is a mini-program page path).
+_KIND_FIELDS = {
+    MessageKind.TEMPLATE: frozenset({"url", "miniprogram"}),
+    MessageKind.SUBSCRIBE: frozenset({"page", "miniprogram_state", "lang"}),
+    MessageKind.OA_SUBSCRIBE: frozenset({"url", "miniprogram"}),
+}
+_KIND_HINT = {
+    "url": "only for kind=template and kind=oa_subscribe (subscribe messages use page)",
+    "miniprogram": "only for kind=template and kind=oa_subscribe (subscribe messages use page)",
+    "page": "only for kind=subscribe (template messages and oa_subscribe use url)",
+    "miniprogram_state": "only for kind=subscribe",
+    "lang": "only for kind=subscribe",
+}
+
+
+def check_kind_fields(kind: MessageKind, present: Sequence[tuple[str, object]]) -> None:
+    """400 naming the first field set that `kind`'s WeChat API does not have."""
+    allowed = _KIND_FIELDS[kind]
+    for name, value in present:
+        if value is not None and name not in allowed:
+            raise invalid(name, _KIND_HINT[name])
+
+
 def _check_kind(body: MessageIn) -> None:
     if body.kind is MessageKind.TEMPLATE:
         if body.page is None and body.miniprogram_state is None and body.lang is None:
             return  # the common case, without the loop
-        for name in ("page", "miniprogram_state", "lang"):
-            if getattr(body, name) is not None:
-                raise invalid(name, "only for kind=subscribe")
-    else:
-        for name in ("url", "miniprogram"):
-            if getattr(body, name) is not None:
-                raise invalid(name, "only for kind=template (subscribe messages use page)")
+    check_kind_fields(
+        body.kind,
+        [(name, getattr(body, name)) for name in _KIND_HINT],
+    )
+    if body.kind is MessageKind.SUBSCRIBE:
         if body.miniprogram_state is not None and body.miniprogram_state not in MINIPROGRAM_STATES:
             raise invalid("miniprogram_state", "expected developer, trial or formal")
         if body.lang is not None and body.lang not in LANGS:
@@ -227,10 +249,9 @@ def batch_from(
     if total > max_recipients:
         raise invalid("recipients", f"at most {max_recipients} per batch, got {total}")
     kind = body.kind
-    if kind is MessageKind.SUBSCRIBE and (body.url is not None or body.miniprogram is not None):
-        raise invalid("url" if body.url is not None else "miniprogram", "only for kind=template")
-    if kind is MessageKind.TEMPLATE and body.page is not None:
-        raise invalid("page", "only for kind=subscribe")
+    check_kind_fields(
+        kind, [("url", body.url), ("miniprogram", body.miniprogram), ("page", body.page)]
+    )
     _check_url(body.url, "url")
     own_callback = caller_callback_url(body.callback_url, app, key_hosts)
     priority = _priority(body.priority)

@@ -60,6 +60,7 @@ def _only_apps(body: Stats, apps: frozenset[str]) -> Stats:
         pauses=[p for p in body.pauses if p.app in apps],
         delivery=delivery,
         top_errcodes=[],
+        suppressed={a: n for a, n in body.suppressed.items() if a in apps},
     )
 
 
@@ -94,6 +95,7 @@ class OpsRoutes:
             delivery=msgspec.to_builtins(delivery) if delivery is not None else None,
             top_errcodes=self._top_errcodes(),
             webhooks=await self.ctx.store.webhook_stats(),
+            suppressed=await self.ctx.store.suppression_counts(),
         )
         apps = allowed_apps(request)
         if apps is not None:

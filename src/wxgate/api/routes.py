@@ -109,7 +109,7 @@ ROUTES: tuple[Route, ...] = (
                     "kind",
                     "query",
                     {"type": "string", "enum": [k.value for k in MessageKind]},
-                    "Streamed bodies: template or subscribe",
+                    "Streamed bodies: template, subscribe or oa_subscribe",
                 ),
                 ("url", "query", "string", "Streamed bodies"),
                 ("page", "query", "string", "Streamed bodies"),

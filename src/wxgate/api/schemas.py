@@ -167,3 +167,6 @@ class Stats(msgspec.Struct, kw_only=True):
     top_errcodes: list[ErrcodeCount] = msgspec.field(default_factory=list)
     # The status-webhook outbox, all apps together: waiting, given up on, delivered ever.
     webhooks: WebhookStats | None = None
+    # The suppression list: (user, template) pairs rejected by popup/change events, by app;
+    # subscribe messages to them are dead-lettered with 43101 unsent (suppress_rejected).
+    suppressed: dict[str, int] = msgspec.field(default_factory=dict)

@@ -41,7 +41,10 @@ class TemplateSource(Protocol):
 
 
 def _unknown(app: AppSettings, kind: MessageKind, template_id: str) -> ApiError:
-    where = "subscribe" if kind is MessageKind.SUBSCRIBE else "template message"
+    where = {
+        MessageKind.SUBSCRIBE: "subscribe",
+        MessageKind.OA_SUBSCRIBE: "subscription notification",
+    }.get(kind, "template message")
     return invalid(
         "template_id",
         f"{template_id!r} is not in app {app.name!r}'s {where} template list "

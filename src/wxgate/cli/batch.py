@@ -12,10 +12,10 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from wxgate.cli.common import Gateway, console, data_arg, err, with_gateway
+from wxgate.cli.common import Gateway, KindOpt, console, data_arg, err, with_gateway
 from wxgate.cli.output import JsonOpt, emit
 from wxgate.cli.progress import Bars
-from wxgate.models import BatchProgress
+from wxgate.models import BatchProgress, MessageKind
 from wxgate.sdk import GatewayClient
 
 batch_app = typer.Typer(
@@ -110,6 +110,7 @@ def batch_send(
     ] = None,
     data: Annotated[list[str] | None, typer.Option("--data", help="Shared key=value")] = None,
     app_name: Annotated[str | None, typer.Option("--app", help="App name")] = None,
+    kind: KindOpt = MessageKind.TEMPLATE,
     rate: Annotated[float | None, typer.Option("--rate", help="This batch's msg/s")] = None,
     follow: Annotated[
         bool, typer.Option("--follow/--no-follow", help="Follow delivery until done")
@@ -135,15 +136,16 @@ def batch_send(
         err.print(f"[red]{path}: no such file[/red]")
         raise typer.Exit(2)
     is_csv = csv_file is not None
-    kind = "text/csv" if is_csv else "application/x-ndjson"
+    content_type = "text/csv" if is_csv else "application/x-ndjson"
     total = _count_rows(path, header=is_csv)
-    opts: dict[str, Any] = {"app": app_name, "rate_per_s": rate}
+    opts: dict[str, Any] = {"app": app_name, "rate_per_s": rate, "kind": kind.value}
     shown = err if as_json else console
     with gateway.client(timeout=120) as gw:
         with Bars(shown, ("accepted",)) as bars:
             bars.set("accepted", 0, total)
             blocks = _blocks(path, lambda n: bars.advance("accepted", n), header=is_csv)
-            accepted = gw.upload_batch(template_id, blocks, kind, data_arg(data or []), **opts)
+            shared = data_arg(data or [])
+            accepted = gw.upload_batch(template_id, blocks, content_type, shared, **opts)
             bars.set("accepted", accepted.total, accepted.total)
         shown.print(
             f"batch [bold]{accepted.id}[/bold]: {accepted.total} recipients, {accepted.status}"

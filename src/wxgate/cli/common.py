@@ -20,6 +20,7 @@ from rich.console import Console
 from wxgate import invocation, logs
 from wxgate import settings as settings_mod
 from wxgate.errors import ConfigError, StoreError
+from wxgate.models import MessageKind
 from wxgate.sdk import GatewayClient, GatewayError, GatewayUnreachable
 
 P = ParamSpec("P")
@@ -31,6 +32,12 @@ err = Console(stderr=True, soft_wrap=True)
 
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", "-c", help="TOML settings file (default wxgate.toml)")
+]
+# template (Official Account template message), subscribe (mini program), oa_subscribe
+# (Official Account subscription notification): the gateway refuses fields a kind lacks.
+KindOpt = Annotated[
+    MessageKind,
+    typer.Option("--kind", help="template, subscribe or oa_subscribe", case_sensitive=False),
 ]
 UrlOpt = Annotated[str, typer.Option("--url", envvar="WXGATE_URL", help="Gateway base URL")]
 KeyOpt = Annotated[str, typer.Option("--key", envvar="WXGATE_API_KEY", help="API key (Bearer)")]

@@ -13,9 +13,9 @@ from typing import Annotated, Any
 
 import typer
 
-from wxgate.cli.common import Gateway, data_arg, err, with_gateway
+from wxgate.cli.common import Gateway, KindOpt, data_arg, err, with_gateway
 from wxgate.cli.output import JsonOpt, emit
-from wxgate.models import Status
+from wxgate.models import MessageKind, Status
 
 EXIT_NOT_DELIVERED = 3
 EXIT_NOT_FINAL = 4
@@ -32,7 +32,14 @@ def send(
     template_id: Annotated[str, typer.Argument(help="Template id")],
     data: Annotated[list[str] | None, typer.Argument(help="key=value fields")] = None,
     app_name: Annotated[str | None, typer.Option("--app", help="App name")] = None,
-    link: Annotated[str | None, typer.Option("--link", help="URL the message opens")] = None,
+    kind: KindOpt = MessageKind.TEMPLATE,
+    link: Annotated[
+        str | None,
+        typer.Option("--link", help="URL the message opens (template, oa_subscribe)"),
+    ] = None,
+    page: Annotated[
+        str | None, typer.Option("--page", help="Mini-program page path (kind=subscribe)")
+    ] = None,
     idempotency_key: Annotated[str | None, typer.Option(help="Idempotency key")] = None,
     wait: Annotated[
         bool,
@@ -46,11 +53,13 @@ def send(
     as_json: JsonOpt = False,
 ) -> None:
     """Send one message: prints its id and status (or, with --wait, the final message)."""
-    opts: dict[str, Any] = {}
+    opts: dict[str, Any] = {"kind": kind.value}
     if app_name:
         opts["app"] = app_name
     if link:
         opts["url"] = link
+    if page:
+        opts["page"] = page
     if idempotency_key:
         opts["idempotency_key"] = idempotency_key
     with gateway.client() as gw:

@@ -20,15 +20,17 @@ from wxgate.delivery.batch_rate import HOLD_MAX_S, BatchRates
 from wxgate.delivery.hooks import DeliveryMetrics, NoMetrics
 from wxgate.delivery.outcome import Outcome
 from wxgate.delivery.quota import QuotaClaims
-from wxgate.errors import Disposition, WeChatError
-from wxgate.models import AppPause, ErrorInfo, Message, SendResult, Status
+from wxgate.errors import Disposition, OutcomeUnknown, WeChatError
+from wxgate.models import SUBSCRIBE_KINDS, AppPause, ErrorInfo, Message, SendResult, Status
 from wxgate.policy.adaptive import AimdController
 from wxgate.policy.backoff import delay_s
 from wxgate.policy.breaker import CircuitBreaker
 from wxgate.policy.errcodes import config_pause_s, describe
 from wxgate.policy.ratelimit import next_minute, next_shanghai_midnight, shanghai_day
+from wxgate.policy.receipt_links import Finish
 from wxgate.settings import AppSettings, WorkerSettings
 from wxgate.store.base import Store
+from wxgate.store.receipt_links import ReceiptLinker
 from wxgate.wechat.tokens import TokenBroker
 
 log = logging.getLogger("wxgate.delivery")
@@ -42,6 +44,10 @@ PAUSE_RECHECK_S = 1.0
 # Messages for an app that is not configured here stay queued and are looked at again later.
 UNKNOWN_APP_RETRY_S = 60.0
 ERRCODE_MINUTE_QUOTA = 45011
+# A subscribe message whose (app, openid, template) has another send awaiting its receipt
+# tries again this much later (policy/receipt_links.py).
+LINK_BUSY_S = 1.0
+SUPPRESSED = ErrorInfo(43101, "user rejected this template (subscribe event); not sent")
 ERRCODE_INTERNAL = -5  # a bug of ours while sending: counted like a transport failure
 MAX_ERRMSG = 500
 
@@ -91,6 +97,7 @@ class Dispatcher:
         self._refreshing = False
         self._warned_unknown: set[str] = set()
         self._quota = QuotaClaims(store)
+        self._links = ReceiptLinker(store)
         self._batch_rates = BatchRates(store, clock)
 
     # ------------------------------------------------------------------ state for the pool
@@ -195,6 +202,16 @@ class Dispatcher:
             if at > now:
                 return await self.release(message, "quiet_hours", at)
 
+        if (
+            message.kind in SUBSCRIBE_KINDS
+            and state.settings.suppress_rejected
+            and await self._store.is_suppressed(message.app, message.touser, message.template_id)
+        ):
+            # The user rejected this template (a popup or change event): WeChat would answer
+            # 43101, so the send is not spent; an accept lifts it for later messages.
+            self._metrics.on_suppressed(message.app)
+            return await self._dead(message, state, SUPPRESSED)
+
         await self.refresh_pauses()
         until = state.paused_until(now)
         if until is not None:
@@ -225,10 +242,21 @@ class Dispatcher:
             if self._expired(message, now):
                 return await self._expire(message)
 
+        # Subscribe sends may come back without a msgid: their receipts are linked by send
+        # order per (app, openid, template), so no two of one key overlap (receipt_links.py).
+        # An app without a callback Token gets no receipts (its route is a 404): no linking.
+        linked = message.kind in SUBSCRIBE_KINDS and bool(app.callback_token)
+        if linked and not await self._links.begin(
+            message.app, message.touser, message.template_id, message.id, now
+        ):
+            return await self.release(message, "receipt_link", now + LINK_BUSY_S)
+
         kind = message.kind.value
         if not await self._quota.take(
             quota_key(message.app, kind), shanghai_day(now), app.quota_for(kind)
         ):
+            if linked:
+                await self._finish_link(message, Finish.REFUSED, None)
             pause = AppPause(message.app, next_shanghai_midnight(now), f"daily quota ({kind})")
             await self._set_pause(state, pause)
             return await self.release(message, "quota", min(pause.until, now + PAUSE_RECHECK_S))
@@ -237,10 +265,15 @@ class Dispatcher:
         try:
             msgid = await self._broker.send(app, message)
         except WeChatError as exc:
+            if linked:
+                lost = isinstance(exc, OutcomeUnknown)
+                await self._finish_link(message, Finish.UNKNOWN if lost else Finish.REFUSED, None)
             return await self._on_error(message, state, exc)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bug of ours: count it, so it cannot loop forever
+            if linked:
+                await self._finish_link(message, Finish.UNKNOWN, None)
             log.exception(
                 "unexpected error sending message %s (app %s)",
                 message.id,
@@ -255,6 +288,9 @@ class Dispatcher:
             state.adaptive.record(False)
         now = self._clock.now()
         status = await self._store.ack(message.id, message.lease_token, SendResult(msgid, now))
+        if linked:
+            outcome = Finish.NO_MSGID if msgid is None else Finish.MSGID
+            await self._finish_link(message, outcome, msgid)
         if status is None:
             return Outcome.FENCED
         state.sent += 1
@@ -262,6 +298,30 @@ class Dispatcher:
         if status is not Status.SENT:  # WeChat's receipt came before our ack and ended it
             self._metrics.on_receipt(message.app, status.value, message.created_at, now)
         return Outcome.SENT
+
+    async def _finish_link(self, message: Message, outcome: Finish, msgid: int | None) -> None:
+        """Record a subscribe send's answer in its receipt link, and apply the receipt that
+        arrived while it was in flight: to this message when it was sent without a msgid or
+        with the receipt's; else it is not this message's for sure, and is kept by msgid."""
+        now = self._clock.now()
+        pending = await self._links.finish(
+            message.app, message.touser, message.template_id, message.id, outcome, now
+        )
+        if pending is None:
+            return
+        mine = outcome is Finish.NO_MSGID or (outcome is Finish.MSGID and msgid == pending.msgid)
+        if not mine:
+            self._metrics.on_receipt_unlinked(message.app, "ambiguous")
+        updated = await self._store.record_receipt(
+            message.app,
+            pending.msgid,
+            pending.receipt,
+            pending.event_key,
+            message.touser,
+            message_id=message.id if outcome is Finish.NO_MSGID else None,
+        )
+        if updated is not None:
+            self._metrics.on_receipt(message.app, updated.status.value, message.created_at, now)
 
     async def _on_error(self, message: Message, state: AppState, exc: WeChatError) -> Outcome:
         disposition = exc.disposition

@@ -32,6 +32,13 @@ class DeliveryMetrics(Protocol):
     def on_receipt(self, app: str, result: str, created_at: float | None, now: float) -> None:
         """A delivery receipt was applied (here: one that beat its ack, applied with it)."""
 
+    def on_suppressed(self, app: str) -> None:
+        """A subscribe message was dead-lettered unsent: its user rejected the template."""
+
+    def on_receipt_unlinked(self, app: str, reason: str) -> None:
+        """A receipt without a msgid match could not be linked to a message for sure
+        (`ambiguous` or `unmatched`, policy/receipt_links.py): kept by msgid, not applied."""
+
 
 class NoMetrics:
     """The default: count nothing."""
@@ -61,4 +68,10 @@ class NoMetrics:
         pass
 
     def on_receipt(self, app: str, result: str, created_at: float | None, now: float) -> None:
+        pass
+
+    def on_receipt_unlinked(self, app: str, reason: str) -> None:
+        pass
+
+    def on_suppressed(self, app: str) -> None:
         pass

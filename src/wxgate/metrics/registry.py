@@ -83,6 +83,19 @@ class Metrics:
         self.expired = Counter(
             "wxgate_messages_expired_total", "Messages past expire_at", ["app"], registry=r
         )
+        self.suppressed = Counter(
+            "wxgate_suppressed_total",
+            "Subscribe messages dead-lettered unsent (43101): the user rejected the template",
+            ["app"],
+            registry=r,
+        )
+        self.receipts_unlinked = Counter(
+            "wxgate_receipts_unlinked_total",
+            "Receipts no msgid claimed that could not be linked to one message for sure "
+            "(reason: ambiguous, unmatched); kept, never applied",
+            ["app", "reason"],
+            registry=r,
+        )
         self.receipts = Counter(
             "wxgate_receipts_total", "Delivery receipts by result", ["app", "result"], registry=r
         )
@@ -251,6 +264,12 @@ class Metrics:
         self.receipts.labels(app, result).inc()
         if result == "delivered" and created_at is not None:
             self.e2e_delivered.observe(self.e2e_delivered.child(app), max(0.0, now - created_at))
+
+    def on_suppressed(self, app: str) -> None:
+        self.suppressed.labels(app).inc()
+
+    def on_receipt_unlinked(self, app: str, reason: str) -> None:
+        self.receipts_unlinked.labels(app, reason).inc()
 
     def failures_by_errcode(self) -> dict[int, dict[str, int]]:
         """Failed send attempts since start: errcode -> disposition -> count (all apps; the

@@ -32,7 +32,7 @@ BLOCK_BYTES = 65536
 
 class SendOptions(TypedDict, total=False):
     app: str
-    kind: str  # "template" | "subscribe"
+    kind: str  # "template" | "subscribe" | "oa_subscribe"
     url: str
     miniprogram: MiniProgram | Mapping[str, str]
     page: str

@@ -154,9 +154,14 @@ class WeChatSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     verify_tls: bool = True
 
 
-# WeChat's default daily limits per account and kind (docs/wechat-api.md §6.1). A kind not
-# listed here gets the template-message default, the smaller one.
-DAILY_QUOTA_BY_KIND: dict[str, int] = {"template": 100_000, "subscribe": 10_000_000}
+# WeChat's default daily limits per account and kind (docs/wechat-api.md §6.1). No source
+# states one for OA subscription notifications (bizsend), so they get the template-message
+# default, the smaller one: a limit met too early is a pause, one met too late is 45009s.
+DAILY_QUOTA_BY_KIND: dict[str, int] = {
+    "template": 100_000,
+    "subscribe": 10_000_000,
+    "oa_subscribe": 100_000,
+}
 DEFAULT_DAILY_QUOTA = DAILY_QUOTA_BY_KIND["template"]
 
 
@@ -170,7 +175,8 @@ class AppSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     token_mode: Literal["stable", "classic"] = "stable"
     rate_per_s: float = 500.0
     # Sends per Asia/Shanghai day and message kind; None = WeChat's default for the kind
-    # (DAILY_QUOTA_BY_KIND: 100,000 template messages, 10,000,000 subscribe messages).
+    # (DAILY_QUOTA_BY_KIND: 100,000 template messages and OA subscription notifications,
+    # 10,000,000 mini-program subscribe messages).
     daily_quota: int | None = None
     max_concurrency: int = 64
     # Status webhooks: final statuses of this app's messages are POSTed here (a message's or
@@ -193,6 +199,10 @@ class AppSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     timezone: str = "Asia/Shanghai"
     # This app's WeChat callbacks: overrides server.callback_max_skew_s (None: the server's).
     callback_max_skew_s: float | None = None
+    # A subscribe or oa_subscribe message to a user who rejected its template (popup or
+    # change event) is dead-lettered with 43101 when leased, without a send; an accept lifts
+    # it. False: sent anyway (WeChat answers 43101 itself, spending a call).
+    suppress_rejected: bool = True
 
     def quota_for(self, kind: str) -> int:
         """Sends a day of one kind (`daily_quota` if set, else WeChat's default for it)."""

@@ -5,8 +5,9 @@ The operations are plain methods so SimHandle calls them directly and HTTP just 
 
 from __future__ import annotations
 
+import asyncio
 import secrets
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 import msgspec
@@ -14,11 +15,19 @@ from aiohttp import web
 
 from wxgate.sim import answers
 from wxgate.sim.config import SimApp
-from wxgate.sim.receipts import ReceiptSender
+from wxgate.sim.receipts import ChoiceEvent, ReceiptSender
 from wxgate.sim.state import SimState
 from wxgate.wechat import crypto
 
 _JSON = "application/json"
+
+
+class _Subscription(msgspec.Struct, forbid_unknown_fields=True):
+    appid: str
+    openid: str
+    template_id: str
+    status: Literal["accept", "reject"]
+    event: Literal["popup", "change"] = "popup"
 
 
 def _json(obj: object, status: int = 200) -> web.Response:
@@ -87,6 +96,27 @@ class Admin:
         self.receipts.clear()
         self.state.reset(tokens=tokens)
 
+    def subscription(
+        self, appid: str, openid: str, template_id: str, accepted: bool, change: bool = False
+    ) -> None:
+        """A user accepts or rejects a subscribe template: later sends of it to them answer
+        43101 until accepted again, and the popup (or change) event is pushed."""
+        if appid not in self.state.apps:
+            raise ValueError(f"unknown appid {appid!r}")
+        if change and accepted:
+            raise ValueError("subscribe_msg_change_event reports rejections only")
+        key = (appid, openid, template_id)
+        if accepted:
+            self.state.rejected.discard(key)
+        else:
+            self.state.rejected.add(key)
+        if self.state.apps[appid].cfg.callback_url is not None:
+            due = asyncio.get_running_loop().time()
+            now = int(self.state.clock.now())
+            self.receipts.enqueue(
+                ChoiceEvent(due, appid, openid, template_id, accepted, change, now)
+            )
+
     async def verify_callback(self, appid: str) -> dict[str, Any]:
         """Do WeChat's URL check (GET with echostr) against the app's callback URL."""
         app = self.state.apps.get(appid)
@@ -126,6 +156,7 @@ class Admin:
             web.get("/_sim/apps", self.h_apps),
             web.post("/_sim/apps", self.h_add_app),
             web.post("/_sim/verify-callback", self.h_verify),
+            web.post("/_sim/subscription", self.h_subscription),
             web.get("/_sim/health", self.h_health),
         ]
 
@@ -207,6 +238,22 @@ class Admin:
     async def h_verify(self, request: web.Request) -> web.Response:
         appid = request.query.get("appid") or next(iter(self.state.apps), "")
         return _json(await self.verify_callback(appid))
+
+    async def h_subscription(self, request: web.Request) -> web.Response:
+        """{"appid", "openid", "template_id", "status": "accept"|"reject",
+        "event": "popup"|"change"}: a user's choice, pushed as WeChat would."""
+        try:
+            raw = msgspec.json.decode(await request.read(), type=_Subscription)
+            self.subscription(
+                raw.appid,
+                raw.openid,
+                raw.template_id,
+                raw.status == "accept",
+                raw.event == "change",
+            )
+        except (msgspec.DecodeError, ValueError) as exc:
+            return _bad(str(exc))
+        return _json({"ok": True})
 
     async def h_health(self, request: web.Request) -> web.Response:
         return _json({"ok": True})

@@ -20,7 +20,9 @@ class SimTemplate(msgspec.Struct, forbid_unknown_fields=True):
 
     template_id: str
     keys: list[str]
-    kind: Literal["template", "subscribe"] = "template"
+    # template: /cgi-bin/template/get_all_private_template; subscribe (mini program) and
+    # oa_subscribe (OA subscription notification): /wxaapi/newtmpl/gettemplate.
+    kind: Literal["template", "subscribe", "oa_subscribe"] = "template"
     title: str = ""
     # The approved values of its const keys and the listed ones of its enum keys
     # ({"const4": ["已发货", "已签收"]}): any other value is refused with 47003.
@@ -42,6 +44,12 @@ def default_templates() -> list[SimTemplate]:
             kind="subscribe",
             title="订单状态提醒",
         ),
+        SimTemplate(
+            template_id="oa_order_status",
+            keys=["thing1", "character_string2", "time3"],
+            kind="oa_subscribe",
+            title="订单进度通知",
+        ),
     ]
 
 
@@ -54,6 +62,9 @@ class SimApp(msgspec.Struct, forbid_unknown_fields=True):
     callback_token: str = ""
     encoding_aes_key: str | None = None  # set = AES safe mode for receipts
     original_id: str = "gh_sandbox"  # ToUserName of the receipts
+    # Event pushes as XML (every account) or JSON (a mini program's choice; `List` an object
+    # for one item, an array for several): docs/wechat-api.md §5.4.
+    push_format: Literal["xml", "json"] = "xml"
     # Sends per Asia/Shanghai day (45009). WeChat's default is 100,000; higher here so that
     # benchmarks do not stop at it. Set it to test the quota.
     daily_quota: int = 10_000_000
@@ -126,6 +137,9 @@ class SimConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     receipt_workers: int = 16
     receipt_queue_max: int = 100_000  # beyond this receipts are dropped and counted
     subscribe_receipts: bool = True  # push subscribe_msg_sent_event after subscribe sends
+    # Whether subscribe/send answers carry a msgid: WeChat's page lists errcode and errmsg
+    # only, SDKs disagree (docs/wechat-api.md §3.1), so none by default. bizsend never has one.
+    subscribe_msgid: bool = False
     faults: Faults = msgspec.field(default_factory=Faults)
 
     def app(self, appid: str) -> SimApp | None:

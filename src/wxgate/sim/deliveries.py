@@ -17,7 +17,7 @@ from typing import Any
 
 import msgspec
 
-KINDS = ("template", "subscribe")
+KINDS = ("template", "subscribe", "oa_subscribe")  # by the server's kind number
 STATUSES = ("success", "failed:user block", "failed: system failed")
 _BLOCK = 256
 _NO_CMID = 0xFFFFFFFF

@@ -16,14 +16,23 @@ import msgspec
 from aiohttp import web
 
 from wxgate.sim import answers
+from wxgate.sim.deliveries import KINDS
 from wxgate.sim.faults import Compiled
 from wxgate.sim.receipts import Receipt, ReceiptSender
 from wxgate.sim.state import AppState, SimState, minute_of
 from wxgate.sim.templates import check_listed, check_send
 from wxgate.sim.tokens import TokenRecord, shanghai_day
-from wxgate.sim.validate import SubscribeReq, TemplateReq, check_subscribe, check_template
+from wxgate.sim.validate import (
+    BizsendReq,
+    SubscribeReq,
+    TemplateReq,
+    check_bizsend,
+    check_subscribe,
+    check_template,
+)
 
-TEMPLATE, SUBSCRIBE = 0, 1
+TEMPLATE, SUBSCRIBE, BIZSEND = 0, 1, 2
+_KIND_NAMES = KINDS  # SimTemplate.kind of each kind number
 SUCCESS, USER_BLOCK, SYSTEM_FAILED = 0, 1, 2
 _STATUS_TEXT = ("success", "failed:user block", "failed: system failed")
 _JSON = "application/json"
@@ -32,12 +41,14 @@ _JSON = "application/json"
 _ALWAYS = {
     "o_unfollowed": 43004,
     "o_refused": 43101,
+    "o_unsubscribed": 43101,  # has not accepted the template (subscribe kinds' answer)
     "o_unauthorized": 48001,
     "o_notfollowing": 50005,
 }
 _SPECIAL = (
     "o_unfollowed",
     "o_refused",
+    "o_unsubscribed",
     "o_unauthorized",
     "o_notfollowing",
     "o_baddata",
@@ -93,8 +104,10 @@ class Api:
             web.post("/cgi-bin/stable_token", self.stable_token),
             web.post("/cgi-bin/message/template/send", self.template_send),
             web.post("/cgi-bin/message/subscribe/send", self.subscribe_send),
+            web.post("/cgi-bin/message/subscribe/bizsend", self.bizsend),
             web.get("/cgi-bin/message/template/send", self.require_post),
             web.get("/cgi-bin/message/subscribe/send", self.require_post),
+            web.get("/cgi-bin/message/subscribe/bizsend", self.require_post),
             web.post("/cgi-bin/openapi/quota/get", self.quota_get),
             web.post("/cgi-bin/clear_quota", self.clear_quota),
         ]
@@ -227,6 +240,9 @@ class Api:
     async def subscribe_send(self, request: web.Request) -> web.StreamResponse:
         return await self._send(request, SUBSCRIBE)
 
+    async def bizsend(self, request: web.Request) -> web.StreamResponse:
+        return await self._send(request, BIZSEND)
+
     async def _send(self, request: web.Request, kind: int) -> web.StreamResponse:
         st = self.state
         st.requests += 1
@@ -246,19 +262,21 @@ class Api:
         body = await request.read()
         if not body:
             return self.error(44002)
-        req: TemplateReq | SubscribeReq | None
+        req: TemplateReq | SubscribeReq | BizsendReq | None
         if kind == TEMPLATE:
             req, problem = check_template(body)
-        else:
+        elif kind == SUBSCRIBE:
             req, problem = check_subscribe(body)
+        else:
+            req, problem = check_bizsend(body)
         if problem is not None or req is None:
             return self.error(*(problem or (47001, None)))
         cfg = st.apps[appid].cfg
-        listed = check_listed(cfg, kind == SUBSCRIBE, req.template_id, req.data)
+        listed = check_listed(cfg, _KIND_NAMES[kind], req.template_id, req.data)
         if listed is not None:
             return self.error(*listed)
         if cfg.validate_templates:
-            listed = check_send(cfg, kind == SUBSCRIBE, req.template_id, req.data)
+            listed = check_send(cfg, _KIND_NAMES[kind], req.template_id, req.data)
             if listed is not None:
                 return self.error(*listed)
         if f.gated:
@@ -266,6 +284,8 @@ class Api:
             if injected is not None:
                 return self.error(injected)
         openid = req.touser
+        if kind != TEMPLATE and (appid, openid, req.template_id) in st.rejected:
+            return self.error(43101)  # the user rejected this template (/_sim/subscription)
         # Subscribe sends have no client_msg_id in WeChat's API; an empty one means none.
         cmid = (req.client_msg_id or None) if isinstance(req, TemplateReq) else None
         log = st.log
@@ -332,7 +352,7 @@ class Api:
                     openid,
                     msgid,
                     req.template_id,
-                    kind == SUBSCRIBE,
+                    kind != TEMPLATE,
                     _STATUS_TEXT[status],
                     int(now),
                 )
@@ -354,7 +374,14 @@ class Api:
                 held = await self.hold(request, f.faults.stall_s)
                 if held is not None:
                     return held
-        return web.Response(body=answers.ok_send(msgid), content_type=_JSON)
+        return web.Response(body=self._ok(kind, msgid), content_type=_JSON)
+
+    def _ok(self, kind: int, msgid: int) -> bytes:
+        """bizsend never answers a msgid; subscribe/send only with the subscribe_msgid option
+        (docs/wechat-api.md §3): its receipt still carries one."""
+        if kind == TEMPLATE or (kind == SUBSCRIBE and self.state.config.subscribe_msgid):
+            return answers.ok_send(msgid)
+        return answers.OK_PLAIN
 
     async def require_post(self, request: web.Request) -> web.Response:
         self.state.requests += 1
@@ -381,7 +408,11 @@ class Api:
             raw = _any.decode(await request.read() or b"null")
         path = raw.get("cgi_path") if isinstance(raw, dict) else None
         app.roll(self.state.clock.now())
-        if path in ("/cgi-bin/message/template/send", "/cgi-bin/message/subscribe/send"):
+        if path in (
+            "/cgi-bin/message/template/send",
+            "/cgi-bin/message/subscribe/send",
+            "/cgi-bin/message/subscribe/bizsend",
+        ):
             limit, used = app.cfg.daily_quota, app.day_sends
         elif path == "/cgi-bin/token":
             limit, used = app.cfg.token_daily_limit, app.token_calls

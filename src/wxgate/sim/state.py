@@ -74,6 +74,8 @@ class SimState:
         # Epoch microseconds: above 2**32 (int32 truncation shows) and rising across restarts.
         self._msgid = start if start is not None else int(self.clock.now() * 1_000_000)
         self.tries: dict[tuple[str, str, str], int] = {}
+        # (appid, openid, template_id) a user rejected (POST /_sim/subscription): 43101.
+        self.rejected: set[tuple[str, str, str]] = set()
         self.reset_counters()
 
     def reset_counters(self) -> None:
@@ -89,6 +91,7 @@ class SimState:
         self.token_fetches_kind: Counter[tuple[str, str]] = Counter()
         self.receipts_sent = 0
         self.receipts_failed = 0
+        self.receipts_refused = 0  # the callback answered an HTTP error: WeChat does not retry
         self.receipts_dropped = 0
         self.receipts_retried = 0
 
@@ -121,6 +124,7 @@ class SimState:
         """Forget deliveries, dedupe, quotas, faults and counters (tokens too if asked)."""
         self.log.clear()
         self.tries.clear()
+        self.rejected.clear()
         self.faults.clear()
         for app in self.apps.values():
             app.day = app.minute = -1
@@ -146,6 +150,7 @@ class SimState:
             "token_fetches_by_kind": kinds,
             "receipts_sent": self.receipts_sent,
             "receipts_failed": self.receipts_failed,
+            "receipts_refused": self.receipts_refused,
             "receipts_dropped": self.receipts_dropped,
             "receipts_retried": self.receipts_retried,
             "deliveries_stored": len(self.log),

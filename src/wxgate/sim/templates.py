@@ -25,7 +25,7 @@ Problem = tuple[int, str | None]
 
 def content_of(t: SimTemplate) -> str:
     """The template body WeChat shows: one `label{{key.DATA}}` line per key."""
-    if t.kind == "subscribe":
+    if t.kind != "template":
         return "\n".join(f"{k}{{{{{k}.DATA}}}}" for k in t.keys)
     return "\n".join(f"{k}: {{{{{k}.DATA}}}}" for k in t.keys)
 
@@ -64,15 +64,15 @@ def subscribe_list(app: SimApp) -> dict[str, object]:
                 "type": _ONE_TIME,
             }
             for t in app.templates
-            if t.kind == "subscribe"
+            if t.kind != "template"  # one account type each in WeChat; both kinds here
         ],
     }
 
 
-def check_send(app: SimApp, subscribe: bool, template_id: str, keys: object) -> Problem | None:
+def check_send(app: SimApp, kind: str, template_id: str, keys: object) -> Problem | None:
     """For an app with validate_templates: the template must be listed (40037), for this kind
-    of send, and every data key one of its keys (47003 naming it)."""
-    kind = "subscribe" if subscribe else "template"
+    of send (template, subscribe, oa_subscribe), and every data key one of its keys (47003
+    naming it)."""
     for t in app.templates:
         if t.template_id == template_id and t.kind == kind:
             for key in keys if isinstance(keys, dict) else ():
@@ -82,10 +82,9 @@ def check_send(app: SimApp, subscribe: bool, template_id: str, keys: object) -> 
     return 40037, None
 
 
-def check_listed(app: SimApp, subscribe: bool, template_id: str, data: object) -> Problem | None:
+def check_listed(app: SimApp, kind: str, template_id: str, data: object) -> Problem | None:
     """A const/enum key of a listed template takes only the values the template lists (47003),
     whether or not the app validates templates otherwise."""
-    kind = "subscribe" if subscribe else "template"
     if not isinstance(data, dict):
         return None
     for t in app.templates:

@@ -70,6 +70,12 @@ class SimHandle:
     async def add_app(self, app: SimApp) -> None:
         self.sim.admin.add_app(app)
 
+    async def subscription(
+        self, appid: str, openid: str, template_id: str, accepted: bool, change: bool = False
+    ) -> None:
+        """A user accepts or rejects a template (POST /_sim/subscription)."""
+        self.sim.admin.subscription(appid, openid, template_id, accepted, change)
+
     async def wait_receipts(self) -> None:
         """Wait until every receipt queued so far was posted or given up on."""
         await self.sim.receipts.join()

@@ -46,7 +46,17 @@ class SubscribeReq(msgspec.Struct, gc=False):
     lang: str | None = None
 
 
-Req = TemplateReq | SubscribeReq
+class BizsendReq(msgspec.Struct, gc=False):
+    """An OA subscription notification: `page` is a web URL, no client_msg_id."""
+
+    touser: str = ""
+    template_id: str = ""
+    data: dict[str, Item] | None = None
+    page: str | None = None
+    miniprogram: MiniProgram | None = None
+
+
+Req = TemplateReq | SubscribeReq | BizsendReq
 Problem = tuple[int, str | None]  # (errcode, errmsg without rid; None = the standard one)
 
 _OPENID = re.compile(r"[0-9A-Za-z_\-]{1,64}")
@@ -57,6 +67,7 @@ _LANGS = frozenset(("zh_CN", "en_US", "zh_HK", "zh_TW"))
 
 _template_decoder = msgspec.json.Decoder(TemplateReq)
 _subscribe_decoder = msgspec.json.Decoder(SubscribeReq)
+_bizsend_decoder = msgspec.json.Decoder(BizsendReq)
 _any_decoder = msgspec.json.Decoder()
 
 
@@ -116,6 +127,18 @@ def check_subscribe(body: bytes) -> tuple[SubscribeReq | None, Problem | None]:
         problem = _bad("miniprogram_state", "invalid")
     if problem is None and req.lang and req.lang not in _LANGS:
         problem = _bad("lang", "invalid")
+    return req, problem or _data(req.data, subscribe=True)
+
+
+def check_bizsend(body: bytes) -> tuple[BizsendReq | None, Problem | None]:
+    """bizsend: the subscribe value rules (empty and control characters refused too)."""
+    try:
+        req = _bizsend_decoder.decode(body)
+    except msgspec.ValidationError:
+        return None, _diagnose(body, subscribe=True)
+    except msgspec.DecodeError:
+        return None, (47001, None)
+    problem = _common(req.touser, req.template_id)
     return req, problem or _data(req.data, subscribe=True)
 
 

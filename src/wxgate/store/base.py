@@ -1,5 +1,6 @@
 """The Store contract every backend implements and `tests/store/` checks, split by role
-(MessageQueue, BatchRecords, SharedState, WebhookOutbox; `Store` is all four).
+(MessageQueue, BatchRecords, SharedState, ReceiptLinks, Suppressions, WebhookOutbox; `Store`
+is all six).
 
 Rules every backend keeps:
 - `enqueue` commits all or nothing, and only returns after the commit is durable.
@@ -127,9 +128,19 @@ class MessageQueue(Protocol):
     async def find_by_wechat_msgid(self, app: str, wechat_msgid: int) -> Message | None: ...
 
     async def record_receipt(
-        self, app: str, wechat_msgid: int, receipt: str, event_key: str, openid: str | None = None
+        self,
+        app: str,
+        wechat_msgid: int,
+        receipt: str,
+        event_key: str,
+        openid: str | None = None,
+        message_id: str | None = None,
     ) -> Message | None:
         """Apply a TEMPLATESENDJOBFINISH: sent -> delivered | blocked | failed.
+
+        `message_id`: the message a receipt without a msgid match was linked to
+        (policy/receipt_links.py): it takes the receipt and `wechat_msgid` only while it is
+        `sent` without a msgid (to `openid`); else the receipt is kept by msgid as below.
 
         `receipt` is WeChat's Status string; "success" -> delivered, a "user block" failure ->
         blocked, any other failure -> failed. Idempotent by `event_key` (FromUserName+CreateTime).
@@ -242,6 +253,37 @@ class SharedState(Protocol):
         """
 
 
+class ReceiptLinks(Protocol):
+    """Per (app, key) state of sends awaiting a receipt without a msgid: an opaque blob
+    (policy/receipt_links.py encodes it) updated compare-and-set, shared by every process."""
+
+    async def get_link(self, app: str, key: str, now: float) -> tuple[int, bytes | None]:
+        """(version, blob); (0, None) when absent or expired."""
+
+    async def put_link(
+        self, app: str, key: str, version: int, blob: bytes | None, ttl_s: float, now: float
+    ) -> bool:
+        """Replace the blob if its version is still `version` (0 = absent): True, and the
+        version grows by one; False and nothing changed otherwise. None deletes it. The entry
+        expires ttl_s after this write."""
+
+
+class Suppressions(Protocol):
+    """Users' accepts and rejects of subscribe templates (subscribe_msg_popup_event and
+    subscribe_msg_change_event): a message to a user who rejected its template is not sent."""
+
+    async def set_choice(
+        self, app: str, openid: str, template_id: str, accepted: bool, at: float
+    ) -> bool:
+        """Record a reject (suppresses) or an accept (lifts it) made at `at` (the event's
+        CreateTime). A choice older than the one stored changes nothing: False."""
+
+    async def is_suppressed(self, app: str, openid: str, template_id: str) -> bool: ...
+
+    async def suppression_counts(self) -> dict[str, int]:
+        """(openid, template) pairs suppressed now, by app (apps with none left out)."""
+
+
 class WebhookOutbox(Protocol):
     """Status events written with the status change (see the module docstring), leased by
     the webhook sender."""
@@ -263,7 +305,9 @@ class WebhookOutbox(Protocol):
 
 
 @runtime_checkable
-class Store(MessageQueue, BatchRecords, SharedState, WebhookOutbox, Protocol):
+class Store(
+    MessageQueue, BatchRecords, SharedState, ReceiptLinks, Suppressions, WebhookOutbox, Protocol
+):
     """A backend: every role, plus its lifecycle. Consumers type what they take as the
     narrowest role they use (the worker pool a MessageQueue, the token broker SharedState)."""
 

@@ -1,7 +1,9 @@
 """WeChat callbacks: URL verification and event pushes (docs/wechat-api.md §5).
 
 Checks the signature (plain) or msg_signature (AES safe mode), decrypts, parses the XML with
-no DTDs allowed, and turns TEMPLATESENDJOBFINISH / subscribe_msg_sent_event into Receipts.
+no DTDs allowed (or the JSON a mini program may choose instead: the same field names, `List`
+an object for one item and an array for several), and turns TEMPLATESENDJOBFINISH /
+subscribe_msg_sent_event into Receipts.
 """
 
 from __future__ import annotations
@@ -56,6 +58,9 @@ class Receipt(msgspec.Struct, frozen=True):
     status: str  # "success", "failed:user block", "failed: system failed", ...
     event_key: str  # FromUserName:CreateTime:MsgID, to drop WeChat's retries of the same push
     create_time: int
+    # A subscribe_msg_sent_event's TemplateId: links the receipt when no message has its
+    # msgid (the send answered without one; policy/receipt_links.py). None for templates.
+    template_id: str | None = None
 
 
 # ---------------------------------------------------------------- URL verification
@@ -87,6 +92,43 @@ def parse_xml(body: bytes, max_bytes: int = MAX_BODY_BYTES) -> ET.Element:
         return ET.fromstring(text)
     except ET.ParseError:
         raise CallbackError("malformed XML") from None
+
+
+def _is_json(body: bytes) -> bool:
+    return body.lstrip()[:1] == b"{"
+
+
+def _element(tag: str, value: object, depth: int = 0) -> ET.Element:
+    """A JSON value as the XML WeChat would have pushed: objects are children, arrays
+    repeated children of one tag, scalars text. So both formats share one reader."""
+    if depth > 8:
+        raise CallbackError("JSON nested too deeply")
+    element = ET.Element(tag)
+    if isinstance(value, dict):
+        for key, item in value.items():
+            for one in item if isinstance(item, list) else [item]:
+                element.append(_element(str(key), one, depth + 1))
+    elif value is not None:
+        element.text = str(value).lower() if isinstance(value, bool) else str(value)
+    return element
+
+
+def parse_json(body: bytes, max_bytes: int = MAX_BODY_BYTES) -> ET.Element:
+    """Parse an untrusted JSON push (size-bounded, an object) into parse_xml's shape."""
+    if len(body) > max_bytes:
+        raise CallbackError(f"body over {max_bytes} bytes")
+    try:
+        raw = msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        raise CallbackError("malformed JSON") from None
+    if not isinstance(raw, dict):
+        raise CallbackError("JSON push is not an object")
+    return _element("xml", raw)
+
+
+def parse_event(body: bytes, max_bytes: int = MAX_BODY_BYTES) -> ET.Element:
+    """A push body in either format WeChat sends: JSON when it starts with `{`, else XML."""
+    return parse_json(body, max_bytes) if _is_json(body) else parse_xml(body, max_bytes)
 
 
 def _fields(element: ET.Element) -> dict[str, str]:
@@ -128,6 +170,16 @@ def normalise_status(raw: str) -> str:
 # ---------------------------------------------------------------- pushes
 
 
+class Choice(msgspec.Struct, frozen=True):
+    """A user's accept or reject of one subscribe template (subscribe_msg_popup_event, or
+    subscribe_msg_change_event, which reports rejections only)."""
+
+    openid: str
+    template_id: str
+    accepted: bool
+    create_time: int
+
+
 class Push(msgspec.Struct, frozen=True):
     """A verified push: its receipts, and what tells a retry of it from a forged replay."""
 
@@ -137,6 +189,7 @@ class Push(msgspec.Struct, frozen=True):
     # sha256 (hex) of the event XML, decrypted in safe mode: a push sent again (WeChat's retry,
     # or a replay of the captured request) has the same digest, a forged body does not.
     digest: str
+    choices: list[Choice] = msgspec.field(default_factory=list)
 
 
 def _timestamp(query: Mapping[str, str], now: float | None, max_skew_s: float | None) -> int:
@@ -163,7 +216,7 @@ def _open_envelope(app: AppSettings, query: Mapping[str, str], body: bytes) -> b
     timestamp = query.get("timestamp", "")
     nonce = query.get("nonce", "")
     if query.get("encrypt_type", "raw").lower() == "aes":
-        outer = parse_xml(body)
+        outer = parse_event(body)
         if not app.encoding_aes_key:
             raise CallbackError("AES push but the app has no encoding_aes_key")
         encrypted = _fields(outer).get("encrypt", "")
@@ -217,6 +270,9 @@ def _subscribe_receipts(root: ET.Element, fields: Mapping[str, str]) -> list[Rec
         for item in _children(event, "list"):  # one <List> or several
             entry = _fields(item)
             msgid = _uint(entry, "msgid")
+            template_id = entry.get("templateid") or None
+            if template_id is not None and len(template_id) > 128:
+                raise CallbackError("TemplateId: over 128 characters")
             code = entry.get("errorcode", "0")
             error_status = entry.get("errorstatus", "")
             if code == "0":
@@ -232,6 +288,7 @@ def _subscribe_receipts(root: ET.Element, fields: Mapping[str, str]) -> list[Rec
                     status=status,
                     event_key=f"{openid}:{create_time}:{msgid}",
                     create_time=create_time,
+                    template_id=template_id,
                 )
             )
     return receipts
@@ -252,9 +309,39 @@ def open_push(
     plain = _open_envelope(app, query, body)
     timestamp = _timestamp(query, now, max_skew_s)
     nonce = _nonce(query)
-    root = parse_xml(plain)
+    root = parse_event(plain)
     digest = hashlib.sha256(plain).hexdigest()
-    return Push(_receipts(root), timestamp, nonce, digest)
+    return Push(_receipts(root), timestamp, nonce, digest, _choices(root))
+
+
+_CHOICE_EVENTS = {
+    "subscribe_msg_popup_event": "subscribemsgpopupevent",
+    "subscribe_msg_change_event": "subscribemsgchangeevent",
+}
+
+
+def _choices(root: ET.Element) -> list[Choice]:
+    """accept/reject per template from a popup or change event (docs/wechat-api.md §5.4)."""
+    fields = _fields(root)
+    if fields.get("msgtype", "").lower() != "event":
+        return []
+    wrapper = _CHOICE_EVENTS.get(fields.get("event", "").lower())
+    if wrapper is None:
+        return []
+    openid = _openid(fields)
+    create_time = _uint(fields, "createtime")
+    out = []
+    for event in _children(root, wrapper):
+        for item in _children(event, "list"):
+            entry = _fields(item)
+            template_id = entry.get("templateid", "")
+            if not template_id or len(template_id) > 128:
+                raise CallbackError("TemplateId: missing or over 128 characters")
+            status = entry.get("subscribestatusstring", "").lower()
+            if status not in ("accept", "reject"):
+                continue  # e.g. "ban" (the template was banned): not the user's choice
+            out.append(Choice(openid, template_id, status == "accept", create_time))
+    return out
 
 
 def _receipts(root: ET.Element) -> list[Receipt]:

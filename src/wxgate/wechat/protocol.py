@@ -15,6 +15,7 @@ from wxgate.settings import AppSettings
 
 TEMPLATE_SEND_PATH = "/cgi-bin/message/template/send"
 SUBSCRIBE_SEND_PATH = "/cgi-bin/message/subscribe/send"
+BIZSEND_PATH = "/cgi-bin/message/subscribe/bizsend"
 TOKEN_PATH = "/cgi-bin/token"
 STABLE_TOKEN_PATH = "/cgi-bin/stable_token"
 
@@ -46,6 +47,17 @@ class _SubscribeBody(msgspec.Struct, omit_defaults=True):
     page: str | None = None
     miniprogram_state: str | None = None
     lang: str | None = None
+
+
+class _BizsendBody(msgspec.Struct, omit_defaults=True):
+    """An OA subscription notification: `page` is a web URL (our `url`); a miniprogram wins
+    over it on the phone. No client_msg_id exists in this API (docs/wechat-api.md §3.2)."""
+
+    touser: str
+    template_id: str
+    data: dict[str, dict[str, str]]
+    page: str | None = None
+    miniprogram: MiniProgram | None = None
 
 
 class _StableTokenBody(msgspec.Struct):
@@ -85,6 +97,15 @@ def build_send(message: Message) -> tuple[str, bytes]:
             lang=message.lang,
         )
         return SUBSCRIBE_SEND_PATH, _encoder.encode(sub)
+    if message.kind is MessageKind.OA_SUBSCRIBE:
+        biz = _BizsendBody(
+            touser=message.touser,
+            template_id=message.template_id,
+            data=message.data,
+            page=message.url,
+            miniprogram=message.miniprogram,
+        )
+        return BIZSEND_PATH, _encoder.encode(biz)
     tpl = _TemplateBody(
         touser=message.touser,
         template_id=message.template_id,

@@ -31,7 +31,7 @@ import msgspec
 
 from wxgate.clock import Clock
 from wxgate.errors import Disposition, WeChatError, WxgateError
-from wxgate.models import MessageKind
+from wxgate.models import SUBSCRIBE_KINDS, MessageKind
 from wxgate.policy.template_rules import SUBSCRIBE, TEMPLATE, CompiledTemplate, placeholders
 from wxgate.settings import AppSettings, TemplateSettings
 from wxgate.wechat.protocol import error_for
@@ -80,7 +80,7 @@ def parse_templates(
     if http_status != 200:
         raise WeChatError(-1, f"template list: HTTP {http_status}", Disposition.RETRY)
     try:
-        if kind is MessageKind.SUBSCRIBE:
+        if kind in SUBSCRIBE_KINDS:  # OA subscription notifications share the new list
             sub = _subscribe_decoder.decode(body)
             if sub.errcode != 0:
                 raise error_for(sub.errcode, sub.errmsg)
@@ -233,7 +233,7 @@ class TemplateCatalog:
             entry.refresh = None
 
     async def _fetch(self, app: AppSettings, kind: MessageKind) -> dict[str, CompiledTemplate]:
-        path = SUBSCRIBE_TEMPLATES_PATH if kind is MessageKind.SUBSCRIBE else OA_TEMPLATES_PATH
+        path = SUBSCRIBE_TEMPLATES_PATH if kind in SUBSCRIBE_KINDS else OA_TEMPLATES_PATH
         token = await self._tokens.get(app)
         try:
             return parse_templates(kind, *await self._api.api_get(path, token))

@@ -9,10 +9,12 @@ must be idempotent (a test closes the store itself).
 
 from contract.batches import BatchContract
 from contract.lifecycle import LifecycleContract
+from contract.links import LinksContract
 from contract.outbox import OutboxContract
 from contract.outcomes import OutcomesContract
 from contract.queue import QueueContract
 from contract.shared import SharedContract
+from contract.suppressions import SuppressionsContract
 from support.store import (
     HOOK,
     LEASE_S,
@@ -28,10 +30,12 @@ __all__ = [
     "LEASE_S",
     "BatchContract",
     "LifecycleContract",
+    "LinksContract",
     "OutboxContract",
     "OutcomesContract",
     "QueueContract",
     "SharedContract",
+    "SuppressionsContract",
     "enqueue_one",
     "lease_one",
     "make_message",

@@ -264,7 +264,7 @@ def test_browser_dead_letters_escape_and_requeue(page: Page, gateway: Api) -> No
     )
     row = page.locator(f'#deadletters tr[data-id="{hostile_id}"]')
     expect(row).to_be_visible()
-    expect(row.locator("td").nth(3)).to_have_text(hostile)  # shown as text...
+    expect(row.locator("td").nth(4)).to_have_text(hostile)  # shown as text (after Kind)...
     assert page.locator("#pwned").count() == 0  # ...never parsed as HTML
     assert page.title() == "wxgate · dashboard"
 

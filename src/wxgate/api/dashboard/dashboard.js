@@ -424,6 +424,7 @@
     }
     setText($("kpi-depth"), fmtInt(s.queue_depth));
     setText($("kpi-oldest"), s.oldest_pending_at == null ? "none" : fmtAgo(s.oldest_pending_at));
+    setText($("kpi-suppressed"), fmtInt(Object.values(s.suppressed || {}).reduce((a, n) => a + n, 0)));
     setText($("kpi-sending"), fmtInt(by.sending));
     setText($("kpi-retrying"), fmtInt(by.retrying));
     setText($("kpi-dead"), fmtInt(by.dead));
@@ -709,6 +710,7 @@
     const c = {
       check: h("input", { type: "checkbox", "aria-label": "Select " + id }),
       app: h("td", { class: "id" }),
+      kind: h("td", { class: "id" }),
       touser: h("td", { class: "id truncate" }),
       errcode: h("td", { class: "id" }),
       errmsg: h("td", { class: "truncate" }),
@@ -716,7 +718,7 @@
       died: h("td", { class: "muted" }),
     };
     c.tr = h("tr", { "data-id": id }, h("td", { class: "check" }, c.check),
-      h("td", { class: "id", text: id }), c.app, c.touser, c.errcode, c.errmsg, c.attempts, c.died);
+      h("td", { class: "id", text: id }), c.app, c.kind, c.touser, c.errcode, c.errmsg, c.attempts, c.died);
     c.check.addEventListener("change", () => {
       if (c.check.checked) selected.add(id);
       else selected.delete(id);
@@ -725,6 +727,7 @@
     return c;
   }, (c, m) => {
     setText(c.app, m.app);
+    setText(c.kind, m.kind || "template");
     setText(c.touser, m.touser);
     setText(c.errcode, m.last_errcode ?? "–");
     setText(c.errmsg, m.last_errmsg || "");

@@ -198,6 +198,13 @@ _RECEIPT_TO_MESSAGE = (
     f"AND ($6::text IS NULL OR touser = $6) RETURNING {COLUMNS}"
 )
 
+# A receipt linked to a message sent without a msgid (policy/receipt_links.py).
+_RECEIPT_TO_LINKED = (
+    "UPDATE messages SET status = $1, receipt = $2, wechat_msgid = $3, finished_at = $4, "
+    "updated_at = $4 WHERE id = $5 AND app = $6 AND status = 'sent' AND wechat_msgid IS NULL "
+    f"AND ($7::text IS NULL OR touser = $7) RETURNING {COLUMNS}"
+)
+
 
 async def _record_receipt(
     conn: Conn,
@@ -207,13 +214,20 @@ async def _record_receipt(
     event_key: str,
     openid: str | None,
     now: float,
+    message_id: str | None = None,
 ) -> Message | None:
     msgid = to_i64(wechat_msgid)
     await conn.execute(_LOCK_MSGID, app, msgid)
     if await conn.fetchval(_INSERT_RECEIPT, app, event_key, msgid, receipt, now, openid) is None:
         return None  # this event was seen before
     status = receipt_status(receipt)
-    rows = await conn.fetch(_RECEIPT_TO_MESSAGE, status.value, receipt, now, app, msgid, openid)
+    rows = []
+    if message_id is not None:
+        rows = await conn.fetch(
+            _RECEIPT_TO_LINKED, status.value, receipt, msgid, now, message_id, app, openid
+        )
+    if not rows:
+        rows = await conn.fetch(_RECEIPT_TO_MESSAGE, status.value, receipt, now, app, msgid, openid)
     if rows:
         await conn.execute(_RECEIPT_APPLIED, app, event_key)
         message = row_message(rows[0])
@@ -278,9 +292,14 @@ class PostgresOutcomes(PostgresQueue):
 
     @maps_pg_errors
     async def record_receipt(
-        self, app: str, wechat_msgid: int, receipt: str, event_key: str, openid: str | None = None
+        self,
+        app: str,
+        wechat_msgid: int,
+        receipt: str,
+        event_key: str,
+        openid: str | None = None,
+        message_id: str | None = None,
     ) -> Message | None:
         now = self._clock.now()
-        return await self._shared.filled_one(
-            await self._tx(_record_receipt, app, wechat_msgid, receipt, event_key, openid, now)
-        )
+        args = (app, wechat_msgid, receipt, event_key, openid, now, message_id)
+        return await self._shared.filled_one(await self._tx(_record_receipt, *args))

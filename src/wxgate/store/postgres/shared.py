@@ -60,6 +60,53 @@ async def _remember_nonce(
     return found is not None and found == digest
 
 
+_GET_LINK = (
+    "SELECT version, blob FROM receipt_links WHERE app = $1 AND key = $2 AND expires_at > $3"
+)
+# Compare-and-set on the version; an expired row counts as absent (version 0).
+_CREATE_LINK = (
+    "INSERT INTO receipt_links VALUES ($1, $2, 1, $3, $4) ON CONFLICT (app, key) DO UPDATE "
+    "SET version = 1, blob = excluded.blob, expires_at = excluded.expires_at "
+    "WHERE receipt_links.expires_at <= $5 RETURNING 1"
+)
+_UPDATE_LINK = (
+    "UPDATE receipt_links SET version = version + 1, blob = $4, expires_at = $5 "
+    "WHERE app = $1 AND key = $2 AND version = $3 AND expires_at > $6 RETURNING 1"
+)
+_DELETE_LINK = (
+    "DELETE FROM receipt_links WHERE app = $1 AND key = $2 AND version = $3 "
+    "AND expires_at > $4 RETURNING 1"
+)
+
+
+async def _put_link(
+    conn: Conn,
+    app: str,
+    key: str,
+    version: int,
+    blob: bytes | None,
+    expires_at: float,
+    now: float,
+) -> bool:
+    if version == 0:
+        if blob is None:  # deleting what is absent: true while it still is
+            return not await conn.fetchval(_GET_LINK, app, key, now)
+        done = await conn.fetchval(_CREATE_LINK, app, key, blob, expires_at, now)
+    elif blob is None:
+        done = await conn.fetchval(_DELETE_LINK, app, key, version, now)
+    else:
+        done = await conn.fetchval(_UPDATE_LINK, app, key, version, blob, expires_at, now)
+    await conn.execute("DELETE FROM receipt_links WHERE expires_at <= $1", now)
+    return done is not None
+
+
+_SET_CHOICE = (
+    "INSERT INTO suppressions VALUES ($1, $2, $3, $4, $5) "
+    "ON CONFLICT (app, openid, template_id) DO UPDATE SET rejected = excluded.rejected, "
+    "at = excluded.at WHERE excluded.at >= suppressions.at RETURNING 1"
+)
+
+
 class PostgresSharedState(PostgresConnection):
     def _init_shared(self) -> None:
         self._rate_takes: Coalescer[tuple[str, float, float, int, float], float] = Coalescer(
@@ -136,6 +183,41 @@ class PostgresSharedState(PostgresConnection):
         self, app: str, nonce: str, digest: str, ttl_s: float, now: float
     ) -> bool:
         return await self._tx(_remember_nonce, app, nonce, digest, now + ttl_s, now)
+
+    @maps_pg_errors
+    async def get_link(self, app: str, key: str, now: float) -> tuple[int, bytes | None]:
+        row = await self._p.fetchrow(_GET_LINK, app, key, now)
+        return (0, None) if row is None else (int(row[0]), bytes(row[1]))
+
+    @maps_pg_errors
+    async def put_link(
+        self, app: str, key: str, version: int, blob: bytes | None, ttl_s: float, now: float
+    ) -> bool:
+        return await self._tx(_put_link, app, key, version, blob, now + ttl_s, now)
+
+    @maps_pg_errors
+    async def set_choice(
+        self, app: str, openid: str, template_id: str, accepted: bool, at: float
+    ) -> bool:
+        done = await self._p.fetchval(_SET_CHOICE, app, openid, template_id, not accepted, at)
+        return done is not None
+
+    @maps_pg_errors
+    async def is_suppressed(self, app: str, openid: str, template_id: str) -> bool:
+        rejected = await self._p.fetchval(
+            "SELECT rejected FROM suppressions WHERE app = $1 AND openid = $2 AND template_id = $3",
+            app,
+            openid,
+            template_id,
+        )
+        return rejected is True
+
+    @maps_pg_errors
+    async def suppression_counts(self) -> dict[str, int]:
+        rows = await self._p.fetch(
+            "SELECT app, count(*) FROM suppressions WHERE rejected GROUP BY app"
+        )
+        return {str(r[0]): int(r[1]) for r in rows}
 
     @maps_pg_errors
     async def incr_quota(self, app: str, day: str, n: int = 1) -> int:

@@ -357,7 +357,13 @@ class RedisQueue(RedisBatches):
 
     @maps_redis_errors
     async def record_receipt(
-        self, app: str, wechat_msgid: int, receipt: str, event_key: str, openid: str | None = None
+        self,
+        app: str,
+        wechat_msgid: int,
+        receipt: str,
+        event_key: str,
+        openid: str | None = None,
+        message_id: str | None = None,
     ) -> Message | None:
         flat = await self._msg_script(
             RECEIPT,
@@ -369,6 +375,7 @@ class RedisQueue(RedisBatches):
             _EVENT_TTL_S,
             _EARLY_RECEIPT_TTL_S,
             "" if openid is None else f"={openid}",  # "=": an empty openid is still checked
+            message_id or "",
         )
         return await self._shared.filled_one(decode_message(flat) if flat else None)
 

@@ -1,9 +1,12 @@
 """RedisStore's SharedState role: what every process shares through Redis, access tokens,
-locks, app pauses, daily quota counters, rate buckets and callback nonces.
+locks, app pauses, daily quota counters, rate buckets, callback nonces and receipt links.
 
 Keys under the prefix P: P:token:{app} (TokenEntry JSON), P:lock:{name} (hash owner + until),
 P:pauses (hash app -> AppPause JSON), P:quota:{app}:{day} (counter, 2 days), P:rate:{app}
-(hash tokens + ts), P:nonce:{app}:{nonce} (hash digest + until: a WeChat callback's nonce).
+(hash tokens + ts), P:nonce:{app}:{nonce} (hash digest + until: a WeChat callback's nonce),
+P:link:{app}:{key} (hash v + blob + until: sends awaiting a receipt without a msgid),
+P:choice:{app} / P:suppressed:{app} / P:suppressed_apps (users' accepts and rejects of
+subscribe templates, and the rejected pairs).
 Expiry that the contract judges by the store's clock (locks, pauses, nonces) is stored as a
 time and compared in Lua; Redis TTLs only collect what is abandoned.
 """
@@ -16,7 +19,7 @@ import msgspec
 
 from wxgate.models import AppPause, TokenEntry
 from wxgate.store.coalesce import Coalescer
-from wxgate.store.redis.connection import RedisConnection, maps_redis_errors
+from wxgate.store.redis.connection import RedisConnection, maps_redis_errors, text
 from wxgate.store.redis.scripts import script
 
 _TOKEN_SLACK_S = 300
@@ -28,6 +31,8 @@ TAKE_RATES = script("take_rates", RATE_TTL_S=_RATE_TTL_S)
 INVALIDATE_TOKEN = script("invalidate_token")
 ACQUIRE_LOCK = script("acquire_lock")
 REMEMBER_NONCE = script("remember_nonce")
+PUT_LINK = script("put_link")
+SET_CHOICE = script("set_choice")
 INCR_QUOTA = script("incr_quota")
 RELEASE_LOCK = script("release_lock")
 
@@ -85,6 +90,48 @@ class RedisSharedState(RedisConnection):
             [digest, repr(now), repr(now + ttl_s), max(1, math.ceil(ttl_s * 1000))],
         )
         return bool(done)
+
+    # ------------------------------------------------------------------ receipt links
+
+    @maps_redis_errors
+    async def get_link(self, app: str, key: str, now: float) -> tuple[int, bytes | None]:
+        v, blob, until = await self._r.hmget(f"{self._p}:link:{app}:{key}", "v", "blob", "until")
+        if v is None or blob is None or until is None or float(until) <= now:
+            return 0, None
+        return int(v), blob if isinstance(blob, bytes) else blob.encode()
+
+    @maps_redis_errors
+    async def put_link(
+        self, app: str, key: str, version: int, blob: bytes | None, ttl_s: float, now: float
+    ) -> bool:
+        done = await self._script(
+            PUT_LINK,
+            [f"{self._p}:link:{app}:{key}"],
+            [version, blob or b"", repr(now + ttl_s), repr(now), max(1, math.ceil(ttl_s * 1000))],
+        )
+        return bool(done)
+
+    # ------------------------------------------------------------------ suppressions
+
+    @maps_redis_errors
+    async def set_choice(
+        self, app: str, openid: str, template_id: str, accepted: bool, at: float
+    ) -> bool:
+        p = self._p
+        keys = [f"{p}:choice:{app}", f"{p}:suppressed:{app}", f"{p}:suppressed_apps"]
+        args = [f"{openid}:{template_id}", repr(at), 0 if accepted else 1, app]
+        return bool(await self._script(SET_CHOICE, keys, args))
+
+    @maps_redis_errors
+    async def is_suppressed(self, app: str, openid: str, template_id: str) -> bool:
+        found = await self._r.sismember(f"{self._p}:suppressed:{app}", f"{openid}:{template_id}")
+        return bool(found)
+
+    @maps_redis_errors
+    async def suppression_counts(self) -> dict[str, int]:
+        apps = sorted(text(a) for a in await self._r.smembers(f"{self._p}:suppressed_apps"))
+        counts = {app: int(await self._r.scard(f"{self._p}:suppressed:{app}")) for app in apps}
+        return {app: n for app, n in counts.items() if n}
 
     # ------------------------------------------------------------------ pauses, quota, rate
 

@@ -47,12 +47,17 @@ class SQLiteOutcomes(SQLiteCore):
         return await self._write(cancel, msg_id, self._clock.now())
 
     async def record_receipt(
-        self, app: str, wechat_msgid: int, receipt: str, event_key: str, openid: str | None = None
+        self,
+        app: str,
+        wechat_msgid: int,
+        receipt: str,
+        event_key: str,
+        openid: str | None = None,
+        message_id: str | None = None,
     ) -> Message | None:
         now = self._clock.now()
-        return await self._shared.filled_one(
-            await self._write(record_receipt, app, wechat_msgid, receipt, event_key, openid, now)
-        )
+        args = (app, wechat_msgid, receipt, event_key, openid, now, message_id)
+        return await self._shared.filled_one(await self._write(record_receipt, *args))
 
 
 # ---------------------------------------------------------------- outcomes (fenced)
@@ -256,6 +261,12 @@ _RECEIPT_TO_MESSAGE = (
     "WHERE app = ? AND wechat_msgid = ? AND status = 'sent' AND (? IS NULL OR touser = ?) "
     f"RETURNING {COLUMNS}"
 )
+# A receipt linked to a message sent without a msgid (policy/receipt_links.py).
+_RECEIPT_TO_LINKED = (
+    "UPDATE messages SET status = ?, receipt = ?, wechat_msgid = ?, finished_at = ?, "
+    "updated_at = ? WHERE id = ? AND app = ? AND status = 'sent' AND wechat_msgid IS NULL "
+    f"AND (? IS NULL OR touser = ?) RETURNING {COLUMNS}"
+)
 _MSGID_EXISTS = "SELECT 1 FROM messages WHERE app = ? AND wechat_msgid = ? LIMIT 1"
 
 
@@ -267,13 +278,19 @@ def record_receipt(
     event_key: str,
     openid: str | None,
     now: float,
+    message_id: str | None = None,
 ) -> Message | None:
     msgid = to_i64(wechat_msgid)
     if conn.execute(_INSERT_RECEIPT, (app, event_key, msgid, receipt, now, openid)).rowcount == 0:
         return None  # this event was seen before
     status = receipt_status(receipt)
-    params = (status, receipt, now, now, app, msgid, openid, openid)
-    rows = conn.execute(_RECEIPT_TO_MESSAGE, params).fetchall()
+    rows = []
+    if message_id is not None:
+        linked = (status, receipt, msgid, now, now, message_id, app, openid, openid)
+        rows = conn.execute(_RECEIPT_TO_LINKED, linked).fetchall()
+    if not rows:
+        params = (status, receipt, now, now, app, msgid, openid, openid)
+        rows = conn.execute(_RECEIPT_TO_MESSAGE, params).fetchall()
     if rows:
         conn.execute(_RECEIPT_APPLIED, (app, event_key))
         message = row_message(rows[0])

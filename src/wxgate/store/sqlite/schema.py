@@ -187,6 +187,27 @@ CREATE TABLE IF NOT EXISTS nonces (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS nonces_expiry ON nonces (expires_at);
 
+-- Sends awaiting a receipt without a msgid, per (app, openid:template): ReceiptLinks.
+CREATE TABLE IF NOT EXISTS receipt_links (
+    app TEXT NOT NULL,
+    key TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    blob BLOB NOT NULL,
+    expires_at REAL NOT NULL,
+    PRIMARY KEY (app, key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS receipt_links_expiry ON receipt_links (expires_at);
+
+-- Users' accepts (rejected = 0) and rejects of subscribe templates: Suppressions.
+CREATE TABLE IF NOT EXISTS suppressions (
+    app TEXT NOT NULL,
+    openid TEXT NOT NULL,
+    template_id TEXT NOT NULL,
+    rejected INTEGER NOT NULL,
+    at REAL NOT NULL,
+    PRIMARY KEY (app, openid, template_id)
+) WITHOUT ROWID;
+
 CREATE TABLE IF NOT EXISTS tokens (
     app TEXT PRIMARY KEY,
     access_token TEXT NOT NULL,

@@ -1,5 +1,6 @@
 """Shared state on SQLite (SharedState): token cache, locks, pauses, quota counters, callback
-nonces, all in the file so every process opening it shares them; and the rate buckets, which
+nonces and receipt links, all in the file so every process opening it shares them; and the
+rate buckets, which
 are kept in this process (see SQLiteShared.take_rate).
 
 Writes run on the writer thread like queue.py's; reads on the reader thread.
@@ -41,6 +42,25 @@ class SQLiteShared(SQLiteCore):
         self, app: str, nonce: str, digest: str, ttl_s: float, now: float
     ) -> bool:
         return await self._write(remember_nonce, app, nonce, digest, ttl_s, now)
+
+    async def get_link(self, app: str, key: str, now: float) -> tuple[int, bytes | None]:
+        return await self._read(get_link, app, key, now)
+
+    async def put_link(
+        self, app: str, key: str, version: int, blob: bytes | None, ttl_s: float, now: float
+    ) -> bool:
+        return await self._write(put_link, app, key, version, blob, now + ttl_s, now)
+
+    async def set_choice(
+        self, app: str, openid: str, template_id: str, accepted: bool, at: float
+    ) -> bool:
+        return await self._write(set_choice, app, openid, template_id, accepted, at)
+
+    async def is_suppressed(self, app: str, openid: str, template_id: str) -> bool:
+        return await self._read(is_suppressed, app, openid, template_id)
+
+    async def suppression_counts(self) -> dict[str, int]:
+        return await self._read(suppression_counts)
 
     async def incr_quota(self, app: str, day: str, n: int = 1) -> int:
         return await self._write(incr_quota, app, day, n)
@@ -107,6 +127,70 @@ def remember_nonce(conn: Conn, app: str, nonce: str, digest: str, ttl_s: float, 
         "SELECT digest FROM nonces WHERE app = ? AND nonce = ?", (app, nonce)
     ).fetchone()
     return row is not None and row[0] == digest
+
+
+def get_link(conn: Conn, app: str, key: str, now: float) -> tuple[int, bytes | None]:
+    row = conn.execute(
+        "SELECT version, blob FROM receipt_links WHERE app = ? AND key = ? AND expires_at > ?",
+        (app, key, now),
+    ).fetchone()
+    return (0, None) if row is None else (int(row[0]), bytes(row[1]))
+
+
+def put_link(
+    conn: Conn,
+    app: str,
+    key: str,
+    version: int,
+    blob: bytes | None,
+    expires_at: float,
+    now: float,
+) -> bool:
+    """Compare-and-set on the row's version; an expired row counts as absent (version 0)."""
+    row = conn.execute(
+        "SELECT version, expires_at FROM receipt_links WHERE app = ? AND key = ?", (app, key)
+    ).fetchone()
+    current = 0 if row is None or row[1] <= now else int(row[0])
+    if current != version:
+        return False
+    if blob is None:
+        conn.execute("DELETE FROM receipt_links WHERE app = ? AND key = ?", (app, key))
+    else:
+        conn.execute(
+            "INSERT OR REPLACE INTO receipt_links VALUES (?, ?, ?, ?, ?)",
+            (app, key, version + 1, blob, expires_at),
+        )
+    conn.execute("DELETE FROM receipt_links WHERE expires_at <= ?", (now,))
+    return True
+
+
+_SET_CHOICE = (
+    "INSERT INTO suppressions VALUES (?, ?, ?, ?, ?) "
+    "ON CONFLICT (app, openid, template_id) DO UPDATE SET rejected = excluded.rejected, "
+    "at = excluded.at WHERE excluded.at >= suppressions.at"
+)
+
+
+def set_choice(
+    conn: Conn, app: str, openid: str, template_id: str, accepted: bool, at: float
+) -> bool:
+    rejected = 0 if accepted else 1
+    return conn.execute(_SET_CHOICE, (app, openid, template_id, rejected, at)).rowcount == 1
+
+
+def is_suppressed(conn: Conn, app: str, openid: str, template_id: str) -> bool:
+    row = conn.execute(
+        "SELECT rejected FROM suppressions WHERE app = ? AND openid = ? AND template_id = ?",
+        (app, openid, template_id),
+    ).fetchone()
+    return row is not None and row[0] == 1
+
+
+def suppression_counts(conn: Conn) -> dict[str, int]:
+    rows = conn.execute(
+        "SELECT app, count(*) FROM suppressions WHERE rejected = 1 GROUP BY app"
+    ).fetchall()
+    return {str(app): int(n) for app, n in rows}
 
 
 def set_pause(conn: Conn, pause: AppPause) -> None:
