@@ -59,6 +59,9 @@ class PgCluster:
                 "primary_conninfo": f"host={LOCAL_HOST} port={self.primary.port} "
                 f"user=postgres application_name={STANDBY_NAME}",
                 "hot_standby": "on",
+                # pg_basebackup copied the primary's synchronous_standby_names; kept, the
+                # promoted standby (with no standby of its own) would hold every COMMIT forever.
+                "synchronous_standby_names": "",
             }
         )
         self.standby.start()
