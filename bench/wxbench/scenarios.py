@@ -54,10 +54,10 @@ class Ctx:
     runs: int
     out: Path
     redis_why: str | None  # None = Redis available
-    pg_why: str | None = "not asked for (--postgres)"  # None = PostgreSQL available
     profile: bool
     command: str
     log: Callable[[str], None] = print
+    pg_why: str | None = "not asked for (--postgres)"  # None = PostgreSQL available
 
     def d(self, quick: Any, full: Any) -> Any:
         return quick if self.mode == "quick" else full
