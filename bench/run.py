@@ -32,7 +32,7 @@ from wxbench import plots, report
 from wxbench.loadgen import ensure_wrk
 from wxbench.procs import BENCH, REPO, stop_all, venv_python
 from wxbench.scenarios import SCENARIOS, Ctx
-from wxbench.services import redis_ready
+from wxbench.services import postgres_ready, redis_ready
 
 # --quick is what `make bench` runs: a few minutes. P6 (memory) and the Redis rows of P1/P3
 # are in --full, or in quick sizes with --only P6 / --redis.
@@ -142,6 +142,12 @@ def main() -> int:
     )
     ap.add_argument("--no-redis", action="store_true", help="skip the Redis rows in --full")
     ap.add_argument(
+        "--postgres",
+        action="store_true",
+        help="add PostgreSQL rows to P1/P2/P3/P5 (the local server on 127.0.0.1:5432, "
+        "database wxgate_bench made afresh for every run)",
+    )
+    ap.add_argument(
         "--max-minutes",
         type=float,
         default=0,
@@ -190,6 +196,10 @@ def main() -> int:
     if redis_why:
         print(f"note: Redis rows are skipped ({redis_why})", flush=True)
 
+    pg_why: str | None = postgres_ready() if args.postgres else "not asked for (--postgres)"
+    if pg_why:
+        print(f"note: PostgreSQL rows are skipped ({pg_why})", flush=True)
+
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = BENCH / "out" / stamp
     out.mkdir(parents=True, exist_ok=True)
@@ -198,11 +208,14 @@ def main() -> int:
         cmd += f" --runs {args.runs}"
     if args.redis and not args.full:
         cmd += " --redis"
+    if args.postgres:
+        cmd += " --postgres"
     ctx = Ctx(
         mode=mode_name,
         runs=args.runs,
         out=out,
         redis_why=redis_why,
+        pg_why=pg_why,
         profile=args.profile,
         command=cmd,
         log=lambda m: print(m, flush=True),

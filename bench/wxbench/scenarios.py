@@ -23,11 +23,14 @@ from wxbench.loadgen import run_wrk
 from wxbench.procs import BENCH, Proc, Sampler, cpu_share, free_port, venv_python
 from wxbench.services import (
     API_KEY,
+    PG_URL,
     REDIS_URL,
+    PgBackends,
     Sim,
     batch_body,
     enqueue_batches,
     message_body,
+    postgres_ready,
     redis_ready,
     start_gateway,
     start_noop,
@@ -54,6 +57,7 @@ class Ctx:
     profile: bool
     command: str
     log: Callable[[str], None] = print
+    pg_why: str | None = "not asked for (--postgres)"  # None = PostgreSQL available
 
     def d(self, quick: Any, full: Any) -> Any:
         return quick if self.mode == "quick" else full
@@ -69,7 +73,7 @@ class Variant:
     key: str
     label: str
     side: str  # ours | baseline
-    store: str = "sqlite"  # sqlite | redis
+    store: str = "sqlite"  # sqlite | redis | postgres
     role: str = "api"
     processes: int = 1
     opts: dict[str, Any] = field(default_factory=dict)
@@ -81,6 +85,11 @@ def _store_url(v: Variant, run_dir: Path) -> str:
         if why:
             raise RuntimeError(why)
         return REDIS_URL
+    if v.store == "postgres":
+        why = postgres_ready()  # a fresh, empty database for every run
+        if why:
+            raise RuntimeError(why)
+        return PG_URL
     return f"sqlite:///{run_dir / 'gw.db'}"
 
 
@@ -244,6 +253,10 @@ def _ingest_variants(ctx: Ctx, with_all: bool) -> list[Variant]:
             Variant("redis-all", "Redis, role all", "ours", store="redis", role="all"),
             Variant("redis-api-2p", "Redis, role api, 2 processes", "ours", "redis", "api", 2),
         ]
+    if ctx.pg_why is None:
+        vs.append(Variant("pg-api", "PostgreSQL, role api", "ours", store="postgres"))
+    if with_all and ctx.pg_why is None:
+        vs.append(Variant("pg-all", "PostgreSQL, role all", "ours", "postgres", "all"))
     return vs
 
 
@@ -281,6 +294,8 @@ def _ingest_run(
             gw = start_gateway(d, "gateway", cfg, v.role, v.processes)
             stack.callback(gw.proc.stop)
             procs["server"] = gw.proc
+            if v.store == "postgres":
+                procs["postgres"] = PgBackends()  # type: ignore[assignment]
             url = gw.url
         target = url + path
         run_wrk(
@@ -436,43 +451,49 @@ def p2(ctx: Ctx) -> dict[str, Any]:
         )
 
     results = _interleave(ctx, scen, variants, run)
-    rows = [
-        _row(
-            name="SQLite, role api",
-            metric="recipients accepted/s",
-            unit="/s",
-            ours=_vals(results["sqlite-api"], "rate"),
-            baseline_name="no-op (parse only)",
-            baseline=_vals(results["noop"], "rate"),
-            target=">= 100,000/s",
-            met=lambda o, r: o >= 100_000,
-        ),
-        _row(
-            name="SQLite, role api",
-            metric="p99 latency per batch",
-            unit="ms",
-            ours=_vals(results["sqlite-api"], "p99_ms"),
-            baseline_name="no-op (parse only)",
-            baseline=_vals(results["noop"], "p99_ms"),
-            target="info",
-            met=None,
-            higher_is_better=False,
-        ),
-    ]
-    notes = [
-        f"wrk -t1 -c{P2_CONNECTIONS} -d{duration}s, {BATCH_SIZE} recipients per request, "
-        f"each with a data field of its own ({body.stat().st_size:,} bytes per body)"
-    ]
     return _scenario(
         ctx,
         scen,
         "Batch ingest (POST /v1/batches, 1,000 recipients)",
         variants,
         results,
-        rows,
-        notes=notes,
-        profile=_profiled(ctx, scen, rows, variants, run),
+        p2_rows(variants, results),
+        notes=[
+            f"wrk -t1 -c{P2_CONNECTIONS} -d{duration}s, {BATCH_SIZE} recipients per request, "
+            f"each with a data field of its own ({body.stat().st_size:,} bytes per body)"
+        ],
+        profile=_profiled(ctx, scen, p2_rows(variants, results), variants, run),
     )
+
+
+def p2_rows(variants: list[Variant], results: dict[str, list[dict[str, Any]]]) -> list[Any]:
+    """P2's rows: every store's recipients/s and batch p99 against the parse-only no-op."""
+    rows = []
+    for v in variants[1:]:
+        rows += [
+            _row(
+                name=v.label,
+                metric="recipients accepted/s",
+                unit="/s",
+                ours=_vals(results[v.key], "rate"),
+                baseline_name="no-op (parse only)",
+                baseline=_vals(results["noop"], "rate"),
+                target=">= 100,000/s",
+                met=lambda o, r: o >= 100_000,
+            ),
+            _row(
+                name=v.label,
+                metric="p99 latency per batch",
+                unit="ms",
+                ours=_vals(results[v.key], "p99_ms"),
+                baseline_name="no-op (parse only)",
+                baseline=_vals(results["noop"], "p99_ms"),
+                target="info",
+                met=None,
+                higher_is_better=False,
+            ),
+        ]
+    return rows
 
 
 # ---------------------------------------------------------------------------------- P3 / P4
@@ -588,6 +609,8 @@ def _delivery_run(
             )
             stack.callback(gw.proc.stop)
             procs["gateway"] = gw.proc
+            if v.store == "postgres":
+                procs["postgres"] = PgBackends()  # type: ignore[assignment]
             before = {n_: p.cpu_seconds() for n_, p in procs.items()}
             t1 = time.monotonic()
             spy = prof.start(gw.proc.pid, timeout, d / "py-spy.txt", d) if profile else None
@@ -630,6 +653,8 @@ def _delivery_variants(ctx: Ctx) -> list[Variant]:
             Variant("redis", "Redis, 1 worker process", "ours", "redis", "worker"),
             Variant("redis-2p", "Redis, 2 worker processes", "ours", "redis", "worker", 2),
         ]
+    if ctx.pg_why is None:
+        vs.append(Variant("pg", "PostgreSQL, 1 worker process", "ours", "postgres", "worker"))
     return vs
 
 
@@ -908,6 +933,10 @@ def p5(ctx: Ctx) -> dict[str, Any]:
         Variant("bare", "bare client straight to the simulator", "baseline"),
         Variant("sqlite-all", "gateway, SQLite, role all", "ours", role="all"),
     ]
+    if ctx.pg_why is None:
+        variants.append(
+            Variant("pg-all", "gateway, PostgreSQL, role all", "ours", "postgres", "all")
+        )
 
     def run(v: Variant, k: int, profile: bool = False) -> dict[str, Any]:
         return _openloop_run(
@@ -915,43 +944,46 @@ def p5(ctx: Ctx) -> dict[str, Any]:
         )
 
     results = _interleave(ctx, scen, variants, run)
-    ours, base = results["sqlite-all"], results["bare"]
+    base = results["bare"]
     limit = latency + 50
-    rows = [
-        _row(
-            name=variants[1].label,
-            metric="accept -> simulator p99",
-            unit="ms",
-            ours=_vals(ours, "p99_ms"),
-            baseline_name="bare client",
-            baseline=_vals(base, "p99_ms"),
-            target=f"<= {limit:.0f} ms (latency + 50 ms)",
-            met=lambda o, r: o <= limit,
-            higher_is_better=False,
-        ),
-        _row(
-            name=variants[1].label,
-            metric="accept -> simulator p50",
-            unit="ms",
-            ours=_vals(ours, "p50_ms"),
-            baseline_name="bare client",
-            baseline=_vals(base, "p50_ms"),
-            target="info",
-            met=None,
-            higher_is_better=False,
-        ),
-        _row(
-            name=variants[1].label,
-            metric="accept -> simulator max",
-            unit="ms",
-            ours=_vals(ours, "max_ms"),
-            baseline_name="bare client",
-            baseline=_vals(base, "max_ms"),
-            target="info",
-            met=None,
-            higher_is_better=False,
-        ),
-    ]
+    rows = []
+    for v in variants[1:]:
+        ours = results[v.key]
+        rows += [
+            _row(
+                name=v.label,
+                metric="accept -> simulator p99",
+                unit="ms",
+                ours=_vals(ours, "p99_ms"),
+                baseline_name="bare client",
+                baseline=_vals(base, "p99_ms"),
+                target=f"<= {limit:.0f} ms (latency + 50 ms)",
+                met=lambda o, r: o <= limit,
+                higher_is_better=False,
+            ),
+            _row(
+                name=v.label,
+                metric="accept -> simulator p50",
+                unit="ms",
+                ours=_vals(ours, "p50_ms"),
+                baseline_name="bare client",
+                baseline=_vals(base, "p50_ms"),
+                target="info",
+                met=None,
+                higher_is_better=False,
+            ),
+            _row(
+                name=v.label,
+                metric="accept -> simulator max",
+                unit="ms",
+                ours=_vals(ours, "max_ms"),
+                baseline_name="bare client",
+                baseline=_vals(base, "max_ms"),
+                target="info",
+                met=None,
+                higher_is_better=False,
+            ),
+        ]
     notes = [
         f"open-loop load (bench/openloop.py) of {rate:,.0f} msg/s for {duration} s; simulator "
         f"latency {latency:.0f} ms. Ours: from the 202 reaching the load generator to the "

@@ -308,3 +308,67 @@ def redis_ready(url: str = REDIS_URL) -> str | None:
     except Exception as exc:
         return f"no Redis at {url}: {type(exc).__name__}: {exc}"
     return None
+
+
+# ------------------------------------------------------------------------------ postgresql
+
+PG_ADMIN = ("127.0.0.1", 5432)
+PG_DB = "wxgate_bench"
+PG_URL = f"postgresql://postgres@{PG_ADMIN[0]}:{PG_ADMIN[1]}/{PG_DB}"
+
+
+def _psql(sql: str) -> None:
+    """One statement on the local server's `postgres` database (asyncpg on a thread-free
+    event loop of its own: the bench is synchronous)."""
+    import asyncio
+
+    import asyncpg
+
+    async def run() -> None:
+        conn = await asyncpg.connect(
+            host=PG_ADMIN[0], port=PG_ADMIN[1], user="postgres", database="postgres", timeout=5
+        )
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+
+
+def postgres_ready() -> str | None:
+    """None when the local PostgreSQL answers and `wxgate_bench` was made afresh (every run
+    starts from an empty database); else why not."""
+    try:
+        _psql(f"DROP DATABASE IF EXISTS {PG_DB} WITH (FORCE)")
+        _psql(f"CREATE DATABASE {PG_DB}")
+    except Exception as exc:
+        return f"no PostgreSQL at {PG_ADMIN[0]}:{PG_ADMIN[1]}: {type(exc).__name__}: {exc}"
+    return None
+
+
+class PgBackends:
+    """CPU of the PostgreSQL backends serving the bench database, read from /proc/<pid>/stat
+    (utime + stime) of every `postgres: ... wxgate_bench ...` process: the server's own cost
+    of our queries. Shared server processes (WAL writer, checkpointer) are not included, and a
+    backend that exits between two readings takes its seconds with it (the pool keeps its
+    connections for the whole run, so that is rare)."""
+
+    name = "postgres"
+
+    def cpu_seconds(self) -> float:
+        import glob
+        import os
+
+        tick = os.sysconf("SC_CLK_TCK")
+        total = 0.0
+        for cmd in glob.glob("/proc/[0-9]*/cmdline"):
+            try:
+                if f" {PG_DB} ".encode() not in open(cmd, "rb").read():
+                    continue
+                text = open(cmd[: -len("cmdline")] + "stat").read()
+            except OSError:
+                continue
+            fields = text[text.rindex(")") + 2 :].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+        return total

@@ -13,11 +13,12 @@ import glob
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -76,13 +77,18 @@ def _pg_bin(name: str) -> str:
 
 class PostgresServer:
     """A private server on 127.0.0.1:<port>, data in a temporary directory, trust auth for
-    user postgres. As root it runs as the `postgres` user (initdb refuses root)."""
+    user postgres. As root it runs as the `postgres` user (initdb refuses root).
 
-    def __init__(self, port: int | None = None) -> None:
+    fsync is off: these servers are for tests, and a kill -9 of a PostgreSQL process (what
+    the chaos and failover tests do) keeps every write the kernel already has; only a crash
+    of the machine would need fsync. `settings` are appended to postgresql.auto.conf."""
+
+    def __init__(self, port: int | None = None, settings: Mapping[str, str] | None = None) -> None:
         self.port = port or free_port()
         self._tmp = tempfile.TemporaryDirectory(prefix="wxgate-pg-")
         self.dir = Path(self._tmp.name)
         self.data = self.dir / "data"
+        self._settings = dict(settings or {})
 
     def _run(self, *args: str) -> None:
         cmd = list(args)
@@ -91,22 +97,100 @@ class PostgresServer:
             cmd = ["runuser", "-u", "postgres", "--", *cmd]
         subprocess.run(cmd, check=True, capture_output=True)
 
+    def run(self, program: str, *args: str) -> None:
+        """A PostgreSQL program (initdb, pg_basebackup, ...) as the server's user."""
+        self._run(_pg_bin(program), *args)
+
+    def configure(self, settings: Mapping[str, str]) -> None:
+        """Append settings to postgresql.auto.conf, read last (so they win over what
+        initdb or `pg_basebackup -R` wrote)."""
+        conf = self.data / "postgresql.auto.conf"
+        with conf.open("a", encoding="utf-8") as f:
+            f.writelines(f"{k} = '{v}'\n" for k, v in settings.items())
+        if os.geteuid() == 0:
+            shutil.chown(conf, "postgres")
+
     def start(self, timeout_s: float = 30.0) -> None:
         if not self.data.exists():
-            self._run(_pg_bin("initdb"), "-D", str(self.data), "-U", "postgres", "-A", "trust")
+            self.run("initdb", "-D", str(self.data), "-U", "postgres", "-A", "trust")
+            self.configure(self._settings)
         opts = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off"
-        self._run(
-            _pg_bin("pg_ctl"), "-D", str(self.data), "-l", str(self.dir / "log"), "-o", opts,
+        self.run(
+            "pg_ctl", "-D", str(self.data), "-l", str(self.dir / "log"), "-o", opts,
             "-w", "-t", str(int(timeout_s)), "start",
         )  # fmt: skip
 
-    def stop(self) -> None:
+    def stop(self, mode: str = "fast") -> None:
+        """pg_ctl stop -m `mode`: "immediate" is an abrupt stop (recovery at the next start)."""
         with contextlib.suppress(subprocess.CalledProcessError):
-            self._run(_pg_bin("pg_ctl"), "-D", str(self.data), "-m", "fast", "stop")
+            self.run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop")
+
+    def postmaster_pid(self) -> int | None:
+        """The running postmaster of this data directory, None when there is none (a pid file
+        left by a kill -9 names a process only while it is still ours: its command line
+        names our data directory)."""
+        try:
+            pid = int((self.data / "postmaster.pid").read_text().split()[0])
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError, IndexError):
+            return None
+        return pid if str(self.data).encode() in cmdline and _alive(pid) else None
+
+    def kill9(self) -> None:
+        """SIGKILL the postmaster and every backend of it at once: the machine is gone."""
+        pid = self.postmaster_pid()
+        if pid is None:
+            return
+        victims = [pid, *_children(pid)]
+        for victim in victims:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while any(_alive(v) for v in victims) and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+    def log(self, tail: int = 3000) -> str:
+        try:
+            return (self.dir / "log").read_text(errors="replace")[-tail:]
+        except OSError:
+            return ""
 
     def close(self) -> None:
-        self.stop()
+        """Stop (immediately, killing what is left) and remove the directory."""
+        if self.postmaster_pid() is not None:
+            self.stop("immediate")
+        self.kill9()
         self._tmp.cleanup()
+
+    def __enter__(self) -> PostgresServer:
+        self.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (a postmaster's backends), read from /proc."""
+    out = []
+    for stat in glob.glob("/proc/[0-9]*/stat"):
+        try:
+            text = Path(stat).read_text()
+        except OSError:
+            continue
+        fields = text[text.rindex(")") + 2 :].split()
+        if int(fields[1]) == pid:
+            out.append(int(stat.split("/")[2]))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie, dead but not yet reaped, does not)."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return text[text.rindex(")") + 2 :].split()[0] != "Z"
 
 
 async def _admin(host: str, port: int, sql: str) -> None:
