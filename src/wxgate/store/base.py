@@ -42,6 +42,7 @@ from wxgate.models import (
     WebhookEvent,
     WebhookStats,
 )
+from wxgate.store.search import MessageQuery
 
 
 def receipt_status(receipt: str) -> Status:
@@ -150,6 +151,14 @@ class MessageQueue(Protocol):
         limit: int = 100,
     ) -> tuple[list[Message], str | None]:
         """Dead messages, newest first; the second item is the cursor for the next page."""
+
+    async def find_messages(
+        self, query: MessageQuery, cursor: str | None = None, limit: int = 50
+    ) -> tuple[list[Message], str | None]:
+        """Messages matching `query`, newest first (created_at, then id); the second item is
+        the next page's cursor (None after the last). Bounded (store/search.py): a page looks
+        at no more than search.SCAN_BUDGET messages, so a page of a rare filter may be short
+        or empty and still have a cursor. Only messages the store still keeps are found."""
 
     async def requeue(
         self,

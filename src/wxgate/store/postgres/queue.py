@@ -18,7 +18,7 @@ import asyncpg
 from wxgate.errors import StoreError, StoreUnavailable, ValidationError
 from wxgate.models import BATCH_HELD, Batch, BatchStatus, EnqueueResult, Message, Status, StoreStats
 from wxgate.store.coalesce import Coalescer
-from wxgate.store.postgres import batches, migrate, outbox, shared
+from wxgate.store.postgres import batches, find, migrate, outbox, shared
 from wxgate.store.postgres.batches import ACTIVE_SQL, BATCH_STATUS, PostgresBatches
 from wxgate.store.postgres.connection import maps_pg_errors
 from wxgate.store.postgres.migrate import DAY_S
@@ -33,6 +33,7 @@ from wxgate.store.postgres.rows import (
     to_i64,
 )
 from wxgate.store.postgres.wakeups import Wakeups
+from wxgate.store.search import MessageQuery
 
 Conn = asyncpg.Connection
 EnqueueCall = tuple[Sequence[Message], Batch | None, float]
@@ -412,6 +413,13 @@ class PostgresQueue(PostgresBatches):
             return page, None
         last = page[-1]
         return page, f"{last.finished_at!r}~{last.id}"
+
+    @maps_pg_errors
+    async def find_messages(
+        self, query: MessageQuery, cursor: str | None = None, limit: int = 50
+    ) -> tuple[list[Message], str | None]:
+        page, next_cursor = await self._read(find.find_messages, query, cursor, limit)
+        return await self._shared.filled(page), next_cursor
 
     @maps_pg_errors
     async def requeue(

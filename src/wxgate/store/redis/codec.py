@@ -68,6 +68,9 @@ def message_record(msg: Message, status: Status) -> list[str]:
         _encoder.encode(doc).decode(),
         msg.callback_url or "",  # `cb`: a final status queues a webhook event (outbox.py)
         "" if own is None else "1",  # `shared`: doc.data is the message's own (see above)
+        # `ckey`: its member in the search indexes P:created and P:to:{touser} (redis/find.py)
+        dead_member(float(msg.created_at), msg.id),
+        msg.touser,
     ]
 
 

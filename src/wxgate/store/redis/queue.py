@@ -64,6 +64,7 @@ from wxgate.models import (
 )
 from wxgate.store.base import receipt_status
 from wxgate.store.coalesce import Coalescer
+from wxgate.store.redis import find
 from wxgate.store.redis.batches import RedisBatches
 from wxgate.store.redis.codec import (
     MESSAGE_FIELDS,
@@ -79,6 +80,7 @@ from wxgate.store.redis.codec import (
 )
 from wxgate.store.redis.connection import maps_redis_errors, text
 from wxgate.store.redis.scripts import message_script, script
+from wxgate.store.search import MessageQuery
 
 # Calls with more messages than this go alone (a 10,000-recipient batch is one script call).
 _COALESCE_MAX_MESSAGES = 256
@@ -406,6 +408,13 @@ class RedisQueue(RedisBatches):
         )
         next_cursor = text(reply[0]) or None
         return await self._shared.filled(decode_messages(reply[1:])), next_cursor
+
+    @maps_redis_errors
+    async def find_messages(
+        self, query: MessageQuery, cursor: str | None = None, limit: int = 50
+    ) -> tuple[list[Message], str | None]:
+        page, next_cursor = await find.find_messages(self._r, self._p, query, cursor, limit)
+        return await self._shared.filled(page), next_cursor
 
     @maps_redis_errors
     async def requeue(

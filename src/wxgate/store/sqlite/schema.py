@@ -92,6 +92,9 @@ CREATE INDEX IF NOT EXISTS messages_dead
     ON messages (finished_at, id) WHERE status = 'dead';
 CREATE INDEX IF NOT EXISTS messages_finished
     ON messages (finished_at) WHERE finished_at IS NOT NULL;
+-- Finding messages (store/search.py): every message newest first, and one recipient's.
+CREATE INDEX IF NOT EXISTS messages_created ON messages (created_at, id);
+CREATE INDEX IF NOT EXISTS messages_touser ON messages (touser, created_at, id);
 
 -- Counts by (app, status) so stats() never scans messages. Inserts are counted by enqueue
 -- itself (one upsert per group instead of one per row); changes and deletes by triggers.
