@@ -83,6 +83,15 @@ class DeadLetterPage(msgspec.Struct):
     next_cursor: str | None = None
 
 
+class MessagePage(msgspec.Struct):
+    """GET /v1/messages: newest first; pass `next_cursor` as `cursor` for the next page. A
+    page may hold fewer than `limit` (even none) and still have a cursor: each page looks at
+    a bounded number of messages (store/search.py); page on until next_cursor is null."""
+
+    items: list[MessageView]
+    next_cursor: str | None = None
+
+
 class BatchPatch(msgspec.Struct, forbid_unknown_fields=True):
     """PATCH /v1/batches/{id}: the batch's own send rate (null: only the app's rate)."""
 

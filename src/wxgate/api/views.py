@@ -11,6 +11,7 @@ from wxgate.api.callback import CallbackRoutes
 from wxgate.api.context import ApiContext
 from wxgate.api.dashboard_routes import DashboardRoutes
 from wxgate.api.deadletters import DeadLetterRoutes
+from wxgate.api.find import FindRoutes
 from wxgate.api.messages import MessageRoutes
 from wxgate.api.openapi import document
 from wxgate.api.ops import OpsRoutes
@@ -34,6 +35,7 @@ class Views:
     """Built once per Application; each Route picks its bound handler from them."""
 
     messages: MessageRoutes
+    find: FindRoutes
     batches: BatchRoutes
     dead_letters: DeadLetterRoutes
     ops: OpsRoutes
@@ -46,6 +48,7 @@ class Views:
     def of(cls, ctx: ApiContext) -> Views:
         return cls(
             MessageRoutes(ctx),
+            FindRoutes(ctx),
             BatchRoutes(ctx),
             DeadLetterRoutes(ctx),
             OpsRoutes(ctx),
