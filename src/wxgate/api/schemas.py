@@ -18,6 +18,7 @@ from wxgate.models import (
     Status,
     WebhookStats,
 )
+from wxgate.policy.errcodes import describe
 
 
 class MessageView(msgspec.Struct, kw_only=True):
@@ -34,6 +35,8 @@ class MessageView(msgspec.Struct, kw_only=True):
     attempts: int = 0
     last_errcode: int | None = None
     last_errmsg: str | None = None
+    # What last_errcode means (policy/errcodes.py), so a person need not look it up.
+    last_errcode_meaning: str | None = None
     wechat_msgid: int | None = None
     receipt: str | None = None
     created_at: float
@@ -64,6 +67,7 @@ class MessageView(msgspec.Struct, kw_only=True):
             attempts=m.attempts,
             last_errcode=m.last_errcode,
             last_errmsg=m.last_errmsg,
+            last_errcode_meaning=None if m.last_errcode is None else describe(m.last_errcode),
             wechat_msgid=m.wechat_msgid,
             receipt=m.receipt,
             created_at=m.created_at,

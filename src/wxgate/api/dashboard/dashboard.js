@@ -301,7 +301,10 @@
     lastDeadAt = 0;
     deadSeen = null;
     selected.clear();
-    for (const r of [appRows, queueRows, errRows, batchRows, deadRows]) r.clear();
+    for (const r of [appRows, queueRows, errRows, batchRows, deadRows, msgRows]) r.clear();
+    msgItems = [];
+    chosenId = "";
+    $("ms-detail").hidden = true;
     drawChart();
   }
 
@@ -776,10 +779,11 @@
   }
 
   function updateAppFilter(s) {
-    const select = $("dl-app");
-    const have = new Set([...select.options].map((o) => o.value));
-    for (const name of Object.keys(s.delivery?.apps || s.by_app || {}).sort()) {
-      if (!have.has(name)) select.append(h("option", { value: name, text: name }));
+    for (const select of [$("dl-app"), $("ms-app")]) {
+      const have = new Set([...select.options].map((o) => o.value));
+      for (const name of Object.keys(s.delivery?.apps || s.by_app || {}).sort()) {
+        if (!have.has(name)) select.append(h("option", { value: name, text: name }));
+      }
     }
   }
 
@@ -842,6 +846,167 @@
     if (!parts.length) return;
     if (!confirm(`Requeue every dead letter of ${parts.join(" and ")}?`)) return;
     requeue(body, "dead letters");
+  });
+
+  // ------------------------------------------------------------------ messages
+
+  // GET /v1/messages looks at a bounded number of messages per page, so a page of a rare
+  // filter may come back short with a cursor: ask on (at most MSG_CALLS pages per click)
+  // until MSG_LIMIT are shown or there are no more.
+  const MSG_LIMIT = 50;
+  const MSG_CALLS = 10;
+  const PENDING = new Set(["queued", "scheduled", "retrying"]);
+  const msgQuery = { params: null, cursor: null };
+  let chosenId = "";
+
+  for (const st of STATUSES) $("ms-status").append(h("option", { value: st, text: st }));
+
+  const badgeOf = (st) => "badge " + ({ ok: "ok", bad: "bad", wait: "info" }[GROUP[st]] || "");
+
+  const msgRows = new Rows($("messages").tBodies[0], (_m, id) => {
+    const c = {
+      app: h("td", { class: "id" }),
+      touser: h("td", { class: "id truncate" }),
+      status: h("span"),
+      attempts: h("td", { class: "num" }),
+      error: h("td", { class: "truncate" }),
+      created: h("td", { class: "muted" }),
+    };
+    c.tr = h("tr", { "data-id": id, tabindex: "0" }, h("td", { class: "id", text: id }),
+      c.app, c.touser, h("td", null, c.status), c.attempts, c.error, c.created);
+    c.tr.addEventListener("click", () => showMessage(id));
+    c.tr.addEventListener("keydown", (ev) => { if (ev.key === "Enter") showMessage(id); });
+    return c;
+  }, (c, m) => {
+    setText(c.app, m.app);
+    setText(c.touser, m.touser);
+    setText(c.status, m.status);
+    setClass(c.status, badgeOf(m.status));
+    setText(c.attempts, fmtInt(m.attempts));
+    const err = m.last_errcode == null ? "" : `${m.last_errcode} ${m.last_errcode_meaning || ""}`;
+    setText(c.error, err);
+    setAttr(c.error, "title", m.last_errmsg || "");
+    setText(c.created, fmtDateTime(m.created_at));
+    setClass(c.tr, m.id === chosenId ? "chosen" : "");
+  }, 100000);
+  let msgItems = [];
+
+  async function searchMessages(more) {
+    const gen = generation;
+    if (!more) {
+      msgItems = [];
+      msgQuery.cursor = null;
+    }
+    let calls = 0;
+    const wanted = msgItems.length + MSG_LIMIT;
+    try {
+      do {
+        const q = new URLSearchParams(msgQuery.params);
+        q.set("limit", String(wanted - msgItems.length));
+        if (msgQuery.cursor) q.set("cursor", msgQuery.cursor);
+        const page = await api("GET", "/v1/messages?" + q.toString());
+        if (gen !== generation) return;
+        msgItems = msgItems.concat(page.items || []);
+        msgQuery.cursor = page.next_cursor || null;
+        calls += 1;
+      } while (msgQuery.cursor && calls < MSG_CALLS && msgItems.length < wanted);
+    } catch (e) {
+      if (gen === generation && e.status !== 401) toast(explain(e, "search messages"), true);
+    }
+    const n = msgRows.sync(msgItems, (m) => m.id);
+    $("messages").hidden = n === 0;
+    $("ms-empty").hidden = n > 0;
+    setText($("ms-empty"), "No messages match.");
+    $("ms-more").hidden = !msgQuery.cursor;
+  }
+
+  $("ms-filters").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const params = {};
+    for (const [name, id] of [["touser", "ms-touser"], ["status", "ms-status"], ["app", "ms-app"], ["batch", "ms-batch"]]) {
+      const v = $(id).value.trim();
+      if (v) params[name] = v;
+    }
+    msgQuery.params = params;
+    msgRows.clear();
+    searchMessages(false);
+  });
+  $("ms-more").addEventListener("click", () => searchMessages(true));
+  $("md-close").addEventListener("click", () => {
+    chosenId = "";
+    $("ms-detail").hidden = true;
+    msgRows.sync(msgItems, (m) => m.id);
+  });
+
+  /** The stored timestamps in order: what the message went through, as far as it is kept. */
+  function historyOf(m) {
+    const steps = [[m.created_at, m.not_before > m.created_at + 0.5 ? "accepted, scheduled" : "accepted, queued"]];
+    if (m.not_before > m.created_at + 0.5) steps.push([m.not_before, PENDING.has(m.status) ? "due" : "became due"]);
+    if (m.sent_at != null) steps.push([m.sent_at, "sent to WeChat" + (m.wechat_msgid != null ? ` (msgid ${m.wechat_msgid})` : "")]);
+    if (m.finished_at != null && m.status !== "sent") {
+      let what = m.status;
+      if (m.receipt) what += ` (receipt: ${m.receipt})`;
+      else if (m.last_errcode != null) what += ` (errcode ${m.last_errcode}: ${m.last_errcode_meaning || ""})`;
+      steps.push([m.finished_at, what]);
+    } else if (!FINAL.has(m.status)) {
+      const why = m.last_errcode != null ? ` after errcode ${m.last_errcode}: ${m.last_errcode_meaning || ""}` : "";
+      steps.push([m.updated_at ?? m.created_at, `now ${m.status}` + (m.attempts ? `, ${m.attempts} attempt(s)` : "") + why]);
+    }
+    return steps.sort((a, b) => a[0] - b[0]);
+  }
+
+  async function showMessage(id) {
+    const gen = generation;
+    let m;
+    try {
+      m = await api("GET", "/v1/messages/" + encodeURIComponent(id));
+    } catch (e) {
+      if (gen === generation && e.status !== 401) toast(explain(e, "load the message"), true);
+      return;
+    }
+    if (gen !== generation) return;
+    chosenId = id;
+    msgItems = msgItems.map((x) => (x.id === id ? m : x));
+    msgRows.sync(msgItems, (x) => x.id);
+    setText($("md-id"), m.id);
+    const facts = $("md-facts");
+    facts.replaceChildren();
+    const fact = (name, value) => {
+      if (value == null || value === "") return;
+      facts.append(h("dt", { text: name }), h("dd", { "data-fact": name, text: value }));
+    };
+    fact("Status", m.status);
+    fact("App", m.app);
+    fact("To user", m.touser);
+    fact("Template", m.template_id);
+    fact("Batch", m.batch_id);
+    fact("Idempotency key", m.idempotency_key);
+    fact("Attempts", String(m.attempts));
+    if (m.last_errcode != null) {
+      fact("Last errcode", `${m.last_errcode}: ${m.last_errcode_meaning || ""}`);
+      fact("Last errmsg", m.last_errmsg);
+    }
+    fact("WeChat msgid", m.wechat_msgid == null ? null : String(m.wechat_msgid));
+    fact("Receipt", m.receipt);
+    fact("Expires", m.expire_at == null ? null : fmtDateTime(m.expire_at));
+    fact("Notes", (m.notes || []).join("; "));
+    const list = $("md-history");
+    list.replaceChildren(...historyOf(m).map(([t, what]) =>
+      h("li", null, h("span", { class: "muted", text: fmtDateTime(t) + " " }), what)));
+    $("md-cancel").hidden = !PENDING.has(m.status);
+    $("ms-detail").hidden = false;
+  }
+
+  $("md-cancel").addEventListener("click", async () => {
+    const id = chosenId;
+    if (!id || !confirm(`Cancel message ${id}?`)) return;
+    try {
+      await api("DELETE", "/v1/messages/" + encodeURIComponent(id));
+      toast(`Cancelled ${id}.`);
+    } catch (e) {
+      toast(explain(e, "cancel"), true);
+    }
+    showMessage(id);
   });
 
   // ------------------------------------------------------------------ chart
