@@ -9,6 +9,7 @@ from contract import (
     OutboxContract,
     OutcomesContract,
     QueueContract,
+    RedriveContract,
     SharedContract,
 )
 
@@ -38,4 +39,8 @@ class TestLifecycle(LifecycleContract):
 
 
 class TestFind(FindContract):
+    pass
+
+
+class TestRedrive(RedriveContract):
     pass

@@ -33,6 +33,8 @@ class MessageView(msgspec.Struct, kw_only=True):
     batch_id: str | None = None
     idempotency_key: str | None = None
     attempts: int = 0
+    # Rounds of the app's scheduled redrive it has had (dead -> queued; settings apps.redrive).
+    redrive_rounds: int = 0
     last_errcode: int | None = None
     last_errmsg: str | None = None
     # What last_errcode means (policy/errcodes.py), so a person need not look it up.
@@ -65,6 +67,7 @@ class MessageView(msgspec.Struct, kw_only=True):
             batch_id=m.batch_id,
             idempotency_key=m.idempotency_key,
             attempts=m.attempts,
+            redrive_rounds=m.redrive_rounds,
             last_errcode=m.last_errcode,
             last_errmsg=m.last_errmsg,
             last_errcode_meaning=None if m.last_errcode is None else describe(m.last_errcode),

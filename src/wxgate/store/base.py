@@ -172,6 +172,19 @@ class MessageQueue(Protocol):
         says why the message died; the status says it is queued again).
         """
 
+    async def redrive(
+        self,
+        app: str,
+        errcodes: Sequence[int],
+        died_before: float,
+        max_rounds: int,
+        limit: int,
+    ) -> int:
+        """One scheduled redrive step (delivery/redrive.py): dead -> queued, attempts reset,
+        redrive_rounds += 1, for up to `limit` of the app's dead letters whose last errcode
+        is one of `errcodes`, that died at or before `died_before` and have had fewer than
+        `max_rounds` rounds; how many moved. The last error is kept, like requeue's."""
+
 
 class BatchRecords(Protocol):
     """Batch records and their messages as a group: the batch routes and the campaign CLI."""

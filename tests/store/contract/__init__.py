@@ -13,6 +13,7 @@ from contract.lifecycle import LifecycleContract
 from contract.outbox import OutboxContract
 from contract.outcomes import OutcomesContract
 from contract.queue import QueueContract
+from contract.redrive import RedriveContract
 from contract.shared import SharedContract
 from support.store import (
     HOOK,
@@ -33,6 +34,7 @@ __all__ = [
     "OutboxContract",
     "OutcomesContract",
     "QueueContract",
+    "RedriveContract",
     "SharedContract",
     "enqueue_one",
     "lease_one",

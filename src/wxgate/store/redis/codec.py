@@ -46,6 +46,7 @@ MESSAGE_FIELDS = (
     "finished_at",
     "updated_at",
     "shared",
+    "rounds",  # scheduled redrive rounds (redrive.lua)
 )
 
 
@@ -125,6 +126,7 @@ def decode_message(values: Sequence[bytes | str | None]) -> Message | None:
         finished_at,
         updated_at,
         shared,
+        rounds,
     ) = values
     if not doc or not status or not not_before:
         return None
@@ -140,6 +142,7 @@ def decode_message(values: Sequence[bytes | str | None]) -> Message | None:
     msg.sent_at = _opt_float(sent_at)
     msg.finished_at = _opt_float(finished_at)
     msg.updated_at = _opt_float(updated_at)
+    msg.redrive_rounds = int(rounds or 0)
     if shared:
         msg.shared = UNRESOLVED  # the store fills it in (SharedCache.fill)
     return msg

@@ -75,7 +75,8 @@ CREATE TABLE IF NOT EXISTS messages (
     due_at REAL,                     -- see the module docstring
     notes BLOB,                      -- msgspec JSON list of accept-time notes, or NULL
     -- 1: data is the row's own (what differs from its batch's), the rest is the batch's
-    shared INTEGER
+    shared INTEGER,
+    redrive_rounds INTEGER NOT NULL DEFAULT 0  -- scheduled redrive rounds (store/base.py)
 );
 CREATE INDEX IF NOT EXISTS messages_due
     ON messages (app, due_at, batch_id) WHERE due_at IS NOT NULL;
@@ -292,6 +293,7 @@ _ADDED_COLUMNS = (
     ("messages", "notes", "BLOB"),
     ("messages", "shared", "INTEGER"),
     ("receipts", "openid", "TEXT"),
+    ("messages", "redrive_rounds", "INTEGER NOT NULL DEFAULT 0"),
 )
 
 
