@@ -26,6 +26,7 @@ from wxgate.api.ops import METRICS_HANDLER
 from wxgate.api.template_check import LISTED_MODES
 from wxgate.clock import Clock, SystemClock
 from wxgate.delivery.dispatcher import Dispatcher
+from wxgate.delivery.redrive import Redriver
 from wxgate.delivery.webhooks import WebhookSender
 from wxgate.delivery.workers import WorkerPool
 from wxgate.errors import ConfigError
@@ -82,6 +83,7 @@ class Runtime:
         self.broker: TokenBroker | None = None
         self.pool: WorkerPool | None = None
         self.webhooks: WebhookSender | None = None
+        self.redriver: Redriver | None = None
         self.templates: TemplateCatalog | None = None
         self.app: web.Application | None = None
         self._runner: LimitedRunner | None = None
@@ -190,6 +192,10 @@ class Runtime:
             busy=lambda: pool.held >= busy_at,  # a send backlog: webhooks yield the CPU
         )
         await self.webhooks.start()
+        self.redriver = Redriver(
+            store, store, apps, self.clock, metrics=self.metrics, wake=pool.wake
+        )
+        await self.redriver.start()
 
     def _build_app(self, store: Store, broker: TokenBroker) -> web.Application:
         """The whole API, or only the probe routes in a worker-only process."""
@@ -293,6 +299,9 @@ class Runtime:
             self._runner = None
 
     async def _stop_delivery(self) -> None:
+        if self.redriver is not None:
+            await self.redriver.close()
+            self.redriver = None
         if self.pool is not None:
             await self.pool.drain(self.settings.workers.drain_timeout_s if self._drain else 0)
             self.pool = None

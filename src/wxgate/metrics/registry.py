@@ -80,6 +80,12 @@ class Metrics:
         self.dead = Counter(
             "wxgate_dead_letters_total", "Messages moved to dead letters", ["app"], registry=r
         )
+        self.redrive = Counter(
+            "wxgate_redrive_messages_total",
+            "Dead letters moved back to the queue by the app's scheduled redrive",
+            ["app"],
+            registry=r,
+        )
         self.expired = Counter(
             "wxgate_messages_expired_total", "Messages past expire_at", ["app"], registry=r
         )
@@ -225,6 +231,9 @@ class Metrics:
 
     def on_dead(self, app: str) -> None:
         self.dead.labels(app).inc()
+
+    def on_redrive(self, app: str, n: int) -> None:
+        self.redrive.labels(app).inc(n)
 
     def on_expired(self, app: str) -> None:
         self.expired.labels(app).inc()

@@ -160,6 +160,17 @@ DAILY_QUOTA_BY_KIND: dict[str, int] = {"template": 100_000, "subscribe": 10_000_
 DEFAULT_DAILY_QUOTA = DAILY_QUOTA_BY_KIND["template"]
 
 
+class RedrivePolicy(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """`[[apps.redrive]]`: dead letters of these errcodes go back to the queue `every_s`
+    after they died, at most `rounds` times each (delivery/redrive.py). Only the errcodes
+    listed are ever re-driven: permanent ones (40003 invalid openid, 43004 not following)
+    only if an operator lists them."""
+
+    errcodes: list[int]
+    every_s: float = 21600.0
+    rounds: int = 3
+
+
 class AppSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     name: str
     appid: str
@@ -193,6 +204,8 @@ class AppSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     timezone: str = "Asia/Shanghai"
     # This app's WeChat callbacks: overrides server.callback_max_skew_s (None: the server's).
     callback_max_skew_s: float | None = None
+    # Scheduled redrive of this app's dead letters (RedrivePolicy); none by default.
+    redrive: list[RedrivePolicy] = msgspec.field(default_factory=list)
 
     def quota_for(self, kind: str) -> int:
         """Sends a day of one kind (`daily_quota` if set, else WeChat's default for it)."""
