@@ -11,6 +11,7 @@ from contract import (
     QueueContract,
     RedriveContract,
     SharedContract,
+    ThroughputContract,
 )
 
 
@@ -43,4 +44,8 @@ class TestFind(FindContract):
 
 
 class TestRedrive(RedriveContract):
+    pass
+
+
+class TestThroughput(ThroughputContract):
     pass

@@ -26,7 +26,7 @@ Rules every backend keeps:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
 from wxgate.models import (
@@ -262,6 +262,15 @@ class SharedState(Protocol):
         always succeeds (the bucket may go into debt), so callers sleep the returned time and
         send. SQLite keeps the bucket in this process; Redis shares it across processes.
         """
+
+    async def add_throughput(self, buckets: Mapping[int, Sequence[int]]) -> None:
+        """Add per-second counts (epoch second -> [accepted, sent, delivered, failed],
+        metrics/throughput.py) to the ring every process shares; seconds older than
+        throughput.KEEP_S before the newest given are dropped (or expire)."""
+
+    async def throughput(self, since: int) -> list[tuple[int, int, int, int, int]]:
+        """The ring from second `since` on, oldest first: (second, accepted, sent,
+        delivered, failed); seconds nobody counted in are left out."""
 
 
 class WebhookOutbox(Protocol):

@@ -15,6 +15,7 @@ from contract.outcomes import OutcomesContract
 from contract.queue import QueueContract
 from contract.redrive import RedriveContract
 from contract.shared import SharedContract
+from contract.throughput import ThroughputContract
 from support.store import (
     HOOK,
     LEASE_S,
@@ -36,6 +37,7 @@ __all__ = [
     "QueueContract",
     "RedriveContract",
     "SharedContract",
+    "ThroughputContract",
     "enqueue_one",
     "lease_one",
     "make_message",

@@ -239,6 +239,15 @@ CREATE TABLE IF NOT EXISTS webhooks (
 CREATE INDEX IF NOT EXISTS webhooks_due ON webhooks (due_at) WHERE due_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS webhooks_failed ON webhooks (failed_at) WHERE failed_at IS NOT NULL;
 INSERT OR IGNORE INTO meta VALUES ('webhooks_delivered', 0);
+
+-- The dashboard chart's history (throughput.py): per-second counts of the last hour.
+CREATE TABLE IF NOT EXISTS throughput (
+    second INTEGER PRIMARY KEY,
+    accepted INTEGER NOT NULL,
+    sent INTEGER NOT NULL,
+    delivered INTEGER NOT NULL,
+    failed INTEGER NOT NULL
+);
 """
 
 
