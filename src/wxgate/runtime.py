@@ -31,6 +31,7 @@ from wxgate.delivery.webhooks import WebhookSender
 from wxgate.delivery.workers import WorkerPool
 from wxgate.errors import ConfigError
 from wxgate.metrics import Metrics
+from wxgate.metrics.throughput import ThroughputFlusher
 from wxgate.policy.errcodes import known_codes
 from wxgate.settings import Settings, parse_bind
 from wxgate.store.base import Store
@@ -84,6 +85,7 @@ class Runtime:
         self.pool: WorkerPool | None = None
         self.webhooks: WebhookSender | None = None
         self.redriver: Redriver | None = None
+        self._chart: ThroughputFlusher | None = None
         self.templates: TemplateCatalog | None = None
         self.app: web.Application | None = None
         self._runner: LimitedRunner | None = None
@@ -127,6 +129,9 @@ class Runtime:
                 await self._start_delivery(stack, store, broker)
             self.metrics.bind_store(store)
             self.metrics.bind_webhooks(store)
+            self._chart = ThroughputFlusher(self.metrics.tally, store)
+            stack.push_async_callback(self._chart.close)  # before the store closes
+            await self._chart.start()
             await self._serve_http(stack, self._build_app(store, broker))
         except BaseException:
             await self.close(drain=False)

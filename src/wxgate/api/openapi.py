@@ -25,6 +25,7 @@ from wxgate.api.schemas import (
     Requeued,
     RequeueIn,
     Stats,
+    ThroughputHistory,
 )
 from wxgate.models import (
     Accepted,
@@ -46,6 +47,7 @@ _MODELS: tuple[type[msgspec.Struct], ...] = (
     MessageView,
     DeadLetterPage,
     MessagePage,
+    ThroughputHistory,
     RequeueIn,
     Requeued,
     AccessToken,

@@ -27,6 +27,7 @@ from wxgate.api.schemas import (
     Requeued,
     RequeueIn,
     Stats,
+    ThroughputHistory,
 )
 from wxgate.models import (
     Accepted,
@@ -322,6 +323,26 @@ ROUTES: tuple[Route, ...] = (
         lambda v: v.ops.stats,
         Scope.READ,
         Op("Queue depth, pauses, delivery state", ("200", Stats), None),
+    ),
+    Route(
+        "GET",
+        "/v1/stats/throughput",
+        lambda v: v.chart.throughput,
+        Scope.READ,
+        Op(
+            "The last hour of per-second throughput (the dashboard chart's history)",
+            ("200", ThroughputHistory),
+            None,
+            ("400", "401", "403"),
+            (
+                (
+                    "since",
+                    "query",
+                    {"type": "number"},
+                    "From this second on (epoch s; at most an hour back, the default)",
+                ),
+            ),
+        ),
     ),
     Route(
         "GET",

@@ -99,6 +99,16 @@ class MessagePage(msgspec.Struct):
     next_cursor: str | None = None
 
 
+class ThroughputHistory(msgspec.Struct):
+    """GET /v1/stats/throughput: per-second counts of the last hour, oldest first, summed
+    over every process; each row is [second, then one count per `kinds`]. Seconds nobody
+    counted in are left out (read them as zeros)."""
+
+    now: int
+    kinds: list[str]
+    seconds: list[list[int]]
+
+
 class BatchPatch(msgspec.Struct, forbid_unknown_fields=True):
     """PATCH /v1/batches/{id}: the batch's own send rate (null: only the app's rate)."""
 

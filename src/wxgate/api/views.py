@@ -8,6 +8,7 @@ from aiohttp import web
 
 from wxgate.api.batches import BatchRoutes
 from wxgate.api.callback import CallbackRoutes
+from wxgate.api.chart import ChartRoutes
 from wxgate.api.context import ApiContext
 from wxgate.api.dashboard_routes import DashboardRoutes
 from wxgate.api.deadletters import DeadLetterRoutes
@@ -39,6 +40,7 @@ class Views:
     batches: BatchRoutes
     dead_letters: DeadLetterRoutes
     ops: OpsRoutes
+    chart: ChartRoutes
     callback: CallbackRoutes
     tokens: TokenRoutes
     dashboard: DashboardRoutes
@@ -52,6 +54,7 @@ class Views:
             BatchRoutes(ctx),
             DeadLetterRoutes(ctx),
             OpsRoutes(ctx),
+            ChartRoutes(ctx),
             CallbackRoutes(ctx),
             TokenRoutes(ctx),
             DashboardRoutes(),

@@ -8,7 +8,16 @@ deployment. Counting is a dict lookup and an add: the hooks sit on the send path
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import time
+from collections.abc import Mapping, Sequence
+from typing import Protocol
+
+from wxgate.errors import StoreError
+
+log = logging.getLogger("wxgate.metrics")
 
 KINDS = ("accepted", "sent", "delivered", "failed")
 ACCEPTED, SENT, DELIVERED, FAILED = range(4)
@@ -41,3 +50,46 @@ class ThroughputTally:
             mine = self._buckets.setdefault(second, [0, 0, 0, 0])
             for k, n in enumerate(counts):
                 mine[k] += n
+
+
+class ThroughputSink(Protocol):
+    async def add_throughput(self, buckets: Mapping[int, Sequence[int]]) -> None: ...
+
+
+class ThroughputFlusher:
+    """Adds the tally to the store's ring every `every_s` (one small write per process and
+    second), and once more on close. A failed write is counted again with the next one; one
+    that keeps failing is dropped after KEEP_S (the ring would not keep it anyway)."""
+
+    def __init__(self, tally: ThroughputTally, sink: ThroughputSink, every_s: float = 1.0):
+        self._tally = tally
+        self._sink = sink
+        self._every_s = every_s
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="wxgate-throughput")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self.flush()
+
+    async def flush(self) -> None:
+        buckets = self._tally.take()
+        if not buckets:
+            return
+        try:
+            await self._sink.add_throughput(buckets)
+        except (StoreError, OSError) as exc:
+            oldest = int(time.time()) - KEEP_S
+            self._tally.put_back({s: c for s, c in buckets.items() if s >= oldest})
+            log.debug("throughput: store write failed, kept for the next one: %s", exc)
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._every_s)
+            await self.flush()
