@@ -1,10 +1,12 @@
-"""The dashboard's message search and detail view in Chromium (Playwright) against a sandbox
-gateway subprocess: results come from GET /v1/messages, the detail shows the status history,
-attempts, the errcode with its meaning and the receipt, the cancel button acts through the
-API, and all of it works again after a reload."""
+"""The dashboard's message search, detail view and chart history in Chromium (Playwright)
+against a sandbox gateway subprocess: results come from GET /v1/messages, the detail shows
+the status history, attempts, the errcode with its meaning and the receipt, the cancel
+button acts through the API, all of it works again after a reload, and a reloaded page's
+chart starts from the server's ring (GET /v1/stats/throughput), not empty."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -123,3 +125,23 @@ def test_no_match_says_so(page: Page, tmp_path: Path) -> None:
     _search(page, touser="o_nobody_at_all")
     expect(page.locator("#ms-empty")).to_have_text("No messages match.")
     expect(page.locator("#messages")).to_be_hidden()
+
+
+def _ring_sent(api: Api) -> int:
+    body = api.ok("GET", "/v1/stats/throughput")
+    at = body["kinds"].index("sent") + 1
+    return sum(int(row[at]) for row in body["seconds"])
+
+
+def test_the_chart_has_history_after_a_reload(page: Page, gateway: Api) -> None:
+    gateway.batch([f"o_alice_chart_{k}" for k in range(30)])
+    # The ring has them once the gateway's flush (every second) has run after the sends.
+    sent = wait_for(lambda: _ring_sent(gateway) >= 30 and _ring_sent(gateway), what="the ring")
+    page.reload()
+    expect(page.locator("#dash")).to_be_visible()
+    chart = page.locator("#chart")
+    expect(chart).to_have_attribute("data-history-points", re.compile(r"^[1-9]\d*$"))
+    shown = int(chart.get_attribute("data-history-sent") or "0")
+    assert 30 <= shown <= sent + 5, (shown, sent)  # what the ring held (and a second or two more)
+    page.select_option("#chart-window", "3600")
+    expect(page.locator("#chart-window-label")).to_have_text("\u00b7 last hour")

@@ -8,7 +8,8 @@
 (() => {
   const KEY_STORE = "wxgate.dashboard.key";
   const POLL_MS = 1000;
-  const WINDOW_MS = 5 * 60 * 1000; // the chart's span
+  const WINDOW_MS = 5 * 60 * 1000; // the success ratio's span, and the chart's by default
+  const HISTORY_MS = 60 * 60 * 1000; // the server's ring (GET /v1/stats/throughput)
   const RATE_SPAN_MS = 5000; // the KPI rates average over this much
   const GAP_MS = 6000; // a hole this long in the samples breaks the chart's line
   const BATCHES_EVERY_MS = 3000;
@@ -319,6 +320,7 @@
     onStats(first);
     refreshBatches(gen);
     refreshDead(gen);
+    loadHistory(gen);
     clearTimeout(pollTimer);
     pollTimer = setTimeout(() => poll(gen), POLL_MS);
   }
@@ -378,7 +380,7 @@
         });
       }
     }
-    while (points.length && points[0].t < t - WINDOW_MS) points.shift();
+    while (points.length && points[0].t < t - HISTORY_MS) points.shift();
 
     renderKpis(s, ok, failed);
     renderApps(s);
@@ -1011,6 +1013,51 @@
 
   // ------------------------------------------------------------------ chart
 
+  // The chart's history: the server's ring of per-second counts (every process adds to it),
+  // loaded at sign-in and on a reload, so the chart starts with the last hour rather than
+  // empty. Live points (deltas of /v1/stats polls) continue it.
+  let chartMs = WINDOW_MS;
+
+  async function loadHistory(gen) {
+    const since = Math.floor((Date.now() - HISTORY_MS) / 1000);
+    let body;
+    try {
+      body = await api("GET", `/v1/stats/throughput?since=${since}`);
+    } catch (e) {
+      if (gen === generation && e.status !== 401) toast(explain(e, "load the chart's history"), true);
+      return;
+    }
+    if (gen !== generation) return;
+    const kinds = body.kinds || [];
+    const iSent = kinds.indexOf("sent") + 1;
+    const iFailed = kinds.indexOf("failed") + 1;
+    const bySecond = new Map((body.seconds || []).map((r) => [r[0], r]));
+    const firstLive = points.length ? points[0].t : Infinity;
+    const hist = [];
+    let sent = 0;
+    // Every second from the first counted one to the last finished one; missing ones are 0.
+    const first = body.seconds && body.seconds.length ? body.seconds[0][0] : body.now;
+    for (let sec = first; sec < body.now; sec += 1) {
+      const t = (sec + 1) * 1000; // a second's count is known at its end
+      if (t >= firstLive) break;
+      const r = bySecond.get(sec);
+      const ok = r ? Number(r[iSent]) || 0 : 0;
+      sent += ok;
+      hist.push({ t, ok, failed: r ? Number(r[iFailed]) || 0 : 0, gap: false });
+    }
+    points = hist.concat(points);
+    const chart = $("chart");
+    setAttr(chart, "data-history-points", hist.length);
+    setAttr(chart, "data-history-sent", sent);
+    scheduleDraw();
+  }
+
+  $("chart-window").addEventListener("change", () => {
+    chartMs = Number($("chart-window").value) * 1000;
+    setText($("chart-window-label"), chartMs > WINDOW_MS ? "· last hour" : "· last 5 min");
+    scheduleDraw();
+  });
+
   let drawPending = false;
   function scheduleDraw() {
     if (drawPending) return;
@@ -1047,11 +1094,11 @@
     const pw = w - pad.l - pad.r;
     const ph = ht - pad.t - pad.b;
     const now = Date.now();
-    const x0 = now - WINDOW_MS;
-    const xOf = (t) => pad.l + ((t - x0) / WINDOW_MS) * pw;
+    const x0 = now - chartMs;
+    const xOf = (t) => pad.l + ((t - x0) / chartMs) * pw;
 
     let max = 0;
-    for (const p of points) max = Math.max(max, p.ok, p.failed);
+    for (const p of points) if (p.t >= x0) max = Math.max(max, p.ok, p.failed);
     const ticks = 4;
     const step = max <= ticks ? 1 : niceStep(max / ticks);
     const yMax = step * Math.max(ticks, Math.ceil(max / step));
@@ -1073,7 +1120,7 @@
     }
     ctx.textAlign = "center";
     ctx.textBaseline = "top";
-    const minute = 60000;
+    const minute = chartMs > 10 * 60000 ? 10 * 60000 : 60000; // a gridline per tick
     for (let t = Math.ceil(x0 / minute) * minute; t <= now; t += minute) {
       const x = Math.round(xOf(t)) + 0.5;
       ctx.beginPath();
