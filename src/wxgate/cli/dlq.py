@@ -49,7 +49,7 @@ def dlq_list(
     if ids_only:
         sys.stdout.write("".join(f"{m.id}\n" for m in page.items))
         return
-    headers = ("id", "app", "touser", "errcode", "errmsg", "attempts", "dead since")
+    headers = ("id", "app", "touser", "errcode", "errmsg", "attempts", "rounds", "dead since")
     rows = [
         (
             m.id,
@@ -58,6 +58,7 @@ def dlq_list(
             str(m.last_errcode),
             (m.last_errmsg or "")[:ERRMSG_WIDTH],
             str(m.attempts),
+            str(m.redrive_rounds),  # of the app's scheduled redrive
             iso8601(m.finished_at, tz=None) if m.finished_at is not None else "",
         )
         for m in page.items

@@ -984,6 +984,7 @@
     fact("Batch", m.batch_id);
     fact("Idempotency key", m.idempotency_key);
     fact("Attempts", String(m.attempts));
+    fact("Redrive rounds", m.redrive_rounds ? String(m.redrive_rounds) : null);
     if (m.last_errcode != null) {
       fact("Last errcode", `${m.last_errcode}: ${m.last_errcode_meaning || ""}`);
       fact("Last errmsg", m.last_errmsg);
