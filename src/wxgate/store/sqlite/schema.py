@@ -96,6 +96,10 @@ CREATE INDEX IF NOT EXISTS messages_finished
 -- Finding messages (store/search.py): every message newest first, and one recipient's.
 CREATE INDEX IF NOT EXISTS messages_created ON messages (created_at, id);
 CREATE INDEX IF NOT EXISTS messages_touser ON messages (touser, created_at, id);
+-- Scheduled redrive (redrive.py): an app's dead letters of one errcode with rounds left,
+-- without walking every other dead letter (a backlog of permanent errors).
+CREATE INDEX IF NOT EXISTS messages_redrive
+    ON messages (app, last_errcode, redrive_rounds, finished_at) WHERE status = 'dead';
 
 -- Counts by (app, status) so stats() never scans messages. Inserts are counted by enqueue
 -- itself (one upsert per group instead of one per row); changes and deletes by triggers.
