@@ -96,10 +96,6 @@ CREATE INDEX IF NOT EXISTS messages_finished
 -- Finding messages (store/search.py): every message newest first, and one recipient's.
 CREATE INDEX IF NOT EXISTS messages_created ON messages (created_at, id);
 CREATE INDEX IF NOT EXISTS messages_touser ON messages (touser, created_at, id);
--- Scheduled redrive (redrive.py): an app's dead letters of one errcode with rounds left,
--- without walking every other dead letter (a backlog of permanent errors).
-CREATE INDEX IF NOT EXISTS messages_redrive
-    ON messages (app, last_errcode, redrive_rounds, finished_at) WHERE status = 'dead';
 
 -- Counts by (app, status) so stats() never scans messages. Inserts are counted by enqueue
 -- itself (one upsert per group instead of one per row); changes and deletes by triggers.
@@ -298,6 +294,8 @@ def create_schema(conn: sqlite3.Connection) -> None:
     for statement in _split(DDL):
         conn.execute(statement)
     _add_missing_columns(conn)
+    for statement in _ON_ADDED_COLUMNS:
+        conn.execute(statement)
     conn.execute("COMMIT")
 
 
@@ -307,6 +305,16 @@ _ADDED_COLUMNS = (
     ("messages", "shared", "INTEGER"),
     ("receipts", "openid", "TEXT"),
     ("messages", "redrive_rounds", "INTEGER NOT NULL DEFAULT 0"),
+)
+
+
+# Indexes on added columns: created once the columns are there (an older file gets them
+# from _add_missing_columns first).
+_ON_ADDED_COLUMNS = (
+    # Scheduled redrive (redrive.py): an app's dead letters of one errcode with rounds left,
+    # without walking every other dead letter (a backlog of permanent errors).
+    "CREATE INDEX IF NOT EXISTS messages_redrive ON messages "
+    "(app, last_errcode, redrive_rounds, finished_at) WHERE status = 'dead'",
 )
 
 
