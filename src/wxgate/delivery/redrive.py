@@ -84,6 +84,8 @@ class Redriver:
                 log.warning(
                     "redrive: store unavailable, next try in %.0f s: %s", self._check_s, exc
                 )
+            except Exception:  # a bug must not end the loop for good: log it, go on
+                log.exception("redrive: the round failed")
             await asyncio.sleep(self._check_s)
 
     async def tick(self) -> int:

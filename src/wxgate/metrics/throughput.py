@@ -92,4 +92,7 @@ class ThroughputFlusher:
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self._every_s)
-            await self.flush()
+            try:
+                await self.flush()
+            except Exception:  # a bug must not end the chart history for good
+                log.exception("throughput: flush failed")
