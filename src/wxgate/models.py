@@ -165,6 +165,9 @@ class Message(msgspec.Struct, kw_only=True):
     # miniprogram and page are still this message's own, in full; the store keeps the shared
     # part once with the batch and per row only what differs (store/batch_shared.py).
     shared: SharedFields | None = None
+    # Rounds of the app's scheduled redrive (settings `[[apps.redrive]]`) this message has had:
+    # each moved it from dead back to queued. A requeue by hand does not count.
+    redrive_rounds: int = 0
 
 
 class SendResult(msgspec.Struct, frozen=True):

@@ -26,10 +26,12 @@ from wxgate.api.ops import METRICS_HANDLER
 from wxgate.api.template_check import LISTED_MODES
 from wxgate.clock import Clock, SystemClock
 from wxgate.delivery.dispatcher import Dispatcher
+from wxgate.delivery.redrive import Redriver
 from wxgate.delivery.webhooks import WebhookSender
 from wxgate.delivery.workers import WorkerPool
 from wxgate.errors import ConfigError
 from wxgate.metrics import Metrics
+from wxgate.metrics.throughput import ThroughputFlusher
 from wxgate.policy.errcodes import known_codes
 from wxgate.settings import Settings, parse_bind
 from wxgate.store.base import Store
@@ -82,6 +84,8 @@ class Runtime:
         self.broker: TokenBroker | None = None
         self.pool: WorkerPool | None = None
         self.webhooks: WebhookSender | None = None
+        self.redriver: Redriver | None = None
+        self._chart: ThroughputFlusher | None = None
         self.templates: TemplateCatalog | None = None
         self.app: web.Application | None = None
         self._runner: LimitedRunner | None = None
@@ -125,6 +129,9 @@ class Runtime:
                 await self._start_delivery(stack, store, broker)
             self.metrics.bind_store(store)
             self.metrics.bind_webhooks(store)
+            self._chart = ThroughputFlusher(self.metrics.tally, store)
+            stack.push_async_callback(self._chart.close)  # before the store closes
+            await self._chart.start()
             await self._serve_http(stack, self._build_app(store, broker))
         except BaseException:
             await self.close(drain=False)
@@ -190,6 +197,10 @@ class Runtime:
             busy=lambda: pool.held >= busy_at,  # a send backlog: webhooks yield the CPU
         )
         await self.webhooks.start()
+        self.redriver = Redriver(
+            store, store, apps, self.clock, metrics=self.metrics, wake=pool.wake
+        )
+        await self.redriver.start()
 
     def _build_app(self, store: Store, broker: TokenBroker) -> web.Application:
         """The whole API, or only the probe routes in a worker-only process."""
@@ -293,6 +304,9 @@ class Runtime:
             self._runner = None
 
     async def _stop_delivery(self) -> None:
+        if self.redriver is not None:
+            await self.redriver.close()
+            self.redriver = None
         if self.pool is not None:
             await self.pool.drain(self.settings.workers.drain_timeout_s if self._drain else 0)
             self.pool = None

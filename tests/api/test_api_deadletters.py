@@ -43,3 +43,14 @@ async def test_list_filter_page_and_requeue(rig: ApiRig) -> None:
     assert sorted(m["id"] for m in left["items"]) == sorted(a[1:])
     _, msg = await rig.get(f"/v1/messages/{b[0]}")
     assert msg["status"] == "queued" and msg["attempts"] == 0
+
+
+async def test_each_dead_letter_shows_its_redrive_rounds(rig: ApiRig) -> None:
+    [msg_id] = await _dead(rig, 1, 45009)
+    _, page = await rig.get("/v1/dead-letters")
+    assert [(m["id"], m["redrive_rounds"]) for m in page["items"]] == [(msg_id, 0)]
+    assert await rig.store.redrive("shop", [45009], rig.clock.now(), 3, 10) == 1
+    for m in await rig.store.lease(10, 30.0, rig.clock.now()):
+        assert await rig.store.dead(m.id, m.lease_token, ErrorInfo(45009, "quota"))
+    _, page = await rig.get("/v1/dead-letters")
+    assert [(m["id"], m["redrive_rounds"]) for m in page["items"]] == [(msg_id, 1)]

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from contract import (
     BatchContract,
+    FindContract,
     LifecycleContract,
     LinksContract,
     OutboxContract,
     OutcomesContract,
     QueueContract,
+    RedriveContract,
     SharedContract,
     SuppressionsContract,
+    ThroughputContract,
 )
 
 
@@ -43,4 +46,16 @@ class TestLinks(LinksContract):
 
 
 class TestSuppressions(SuppressionsContract):
+    pass
+
+
+class TestFind(FindContract):
+    pass
+
+
+class TestRedrive(RedriveContract):
+    pass
+
+
+class TestThroughput(ThroughputContract):
     pass

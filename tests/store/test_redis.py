@@ -15,6 +15,7 @@ from wxgate.clock import FakeClock, SystemClock
 from wxgate.errors import StoreError, StoreUnavailable
 from wxgate.models import Batch, SendResult, SharedFields, Status, new_id
 from wxgate.store.redis import RedisStore, batches
+from wxgate.store.search import MessageQuery
 
 
 def unique_prefix() -> str:
@@ -268,6 +269,13 @@ async def test_finished_messages_leave_after_retention(store: RedisStore, clock:
     # The idempotency key went with the message: the key makes a new one now.
     [again] = await store.enqueue([make_message(clock, idempotency_key="k-old")])
     assert again.created and again.id != done
+    # ... and so did its entries in the search indexes (redis/find.py)
+    redis = store._r
+    created = [m.decode() for m in await redis.zrange(f"{store._p}:created", 0, -1)]
+    assert not any(m.endswith(done) for m in created) and len(created) == 2
+    assert await redis.zcard(f"{store._p}:to:o_user_1") == 2  # the two still kept
+    page, _ = await store.find_messages(MessageQuery(touser="o_user_1"), limit=10)
+    assert {m.id for m in page} == {waiting, again.id}
 
 
 async def test_ten_thousand_in_one_call_is_all_or_nothing(

@@ -435,6 +435,11 @@ async def test_batch_file_of_the_previous_version_still_reads_and_sends(
     # The previous version's DDL: today's without messages.shared and the batch_shared table.
     old_ddl, table = DDL.split("CREATE TABLE IF NOT EXISTS batch_shared", 1)
     old_ddl += table.split(");", 1)[1]
+    # ... and without messages.redrive_rounds, which came later still
+    rounds = "\n    redrive_rounds INTEGER NOT NULL DEFAULT 0  -- scheduled redrive rounds"
+    rounds += " (store/base.py)\n"
+    assert rounds in old_ddl
+    old_ddl = old_ddl.replace("    shared INTEGER," + rounds, "    shared INTEGER\n")
     assert "\n    shared INTEGER\n" in old_ddl
     old_ddl = old_ddl.replace("\n    shared INTEGER\n", "\n").replace("notes BLOB,", "notes BLOB")
     conn = sqlite3.connect(db_path)
@@ -467,6 +472,7 @@ async def test_batch_file_of_the_previous_version_still_reads_and_sends(
         )
         [leased] = await s.lease(10, LEASE_S, clock.now())
         assert (leased.id, leased.data, leased.url) == ("old1", old.data, old.url)
+        assert leased.redrive_rounds == 0  # the column added by the upgrade
         batch, msgs = _shared_batch(clock, 2)  # and new batches go into the upgraded file
         await s.enqueue(msgs, batch)
         assert (await must_get(s, msgs[1].id)).data == msgs[1].data

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Container
+
 import msgspec
 from aiohttp import web
 
@@ -18,7 +20,7 @@ MAX_LIMIT = 1000
 ERRCODE_MIN, ERRCODE_MAX = -(2**31), 2**31 - 1
 
 
-def _int_param(request: web.Request, name: str, low: int, high: int) -> int | None:
+def int_param(request: web.Request, name: str, low: int, high: int) -> int | None:
     """An optional integer query parameter within [low, high], as the OpenAPI document
     declares it; given but empty (`?limit=`) is a 400 like any other non-integer."""
     raw = request.query.get(name)
@@ -33,28 +35,34 @@ def _int_param(request: web.Request, name: str, low: int, high: int) -> int | No
     return value
 
 
+def app_filter(known: Container[str], name: str | None, request: web.Request) -> str | None:
+    """The app a listing is filtered by: the one named (known, and the key's), or for a key
+    limited to one app that app; a key limited to several must name one (400)."""
+    if name is not None and name not in known:
+        raise invalid("app", f"unknown app {name!r}")
+    apps = allowed_apps(request)
+    if apps is None:
+        return name
+    if name is None:  # a key limited to apps: its own app, or name one of them
+        if len(apps) == 1:
+            return next(iter(apps))
+        raise invalid("app", f"required for a key limited to apps {', '.join(sorted(apps))}")
+    require_app(caller(request), name)
+    return name
+
+
 class DeadLetterRoutes:
     def __init__(self, ctx: ApiContext) -> None:
         self.ctx = ctx
 
     def _app(self, name: str | None, request: web.Request) -> str | None:
-        if name is not None and name not in self.ctx.apps:
-            raise invalid("app", f"unknown app {name!r}")
-        apps = allowed_apps(request)
-        if apps is None:
-            return name
-        if name is None:  # a key limited to apps: its own app, or name one of them
-            if len(apps) == 1:
-                return next(iter(apps))
-            raise invalid("app", f"required for a key limited to apps {', '.join(sorted(apps))}")
-        require_app(caller(request), name)
-        return name
+        return app_filter(self.ctx.apps, name, request)
 
     async def list(self, request: web.Request) -> web.Response:
-        limit = _int_param(request, "limit", 1, MAX_LIMIT)
+        limit = int_param(request, "limit", 1, MAX_LIMIT)
         items, cursor = await self.ctx.store.dead_letters(
             app=self._app(request.query.get("app") or None, request),
-            errcode=_int_param(request, "errcode", ERRCODE_MIN, ERRCODE_MAX),
+            errcode=int_param(request, "errcode", ERRCODE_MIN, ERRCODE_MAX),
             cursor=request.query.get("cursor") or None,
             limit=100 if limit is None else limit,
         )

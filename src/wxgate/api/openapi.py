@@ -20,10 +20,12 @@ from wxgate.api.schemas import (
     Health,
     Invalidated,
     InvalidateIn,
+    MessagePage,
     MessageView,
     Requeued,
     RequeueIn,
     Stats,
+    ThroughputHistory,
 )
 from wxgate.models import (
     Accepted,
@@ -44,6 +46,8 @@ _MODELS: tuple[type[msgspec.Struct], ...] = (
     BatchPatch,
     MessageView,
     DeadLetterPage,
+    MessagePage,
+    ThroughputHistory,
     RequeueIn,
     Requeued,
     AccessToken,

@@ -12,6 +12,7 @@ from wxgate.api.auth import Scope
 from wxgate.api.batch_results import FORMATS
 from wxgate.api.batches import MAX_LIST
 from wxgate.api.deadletters import ERRCODE_MAX, ERRCODE_MIN, MAX_LIMIT
+from wxgate.api.find import DEFAULT_LIMIT as FIND_DEFAULT_LIMIT
 from wxgate.api.operation import Op, Route, Schema
 from wxgate.api.schemas import (
     AccessToken,
@@ -21,13 +22,24 @@ from wxgate.api.schemas import (
     Health,
     Invalidated,
     InvalidateIn,
+    MessagePage,
     MessageView,
     Requeued,
     RequeueIn,
     Stats,
+    ThroughputHistory,
 )
-from wxgate.models import Accepted, BatchAccepted, BatchIn, BatchProgress, MessageIn, MessageKind
+from wxgate.models import (
+    Accepted,
+    BatchAccepted,
+    BatchIn,
+    BatchProgress,
+    MessageIn,
+    MessageKind,
+    Status,
+)
 from wxgate.policy.quiet_hours import PRIORITY_ALIASES
+from wxgate.store.search import MAX_LIMIT as FIND_MAX_LIMIT
 
 # intake.idempotency_key's bound for the header (and MessageIn's for the body field)
 MAX_IDEMPOTENCY_KEY = 256
@@ -68,6 +80,46 @@ ROUTES: tuple[Route, ...] = (
                 ),
             ),
             description="Answered only after the message is committed to the store.",
+        ),
+    ),
+    Route(
+        "GET",
+        "/v1/messages",
+        lambda v: v.find.list,
+        Scope.READ,
+        Op(
+            "Find messages, newest first",
+            ("200", MessagePage),
+            None,
+            ("400", "401", "403"),
+            (
+                ("touser", "query", "string", "Only this recipient's (openid)"),
+                (
+                    "status",
+                    "query",
+                    {"type": "string", "enum": [s.value for s in Status]},
+                    "Only messages in this status now",
+                ),
+                (
+                    "app",
+                    "query",
+                    "string",
+                    "Only this app (a key limited to apps: required unless it has one)",
+                ),
+                ("batch", "query", "string", "Only this batch's"),
+                (
+                    "since",
+                    "query",
+                    {"type": "number", "minimum": 0},
+                    "Created at or after (epoch s)",
+                ),
+                ("until", "query", {"type": "number", "minimum": 0}, "Created before (epoch s)"),
+                ("cursor", "query", "string", "next_cursor of the previous page"),
+                _limit(FIND_MAX_LIMIT, FIND_DEFAULT_LIMIT),
+            ),
+            description="Each page looks at a bounded number of messages, so a page of a "
+            "rare filter may be short, or empty, and still carry a next_cursor: page on "
+            "until next_cursor is null.",
         ),
     ),
     Route(
@@ -271,6 +323,26 @@ ROUTES: tuple[Route, ...] = (
         lambda v: v.ops.stats,
         Scope.READ,
         Op("Queue depth, pauses, delivery state", ("200", Stats), None),
+    ),
+    Route(
+        "GET",
+        "/v1/stats/throughput",
+        lambda v: v.chart.throughput,
+        Scope.READ,
+        Op(
+            "The last hour of per-second throughput (the dashboard chart's history)",
+            ("200", ThroughputHistory),
+            None,
+            ("400", "401", "403"),
+            (
+                (
+                    "since",
+                    "query",
+                    {"type": "number"},
+                    "From this second on (epoch s; at most an hour back, the default)",
+                ),
+            ),
+        ),
     ),
     Route(
         "GET",

@@ -18,6 +18,7 @@ from wxgate.models import (
     Status,
     WebhookStats,
 )
+from wxgate.policy.errcodes import describe
 
 
 class MessageView(msgspec.Struct, kw_only=True):
@@ -32,8 +33,12 @@ class MessageView(msgspec.Struct, kw_only=True):
     batch_id: str | None = None
     idempotency_key: str | None = None
     attempts: int = 0
+    # Rounds of the app's scheduled redrive it has had (dead -> queued; settings apps.redrive).
+    redrive_rounds: int = 0
     last_errcode: int | None = None
     last_errmsg: str | None = None
+    # What last_errcode means (policy/errcodes.py), so a person need not look it up.
+    last_errcode_meaning: str | None = None
     wechat_msgid: int | None = None
     receipt: str | None = None
     created_at: float
@@ -62,8 +67,10 @@ class MessageView(msgspec.Struct, kw_only=True):
             batch_id=m.batch_id,
             idempotency_key=m.idempotency_key,
             attempts=m.attempts,
+            redrive_rounds=m.redrive_rounds,
             last_errcode=m.last_errcode,
             last_errmsg=m.last_errmsg,
+            last_errcode_meaning=None if m.last_errcode is None else describe(m.last_errcode),
             wechat_msgid=m.wechat_msgid,
             receipt=m.receipt,
             created_at=m.created_at,
@@ -81,6 +88,25 @@ class DeadLetterPage(msgspec.Struct):
 
     items: list[MessageView]
     next_cursor: str | None = None
+
+
+class MessagePage(msgspec.Struct):
+    """GET /v1/messages: newest first; pass `next_cursor` as `cursor` for the next page. A
+    page may hold fewer than `limit` (even none) and still have a cursor: each page looks at
+    a bounded number of messages (store/search.py); page on until next_cursor is null."""
+
+    items: list[MessageView]
+    next_cursor: str | None = None
+
+
+class ThroughputHistory(msgspec.Struct):
+    """GET /v1/stats/throughput: per-second counts of the last hour, oldest first, summed
+    over every process; each row is [second, then one count per `kinds`]. Seconds nobody
+    counted in are left out (read them as zeros)."""
+
+    now: int
+    kinds: list[str]
+    seconds: list[list[int]]
 
 
 class BatchPatch(msgspec.Struct, forbid_unknown_fields=True):

@@ -8,9 +8,11 @@ from aiohttp import web
 
 from wxgate.api.batches import BatchRoutes
 from wxgate.api.callback import CallbackRoutes
+from wxgate.api.chart import ChartRoutes
 from wxgate.api.context import ApiContext
 from wxgate.api.dashboard_routes import DashboardRoutes
 from wxgate.api.deadletters import DeadLetterRoutes
+from wxgate.api.find import FindRoutes
 from wxgate.api.messages import MessageRoutes
 from wxgate.api.openapi import document
 from wxgate.api.ops import OpsRoutes
@@ -34,9 +36,11 @@ class Views:
     """Built once per Application; each Route picks its bound handler from them."""
 
     messages: MessageRoutes
+    find: FindRoutes
     batches: BatchRoutes
     dead_letters: DeadLetterRoutes
     ops: OpsRoutes
+    chart: ChartRoutes
     callback: CallbackRoutes
     tokens: TokenRoutes
     dashboard: DashboardRoutes
@@ -46,9 +50,11 @@ class Views:
     def of(cls, ctx: ApiContext) -> Views:
         return cls(
             MessageRoutes(ctx),
+            FindRoutes(ctx),
             BatchRoutes(ctx),
             DeadLetterRoutes(ctx),
             OpsRoutes(ctx),
+            ChartRoutes(ctx),
             CallbackRoutes(ctx),
             TokenRoutes(ctx),
             DashboardRoutes(),

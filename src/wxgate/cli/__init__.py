@@ -1,6 +1,6 @@
 """The `wxgate` command: serve | sim | send | batch (send, follow, pause, resume, cancel, rate,
-results) | status | dlq | config | db (status, migrate) | demo. One module per command group;
-this one assembles them."""
+results) | status | messages (list, cancel) | dlq | config | db (status, migrate) | demo.
+One module per command group; this one assembles them."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import typer
 from wxgate.cli.batch import batch_app
 from wxgate.cli.db import db_app
 from wxgate.cli.dlq import dlq_app
+from wxgate.cli.find import messages_app
 from wxgate.cli.help_format import hide_flag_types
 from wxgate.cli.messages import send, status
 from wxgate.cli.server import config_app, demo, serve
@@ -26,6 +27,7 @@ app.add_typer(dlq_app, name="dlq")
 app.add_typer(batch_app, name="batch")
 app.add_typer(config_app, name="config")
 app.add_typer(db_app, name="db")
+app.add_typer(messages_app, name="messages")
 app.command("sim", help="Run the WeChat simulator (api.weixin.qq.com stand-in).")(sim_command)
 app.command()(serve)
 app.command()(send)

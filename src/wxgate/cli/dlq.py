@@ -11,11 +11,9 @@ import sys
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from wxgate.cli.common import Gateway, console, err, with_gateway
-from wxgate.cli.output import JsonOpt, emit
+from wxgate.cli.output import JsonOpt, emit, print_table
 from wxgate.clock import iso8601
 
 dlq_app = typer.Typer(help="Dead letters: list and requeue.", no_args_is_help=True)
@@ -51,8 +49,7 @@ def dlq_list(
     if ids_only:
         sys.stdout.write("".join(f"{m.id}\n" for m in page.items))
         return
-    headers = ("id", "app", "touser", "errcode", "errmsg", "attempts", "dead since")
-    table = Table(*headers)
+    headers = ("id", "app", "touser", "errcode", "errmsg", "attempts", "rounds", "dead since")
     rows = [
         (
             m.id,
@@ -61,17 +58,12 @@ def dlq_list(
             str(m.last_errcode),
             (m.last_errmsg or "")[:ERRMSG_WIDTH],
             str(m.attempts),
+            str(m.redrive_rounds),  # of the app's scheduled redrive
             iso8601(m.finished_at, tz=None) if m.finished_at is not None else "",
         )
         for m in page.items
     ]
-    for row in rows:
-        table.add_row(*row)
-    # Wide enough for every cell whole: rich would otherwise shorten ids to fit the terminal.
-    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
-    needed = sum(widths) + 3 * len(widths) + 1
-    wide = console if needed <= console.width else Console(width=needed, soft_wrap=True)
-    wide.print(table)
+    print_table(headers, rows)
     if page.next_cursor:
         print(f"more: --cursor {page.next_cursor}")
 

@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 import msgspec
 import typer
+from rich.console import Console
+from rich.table import Table
 
+from wxgate.cli.common import console
 from wxgate.clock import iso8601
 
 JsonOpt = Annotated[
@@ -53,3 +57,15 @@ def emit(data: Any, as_json: bool) -> None:
         text = json.dumps(for_people(data), indent=2, ensure_ascii=False)
     sys.stdout.write(text + "\n")
     sys.stdout.flush()
+
+
+def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """A table whose every cell is printed whole: rich would otherwise shorten ids to fit the
+    terminal, so the table grows wider than it instead (the terminal wraps it for display)."""
+    table = Table(*headers)
+    for row in rows:
+        table.add_row(*row)
+    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
+    needed = sum(widths) + 3 * len(widths) + 1
+    wide = console if needed <= console.width else Console(width=needed, soft_wrap=True)
+    wide.print(table)

@@ -19,6 +19,7 @@ from prometheus_client import (
 )
 
 from wxgate.errors import StoreError
+from wxgate.metrics import throughput
 from wxgate.metrics.collectors import (
     BrokerSource,
     Histogram,
@@ -52,6 +53,8 @@ class Metrics:
         # Label children of the per-message series, per app (the app set is configured).
         self._sent_children: dict[str, tuple[Any, Any, Any]] = {}
         self._accepted_children: dict[str, Any] = {}
+        # Per-second counts for the chart history, flushed to the store (throughput.py).
+        self.tally = throughput.ThroughputTally()
         r = self.registry = CollectorRegistry(auto_describe=True)
         self._scraped = Scraped()
         r.register(self._scraped)
@@ -79,6 +82,12 @@ class Metrics:
         )
         self.dead = Counter(
             "wxgate_dead_letters_total", "Messages moved to dead letters", ["app"], registry=r
+        )
+        self.redrive = Counter(
+            "wxgate_redrive_messages_total",
+            "Dead letters moved back to the queue by the app's scheduled redrive",
+            ["app"],
+            registry=r,
         )
         self.expired = Counter(
             "wxgate_messages_expired_total", "Messages past expire_at", ["app"], registry=r
@@ -217,6 +226,7 @@ class Metrics:
             )
         sent, latency, e2e = children
         sent.inc()
+        self.tally.count(throughput.SENT)
         self.wechat_latency.observe(latency, latency_s)
         self.e2e_sent.observe(e2e, max(0.0, now - created_at))
 
@@ -238,9 +248,14 @@ class Metrics:
 
     def on_dead(self, app: str) -> None:
         self.dead.labels(app).inc()
+        self.tally.count(throughput.FAILED)
+
+    def on_redrive(self, app: str, n: int) -> None:
+        self.redrive.labels(app).inc(n)
 
     def on_expired(self, app: str) -> None:
         self.expired.labels(app).inc()
+        self.tally.count(throughput.FAILED)
 
     def on_released(self, app: str, reason: str) -> None:
         self.released.labels(app, reason).inc()
@@ -253,6 +268,7 @@ class Metrics:
         if child is None:
             child = self._accepted_children[app] = self.accepted.labels(app)
         child.inc(n)
+        self.tally.count(throughput.ACCEPTED, n)
 
     def on_token_service(self, key: str, action: str) -> None:
         self.token_service.labels(key, action).inc()
@@ -262,6 +278,10 @@ class Metrics:
 
     def on_receipt(self, app: str, result: str, created_at: float | None, now: float) -> None:
         self.receipts.labels(app, result).inc()
+        if result == "delivered":
+            self.tally.count(throughput.DELIVERED)
+        elif result in throughput.FAILED_RECEIPTS:
+            self.tally.count(throughput.FAILED)
         if result == "delivered" and created_at is not None:
             self.e2e_delivered.observe(self.e2e_delivered.child(app), max(0.0, now - created_at))
 

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from types import TracebackType
 from typing import Any, Self, Unpack
 
-from wxgate.api.schemas import AccessToken, DeadLetterPage, MessageView, Stats
+from wxgate.api.schemas import AccessToken, DeadLetterPage, MessagePage, MessageView, Stats
 from wxgate.models import Accepted, BatchAccepted, BatchProgress, Status
 from wxgate.sdk import protocol
 from wxgate.sdk.aiohttp_transport import AiohttpTransport, AsyncBody
@@ -122,6 +122,32 @@ class AsyncGatewayClient:
         limit: int = 100,
     ) -> DeadLetterPage:
         return await self._transport.request(protocol.dead_letters(app, errcode, cursor, limit))
+
+    async def find_messages(
+        self,
+        *,
+        touser: str | None = None,
+        status: Status | str | None = None,
+        app: str | None = None,
+        batch: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> MessagePage:
+        """One page of GET /v1/messages (newest first). A page may be short, or empty, and
+        still carry next_cursor: page on until it is None."""
+        call = protocol.find_messages(
+            touser=touser,
+            status=None if status is None else Status(status).value,
+            app=app,
+            batch=batch,
+            since=since,
+            until=until,
+            cursor=cursor,
+            limit=limit,
+        )
+        return await self._transport.request(call)
 
     async def requeue(
         self, ids: Iterable[str] | None = None, app: str | None = None, errcode: int | None = None

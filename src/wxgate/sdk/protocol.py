@@ -11,7 +11,14 @@ from urllib.parse import quote, urlencode, urlsplit
 
 import msgspec
 
-from wxgate.api.schemas import AccessToken, DeadLetterPage, MessageView, Requeued, Stats
+from wxgate.api.schemas import (
+    AccessToken,
+    DeadLetterPage,
+    MessagePage,
+    MessageView,
+    Requeued,
+    Stats,
+)
 from wxgate.models import (
     FINAL_STATUSES,
     Accepted,
@@ -142,6 +149,31 @@ def dead_letters(
     query = {"app": app, "errcode": errcode, "cursor": cursor, "limit": limit}
     qs = urlencode({k: v for k, v in query.items() if v is not None})
     return Call("GET", f"/v1/dead-letters?{qs}", DeadLetterPage)
+
+
+def find_messages(
+    *,
+    touser: str | None = None,
+    status: str | None = None,
+    app: str | None = None,
+    batch: str | None = None,
+    since: float | None = None,
+    until: float | None = None,
+    cursor: str | None = None,
+    limit: int = 50,
+) -> Call[MessagePage]:
+    query = {
+        "touser": touser,
+        "status": status,
+        "app": app,
+        "batch": batch,
+        "since": since,
+        "until": until,
+        "cursor": cursor,
+        "limit": limit,
+    }
+    qs = urlencode({k: v for k, v in query.items() if v is not None})
+    return Call("GET", f"/v1/messages?{qs}", MessagePage)
 
 
 def requeue(ids: Iterable[str] | None, app: str | None, errcode: int | None) -> Call[Requeued]:

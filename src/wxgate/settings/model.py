@@ -165,6 +165,17 @@ DAILY_QUOTA_BY_KIND: dict[str, int] = {
 DEFAULT_DAILY_QUOTA = DAILY_QUOTA_BY_KIND["template"]
 
 
+class RedrivePolicy(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """`[[apps.redrive]]`: dead letters of these errcodes go back to the queue `every_s`
+    after they died, at most `rounds` times each (delivery/redrive.py). Only the errcodes
+    listed are ever re-driven: permanent ones (40003 invalid openid, 43004 not following)
+    only if an operator lists them."""
+
+    errcodes: list[int]
+    every_s: float = 21600.0
+    rounds: int = 3
+
+
 class AppSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     name: str
     appid: str
@@ -203,6 +214,8 @@ class AppSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # change event) is dead-lettered with 43101 when leased, without a send; an accept lifts
     # it. False: sent anyway (WeChat answers 43101 itself, spending a call).
     suppress_rejected: bool = True
+    # Scheduled redrive of this app's dead letters (RedrivePolicy); none by default.
+    redrive: list[RedrivePolicy] = msgspec.field(default_factory=list)
 
     def quota_for(self, kind: str) -> int:
         """Sends a day of one kind (`daily_quota` if set, else WeChat's default for it)."""

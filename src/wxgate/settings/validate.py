@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import math
 import re
 from datetime import UTC, timedelta, tzinfo
 from datetime import timezone as dt_timezone
@@ -152,6 +153,14 @@ def validate(settings: Settings) -> Settings:
             raise ConfigError(f"apps.{app.name}.rate_per_s: must be > 0")
         if app.max_concurrency < 1:
             raise ConfigError(f"apps.{app.name}.max_concurrency: must be >= 1")
+        for k, policy in enumerate(app.redrive):
+            where = f"apps.{app.name}.redrive[{k}]"
+            if not policy.errcodes:
+                raise ConfigError(f"{where}.errcodes: list at least one errcode")
+            if not math.isfinite(policy.every_s) or policy.every_s < 1:
+                raise ConfigError(f"{where}.every_s: must be >= 1 (seconds)")
+            if policy.rounds < 1:
+                raise ConfigError(f"{where}.rounds: must be >= 1")
         if app.encoding_aes_key is not None and len(app.encoding_aes_key) != 43:
             raise ConfigError(f"apps.{app.name}.encoding_aes_key: must be 43 characters")
     _validate_store_url(settings.store.url)

@@ -27,7 +27,7 @@ Rules every backend keeps:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
 from wxgate.models import (
@@ -43,6 +43,7 @@ from wxgate.models import (
     WebhookEvent,
     WebhookStats,
 )
+from wxgate.store.search import MessageQuery
 
 
 def receipt_status(receipt: str) -> Status:
@@ -162,6 +163,14 @@ class MessageQueue(Protocol):
     ) -> tuple[list[Message], str | None]:
         """Dead messages, newest first; the second item is the cursor for the next page."""
 
+    async def find_messages(
+        self, query: MessageQuery, cursor: str | None = None, limit: int = 50
+    ) -> tuple[list[Message], str | None]:
+        """Messages matching `query`, newest first (created_at, then id); the second item is
+        the next page's cursor (None after the last). Bounded (store/search.py): a page looks
+        at no more than search.SCAN_BUDGET messages, so a page of a rare filter may be short
+        or empty and still have a cursor. Only messages the store still keeps are found."""
+
     async def requeue(
         self,
         ids: Sequence[str] | None = None,
@@ -173,6 +182,19 @@ class MessageQueue(Protocol):
         With no ids and no filter, every dead letter is requeued. The last error is kept (it
         says why the message died; the status says it is queued again).
         """
+
+    async def redrive(
+        self,
+        app: str,
+        errcodes: Sequence[int],
+        died_before: float,
+        max_rounds: int,
+        limit: int,
+    ) -> int:
+        """One scheduled redrive step (delivery/redrive.py): dead -> queued, attempts reset,
+        redrive_rounds += 1, for up to `limit` of the app's dead letters whose last errcode
+        is one of `errcodes`, that died at or before `died_before` and have had fewer than
+        `max_rounds` rounds; how many moved. The last error is kept, like requeue's."""
 
 
 class BatchRecords(Protocol):
@@ -251,6 +273,15 @@ class SharedState(Protocol):
         always succeeds (the bucket may go into debt), so callers sleep the returned time and
         send. SQLite keeps the bucket in this process; Redis shares it across processes.
         """
+
+    async def add_throughput(self, buckets: Mapping[int, Sequence[int]]) -> None:
+        """Add per-second counts (epoch second -> [accepted, sent, delivered, failed],
+        metrics/throughput.py) to the ring every process shares; seconds older than
+        throughput.KEEP_S before the newest given are dropped (or expire)."""
+
+    async def throughput(self, since: int) -> list[tuple[int, int, int, int, int]]:
+        """The ring from second `since` on, oldest first: (second, accepted, sent,
+        delivered, failed); seconds nobody counted in are left out."""
 
 
 class ReceiptLinks(Protocol):

@@ -8,13 +8,16 @@ must be idempotent (a test closes the store itself).
 """
 
 from contract.batches import BatchContract
+from contract.find import FindContract
 from contract.lifecycle import LifecycleContract
 from contract.links import LinksContract
 from contract.outbox import OutboxContract
 from contract.outcomes import OutcomesContract
 from contract.queue import QueueContract
+from contract.redrive import RedriveContract
 from contract.shared import SharedContract
 from contract.suppressions import SuppressionsContract
+from contract.throughput import ThroughputContract
 from support.store import (
     HOOK,
     LEASE_S,
@@ -29,13 +32,16 @@ __all__ = [
     "HOOK",
     "LEASE_S",
     "BatchContract",
+    "FindContract",
     "LifecycleContract",
     "LinksContract",
     "OutboxContract",
     "OutcomesContract",
     "QueueContract",
+    "RedriveContract",
     "SharedContract",
     "SuppressionsContract",
+    "ThroughputContract",
     "enqueue_one",
     "lease_one",
     "make_message",

@@ -8,7 +8,8 @@
 (() => {
   const KEY_STORE = "wxgate.dashboard.key";
   const POLL_MS = 1000;
-  const WINDOW_MS = 5 * 60 * 1000; // the chart's span
+  const WINDOW_MS = 5 * 60 * 1000; // the success ratio's span, and the chart's by default
+  const HISTORY_MS = 60 * 60 * 1000; // the server's ring (GET /v1/stats/throughput)
   const RATE_SPAN_MS = 5000; // the KPI rates average over this much
   const GAP_MS = 6000; // a hole this long in the samples breaks the chart's line
   const BATCHES_EVERY_MS = 3000;
@@ -301,7 +302,10 @@
     lastDeadAt = 0;
     deadSeen = null;
     selected.clear();
-    for (const r of [appRows, queueRows, errRows, batchRows, deadRows]) r.clear();
+    for (const r of [appRows, queueRows, errRows, batchRows, deadRows, msgRows]) r.clear();
+    msgItems = [];
+    chosenId = "";
+    $("ms-detail").hidden = true;
     drawChart();
   }
 
@@ -316,6 +320,7 @@
     onStats(first);
     refreshBatches(gen);
     refreshDead(gen);
+    loadHistory(gen);
     clearTimeout(pollTimer);
     pollTimer = setTimeout(() => poll(gen), POLL_MS);
   }
@@ -375,7 +380,7 @@
         });
       }
     }
-    while (points.length && points[0].t < t - WINDOW_MS) points.shift();
+    while (points.length && points[0].t < t - HISTORY_MS) points.shift();
 
     renderKpis(s, ok, failed);
     renderApps(s);
@@ -779,10 +784,11 @@
   }
 
   function updateAppFilter(s) {
-    const select = $("dl-app");
-    const have = new Set([...select.options].map((o) => o.value));
-    for (const name of Object.keys(s.delivery?.apps || s.by_app || {}).sort()) {
-      if (!have.has(name)) select.append(h("option", { value: name, text: name }));
+    for (const select of [$("dl-app"), $("ms-app")]) {
+      const have = new Set([...select.options].map((o) => o.value));
+      for (const name of Object.keys(s.delivery?.apps || s.by_app || {}).sort()) {
+        if (!have.has(name)) select.append(h("option", { value: name, text: name }));
+      }
     }
   }
 
@@ -847,7 +853,214 @@
     requeue(body, "dead letters");
   });
 
+  // ------------------------------------------------------------------ messages
+
+  // GET /v1/messages looks at a bounded number of messages per page, so a page of a rare
+  // filter may come back short with a cursor: ask on (at most MSG_CALLS pages per click)
+  // until MSG_LIMIT are shown or there are no more.
+  const MSG_LIMIT = 50;
+  const MSG_CALLS = 10;
+  const PENDING = new Set(["queued", "scheduled", "retrying"]);
+  const msgQuery = { params: null, cursor: null };
+  let chosenId = "";
+
+  for (const st of STATUSES) $("ms-status").append(h("option", { value: st, text: st }));
+
+  const badgeOf = (st) => "badge " + ({ ok: "ok", bad: "bad", wait: "info" }[GROUP[st]] || "");
+
+  const msgRows = new Rows($("messages").tBodies[0], (_m, id) => {
+    const c = {
+      app: h("td", { class: "id" }),
+      touser: h("td", { class: "id truncate" }),
+      status: h("span"),
+      attempts: h("td", { class: "num" }),
+      error: h("td", { class: "truncate" }),
+      created: h("td", { class: "muted" }),
+    };
+    c.tr = h("tr", { "data-id": id, tabindex: "0" }, h("td", { class: "id", text: id }),
+      c.app, c.touser, h("td", null, c.status), c.attempts, c.error, c.created);
+    c.tr.addEventListener("click", () => showMessage(id));
+    c.tr.addEventListener("keydown", (ev) => { if (ev.key === "Enter") showMessage(id); });
+    return c;
+  }, (c, m) => {
+    setText(c.app, m.app);
+    setText(c.touser, m.touser);
+    setText(c.status, m.status);
+    setClass(c.status, badgeOf(m.status));
+    setText(c.attempts, fmtInt(m.attempts));
+    const err = m.last_errcode == null ? "" : `${m.last_errcode} ${m.last_errcode_meaning || ""}`;
+    setText(c.error, err);
+    setAttr(c.error, "title", m.last_errmsg || "");
+    setText(c.created, fmtDateTime(m.created_at));
+    setClass(c.tr, m.id === chosenId ? "chosen" : "");
+  }, 100000);
+  let msgItems = [];
+
+  async function searchMessages(more) {
+    const gen = generation;
+    if (!more) {
+      msgItems = [];
+      msgQuery.cursor = null;
+    }
+    let calls = 0;
+    const wanted = msgItems.length + MSG_LIMIT;
+    try {
+      do {
+        const q = new URLSearchParams(msgQuery.params);
+        q.set("limit", String(wanted - msgItems.length));
+        if (msgQuery.cursor) q.set("cursor", msgQuery.cursor);
+        const page = await api("GET", "/v1/messages?" + q.toString());
+        if (gen !== generation) return;
+        msgItems = msgItems.concat(page.items || []);
+        msgQuery.cursor = page.next_cursor || null;
+        calls += 1;
+      } while (msgQuery.cursor && calls < MSG_CALLS && msgItems.length < wanted);
+    } catch (e) {
+      if (gen === generation && e.status !== 401) toast(explain(e, "search messages"), true);
+    }
+    const n = msgRows.sync(msgItems, (m) => m.id);
+    $("messages").hidden = n === 0;
+    $("ms-empty").hidden = n > 0;
+    setText($("ms-empty"), "No messages match.");
+    $("ms-more").hidden = !msgQuery.cursor;
+  }
+
+  $("ms-filters").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const params = {};
+    for (const [name, id] of [["touser", "ms-touser"], ["status", "ms-status"], ["app", "ms-app"], ["batch", "ms-batch"]]) {
+      const v = $(id).value.trim();
+      if (v) params[name] = v;
+    }
+    msgQuery.params = params;
+    msgRows.clear();
+    searchMessages(false);
+  });
+  $("ms-more").addEventListener("click", () => searchMessages(true));
+  $("md-close").addEventListener("click", () => {
+    chosenId = "";
+    $("ms-detail").hidden = true;
+    msgRows.sync(msgItems, (m) => m.id);
+  });
+
+  /** The stored timestamps in order: what the message went through, as far as it is kept. */
+  function historyOf(m) {
+    const steps = [[m.created_at, m.not_before > m.created_at + 0.5 ? "accepted, scheduled" : "accepted, queued"]];
+    if (m.not_before > m.created_at + 0.5) steps.push([m.not_before, PENDING.has(m.status) ? "due" : "became due"]);
+    if (m.sent_at != null) steps.push([m.sent_at, "sent to WeChat" + (m.wechat_msgid != null ? ` (msgid ${m.wechat_msgid})` : "")]);
+    if (m.finished_at != null && m.status !== "sent") {
+      let what = m.status;
+      if (m.receipt) what += ` (receipt: ${m.receipt})`;
+      else if (m.last_errcode != null) what += ` (errcode ${m.last_errcode}: ${m.last_errcode_meaning || ""})`;
+      steps.push([m.finished_at, what]);
+    } else if (!FINAL.has(m.status)) {
+      const why = m.last_errcode != null ? ` after errcode ${m.last_errcode}: ${m.last_errcode_meaning || ""}` : "";
+      steps.push([m.updated_at ?? m.created_at, `now ${m.status}` + (m.attempts ? `, ${m.attempts} attempt(s)` : "") + why]);
+    }
+    return steps.sort((a, b) => a[0] - b[0]);
+  }
+
+  async function showMessage(id) {
+    const gen = generation;
+    let m;
+    try {
+      m = await api("GET", "/v1/messages/" + encodeURIComponent(id));
+    } catch (e) {
+      if (gen === generation && e.status !== 401) toast(explain(e, "load the message"), true);
+      return;
+    }
+    if (gen !== generation) return;
+    chosenId = id;
+    msgItems = msgItems.map((x) => (x.id === id ? m : x));
+    msgRows.sync(msgItems, (x) => x.id);
+    setText($("md-id"), m.id);
+    const facts = $("md-facts");
+    facts.replaceChildren();
+    const fact = (name, value) => {
+      if (value == null || value === "") return;
+      facts.append(h("dt", { text: name }), h("dd", { "data-fact": name, text: value }));
+    };
+    fact("Status", m.status);
+    fact("App", m.app);
+    fact("To user", m.touser);
+    fact("Template", m.template_id);
+    fact("Batch", m.batch_id);
+    fact("Idempotency key", m.idempotency_key);
+    fact("Attempts", String(m.attempts));
+    fact("Redrive rounds", m.redrive_rounds ? String(m.redrive_rounds) : null);
+    if (m.last_errcode != null) {
+      fact("Last errcode", `${m.last_errcode}: ${m.last_errcode_meaning || ""}`);
+      fact("Last errmsg", m.last_errmsg);
+    }
+    fact("WeChat msgid", m.wechat_msgid == null ? null : String(m.wechat_msgid));
+    fact("Receipt", m.receipt);
+    fact("Expires", m.expire_at == null ? null : fmtDateTime(m.expire_at));
+    fact("Notes", (m.notes || []).join("; "));
+    const list = $("md-history");
+    list.replaceChildren(...historyOf(m).map(([t, what]) =>
+      h("li", null, h("span", { class: "muted", text: fmtDateTime(t) + " " }), what)));
+    $("md-cancel").hidden = !PENDING.has(m.status);
+    $("ms-detail").hidden = false;
+  }
+
+  $("md-cancel").addEventListener("click", async () => {
+    const id = chosenId;
+    if (!id || !confirm(`Cancel message ${id}?`)) return;
+    try {
+      await api("DELETE", "/v1/messages/" + encodeURIComponent(id));
+      toast(`Cancelled ${id}.`);
+    } catch (e) {
+      toast(explain(e, "cancel"), true);
+    }
+    showMessage(id);
+  });
+
   // ------------------------------------------------------------------ chart
+
+  // The chart's history: the server's ring of per-second counts (every process adds to it),
+  // loaded at sign-in and on a reload, so the chart starts with the last hour rather than
+  // empty. Live points (deltas of /v1/stats polls) continue it.
+  let chartMs = WINDOW_MS;
+
+  async function loadHistory(gen) {
+    const since = Math.floor((Date.now() - HISTORY_MS) / 1000);
+    let body;
+    try {
+      body = await api("GET", `/v1/stats/throughput?since=${since}`);
+    } catch (e) {
+      if (gen === generation && e.status !== 401) toast(explain(e, "load the chart's history"), true);
+      return;
+    }
+    if (gen !== generation) return;
+    const kinds = body.kinds || [];
+    const iSent = kinds.indexOf("sent") + 1;
+    const iFailed = kinds.indexOf("failed") + 1;
+    const bySecond = new Map((body.seconds || []).map((r) => [r[0], r]));
+    const firstLive = points.length ? points[0].t : Infinity;
+    const hist = [];
+    let sent = 0;
+    // Every second from the first counted one to the last finished one; missing ones are 0.
+    const first = body.seconds && body.seconds.length ? body.seconds[0][0] : body.now;
+    for (let sec = first; sec < body.now; sec += 1) {
+      const t = (sec + 1) * 1000; // a second's count is known at its end
+      if (t >= firstLive) break;
+      const r = bySecond.get(sec);
+      const ok = r ? Number(r[iSent]) || 0 : 0;
+      sent += ok;
+      hist.push({ t, ok, failed: r ? Number(r[iFailed]) || 0 : 0, gap: false });
+    }
+    points = hist.concat(points);
+    const chart = $("chart");
+    setAttr(chart, "data-history-points", hist.length);
+    setAttr(chart, "data-history-sent", sent);
+    scheduleDraw();
+  }
+
+  $("chart-window").addEventListener("change", () => {
+    chartMs = Number($("chart-window").value) * 1000;
+    setText($("chart-window-label"), chartMs > WINDOW_MS ? "· last hour" : "· last 5 min");
+    scheduleDraw();
+  });
 
   let drawPending = false;
   function scheduleDraw() {
@@ -885,11 +1098,11 @@
     const pw = w - pad.l - pad.r;
     const ph = ht - pad.t - pad.b;
     const now = Date.now();
-    const x0 = now - WINDOW_MS;
-    const xOf = (t) => pad.l + ((t - x0) / WINDOW_MS) * pw;
+    const x0 = now - chartMs;
+    const xOf = (t) => pad.l + ((t - x0) / chartMs) * pw;
 
     let max = 0;
-    for (const p of points) max = Math.max(max, p.ok, p.failed);
+    for (const p of points) if (p.t >= x0) max = Math.max(max, p.ok, p.failed);
     const ticks = 4;
     const step = max <= ticks ? 1 : niceStep(max / ticks);
     const yMax = step * Math.max(ticks, Math.ceil(max / step));
@@ -911,7 +1124,7 @@
     }
     ctx.textAlign = "center";
     ctx.textBaseline = "top";
-    const minute = 60000;
+    const minute = chartMs > 10 * 60000 ? 10 * 60000 : 60000; // a gridline per tick
     for (let t = Math.ceil(x0 / minute) * minute; t <= now; t += minute) {
       const x = Math.round(xOf(t)) + 0.5;
       ctx.beginPath();

@@ -18,7 +18,7 @@ import asyncpg
 from wxgate.errors import StoreError, StoreUnavailable, ValidationError
 from wxgate.models import BATCH_HELD, Batch, BatchStatus, EnqueueResult, Message, Status, StoreStats
 from wxgate.store.coalesce import Coalescer
-from wxgate.store.postgres import batches, migrate, outbox, shared
+from wxgate.store.postgres import batches, find, migrate, outbox, shared
 from wxgate.store.postgres.batches import ACTIVE_SQL, BATCH_STATUS, PostgresBatches
 from wxgate.store.postgres.connection import maps_pg_errors
 from wxgate.store.postgres.migrate import DAY_S
@@ -33,6 +33,7 @@ from wxgate.store.postgres.rows import (
     to_i64,
 )
 from wxgate.store.postgres.wakeups import Wakeups
+from wxgate.store.search import MessageQuery
 
 Conn = asyncpg.Connection
 EnqueueCall = tuple[Sequence[Message], Batch | None, float]
@@ -275,6 +276,16 @@ _REQUEUE = (
     "finished_at = NULL, lease_until = NULL, updated_at = $1 WHERE status = 'dead'"
 )
 
+# Scheduled redrive: a bounded step over the dead-letter index, oldest death first.
+_REDRIVE = (
+    "UPDATE messages SET status = 'queued', attempts = 0, not_before = $1, due_at = $1, "
+    "finished_at = NULL, lease_until = NULL, updated_at = $1, "
+    "redrive_rounds = redrive_rounds + 1 WHERE id = ANY(ARRAY("
+    "SELECT id FROM messages WHERE status = 'dead' AND finished_at <= $2 AND app = $3 "
+    "AND last_errcode = ANY($4::int[]) AND redrive_rounds < $5 "
+    "ORDER BY finished_at LIMIT $6)) AND status = 'dead'"
+)
+
 
 class PostgresQueue(PostgresBatches):
     """MessageQueue's intake, leasing and reads (outcomes: PostgresOutcomes)."""
@@ -412,6 +423,32 @@ class PostgresQueue(PostgresBatches):
             return page, None
         last = page[-1]
         return page, f"{last.finished_at!r}~{last.id}"
+
+    @maps_pg_errors
+    async def redrive(
+        self,
+        app: str,
+        errcodes: Sequence[int],
+        died_before: float,
+        max_rounds: int,
+        limit: int,
+    ) -> int:
+        if not errcodes or limit <= 0:
+            return 0
+        now = self._clock.now()
+        args = (now, died_before, app, list(errcodes), max_rounds, limit)
+        done = await self._p.execute(_REDRIVE, *args)
+        moved = int(done.rsplit(" ", 1)[-1])
+        if moved:
+            self._wakeups.changed()
+        return moved
+
+    @maps_pg_errors
+    async def find_messages(
+        self, query: MessageQuery, cursor: str | None = None, limit: int = 50
+    ) -> tuple[list[Message], str | None]:
+        page, next_cursor = await self._read(find.find_messages, query, cursor, limit)
+        return await self._shared.filled(page), next_cursor
 
     @maps_pg_errors
     async def requeue(

@@ -15,7 +15,7 @@ COLUMNS = (
     "id, app, kind, touser, template_id, data, url, miniprogram, page, miniprogram_state, "
     "lang, idempotency_key, batch_id, callback_url, priority, created_at, not_before, "
     "expire_at, status, attempts, last_errcode, last_errmsg, wechat_msgid, receipt, sent_at, "
-    "finished_at, updated_at, lease_token, notes, shared"
+    "finished_at, updated_at, lease_token, notes, shared, redrive_rounds"
 )
 # The same list qualified by the table alias `m` (statements that join).
 M_COLUMNS = ", ".join(f"m.{c.strip()}" for c in COLUMNS.split(","))
@@ -151,4 +151,5 @@ def row_message(r: Any) -> Message:
         lease_token=r[27],
         notes=None if r[28] is None else _decode_notes(r[28]),
         shared=None if r[29] is None else UNRESOLVED,
+        redrive_rounds=r[30] or 0,
     )

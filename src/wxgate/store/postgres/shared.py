@@ -9,8 +9,11 @@ its own if its owner dies); advisory locks guard what is only held within one tr
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 import asyncpg
 
+from wxgate.metrics import throughput
 from wxgate.models import AppPause, TokenEntry
 from wxgate.store.coalesce import Coalescer
 from wxgate.store.postgres.connection import PostgresConnection, maps_pg_errors
@@ -107,6 +110,15 @@ _SET_CHOICE = (
 )
 
 
+_ADD_THROUGHPUT = (
+    "INSERT INTO throughput SELECT * FROM unnest($1::int8[], $2::int8[], $3::int8[], "
+    "$4::int8[], $5::int8[]) ON CONFLICT (second) DO UPDATE SET "
+    "accepted = throughput.accepted + excluded.accepted, sent = throughput.sent + excluded.sent, "
+    "delivered = throughput.delivered + excluded.delivered, "
+    "failed = throughput.failed + excluded.failed"
+)
+
+
 class PostgresSharedState(PostgresConnection):
     def _init_shared(self) -> None:
         self._rate_takes: Coalescer[tuple[str, float, float, int, float], float] = Coalescer(
@@ -115,6 +127,29 @@ class PostgresSharedState(PostgresConnection):
 
     async def _drain_shared(self) -> None:
         await self._rate_takes.wait_idle()
+
+    @maps_pg_errors
+    async def add_throughput(self, buckets: Mapping[int, Sequence[int]]) -> None:
+        """One statement: the seconds as column arrays, upserted, and the ring's old end
+        dropped in the same transaction."""
+        if not buckets:
+            return
+        seconds = list(buckets)
+        cols = [[int(buckets[s][k]) for s in seconds] for k in range(4)]
+        async with self._p.acquire() as conn, conn.transaction():
+            await conn.execute(_ADD_THROUGHPUT, seconds, *cols)
+            await conn.execute(
+                "DELETE FROM throughput WHERE second < $1", max(seconds) - throughput.KEEP_S
+            )
+
+    @maps_pg_errors
+    async def throughput(self, since: int) -> list[tuple[int, int, int, int, int]]:
+        rows = await self._p.fetch(
+            "SELECT second, accepted, sent, delivered, failed FROM throughput "
+            "WHERE second >= $1 ORDER BY second",
+            since,
+        )
+        return [(r[0], r[1], r[2], r[3], r[4]) for r in rows]
 
     @maps_pg_errors
     async def get_token(self, app: str) -> TokenEntry | None:

@@ -46,6 +46,7 @@ MESSAGE_FIELDS = (
     "finished_at",
     "updated_at",
     "shared",
+    "rounds",  # scheduled redrive rounds (redrive.lua)
 )
 
 
@@ -68,6 +69,9 @@ def message_record(msg: Message, status: Status) -> list[str]:
         _encoder.encode(doc).decode(),
         msg.callback_url or "",  # `cb`: a final status queues a webhook event (outbox.py)
         "" if own is None else "1",  # `shared`: doc.data is the message's own (see above)
+        # `ckey`: its member in the search indexes P:created and P:to:{touser} (redis/find.py)
+        dead_member(float(msg.created_at), msg.id),
+        msg.touser,
     ]
 
 
@@ -122,6 +126,7 @@ def decode_message(values: Sequence[bytes | str | None]) -> Message | None:
         finished_at,
         updated_at,
         shared,
+        rounds,
     ) = values
     if not doc or not status or not not_before:
         return None
@@ -137,6 +142,7 @@ def decode_message(values: Sequence[bytes | str | None]) -> Message | None:
     msg.sent_at = _opt_float(sent_at)
     msg.finished_at = _opt_float(finished_at)
     msg.updated_at = _opt_float(updated_at)
+    msg.redrive_rounds = int(rounds or 0)
     if shared:
         msg.shared = UNRESOLVED  # the store fills it in (SharedCache.fill)
     return msg

@@ -64,6 +64,7 @@ from wxgate.models import (
 )
 from wxgate.store.base import receipt_status
 from wxgate.store.coalesce import Coalescer
+from wxgate.store.redis import find
 from wxgate.store.redis.batches import RedisBatches
 from wxgate.store.redis.codec import (
     MESSAGE_FIELDS,
@@ -79,6 +80,7 @@ from wxgate.store.redis.codec import (
 )
 from wxgate.store.redis.connection import maps_redis_errors, text
 from wxgate.store.redis.scripts import message_script, script
+from wxgate.store.search import MessageQuery
 
 # Calls with more messages than this go alone (a 10,000-recipient batch is one script call).
 _COALESCE_MAX_MESSAGES = 256
@@ -108,6 +110,7 @@ CANCEL = message_script("cancel")
 RECEIPT = message_script("receipt")
 DEAD_LETTERS = message_script("dead_letters")
 REQUEUE = message_script("requeue")
+REDRIVE = message_script("redrive")
 PRUNE = message_script("prune")
 FIND_BY_MSGID = script("find_by_msgid", flags="no-writes", MESSAGE_FIELDS=MESSAGE_FIELDS)
 
@@ -413,6 +416,40 @@ class RedisQueue(RedisBatches):
         )
         next_cursor = text(reply[0]) or None
         return await self._shared.filled(decode_messages(reply[1:])), next_cursor
+
+    @maps_redis_errors
+    async def redrive(
+        self,
+        app: str,
+        errcodes: Sequence[int],
+        died_before: float,
+        max_rounds: int,
+        limit: int,
+    ) -> int:
+        """Walks the dead letters that died by `died_before`, oldest first, in script calls
+        of _REQUEUE_CHUNK entries (each short), until `limit` moved or none are left."""
+        if not errcodes or limit <= 0:
+            return 0
+        codes = ",".join(str(int(c)) for c in errcodes)
+        # ';' sorts right after ':', so this bound takes every member of that time too.
+        upper = "[" + dead_member(died_before, "")[:-1] + ";"
+        total, cursor = 0, ""
+        while total < limit:
+            moved, cursor = await self._msg_script(
+                REDRIVE, app, codes, cursor, upper, max_rounds, limit - total, _REQUEUE_CHUNK
+            )
+            total += int(moved)
+            cursor = text(cursor)
+            if not cursor:
+                break
+        return total
+
+    @maps_redis_errors
+    async def find_messages(
+        self, query: MessageQuery, cursor: str | None = None, limit: int = 50
+    ) -> tuple[list[Message], str | None]:
+        page, next_cursor = await find.find_messages(self._r, self._p, query, cursor, limit)
+        return await self._shared.filled(page), next_cursor
 
     @maps_redis_errors
     async def requeue(

@@ -14,9 +14,11 @@ time and compared in Lua; Redis TTLs only collect what is abandoned.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 
 import msgspec
 
+from wxgate.metrics import throughput
 from wxgate.models import AppPause, TokenEntry
 from wxgate.store.coalesce import Coalescer
 from wxgate.store.redis.connection import RedisConnection, maps_redis_errors, text
@@ -49,6 +51,42 @@ class RedisSharedState(RedisConnection):
         await self._rate_takes.wait_idle()
 
     # ------------------------------------------------------------------ tokens and locks
+
+    # ------------------------------------------------------------------ chart history
+
+    @maps_redis_errors
+    async def add_throughput(self, buckets: Mapping[int, Sequence[int]]) -> None:
+        """P:tp:{minute} hashes, fields "{second}:{kind}", each kept for the ring's hour
+        (and a minute) by its TTL: no prune, no script (counters need no atomic group)."""
+        if not buckets:
+            return
+        async with self._r.pipeline(transaction=False) as pipe:
+            minutes: set[int] = set()
+            for second, counts in buckets.items():
+                key = f"{self._p}:tp:{second // 60}"
+                minutes.add(second // 60)
+                for kind, n in enumerate(counts[:4]):
+                    if n:
+                        pipe.hincrby(key, f"{second}:{kind}", int(n))
+            for minute in minutes:
+                pipe.expire(f"{self._p}:tp:{minute}", throughput.KEEP_S + 120)
+            await pipe.execute()
+
+    @maps_redis_errors
+    async def throughput(self, since: int) -> list[tuple[int, int, int, int, int]]:
+        # The ring holds an hour: the hour from `since` is all there can be (62 keys).
+        first, last = since // 60, (since + throughput.KEEP_S) // 60 + 1
+        async with self._r.pipeline(transaction=False) as pipe:
+            for minute in range(first, last + 1):
+                pipe.hgetall(f"{self._p}:tp:{minute}")
+            hashes = await pipe.execute()
+        rows: dict[int, list[int]] = {}
+        for fields in hashes:
+            for field, value in fields.items():
+                second, _, kind = text(field).partition(":")
+                if int(second) >= since:
+                    rows.setdefault(int(second), [0, 0, 0, 0])[int(kind)] = int(value)
+        return [(s, *c) for s, c in sorted(rows.items())]  # type: ignore[misc]
 
     @maps_redis_errors
     async def get_token(self, app: str) -> TokenEntry | None:

@@ -22,7 +22,8 @@ from wxgate.models import (
     Status,
     StoreStats,
 )
-from wxgate.store.sqlite import batches, outbox
+from wxgate.store.search import MessageQuery
+from wxgate.store.sqlite import batches, find, outbox, redrive
 from wxgate.store.sqlite.core import SQLiteCore
 from wxgate.store.sqlite.rows import (
     COLUMNS,
@@ -82,6 +83,26 @@ class SQLiteQueue(SQLiteCore):
         limit: int = 100,
     ) -> tuple[list[Message], str | None]:
         page, next_cursor = await self._read(dead_letters, app, errcode, cursor, limit)
+        return await self._shared.filled(page), next_cursor
+
+    async def redrive(
+        self,
+        app: str,
+        errcodes: Sequence[int],
+        died_before: float,
+        max_rounds: int,
+        limit: int,
+    ) -> int:
+        if not errcodes or limit <= 0:
+            return 0
+        now = self._clock.now()
+        args = (app, errcodes, died_before, max_rounds, limit, now)
+        return await self._write(redrive.redrive, *args)
+
+    async def find_messages(
+        self, query: MessageQuery, cursor: str | None = None, limit: int = 50
+    ) -> tuple[list[Message], str | None]:
+        page, next_cursor = await self._read(find.find_messages, query, cursor, limit)
         return await self._shared.filled(page), next_cursor
 
     async def requeue(

@@ -75,7 +75,8 @@ CREATE TABLE IF NOT EXISTS messages (
     due_at REAL,                     -- see the module docstring
     notes BLOB,                      -- msgspec JSON list of accept-time notes, or NULL
     -- 1: data is the row's own (what differs from its batch's), the rest is the batch's
-    shared INTEGER
+    shared INTEGER,
+    redrive_rounds INTEGER NOT NULL DEFAULT 0  -- scheduled redrive rounds (store/base.py)
 );
 CREATE INDEX IF NOT EXISTS messages_due
     ON messages (app, due_at, batch_id) WHERE due_at IS NOT NULL;
@@ -92,6 +93,9 @@ CREATE INDEX IF NOT EXISTS messages_dead
     ON messages (finished_at, id) WHERE status = 'dead';
 CREATE INDEX IF NOT EXISTS messages_finished
     ON messages (finished_at) WHERE finished_at IS NOT NULL;
+-- Finding messages (store/search.py): every message newest first, and one recipient's.
+CREATE INDEX IF NOT EXISTS messages_created ON messages (created_at, id);
+CREATE INDEX IF NOT EXISTS messages_touser ON messages (touser, created_at, id);
 
 -- Counts by (app, status) so stats() never scans messages. Inserts are counted by enqueue
 -- itself (one upsert per group instead of one per row); changes and deletes by triggers.
@@ -256,6 +260,15 @@ CREATE TABLE IF NOT EXISTS webhooks (
 CREATE INDEX IF NOT EXISTS webhooks_due ON webhooks (due_at) WHERE due_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS webhooks_failed ON webhooks (failed_at) WHERE failed_at IS NOT NULL;
 INSERT OR IGNORE INTO meta VALUES ('webhooks_delivered', 0);
+
+-- The dashboard chart's history (throughput.py): per-second counts of the last hour.
+CREATE TABLE IF NOT EXISTS throughput (
+    second INTEGER PRIMARY KEY,
+    accepted INTEGER NOT NULL,
+    sent INTEGER NOT NULL,
+    delivered INTEGER NOT NULL,
+    failed INTEGER NOT NULL
+);
 """
 
 
@@ -302,6 +315,8 @@ def create_schema(conn: sqlite3.Connection) -> None:
     for statement in _split(DDL):
         conn.execute(statement)
     _add_missing_columns(conn)
+    for statement in _ON_ADDED_COLUMNS:
+        conn.execute(statement)
     conn.execute("COMMIT")
 
 
@@ -310,6 +325,17 @@ _ADDED_COLUMNS = (
     ("messages", "notes", "BLOB"),
     ("messages", "shared", "INTEGER"),
     ("receipts", "openid", "TEXT"),
+    ("messages", "redrive_rounds", "INTEGER NOT NULL DEFAULT 0"),
+)
+
+
+# Indexes on added columns: created once the columns are there (an older file gets them
+# from _add_missing_columns first).
+_ON_ADDED_COLUMNS = (
+    # Scheduled redrive (redrive.py): an app's dead letters of one errcode with rounds left,
+    # without walking every other dead letter (a backlog of permanent errors).
+    "CREATE INDEX IF NOT EXISTS messages_redrive ON messages "
+    "(app, last_errcode, redrive_rounds, finished_at) WHERE status = 'dead'",
 )
 
 

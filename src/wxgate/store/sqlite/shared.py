@@ -8,12 +8,21 @@ Writes run on the writer thread like queue.py's; reads on the reader thread.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 from wxgate.models import AppPause, TokenEntry
+from wxgate.store.sqlite import throughput
 from wxgate.store.sqlite.core import SQLiteCore
 from wxgate.store.sqlite.rows import Conn
 
 
 class SQLiteShared(SQLiteCore):
+    async def add_throughput(self, buckets: Mapping[int, Sequence[int]]) -> None:
+        await self._write(throughput.add, dict(buckets))
+
+    async def throughput(self, since: int) -> list[tuple[int, int, int, int, int]]:
+        return await self._read(throughput.read, since)
+
     async def get_token(self, app: str) -> TokenEntry | None:
         return await self._read(get_token, app)
 

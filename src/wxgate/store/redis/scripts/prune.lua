@@ -25,8 +25,12 @@ while n < limit do
       local hk = P .. ':msgid:' .. m.app
       if redis.call('HGET', hk, msgid) == id then redis.call('HDEL', hk, msgid) end
     end
-    local dkey = redis.call('HGET', m.key, 'dkey')
-    if dkey then redis.call('ZREM', P .. ':dead', dkey) end
+    local extra = redis.call('HMGET', m.key, 'dkey', 'ckey', 'to')
+    if extra[1] then redis.call('ZREM', P .. ':dead', extra[1]) end
+    if extra[2] then  -- the search indexes (redis/find.py)
+      redis.call('ZREM', P .. ':created', extra[2])
+      redis.call('ZREM', P .. ':to:' .. extra[3], extra[2])
+    end
     if m.batch ~= '' then
       local bk = bkey(m.batch)
       if m.status == 'dead' and m.raw[IX.last_errcode] then
