@@ -254,7 +254,13 @@ class Dispatcher:
         if state.adaptive is not None:
             state.adaptive.record(False)
         now = self._clock.now()
-        status = await self._store.ack(message.id, message.lease_token, SendResult(msgid, now))
+        token = message.lease_token
+        status = await self._store.ack(message.id, token, SendResult(msgid, now))
+        while status is None and message.lease_token != token:
+            # Leased again to this process while the ack was on its way: the pool handed this
+            # copy the newer token (workers.py), so the send that happened is recorded under it.
+            token = message.lease_token
+            status = await self._store.ack(message.id, token, SendResult(msgid, now))
         if status is None:
             return Outcome.FENCED
         state.sent += 1
