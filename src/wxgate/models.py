@@ -135,6 +135,10 @@ class Message(msgspec.Struct, kw_only=True):
     miniprogram_state: str | None = None
     lang: str | None = None
     idempotency_key: str | None = None
+    # With a key: the fingerprint of the request body that made the message (api/intake.py).
+    # The store keeps it with the key, so a reuse of the key with another body is refused
+    # (EnqueueResult.conflict) instead of answered with the first message. None: not checked.
+    idempotency_digest: str | None = None
     batch_id: str | None = None
     callback_url: str | None = None
     priority: str = "normal"
@@ -177,6 +181,9 @@ class EnqueueResult(msgspec.Struct, frozen=True):
     id: str
     status: Status
     created: bool  # False when (app, idempotency_key) already existed: `id` is the original
+    # The key already existed with another body fingerprint (Message.idempotency_digest):
+    # the caller reused a key for a different message (the API answers 409).
+    conflict: bool = False
 
 
 class BatchStatus(StrEnum):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from contract import (
     BatchContract,
+    IdempotencyContract,
     LifecycleContract,
     OutboxContract,
     OutcomesContract,
@@ -33,4 +34,8 @@ class TestOutbox(OutboxContract):
 
 
 class TestLifecycle(LifecycleContract):
+    pass
+
+
+class TestIdempotency(IdempotencyContract):
     pass

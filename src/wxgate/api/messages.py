@@ -10,6 +10,7 @@ from wxgate.api.body import read_json
 from wxgate.api.context import ApiContext
 from wxgate.api.data_limits import check_message_data
 from wxgate.api.errors import ApiError
+from wxgate.api.idempotency import body_digest, key_conflict
 from wxgate.api.intake import idempotency_key, message_from, resolve_app
 from wxgate.api.outcome import OutcomeUnknown
 from wxgate.api.responses import json_response
@@ -39,6 +40,8 @@ class MessageRoutes:
         key = idempotency_key(body.idempotency_key, request.headers.get("Idempotency-Key"))
         hosts = callback_hosts(request)
         message = message_from(body, app, ctx.clock.now(), new_id(), key, hosts)
+        if key is not None:
+            message.idempotency_digest = body_digest(body, app.name, message.data)
         check_message_data(message.data, ctx.settings.server.max_data_bytes)
         if app.validate != "off":
             message = await checked_message(ctx.templates, app, message)
@@ -48,6 +51,8 @@ class MessageRoutes:
             (result,) = await ctx.store.enqueue((message,))
         except StoreTimeout as exc:
             raise OutcomeUnknown(exc, message_id=message.id) from None
+        if result.conflict:
+            raise key_conflict(key or "", result.id)
         status = result.status
         if result.created:
             ctx.depth.accepted(1)

@@ -8,6 +8,7 @@ must be idempotent (a test closes the store itself).
 """
 
 from contract.batches import BatchContract
+from contract.idempotency import IdempotencyContract
 from contract.lifecycle import LifecycleContract
 from contract.outbox import OutboxContract
 from contract.outcomes import OutcomesContract
@@ -27,6 +28,7 @@ __all__ = [
     "HOOK",
     "LEASE_S",
     "BatchContract",
+    "IdempotencyContract",
     "LifecycleContract",
     "OutboxContract",
     "OutcomesContract",

@@ -55,6 +55,7 @@ CREATE TABLE IF NOT EXISTS messages (
     miniprogram_state TEXT,
     lang TEXT,
     idempotency_key TEXT,
+    idem_digest TEXT,                -- the key's body fingerprint (Message.idempotency_digest)
     batch_id TEXT,
     callback_url TEXT,
     priority TEXT NOT NULL,
@@ -289,6 +290,7 @@ _ADDED_COLUMNS = (
     ("messages", "notes", "BLOB"),
     ("messages", "shared", "INTEGER"),
     ("receipts", "openid", "TEXT"),
+    ("messages", "idem_digest", "TEXT"),
 )
 
 
