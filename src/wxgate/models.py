@@ -228,12 +228,18 @@ BATCH_SETTABLE = BATCH_STATUSES - {BatchStatus.LOADING}
 
 
 class AppPause(msgspec.Struct, frozen=True):
-    """An app is not sent to until `until` (epoch s); messages stay queued."""
+    """An app is not sent to until `until` (epoch s); messages stay queued.
+
+    `by` names who paused it by hand (the API key's name, POST /v1/apps/{app}/pause); None is
+    the dispatcher's own pause (quota, throttle, config). An automatic pause never replaces a
+    hand-made one still in force (SharedState.set_pause): only a resume or its `until` ends it.
+    """
 
     app: str
     until: float
     reason: str
     errcode: int | None = None
+    by: str | None = None
 
 
 class TokenEntry(msgspec.Struct, frozen=True):

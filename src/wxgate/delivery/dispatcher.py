@@ -338,6 +338,8 @@ class Dispatcher:
         current = state.pause
         if current is not None and current.until >= pause.until and current.reason == pause.reason:
             return  # many in-flight sends hit the same limit at once; write it once
+        if current is not None and current.by is not None and current.until > self._clock.now():
+            return  # a person's pause: only a resume or its own end lifts it (store/base.py)
         self._pause_gen += 1
         state.pause = pause
         self._pauses[pause.app] = pause

@@ -217,8 +217,13 @@ class SharedState(Protocol):
     async def get_pauses(self) -> list[AppPause]:
         """Pauses still in force (until > now)."""
 
-    async def set_pause(self, pause: AppPause) -> None: ...
-    async def clear_pause(self, app: str) -> None: ...
+    async def set_pause(self, pause: AppPause) -> None:
+        """Replace the app's pause, except that an automatic pause (by None) never replaces
+        a hand-made one (by set) still in force: a person's pause ends by a resume or its
+        own `until`, not by the dispatcher's next quota or config error."""
+
+    async def clear_pause(self, app: str) -> None:
+        """End the app's pause, hand-made or automatic (a resume)."""
 
     async def remember_nonce(
         self, app: str, nonce: str, digest: str, ttl_s: float, now: float

@@ -205,7 +205,8 @@ CREATE TABLE IF NOT EXISTS pauses (
     app TEXT PRIMARY KEY,
     until REAL NOT NULL,
     reason TEXT NOT NULL,
-    errcode INTEGER
+    errcode INTEGER,
+    by_whom TEXT                     -- AppPause.by: who paused it by hand; NULL: automatic
 ) WITHOUT ROWID;
 
 CREATE TABLE IF NOT EXISTS quota (
@@ -291,6 +292,7 @@ _ADDED_COLUMNS = (
     ("messages", "shared", "INTEGER"),
     ("receipts", "openid", "TEXT"),
     ("messages", "idem_digest", "TEXT"),
+    ("pauses", "by_whom", "TEXT"),
 )
 
 

@@ -1,5 +1,0 @@
--- wxgate PostgreSQL schema, version 2: an idempotency key keeps the fingerprint of the body
--- that made its message (Message.idempotency_digest), so a reuse of the key with another body
--- is answered as a conflict (store/idempotency.py). NULL for keys taken before this version:
--- those are never a conflict, nothing can be compared.
-ALTER TABLE idempotency ADD COLUMN digest text;
