@@ -14,6 +14,8 @@ from wxgate.api.auth import Scope
 from wxgate.api.operation import Content, Op, Route, Schema
 from wxgate.api.schemas import (
     AccessToken,
+    AppList,
+    AppView,
     BatchList,
     BatchPatch,
     DeadLetterPage,
@@ -21,6 +23,7 @@ from wxgate.api.schemas import (
     Invalidated,
     InvalidateIn,
     MessageView,
+    PauseIn,
     Requeued,
     RequeueIn,
     Stats,
@@ -51,6 +54,9 @@ _MODELS: tuple[type[msgspec.Struct], ...] = (
     Invalidated,
     Health,
     Stats,
+    AppList,
+    AppView,
+    PauseIn,
     ErrorBody,
 )
 

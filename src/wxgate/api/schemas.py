@@ -139,6 +139,48 @@ class Health(msgspec.Struct):
     status: str
 
 
+class PauseIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """POST /v1/apps/{app}/pause: why, and until when (epoch s; omitted: until resumed)."""
+
+    reason: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    until: float | None = None
+
+
+class AppPauseView(msgspec.Struct, kw_only=True):
+    """A pause in force: its reason, the errcode behind it (automatic pauses), until when
+    (null: until resumed) and who set it (a key's name; null: the gateway itself)."""
+
+    reason: str
+    errcode: int | None = None
+    meaning: str | None = None
+    until: float | None = None
+    by: str | None = None
+
+
+class QuotaUse(msgspec.Struct):
+    used: int  # claimed from the shared daily counter (Asia/Shanghai day)
+    limit: int
+
+
+class AppView(msgspec.Struct, kw_only=True):
+    """One configured app as an operator sees it (GET /v1/apps)."""
+
+    name: str
+    appid: str
+    state: str  # running | paused
+    pause: AppPauseView | None = None
+    breaker: str | None = None  # this process's breaker (null without a worker pool here)
+    rate_per_s: float  # the live send rate (AIMD may hold it below the maximum)
+    max_rate_per_s: float
+    in_flight: int | None = None
+    quota_day: str
+    quota: dict[str, QuotaUse]
+
+
+class AppList(msgspec.Struct):
+    apps: list[AppView]
+
+
 class ErrcodeCount(msgspec.Struct):
     """Failed send attempts with one errcode, and what WeChat means by it."""
 

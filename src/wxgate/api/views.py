@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from wxgate.api.apps import AppRoutes
 from wxgate.api.batches import BatchRoutes
 from wxgate.api.callback import CallbackRoutes
 from wxgate.api.context import ApiContext
@@ -34,6 +35,7 @@ class Views:
     """Built once per Application; each Route picks its bound handler from them."""
 
     messages: MessageRoutes
+    apps: AppRoutes
     batches: BatchRoutes
     dead_letters: DeadLetterRoutes
     ops: OpsRoutes
@@ -46,6 +48,7 @@ class Views:
     def of(cls, ctx: ApiContext) -> Views:
         return cls(
             MessageRoutes(ctx),
+            AppRoutes(ctx),
             BatchRoutes(ctx),
             DeadLetterRoutes(ctx),
             OpsRoutes(ctx),
