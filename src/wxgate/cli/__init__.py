@@ -1,11 +1,12 @@
 """The `wxgate` command: serve | sim | send | batch (send, follow, pause, resume, cancel, rate,
-results) | status | dlq | config | db (status, migrate) | demo. One module per command group;
-this one assembles them."""
+results) | status | dlq | apps (list, pause, resume) | config | db (status, migrate) | demo.
+One module per command group; this one assembles them."""
 
 from __future__ import annotations
 
 import typer
 
+from wxgate.cli.apps import apps_app
 from wxgate.cli.batch import batch_app
 from wxgate.cli.db import db_app
 from wxgate.cli.dlq import dlq_app
@@ -24,6 +25,7 @@ app = typer.Typer(
 # Registered in the order `wxgate --help` lists them (as before the split).
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(batch_app, name="batch")
+app.add_typer(apps_app, name="apps")
 app.add_typer(config_app, name="config")
 app.add_typer(db_app, name="db")
 app.command("sim", help="Run the WeChat simulator (api.weixin.qq.com stand-in).")(sim_command)
