@@ -18,9 +18,10 @@ from wxgate.clock import Clock
 from wxgate.delivery.app_state import AppState
 from wxgate.delivery.batch_rate import HOLD_MAX_S, BatchRates
 from wxgate.delivery.hooks import DeliveryMetrics, NoMetrics
+from wxgate.delivery.outage_log import OutageLog
 from wxgate.delivery.outcome import Outcome
 from wxgate.delivery.quota import QuotaClaims
-from wxgate.errors import Disposition, WeChatError
+from wxgate.errors import Disposition, TransportError, WeChatError
 from wxgate.models import AppPause, ErrorInfo, Message, SendResult, Status
 from wxgate.policy.adaptive import AimdController
 from wxgate.policy.backoff import delay_s
@@ -92,6 +93,7 @@ class Dispatcher:
         self._warned_unknown: set[str] = set()
         self._quota = QuotaClaims(store)
         self._batch_rates = BatchRates(store, clock)
+        self.outages = OutageLog(clock)  # "WeChat unreachable" once per app per outage
 
     # ------------------------------------------------------------------ state for the pool
 
@@ -250,6 +252,7 @@ class Dispatcher:
             err = WeChatError(ERRCODE_INTERNAL, f"internal error: {type(exc).__name__}")
             return await self._on_error(message, state, err)
         latency_s = self._clock.monotonic() - started
+        self.outages.answered(message.app)
         state.breaker.record(True)
         if state.adaptive is not None:
             state.adaptive.record(False)
@@ -272,6 +275,10 @@ class Dispatcher:
     async def _on_error(self, message: Message, state: AppState, exc: WeChatError) -> Outcome:
         disposition = exc.disposition
         self._metrics.on_failed(message.app, disposition.value, exc.errcode)
+        if isinstance(exc, TransportError):
+            self.outages.failed(message.app, exc.errmsg)
+        elif exc.errcode != ERRCODE_INTERNAL:  # a bug of ours is no answer from WeChat
+            self.outages.answered(message.app)
         error = ErrorInfo(exc.errcode, exc.errmsg[:MAX_ERRMSG])
         now = self._clock.now()
         # Only "WeChat did not answer properly" counts against the breaker; a definite
