@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from support.api import AUTH, NEWS, SHOP, ApiRig, make_settings, running_gateway
+from support.api import AUTH, NEWS, SHOP, ApiRig, make_settings, msg_body, running_gateway
 from wxgate.models import AppPause
 from wxgate.policy.ratelimit import shanghai_day
 from wxgate.settings import KeySettings, Settings
@@ -147,3 +147,22 @@ async def test_unknown_app_is_404_and_scopes_are_enforced(tmp_path: Path) -> Non
 async def test_plain_api_key_is_named_in_the_pause(rig: ApiRig) -> None:
     status, view = await rig.post("/v1/apps/shop/pause", {"reason": "drill"}, headers=AUTH)
     assert status == 200 and view["pause"]["by"] == "api_keys[0]"
+
+
+async def test_a_message_held_by_a_config_pause_says_so(tmp_path: Path) -> None:
+    async with running_gateway(tmp_path / "wx.db", _settings()) as rig:
+        body = msg_body(app="shop")
+        status, accepted = await rig.post("/v1/messages", body, headers=_auth(OPS_KEY))
+        assert status == 202
+        _, view = await rig.get(f"/v1/messages/{accepted['id']}")
+        assert view["status"] == "queued" and view["paused"] is None
+        # The dispatcher's pause for errcode 48001 (api unauthorized): the message shows it.
+        until = rig.clock.now() + 60
+        await rig.store.set_pause(AppPause("shop", until, "api unauthorized", 48001))
+        _, view = await rig.get(f"/v1/messages/{accepted['id']}")
+        assert view["status"] == "queued" and view["attempts"] == 0
+        assert view["paused"]["errcode"] == 48001 and view["paused"]["until"] == until
+        assert view["paused"]["reason"] == "api unauthorized" and view["paused"]["meaning"]
+        rig.clock.advance(61)  # the pause ran out: nothing holds it any more
+        _, view = await rig.get(f"/v1/messages/{accepted['id']}")
+        assert view["paused"] is None

@@ -173,7 +173,7 @@ async def test_rate_wait_past_the_lease_releases_instead(frig: FakeRig) -> None:
     deadline = frig.clock.monotonic() + 13.0
     assert await d.handle(second, lease_deadline=deadline) is Outcome.RELEASED
     stored = await frig.get(second.id)
-    assert stored.status is Status.RETRYING and stored.attempts == 0
+    assert stored.status is Status.QUEUED and stored.attempts == 0  # held back, not failed
     assert stored.last_errcode is None
     assert ("released", ("a", "lease")) in frig.metrics.calls
     assert await frig.sim.deliveries(app="wx_a") != []  # only the first went out
@@ -294,7 +294,7 @@ async def test_token_config_answer_pauses_for_its_time_with_one_alert(
     assert frig.broker.fetches["wx_a"] == 1
     for m in msgs:
         stored = await frig.get(m.id)
-        assert stored.status is Status.RETRYING and stored.attempts == 0
+        assert stored.status is Status.QUEUED and stored.attempts == 0  # held, not failed
 
 
 async def test_not_following_50005_is_dead_at_once(frig: FakeRig) -> None:
@@ -332,7 +332,7 @@ async def test_token_endpoint_answering_404_pauses_with_an_alert_naming_the_url(
     assert "secret_a" not in alert
     for m in msgs:  # not an attempt, not a breaker failure: nothing is dead-lettered
         stored = await frig.get(m.id)
-        assert stored.status is Status.RETRYING and stored.attempts == 0
+        assert stored.status is Status.QUEUED and stored.attempts == 0  # held, not failed
     assert d.app_states()["a"]["breaker"] == "closed"
 
 

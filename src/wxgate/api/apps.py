@@ -42,6 +42,19 @@ MAX_PAUSE_BODY = 4096
 _DECODER = msgspec.json.Decoder(PauseIn)
 
 
+def pause_view_of(pause: AppPause | None, now: float) -> AppPauseView | None:
+    """What GET /v1/apps and a held message show of a pause in force at `now` (else None)."""
+    if pause is None or pause.until <= now:
+        return None
+    return AppPauseView(
+        reason=pause.reason,
+        errcode=pause.errcode,
+        meaning=describe(pause.errcode) if pause.errcode is not None else None,
+        until=None if pause.until - now > _SHOWN_AS_OPEN_ENDED_S else pause.until,
+        by=pause.by,
+    )
+
+
 def _who(request: web.Request) -> str:
     key = caller(request)
     return key.name if key is not None else "anonymous"
@@ -136,16 +149,7 @@ class AppRoutes:
         for kind in MessageKind:
             used = await self.ctx.store.incr_quota(quota_key(app.name, kind.value), day, 0)
             quota[kind.value] = QuotaUse(used, app.quota_for(kind.value))
-        pause_view = None
-        if pause is not None and pause.until > now:
-            open_ended = pause.until - now > _SHOWN_AS_OPEN_ENDED_S
-            pause_view = AppPauseView(
-                reason=pause.reason,
-                errcode=pause.errcode,
-                meaning=describe(pause.errcode) if pause.errcode is not None else None,
-                until=None if open_ended else pause.until,
-                by=pause.by,
-            )
+        pause_view = pause_view_of(pause, now)
         live = live or {}
         return AppView(
             name=app.name,

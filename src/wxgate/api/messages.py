@@ -5,6 +5,7 @@ from __future__ import annotations
 import msgspec
 from aiohttp import web
 
+from wxgate.api.apps import pause_view_of
 from wxgate.api.auth import callback_hosts, caller, require_app
 from wxgate.api.body import read_json
 from wxgate.api.context import ApiContext
@@ -17,7 +18,7 @@ from wxgate.api.responses import json_response
 from wxgate.api.schemas import MessageView
 from wxgate.api.template_check import checked_message
 from wxgate.errors import StoreTimeout
-from wxgate.models import Accepted, MessageIn, Status, new_id
+from wxgate.models import PENDING_STATUSES, Accepted, MessageIn, Status, new_id
 from wxgate.store.base import CancelOutcome
 
 _DECODER = msgspec.json.Decoder(MessageIn)
@@ -68,7 +69,12 @@ class MessageRoutes:
         if message is None:
             raise _not_found(msg_id)
         require_app(caller(request), message.app)
-        return json_response(MessageView.of(message, self.ctx.clock.now()))
+        now = self.ctx.clock.now()
+        paused = None
+        if message.status in PENDING_STATUSES:  # why it waits, when its app is paused
+            found = [p for p in await self.ctx.store.get_pauses() if p.app == message.app]
+            paused = pause_view_of(found[0] if found else None, now)
+        return json_response(MessageView.of(message, now, paused))
 
     async def cancel(self, request: web.Request) -> web.Response:
         msg_id = request.match_info["id"]

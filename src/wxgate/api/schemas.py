@@ -44,9 +44,12 @@ class MessageView(msgspec.Struct, kw_only=True):
     updated_at: float | None = None
     # What the gateway changed at accept time, e.g. a value truncated to the template's limit.
     notes: list[str] | None = None
+    # A waiting message whose app is paused (by hand, quota, throttle or a config error): the
+    # pause that holds it, so `queued` with attempts 0 says why it is not sent.
+    paused: AppPauseView | None = None
 
     @classmethod
-    def of(cls, m: Message, now: float) -> MessageView:
+    def of(cls, m: Message, now: float, paused: AppPauseView | None = None) -> MessageView:
         status = m.status
         # A waiting message whose deadline passed will never be sent: a worker expires it when
         # it next reaches it (the store may not have recorded that yet), so show it as expired.
@@ -73,6 +76,7 @@ class MessageView(msgspec.Struct, kw_only=True):
             finished_at=m.finished_at,
             updated_at=m.updated_at,
             notes=m.notes,
+            paused=paused if status in PENDING_STATUSES else None,
         )
 
 
