@@ -287,6 +287,14 @@ class Dispatcher:
         if state.adaptive is not None:
             state.adaptive.record_error(exc)  # -1, 45011, 5xx, timeouts slow the app down
 
+        repeat = message.last_errcode == exc.errcode
+        if disposition in (Disposition.THROTTLE, Disposition.CONFIG) and repeat:
+            # This message already paused its app for this errcode once (the pause ran out, or
+            # a person resumed the app): pausing the app again for it would loop forever (one
+            # bad recipient re-pausing a campaign every minute). It fails like any other
+            # attempt instead: backoff, then a dead letter; the next message to meet the
+            # error for the first time pauses the app again.
+            disposition = Disposition.RETRY
         if disposition is Disposition.THROTTLE:
             if exc.errcode == ERRCODE_MINUTE_QUOTA:
                 until = next_minute(now)
@@ -295,7 +303,7 @@ class Dispatcher:
             await self._set_pause(
                 state, AppPause(message.app, until, describe(exc.errcode), exc.errcode)
             )
-            return await self.release(message, "throttle", min(until, now + PAUSE_RECHECK_S))
+            return await self._hold(message, "throttle", min(until, now + PAUSE_RECHECK_S), error)
         if disposition is Disposition.CONFIG:
             pause_s = config_pause_s(exc.errcode)
             pause = AppPause(message.app, now + pause_s, describe(exc.errcode), exc.errcode)
@@ -312,7 +320,8 @@ class Dispatcher:
                     extra=_context(message, exc.errcode),
                 )
             await self._set_pause(state, pause)
-            return await self.release(message, "config", min(pause.until, now + PAUSE_RECHECK_S))
+            at = min(pause.until, now + PAUSE_RECHECK_S)
+            return await self._hold(message, "config", at, error)
         if disposition is Disposition.DROP:
             return await self._dead(message, state, error)
 
@@ -327,6 +336,17 @@ class Dispatcher:
         state.retried += 1
         self._metrics.on_retry(message.app)
         return Outcome.RETRY
+
+    async def _hold(self, message: Message, reason: str, at: float, error: ErrorInfo) -> Outcome:
+        """Put back the message whose error paused its app: no attempt counted, but its errcode
+        recorded (it did fail, and a second time it is an attempt: see _on_error)."""
+        if not await self._store.retry(message.id, message.lease_token, at, error, False):
+            return Outcome.FENCED
+        state = self._states.get(message.app)
+        if state is not None:
+            state.released += 1
+        self._metrics.on_released(message.app, reason)
+        return Outcome.RELEASED
 
     async def _dead(self, message: Message, state: AppState, error: ErrorInfo) -> Outcome:
         if not await self._store.dead(message.id, message.lease_token, error):
