@@ -400,3 +400,20 @@ async def test_a_resume_ends_a_quota_pause_until_midnight(frig: FakeRig) -> None
     [again] = await frig.store.lease(1, LEASE_S, frig.clock.now())
     assert await d.handle(again) is Outcome.SENT
     assert await frig.store.get_pauses() == []
+
+
+async def test_a_token_endpoint_config_error_keeps_pausing_its_app(frig: FakeRig) -> None:
+    # 89503 (the admin must confirm the token call) is about the app, not the message: the same
+    # message meeting it again pauses the app again, it is never counted towards a dead letter.
+    await frig.sim.set_faults(app="wx_a", token_error_rates={"89503": 1.0})
+    d = frig.dispatcher()
+    [m] = await frig.leased()
+    assert await d.handle(m) is Outcome.RELEASED
+    await frig.store.clear_pause("a")  # a person resumes before the admin confirmed
+    await d.refresh_pauses(force=True)
+    frig.clock.advance(PAUSE_RECHECK_S)
+    [again] = await frig.store.lease(1, LEASE_S, frig.clock.now())
+    assert again.last_errcode == 89503
+    assert await d.handle(again) is Outcome.RELEASED  # paused again, not an attempt
+    assert [p.errcode for p in await frig.store.get_pauses()] == [89503]
+    assert (await frig.get(m.id)).attempts == 0

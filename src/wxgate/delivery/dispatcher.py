@@ -21,7 +21,13 @@ from wxgate.delivery.hooks import DeliveryMetrics, NoMetrics
 from wxgate.delivery.outage_log import OutageLog
 from wxgate.delivery.outcome import Outcome
 from wxgate.delivery.quota import QuotaClaims
-from wxgate.errors import Disposition, TransportError, WeChatError
+from wxgate.errors import (
+    BadTokenEndpoint,
+    Disposition,
+    TokenAnswer,
+    TransportError,
+    WeChatError,
+)
 from wxgate.models import AppPause, ErrorInfo, Message, SendResult, Status
 from wxgate.policy.adaptive import AimdController
 from wxgate.policy.backoff import delay_s
@@ -287,7 +293,10 @@ class Dispatcher:
         if state.adaptive is not None:
             state.adaptive.record_error(exc)  # -1, 45011, 5xx, timeouts slow the app down
 
-        repeat = message.last_errcode == exc.errcode
+        # A token endpoint's answer is about the app, never this message: it keeps pausing.
+        repeat = message.last_errcode == exc.errcode and not isinstance(
+            exc, TokenAnswer | BadTokenEndpoint
+        )
         if disposition in (Disposition.THROTTLE, Disposition.CONFIG) and repeat:
             # This message already paused its app for this errcode once (the pause ran out, or
             # a person resumed the app): pausing the app again for it would loop forever (one
