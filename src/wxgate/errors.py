@@ -106,6 +106,11 @@ class OutcomeUnknown(TransportError):
     errcode_value = -4
 
 
+class TokenAnswer(WeChatError):
+    """An errcode from a token endpoint (/cgi-bin/token, stable_token): about the app (its
+    secret, IP whitelist, the admin's confirmation), never about one message or recipient."""
+
+
 class BadTokenEndpoint(WeChatError):
     """A token endpoint answered something that is not WeChat's JSON (an HTTP 404, an HTML
     page): `wechat.base_url` points at the wrong host or path, which no retry can fix."""

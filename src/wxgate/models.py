@@ -141,6 +141,10 @@ class Message(msgspec.Struct, kw_only=True):
     miniprogram_state: str | None = None
     lang: str | None = None
     idempotency_key: str | None = None
+    # With a key: the fingerprint of the request body that made the message (api/intake.py).
+    # The store keeps it with the key, so a reuse of the key with another body is refused
+    # (EnqueueResult.conflict) instead of answered with the first message. None: not checked.
+    idempotency_digest: str | None = None
     batch_id: str | None = None
     callback_url: str | None = None
     priority: str = "normal"
@@ -186,6 +190,9 @@ class EnqueueResult(msgspec.Struct, frozen=True):
     id: str
     status: Status
     created: bool  # False when (app, idempotency_key) already existed: `id` is the original
+    # The key already existed with another body fingerprint (Message.idempotency_digest):
+    # the caller reused a key for a different message (the API answers 409).
+    conflict: bool = False
 
 
 class BatchStatus(StrEnum):
@@ -230,12 +237,18 @@ BATCH_SETTABLE = BATCH_STATUSES - {BatchStatus.LOADING}
 
 
 class AppPause(msgspec.Struct, frozen=True):
-    """An app is not sent to until `until` (epoch s); messages stay queued."""
+    """An app is not sent to until `until` (epoch s); messages stay queued.
+
+    `by` names who paused it by hand (the API key's name, POST /v1/apps/{app}/pause); None is
+    the dispatcher's own pause (quota, throttle, config). An automatic pause never replaces a
+    hand-made one still in force (SharedState.set_pause): only a resume or its `until` ends it.
+    """
 
     app: str
     until: float
     reason: str
     errcode: int | None = None
+    by: str | None = None
 
 
 class TokenEntry(msgspec.Struct, frozen=True):

@@ -35,7 +35,11 @@ def test_sync_client_round_trip(server: ThreadServer) -> None:
     with GatewayClient(server.base_url, KEY, timeout=5) as gw:
         a = gw.send("o_user_1", "tpl_order", {"first": "Paid", "n": 2}, idempotency_key="k1")
         assert a.status is Status.QUEUED
-        assert gw.send("o_user_1", "tpl_order", {"first": "Paid"}, idempotency_key="k1").id == a.id
+        again = gw.send("o_user_1", "tpl_order", {"first": "Paid", "n": 2}, idempotency_key="k1")
+        assert again.id == a.id  # the same request again: the first message
+        with pytest.raises(GatewayError) as refused:  # the key reused for another message
+            gw.send("o_user_1", "tpl_order", {"first": "Paid"}, idempotency_key="k1")
+        assert refused.value.status == 409 and "'k1'" in str(refused.value)
         b = gw.send("o_user_2", "tpl_order", {"first": "x"}, send_at=server.clock.now() + 60)
         assert b.status is Status.SCHEDULED and b.id != a.id
         view = gw.get_message(a.id)

@@ -61,7 +61,9 @@ async def test_stats(tmp_path: Path) -> None:
     assert status == 200
     assert {k: v for k, v in stats["by_status"].items() if v} == {"queued": 1, "scheduled": 1}
     assert stats["queue_depth"] == 2
-    assert stats["pauses"] == [{"app": "shop", "until": until, "reason": "quota", "errcode": 45009}]
+    assert stats["pauses"] == [
+        {"app": "shop", "until": until, "reason": "quota", "errcode": 45009, "by": None}
+    ]  # by: who paused it by hand (None: the gateway itself)
     assert stats["delivery"]["apps"]["shop"]["breaker"] == "closed"
 
 

@@ -51,17 +51,15 @@ def _execute(url: str, sql: str) -> None:
 def test_db_status_and_migrate(postgres_db: str) -> None:
     code, out, _ = _run("db", "status", "--store", postgres_db)
     assert code == 0
-    names = ", ".join(f"{m.version:04d}_{m.name}" for m in migrations())
-    assert f"schema version 0 (code {code_version()}); pending: {names}" in out
+    every = ", ".join(f"{m.version:04d}_{m.name}" for m in migrations())
+    assert f"schema version 0 (code {code_version()}); pending: {every}" in out
     code, out, _ = _run("db", "migrate", "--store", postgres_db)
-    assert (code, out.strip()) == (0, f"applied: {names}")
+    assert (code, out.strip()) == (0, f"applied: {every}")
     code, out, _ = _run("db", "migrate", "--store", postgres_db)
     assert (code, out.strip()) == (0, "schema is up to date")
     code, out, _ = _run("db", "status", "--store", postgres_db)
-    assert (code, out.strip()) == (
-        0,
-        f"schema version {code_version()} (code {code_version()}); pending: none",
-    )
+    newest = code_version()
+    assert (code, out.strip()) == (0, f"schema version {newest} (code {newest}); pending: none")
 
 
 def test_a_newer_schema_fails_status_and_stops_serve(tmp_path: Path, postgres_db: str) -> None:

@@ -181,7 +181,7 @@ async def test_rate_wait_past_the_lease_releases_instead(frig: FakeRig) -> None:
     deadline = frig.clock.monotonic() + 13.0
     assert await d.handle(second, lease_deadline=deadline) is Outcome.RELEASED
     stored = await frig.get(second.id)
-    assert stored.status is Status.RETRYING and stored.attempts == 0
+    assert stored.status is Status.QUEUED and stored.attempts == 0  # held back, not failed
     assert stored.last_errcode is None
     assert ("released", ("a", "lease")) in frig.metrics.calls
     assert await frig.sim.deliveries(app="wx_a") != []  # only the first went out
@@ -300,9 +300,14 @@ async def test_token_config_answer_pauses_for_its_time_with_one_alert(
         ("config_alert", ("a", errcode))
     ]
     assert frig.broker.fetches["wx_a"] == 1
-    for m in msgs:
+    # The one that met the error keeps its errcode (no attempt counted); the rest are only
+    # held back by the pause: queued, untouched.
+    first = await frig.get(msgs[0].id)
+    assert (first.status, first.attempts, first.last_errcode) == (Status.RETRYING, 0, errcode)
+    for m in msgs[1:]:
         stored = await frig.get(m.id)
-        assert stored.status is Status.RETRYING and stored.attempts == 0
+        assert stored.status is Status.QUEUED and stored.attempts == 0  # held, not failed
+        assert stored.last_errcode is None
 
 
 async def test_not_following_50005_is_dead_at_once(frig: FakeRig) -> None:
@@ -338,9 +343,10 @@ async def test_token_endpoint_answering_404_pauses_with_an_alert_naming_the_url(
     [alert] = [r.getMessage() for r in caplog.records if "ALERT" in r.getMessage()]
     assert f"{wrong}/cgi-bin/stable_token" in alert and "HTTP 404" in alert
     assert "secret_a" not in alert
-    for m in msgs:  # not an attempt, not a breaker failure: nothing is dead-lettered
-        stored = await frig.get(m.id)
-        assert stored.status is Status.RETRYING and stored.attempts == 0
+    first = await frig.get(msgs[0].id)  # not an attempt, not a breaker failure
+    assert (first.status, first.attempts, first.last_errcode) == (Status.RETRYING, 0, -6)
+    held = await frig.get(msgs[1].id)
+    assert (held.status, held.attempts, held.last_errcode) == (Status.QUEUED, 0, None)
     assert d.app_states()["a"]["breaker"] == "closed"
 
 
@@ -400,3 +406,63 @@ async def test_a_second_message_to_one_user_and_template_waits_for_the_first_rec
     [again] = await frig.store.lease(10, 30.0, frig.clock.now() + 2)
     assert again.id == second.id
     assert await d.handle(again) is Outcome.SENT
+
+
+# ---- one bad recipient must not re-pause its app forever (issue 16: a 40 s campaign, 183 s)
+
+
+async def test_a_resume_ends_the_re_pause_loop_until_the_next_real_error(frig: FakeRig) -> None:
+    touser, errcode = "o_unauthorized", 48001  # the simulator answers 48001 every time
+    d = frig.dispatcher()
+    [bad] = await frig.leased(touser=touser)
+    assert await d.handle(bad) is Outcome.RELEASED  # its error pauses the app
+    [pause] = await frig.store.get_pauses()
+    assert pause.errcode == errcode
+    # A person resumes the app; the bad message comes round again.
+    await frig.store.clear_pause("a")
+    await d.refresh_pauses(force=True)
+    frig.clock.advance(PAUSE_RECHECK_S)
+    [again] = await frig.store.lease(1, LEASE_S, frig.clock.now())
+    assert again.id == bad.id and again.last_errcode == errcode
+    assert await d.handle(again) is Outcome.RETRY  # an attempt now, not another pause
+    assert await frig.store.get_pauses() == []
+    stored = await frig.get(bad.id)
+    assert (stored.status, stored.attempts) == (Status.RETRYING, 1)
+    # The app sends on...
+    [good] = await frig.leased(touser="o_user_after")
+    assert await d.handle(good) is Outcome.SENT
+    # ...until another message meets a real config error for the first time: paused again.
+    [fresh] = await frig.leased(touser=f"{touser}_other")
+    assert await d.handle(fresh) is Outcome.RELEASED
+    assert [p.errcode for p in await frig.store.get_pauses()] == [errcode]
+
+
+async def test_a_resume_ends_a_quota_pause_until_midnight(frig: FakeRig) -> None:
+    d = frig.dispatcher()
+    [bad] = await frig.leased(touser="o_quota")  # 45009 on its first send only
+    assert await d.handle(bad) is Outcome.RELEASED
+    [pause] = await frig.store.get_pauses()
+    assert pause.until == next_shanghai_midnight(frig.clock.now())
+    await frig.store.clear_pause("a")  # a person resumes: not paused until midnight
+    await d.refresh_pauses(force=True)
+    frig.clock.advance(PAUSE_RECHECK_S)
+    [again] = await frig.store.lease(1, LEASE_S, frig.clock.now())
+    assert await d.handle(again) is Outcome.SENT
+    assert await frig.store.get_pauses() == []
+
+
+async def test_a_token_endpoint_config_error_keeps_pausing_its_app(frig: FakeRig) -> None:
+    # 89503 (the admin must confirm the token call) is about the app, not the message: the same
+    # message meeting it again pauses the app again, it is never counted towards a dead letter.
+    await frig.sim.set_faults(app="wx_a", token_error_rates={"89503": 1.0})
+    d = frig.dispatcher()
+    [m] = await frig.leased()
+    assert await d.handle(m) is Outcome.RELEASED
+    await frig.store.clear_pause("a")  # a person resumes before the admin confirmed
+    await d.refresh_pauses(force=True)
+    frig.clock.advance(PAUSE_RECHECK_S)
+    [again] = await frig.store.lease(1, LEASE_S, frig.clock.now())
+    assert again.last_errcode == 89503
+    assert await d.handle(again) is Outcome.RELEASED  # paused again, not an attempt
+    assert [p.errcode for p in await frig.store.get_pauses()] == [89503]
+    assert (await frig.get(m.id)).attempts == 0

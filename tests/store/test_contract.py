@@ -5,6 +5,7 @@ from __future__ import annotations
 from contract import (
     BatchContract,
     FindContract,
+    IdempotencyContract,
     LifecycleContract,
     LinksContract,
     OutboxContract,
@@ -58,4 +59,8 @@ class TestRedrive(RedriveContract):
 
 
 class TestThroughput(ThroughputContract):
+    pass
+
+
+class TestIdempotency(IdempotencyContract):
     pass

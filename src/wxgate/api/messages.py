@@ -5,18 +5,20 @@ from __future__ import annotations
 import msgspec
 from aiohttp import web
 
+from wxgate.api.apps import pause_view_of
 from wxgate.api.auth import callback_hosts, caller, require_app
 from wxgate.api.body import read_json
 from wxgate.api.context import ApiContext
 from wxgate.api.data_limits import check_message_data
 from wxgate.api.errors import ApiError
+from wxgate.api.idempotency import body_digest, key_conflict
 from wxgate.api.intake import idempotency_key, message_from, resolve_app
 from wxgate.api.outcome import OutcomeUnknown
 from wxgate.api.responses import json_response
 from wxgate.api.schemas import MessageView
 from wxgate.api.template_check import checked_message
 from wxgate.errors import StoreTimeout
-from wxgate.models import Accepted, MessageIn, Status, new_id
+from wxgate.models import PENDING_STATUSES, Accepted, MessageIn, Status, new_id
 from wxgate.store.base import CancelOutcome
 
 _DECODER = msgspec.json.Decoder(MessageIn)
@@ -39,6 +41,8 @@ class MessageRoutes:
         key = idempotency_key(body.idempotency_key, request.headers.get("Idempotency-Key"))
         hosts = callback_hosts(request)
         message = message_from(body, app, ctx.clock.now(), new_id(), key, hosts)
+        if key is not None:
+            message.idempotency_digest = body_digest(body, app.name, message.data)
         check_message_data(message.data, ctx.settings.server.max_data_bytes)
         if app.validate != "off":
             message = await checked_message(ctx.templates, app, message)
@@ -48,6 +52,8 @@ class MessageRoutes:
             (result,) = await ctx.store.enqueue((message,))
         except StoreTimeout as exc:
             raise OutcomeUnknown(exc, message_id=message.id) from None
+        if result.conflict:
+            raise key_conflict(key or "", result.id)
         status = result.status
         if result.created:
             ctx.depth.accepted(1)
@@ -63,7 +69,12 @@ class MessageRoutes:
         if message is None:
             raise _not_found(msg_id)
         require_app(caller(request), message.app)
-        return json_response(MessageView.of(message, self.ctx.clock.now()))
+        now = self.ctx.clock.now()
+        paused = None
+        if message.status in PENDING_STATUSES:  # why it waits, when its app is paused
+            found = [p for p in await self.ctx.store.get_pauses() if p.app == message.app]
+            paused = pause_view_of(found[0] if found else None, now)
+        return json_response(MessageView.of(message, now, paused))
 
     async def cancel(self, request: web.Request) -> web.Response:
         msg_id = request.match_info["id"]

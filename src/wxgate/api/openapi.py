@@ -14,6 +14,8 @@ from wxgate.api.auth import Scope
 from wxgate.api.operation import Content, Op, Route, Schema
 from wxgate.api.schemas import (
     AccessToken,
+    AppList,
+    AppView,
     BatchList,
     BatchPatch,
     DeadLetterPage,
@@ -22,6 +24,7 @@ from wxgate.api.schemas import (
     InvalidateIn,
     MessagePage,
     MessageView,
+    PauseIn,
     Requeued,
     RequeueIn,
     Stats,
@@ -55,6 +58,9 @@ _MODELS: tuple[type[msgspec.Struct], ...] = (
     Invalidated,
     Health,
     Stats,
+    AppList,
+    AppView,
+    PauseIn,
     ErrorBody,
 )
 

@@ -16,6 +16,8 @@ from wxgate.api.find import DEFAULT_LIMIT as FIND_DEFAULT_LIMIT
 from wxgate.api.operation import Op, Route, Schema
 from wxgate.api.schemas import (
     AccessToken,
+    AppList,
+    AppView,
     BatchList,
     BatchPatch,
     DeadLetterPage,
@@ -24,6 +26,7 @@ from wxgate.api.schemas import (
     InvalidateIn,
     MessagePage,
     MessageView,
+    PauseIn,
     Requeued,
     RequeueIn,
     Stats,
@@ -71,12 +74,13 @@ ROUTES: tuple[Route, ...] = (
             "Enqueue one message",
             ("202", Accepted),
             MessageIn,
-            ("400", "401", "403", "413", "415", "429", "503"),
+            ("400", "401", "403", "409", "413", "415", "429", "503"),
             headers=(
                 (
                     "Idempotency-Key",
                     {"type": "string", "minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY},
-                    "Same key, same message: a repeat returns the first id",
+                    "Same key and body: a repeat returns the first id (202); the same key "
+                    "with another body is 409 idempotency_conflict",
                 ),
             ),
             description="Answered only after the message is committed to the store.",
@@ -315,6 +319,46 @@ ROUTES: tuple[Route, ...] = (
             ("200", Requeued),
             RequeueIn,
             ("400", "401", "403", "415"),
+        ),
+    ),
+    Route(
+        "GET",
+        "/v1/apps",
+        lambda v: v.apps.list,
+        Scope.READ,
+        Op(
+            "Configured apps: state, pause, breaker, rate, quota used today",
+            ("200", AppList),
+            None,
+            ("401", "403"),
+        ),
+    ),
+    Route(
+        "POST",
+        "/v1/apps/{app}/pause",
+        lambda v: v.apps.pause,
+        Scope.ADMIN,
+        Op(
+            "Pause an app by hand (until a time, or until resumed)",
+            ("200", AppView),
+            PauseIn,
+            ("400", "401", "403", "404", "413", "415"),
+            _APP,
+            description="Every process stops sending for the app; its messages stay queued. "
+            "The gateway's own quota, throttle and config pauses never replace it.",
+        ),
+    ),
+    Route(
+        "POST",
+        "/v1/apps/{app}/resume",
+        lambda v: v.apps.resume,
+        Scope.ADMIN,
+        Op(
+            "Resume an app: ends any pause (by hand, quota, throttle or config)",
+            ("200", AppView),
+            None,
+            ("401", "403", "404"),
+            _APP,
         ),
     ),
     Route(

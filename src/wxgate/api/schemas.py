@@ -49,9 +49,12 @@ class MessageView(msgspec.Struct, kw_only=True):
     updated_at: float | None = None
     # What the gateway changed at accept time, e.g. a value truncated to the template's limit.
     notes: list[str] | None = None
+    # A waiting message whose app is paused (by hand, quota, throttle or a config error): the
+    # pause that holds it, so `queued` with attempts 0 says why it is not sent.
+    paused: AppPauseView | None = None
 
     @classmethod
-    def of(cls, m: Message, now: float) -> MessageView:
+    def of(cls, m: Message, now: float, paused: AppPauseView | None = None) -> MessageView:
         status = m.status
         # A waiting message whose deadline passed will never be sent: a worker expires it when
         # it next reaches it (the store may not have recorded that yet), so show it as expired.
@@ -80,6 +83,7 @@ class MessageView(msgspec.Struct, kw_only=True):
             finished_at=m.finished_at,
             updated_at=m.updated_at,
             notes=m.notes,
+            paused=paused if status in PENDING_STATUSES else None,
         )
 
 
@@ -163,6 +167,48 @@ class Invalidated(msgspec.Struct):
 
 class Health(msgspec.Struct):
     status: str
+
+
+class PauseIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """POST /v1/apps/{app}/pause: why, and until when (epoch s; omitted: until resumed)."""
+
+    reason: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    until: float | None = None
+
+
+class AppPauseView(msgspec.Struct, kw_only=True):
+    """A pause in force: its reason, the errcode behind it (automatic pauses), until when
+    (null: until resumed) and who set it (a key's name; null: the gateway itself)."""
+
+    reason: str
+    errcode: int | None = None
+    meaning: str | None = None
+    until: float | None = None
+    by: str | None = None
+
+
+class QuotaUse(msgspec.Struct):
+    used: int  # claimed from the shared daily counter (Asia/Shanghai day)
+    limit: int
+
+
+class AppView(msgspec.Struct, kw_only=True):
+    """One configured app as an operator sees it (GET /v1/apps)."""
+
+    name: str
+    appid: str
+    state: str  # running | paused
+    pause: AppPauseView | None = None
+    breaker: str | None = None  # this process's breaker (null without a worker pool here)
+    rate_per_s: float  # the live send rate (AIMD may hold it below the maximum)
+    max_rate_per_s: float
+    in_flight: int | None = None
+    quota_day: str
+    quota: dict[str, QuotaUse]
+
+
+class AppList(msgspec.Struct):
+    apps: list[AppView]
 
 
 class ErrcodeCount(msgspec.Struct):

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from wxgate.api.apps import AppRoutes
 from wxgate.api.batches import BatchRoutes
 from wxgate.api.callback import CallbackRoutes
 from wxgate.api.chart import ChartRoutes
@@ -37,6 +38,7 @@ class Views:
 
     messages: MessageRoutes
     find: FindRoutes
+    apps: AppRoutes
     batches: BatchRoutes
     dead_letters: DeadLetterRoutes
     ops: OpsRoutes
@@ -51,6 +53,7 @@ class Views:
         return cls(
             MessageRoutes(ctx),
             FindRoutes(ctx),
+            AppRoutes(ctx),
             BatchRoutes(ctx),
             DeadLetterRoutes(ctx),
             OpsRoutes(ctx),

@@ -1,11 +1,13 @@
 """The `wxgate` command: serve | sim | send | batch (send, follow, pause, resume, cancel, rate,
-results) | status | messages (list, cancel) | dlq | config | db (status, migrate) | demo.
+results) | status | messages (list, cancel) | dlq | apps (list, pause, resume) | config | db
+(status, migrate) | demo.
 One module per command group; this one assembles them."""
 
 from __future__ import annotations
 
 import typer
 
+from wxgate.cli.apps import apps_app
 from wxgate.cli.batch import batch_app
 from wxgate.cli.db import db_app
 from wxgate.cli.dlq import dlq_app
@@ -25,6 +27,7 @@ app = typer.Typer(
 # Registered in the order `wxgate --help` lists them (as before the split).
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(batch_app, name="batch")
+app.add_typer(apps_app, name="apps")
 app.add_typer(config_app, name="config")
 app.add_typer(db_app, name="db")
 app.add_typer(messages_app, name="messages")

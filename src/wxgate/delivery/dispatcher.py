@@ -18,9 +18,17 @@ from wxgate.clock import Clock
 from wxgate.delivery.app_state import AppState
 from wxgate.delivery.batch_rate import HOLD_MAX_S, BatchRates
 from wxgate.delivery.hooks import DeliveryMetrics, NoMetrics
+from wxgate.delivery.outage_log import OutageLog
 from wxgate.delivery.outcome import Outcome
 from wxgate.delivery.quota import QuotaClaims
-from wxgate.errors import Disposition, OutcomeUnknown, WeChatError
+from wxgate.errors import (
+    BadTokenEndpoint,
+    Disposition,
+    OutcomeUnknown,
+    TokenAnswer,
+    TransportError,
+    WeChatError,
+)
 from wxgate.models import SUBSCRIBE_KINDS, AppPause, ErrorInfo, Message, SendResult, Status
 from wxgate.policy.adaptive import AimdController
 from wxgate.policy.backoff import delay_s
@@ -99,6 +107,7 @@ class Dispatcher:
         self._quota = QuotaClaims(store)
         self._links = ReceiptLinker(store)
         self._batch_rates = BatchRates(store, clock)
+        self.outages = OutageLog(clock)  # "WeChat unreachable" once per app per outage
 
     # ------------------------------------------------------------------ state for the pool
 
@@ -283,11 +292,18 @@ class Dispatcher:
             err = WeChatError(ERRCODE_INTERNAL, f"internal error: {type(exc).__name__}")
             return await self._on_error(message, state, err)
         latency_s = self._clock.monotonic() - started
+        self.outages.answered(message.app)
         state.breaker.record(True)
         if state.adaptive is not None:
             state.adaptive.record(False)
         now = self._clock.now()
-        status = await self._store.ack(message.id, message.lease_token, SendResult(msgid, now))
+        token = message.lease_token
+        status = await self._store.ack(message.id, token, SendResult(msgid, now))
+        while status is None and message.lease_token != token:
+            # Leased again to this process while the ack was on its way: the pool handed this
+            # copy the newer token (workers.py), so the send that happened is recorded under it.
+            token = message.lease_token
+            status = await self._store.ack(message.id, token, SendResult(msgid, now))
         if linked:
             outcome = Finish.NO_MSGID if msgid is None else Finish.MSGID
             await self._finish_link(message, outcome, msgid)
@@ -326,6 +342,10 @@ class Dispatcher:
     async def _on_error(self, message: Message, state: AppState, exc: WeChatError) -> Outcome:
         disposition = exc.disposition
         self._metrics.on_failed(message.app, disposition.value, exc.errcode)
+        if isinstance(exc, TransportError):
+            self.outages.failed(message.app, exc.errmsg)
+        elif exc.errcode != ERRCODE_INTERNAL:  # a bug of ours is no answer from WeChat
+            self.outages.answered(message.app)
         error = ErrorInfo(exc.errcode, exc.errmsg[:MAX_ERRMSG])
         now = self._clock.now()
         # Only "WeChat did not answer properly" counts against the breaker; a definite
@@ -334,6 +354,17 @@ class Dispatcher:
         if state.adaptive is not None:
             state.adaptive.record_error(exc)  # -1, 45011, 5xx, timeouts slow the app down
 
+        # A token endpoint's answer is about the app, never this message: it keeps pausing.
+        repeat = message.last_errcode == exc.errcode and not isinstance(
+            exc, TokenAnswer | BadTokenEndpoint
+        )
+        if disposition in (Disposition.THROTTLE, Disposition.CONFIG) and repeat:
+            # This message already paused its app for this errcode once (the pause ran out, or
+            # a person resumed the app): pausing the app again for it would loop forever (one
+            # bad recipient re-pausing a campaign every minute). It fails like any other
+            # attempt instead: backoff, then a dead letter; the next message to meet the
+            # error for the first time pauses the app again.
+            disposition = Disposition.RETRY
         if disposition is Disposition.THROTTLE:
             if exc.errcode == ERRCODE_MINUTE_QUOTA:
                 until = next_minute(now)
@@ -342,7 +373,7 @@ class Dispatcher:
             await self._set_pause(
                 state, AppPause(message.app, until, describe(exc.errcode), exc.errcode)
             )
-            return await self.release(message, "throttle", min(until, now + PAUSE_RECHECK_S))
+            return await self._hold(message, "throttle", min(until, now + PAUSE_RECHECK_S), error)
         if disposition is Disposition.CONFIG:
             pause_s = config_pause_s(exc.errcode)
             pause = AppPause(message.app, now + pause_s, describe(exc.errcode), exc.errcode)
@@ -359,7 +390,8 @@ class Dispatcher:
                     extra=_context(message, exc.errcode),
                 )
             await self._set_pause(state, pause)
-            return await self.release(message, "config", min(pause.until, now + PAUSE_RECHECK_S))
+            at = min(pause.until, now + PAUSE_RECHECK_S)
+            return await self._hold(message, "config", at, error)
         if disposition is Disposition.DROP:
             return await self._dead(message, state, error)
 
@@ -374,6 +406,17 @@ class Dispatcher:
         state.retried += 1
         self._metrics.on_retry(message.app)
         return Outcome.RETRY
+
+    async def _hold(self, message: Message, reason: str, at: float, error: ErrorInfo) -> Outcome:
+        """Put back the message whose error paused its app: no attempt counted, but its errcode
+        recorded (it did fail, and a second time it is an attempt: see _on_error)."""
+        if not await self._store.retry(message.id, message.lease_token, at, error, False):
+            return Outcome.FENCED
+        state = self._states.get(message.app)
+        if state is not None:
+            state.released += 1
+        self._metrics.on_released(message.app, reason)
+        return Outcome.RELEASED
 
     async def _dead(self, message: Message, state: AppState, error: ErrorInfo) -> Outcome:
         if not await self._store.dead(message.id, message.lease_token, error):
@@ -392,6 +435,8 @@ class Dispatcher:
         current = state.pause
         if current is not None and current.until >= pause.until and current.reason == pause.reason:
             return  # many in-flight sends hit the same limit at once; write it once
+        if current is not None and current.by is not None and current.until > self._clock.now():
+            return  # a person's pause: only a resume or its own end lifts it (store/base.py)
         self._pause_gen += 1
         state.pause = pause
         self._pauses[pause.app] = pause

@@ -13,6 +13,13 @@ lease can bring one app more than its free slots: the extra wait in its lane, ho
 Leases are not renewed. The invariant that makes that safe: lease_s > the dispatcher's send
 budget (2 x the client's total timeout) + the rate-limit look-ahead; a message whose lease
 is too close to its end when its turn comes is released instead of sent late.
+
+When the invariant is broken anyway (lease_s set below the budget, or a store call that hangs
+through a failover after the send), the store hands an expired lease out again, possibly to
+this same process while its first copy is still in a lane or a worker. The pool knows every
+message it holds by id: such a re-lease is not dispatched a second time, its newer lease token
+is handed to the copy already held (so that copy's outcome lands under the live lease instead
+of being fenced off), and the re-lease is counted in `released_again`.
 """
 
 from __future__ import annotations
@@ -66,6 +73,7 @@ class WorkerPool:
         self._concurrency = worker_settings.concurrency
         self._lanes = Lanes(dispatcher)
         self._running: dict[str, Message] = {}  # inside dispatcher.handle, by message id
+        self._holding: dict[str, Message] = {}  # leased and not finished (lane or worker), by id
         self._aborted: list[Message] = []  # cancelled mid-handle by a drain timeout
         self._capacity_bound = False  # the lease loop waits for slots to free up
         self._refill_at_n: int | None = None
@@ -79,6 +87,7 @@ class WorkerPool:
         self._drain_abort = asyncio.Event()
         self.leased_total = 0
         self.leases = 0
+        self.released_again = 0  # leases of a message this pool still held (see the docstring)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -234,7 +243,7 @@ class WorkerPool:
             self._lanes.freed = 0
             self.leases += 1
             self.leased_total += len(messages)
-            self._lanes.accept(messages, deadline)
+            self._lanes.accept(self._adopt(messages), deadline)
             backlog = len(messages) >= n
             if backlog:
                 idle_s = self._settings.idle_poll_s
@@ -245,6 +254,28 @@ class WorkerPool:
                 idle_s = self._settings.idle_poll_s
             else:
                 idle_s = min(idle_s * 2, max(IDLE_POLL_CAP_S, self._settings.idle_poll_s))
+
+    def _adopt(self, messages: list[Message]) -> list[Message]:
+        """The leased messages this pool does not hold yet; a message it still holds (its first
+        lease expired under it) takes the new lease token instead of being dispatched twice."""
+        fresh: list[Message] = []
+        for message in messages:
+            held = self._holding.get(message.id)
+            if held is None:
+                self._holding[message.id] = message
+                fresh.append(message)
+                continue
+            held.lease_token = message.lease_token
+            self.released_again += 1
+            if self.released_again == 1:
+                log.warning(
+                    "message %s was leased again while this process still held it: its lease "
+                    "(workers.lease_s=%.1f) ran out before its send finished; raise lease_s",
+                    message.id,
+                    self._settings.lease_s,
+                    extra=logs.fields(message_id=message.id, app=message.app),
+                )
+        return fresh
 
     async def _wait_for_capacity(self) -> None:
         """Wait for a send to finish (at most idle_poll_s), then gather a few more for a moment,
@@ -286,7 +317,7 @@ class WorkerPool:
             message, deadline = await self._lanes.ready.get()
             if self._stopping:
                 self._aborted.append(message)  # a drain releases it
-                self._finish(message.app)
+                self._finish(message)
                 continue
             self._running[message.id] = message
             self._idle_done.clear()
@@ -307,10 +338,11 @@ class WorkerPool:
                 del self._running[message.id]
                 if not self._running:
                     self._idle_done.set()
-                self._finish(message.app)
+                self._finish(message)
 
-    def _finish(self, app: str) -> None:
-        if self._lanes.finish(app, hand_on=not self._stopping):
+    def _finish(self, message: Message) -> None:
+        self._holding.pop(message.id, None)
+        if self._lanes.finish(message.app, hand_on=not self._stopping):
             self._wake.set()  # the app's lane ran dry: lease more of it now
         freed = self._lanes.freed
         if self._capacity_bound and (freed == 1 or freed >= self._refill_at()):
@@ -319,6 +351,8 @@ class WorkerPool:
     # ------------------------------------------------------------------ draining
 
     async def _release_all(self, messages: list[Message]) -> None:
+        for message in messages:
+            self._holding.pop(message.id, None)
         if not messages:
             return
         calls: list[Awaitable[object]] = [self._dispatcher.release(m, "drain") for m in messages]

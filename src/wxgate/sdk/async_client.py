@@ -9,7 +9,15 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from types import TracebackType
 from typing import Any, Self, Unpack
 
-from wxgate.api.schemas import AccessToken, DeadLetterPage, MessagePage, MessageView, Stats
+from wxgate.api.schemas import (
+    AccessToken,
+    AppList,
+    AppView,
+    DeadLetterPage,
+    MessagePage,
+    MessageView,
+    Stats,
+)
 from wxgate.models import Accepted, BatchAccepted, BatchProgress, Status
 from wxgate.sdk import protocol
 from wxgate.sdk.aiohttp_transport import AiohttpTransport, AsyncBody
@@ -157,6 +165,18 @@ class AsyncGatewayClient:
 
     async def stats(self) -> Stats:
         return await self._transport.request(protocol.stats())
+
+    # ---- apps
+    async def apps(self) -> AppList:
+        return await self._transport.request(protocol.apps())
+
+    async def pause_app(self, app: str, reason: str, until: float | None = None) -> AppView:
+        """Pause an app by hand (admin scope): until `until` (epoch s), or until resumed."""
+        return await self._transport.request(protocol.pause_app(app, reason, until))
+
+    async def resume_app(self, app: str) -> AppView:
+        """End the app's pause, whoever or whatever set it (admin scope)."""
+        return await self._transport.request(protocol.resume_app(app))
 
     async def access_token(self, app: str) -> AccessToken:
         return await self._transport.request(protocol.access_token(app))

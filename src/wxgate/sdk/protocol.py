@@ -13,6 +13,8 @@ import msgspec
 
 from wxgate.api.schemas import (
     AccessToken,
+    AppList,
+    AppView,
     DeadLetterPage,
     MessagePage,
     MessageView,
@@ -184,6 +186,21 @@ def requeue(ids: Iterable[str] | None, app: str | None, errcode: int | None) -> 
 
 def stats() -> Call[Stats]:
     return Call("GET", "/v1/stats", Stats)
+
+
+def apps() -> Call[AppList]:
+    return Call("GET", "/v1/apps", AppList)
+
+
+def pause_app(app: str, reason: str, until: float | None) -> Call[AppView]:
+    body: dict[str, Any] = {"reason": reason}
+    if until is not None:
+        body["until"] = until
+    return Call("POST", f"/v1/apps/{_seg(app)}/pause", AppView, _ENCODER.encode(body))
+
+
+def resume_app(app: str) -> Call[AppView]:
+    return Call("POST", f"/v1/apps/{_seg(app)}/resume", AppView)
 
 
 def access_token(app: str) -> Call[AccessToken]:

@@ -10,7 +10,15 @@ from time import sleep
 from types import TracebackType
 from typing import Any, Self, Unpack
 
-from wxgate.api.schemas import AccessToken, DeadLetterPage, MessagePage, MessageView, Stats
+from wxgate.api.schemas import (
+    AccessToken,
+    AppList,
+    AppView,
+    DeadLetterPage,
+    MessagePage,
+    MessageView,
+    Stats,
+)
 from wxgate.models import Accepted, BatchAccepted, BatchProgress, Status
 from wxgate.sdk import protocol
 from wxgate.sdk.http_transport import Body, HttpTransport
@@ -158,6 +166,18 @@ class GatewayClient:
 
     def stats(self) -> Stats:
         return self._transport.request(protocol.stats())
+
+    # ---- apps
+    def apps(self) -> AppList:
+        return self._transport.request(protocol.apps())
+
+    def pause_app(self, app: str, reason: str, until: float | None = None) -> AppView:
+        """Pause an app by hand (admin scope): until `until` (epoch s), or until resumed."""
+        return self._transport.request(protocol.pause_app(app, reason, until))
+
+    def resume_app(self, app: str) -> AppView:
+        """End the app's pause, whoever or whatever set it (admin scope)."""
+        return self._transport.request(protocol.resume_app(app))
 
     def access_token(self, app: str) -> AccessToken:
         return self._transport.request(protocol.access_token(app))

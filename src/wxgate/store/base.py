@@ -60,6 +60,12 @@ def receipt_status(receipt: str) -> Status:
     return Status.FAILED
 
 
+def released_status(error: ErrorInfo | None, count_attempt: bool) -> Status:
+    """The status `retry` leaves a message in: `queued` for a release (no error, no attempt
+    counted), `retrying` for a failed send."""
+    return Status.QUEUED if error is None and not count_attempt else Status.RETRYING
+
+
 class CancelOutcome:
     CANCELLED = "cancelled"
     NOT_FOUND = "not_found"
@@ -112,7 +118,9 @@ class MessageQueue(Protocol):
     ) -> bool:
         """sending -> retrying, due at `at`; attempts += 1 only when count_attempt.
 
-        count_attempt=False with error=None is a release: the message goes back unharmed.
+        count_attempt=False with error=None is a release: the message goes back unharmed, as
+        `queued` (due at `at`), not `retrying`: held back by a pause, a rate, quiet hours or a
+        drain, it has not failed, and stats must not count it with the messages that did.
         """
 
     async def dead(self, msg_id: str, lease_token: int, error: ErrorInfo) -> bool:
@@ -218,8 +226,9 @@ class BatchRecords(Protocol):
         """Record how many recipients a (streamed) batch holds."""
 
     async def set_batch_rate(self, batch_id: str, rate_per_s: float | None) -> bool:
-        """The batch's own send rate (None: only the app's); see batch_rates. Its `retrying`
-        messages due later (held back by the old rate, or backing off) become due now."""
+        """The batch's own send rate (None: only the app's); see batch_rates. Its `queued`
+        and `retrying` messages due later (released by the old rate, or backing off) become
+        due now."""
 
     async def batch_rates(self) -> dict[str, float]:
         """Batch id -> rate_per_s for every batch with its own rate that is not cancelled."""
@@ -250,8 +259,13 @@ class SharedState(Protocol):
     async def get_pauses(self) -> list[AppPause]:
         """Pauses still in force (until > now)."""
 
-    async def set_pause(self, pause: AppPause) -> None: ...
-    async def clear_pause(self, app: str) -> None: ...
+    async def set_pause(self, pause: AppPause) -> None:
+        """Replace the app's pause, except that an automatic pause (by None) never replaces
+        a hand-made one (by set) still in force: a person's pause ends by a resume or its
+        own `until`, not by the dispatcher's next quota or config error."""
+
+    async def clear_pause(self, app: str) -> None:
+        """End the app's pause, hand-made or automatic (a resume)."""
 
     async def remember_nonce(
         self, app: str, nonce: str, digest: str, ttl_s: float, now: float

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import msgspec
 
-from wxgate.errors import BadTokenEndpoint, Disposition, OutcomeUnknown, WeChatError
+from wxgate.errors import BadTokenEndpoint, Disposition, OutcomeUnknown, TokenAnswer, WeChatError
 from wxgate.models import Message, MessageKind, MiniProgram, TokenEntry
 from wxgate.policy.errcodes import Context, disposition
 from wxgate.settings import AppSettings
@@ -151,7 +151,10 @@ def parse_send(http_status: int, body: bytes) -> SendAnswer:
 
 
 def error_for(errcode: int, errmsg: str, context: Context = "send") -> WeChatError:
-    """The WeChatError for a non-zero errcode, carrying its disposition."""
+    """The WeChatError for a non-zero errcode, carrying its disposition (a TokenAnswer when a
+    token endpoint gave it)."""
+    if context == "token":
+        return TokenAnswer(errcode, errmsg, disposition(errcode, context))
     return WeChatError(errcode, errmsg, disposition(errcode, context))
 
 

@@ -16,7 +16,14 @@ from collections import Counter
 from typing import Protocol
 
 from wxgate.clock import Clock, SystemClock
-from wxgate.errors import Disposition, NotSent, TransportError, WeChatError
+from wxgate.errors import (
+    BadTokenEndpoint,
+    Disposition,
+    NotSent,
+    TokenAnswer,
+    TransportError,
+    WeChatError,
+)
 from wxgate.models import Message, TokenEntry
 from wxgate.settings import AppSettings
 
@@ -80,6 +87,8 @@ def _clone(exc: WeChatError) -> WeChatError:
     """A fresh copy to raise again: re-raising one instance from many tasks grows its traceback."""
     if isinstance(exc, TransportError):
         return type(exc)(exc.errmsg)
+    if isinstance(exc, TokenAnswer | BadTokenEndpoint):
+        return TokenAnswer(exc.errcode, exc.errmsg, exc.disposition)  # the app's, kept so
     return WeChatError(exc.errcode, exc.errmsg, exc.disposition)
 
 

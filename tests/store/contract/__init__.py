@@ -9,6 +9,7 @@ must be idempotent (a test closes the store itself).
 
 from contract.batches import BatchContract
 from contract.find import FindContract
+from contract.idempotency import IdempotencyContract
 from contract.lifecycle import LifecycleContract
 from contract.links import LinksContract
 from contract.outbox import OutboxContract
@@ -33,6 +34,7 @@ __all__ = [
     "LEASE_S",
     "BatchContract",
     "FindContract",
+    "IdempotencyContract",
     "LifecycleContract",
     "LinksContract",
     "OutboxContract",

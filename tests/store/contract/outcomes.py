@@ -148,9 +148,31 @@ class OutcomesContract:
         got = await must_get(store, msg_id)
         assert got.attempts == 1
         assert got.last_errcode == -1
-        assert got.status in (Status.RETRYING, Status.QUEUED)
+        assert got.status == Status.QUEUED  # held back is not failed: never `retrying`
         again = await lease_one(store, clock, msg_id)
         assert again.attempts == 1
+
+    async def test_release_for_later_is_queued_not_retrying(
+        self, store: Store, clock: FakeClock
+    ) -> None:
+        # What a pause, a batch's rate or quiet hours do: back, due later, not a failure.
+        msg_id = await enqueue_one(store, clock)
+        held = await lease_one(store, clock, msg_id)
+        at = clock.now() + 30
+        assert await store.retry(msg_id, held.lease_token, at, None, False)
+        got = await must_get(store, msg_id)
+        assert (got.status, got.attempts, got.last_errcode, got.not_before) == (
+            Status.QUEUED,
+            0,
+            None,
+            at,
+        )
+        stats = await store.stats()
+        assert stats.by_status.get("queued", 0) == 1
+        assert stats.by_status.get("retrying", 0) == 0
+        assert await store.lease(10, LEASE_S, clock.now() + 29) == []  # still due at `at`
+        clock.advance(30)
+        assert (await lease_one(store, clock, msg_id)).attempts == 0
 
     async def test_dead_is_final(self, store: Store, clock: FakeClock) -> None:
         msg_id = await enqueue_one(store, clock)

@@ -81,6 +81,29 @@ class SharedContract:
         assert await store.get_pauses() == []
         await store.clear_pause("app_b")  # clearing nothing is fine
 
+    async def test_hand_made_pause_is_not_replaced_by_an_automatic_one(
+        self, store: Store, clock: FakeClock
+    ) -> None:
+        mine = AppPause("app_a", clock.now() + 3600, "maintenance", None, by="ops-key")
+        await store.set_pause(mine)
+        assert await store.get_pauses() == [mine]  # `by` round-trips
+        await store.set_pause(AppPause("app_a", clock.now() + 60, "config 48001", 48001))
+        await store.set_pause(AppPause("app_a", clock.now() + 9e4, "daily quota", 45009))
+        assert await store.get_pauses() == [mine]  # neither a shorter nor a longer one wins
+        other = AppPause("app_a", clock.now() + 600, "new reason", None, by="lead-key")
+        await store.set_pause(other)  # a person may replace a person's pause
+        assert await store.get_pauses() == [other]
+        clock.advance(601)
+        auto = AppPause("app_a", clock.now() + 60, "config 48001", 48001)
+        await store.set_pause(auto)  # once the hand-made one ran out, automatic ones apply
+        assert await store.get_pauses() == [auto]
+        await store.set_pause(mine := AppPause("app_a", clock.now() + 60, "hold", None, by="k"))
+        await store.clear_pause("app_a")  # a resume ends a hand-made pause too
+        assert await store.get_pauses() == []
+        await store.set_pause(AppPause("app_a", clock.now() + 60, "config 48001", 48001))
+        assert [p.by for p in await store.get_pauses()] == [None]
+        assert mine.by == "k"
+
     # ------------------------------------------------------------------ quota and rate
 
     async def test_quota_counters(self, store: Store) -> None:

@@ -18,6 +18,7 @@
   const DEAD_LIMIT = 100;
   const BATCH_LIMIT = 20;
   const MAX_APP_ROWS = 200;
+  const OPEN_ENDED_S = 50 * 365 * 86400; // a pause by hand without an end (api/apps.py)
   const MAX_ERRCODES = 8;
   const REQUEST_TIMEOUT_MS = 10000;
 
@@ -459,9 +460,12 @@
       inflight: h("td", { class: "num" }),
       waiting: h("td", { class: "num" }),
       dead: h("td", { class: "num" }),
+      toggle: h("button", { type: "button", class: "btn btn-sm", "data-app-action": "pause" }),
     };
     c.tr = h("tr", { "data-app": name }, c.name, h("td", null, c.badge, c.detail),
-      h("td", null, c.breaker), c.rate, c.limit, c.inflight, c.waiting, c.dead);
+      h("td", null, c.breaker), c.rate, c.limit, c.inflight, c.waiting, c.dead,
+      h("td", null, h("div", { class: "actions" }, c.toggle)));
+    c.toggle.addEventListener("click", () => appAction(name, c.toggle.dataset.appAction, c.toggle));
     return c;
   }, (c, item) => {
     const { name, s } = item;
@@ -474,7 +478,11 @@
     if (pause) {
       badge = ["Paused", "badge warn"];
       const why = pause.reason + (pause.errcode != null ? ` (errcode ${pause.errcode})` : "");
-      detail = `until ${fmtClock(pause.until)} (${fmtAgo(pause.until)}) · ${why}`;
+      // A pause by hand without an end is stored a century ahead: say so instead of a date.
+      const until = pause.until - nowS > OPEN_ENDED_S
+        ? "until resumed"
+        : `until ${fmtClock(pause.until)} (${fmtAgo(pause.until)})`;
+      detail = `${until} · ${why}` + (pause.by ? ` · by ${pause.by}` : "");
     } else if (d && d.paused_until && d.paused_until > nowS) {
       badge = ["Paused", "badge warn"];
       detail = `until ${fmtClock(d.paused_until)} · ${d.pause_reason || "paused"}`;
@@ -499,7 +507,35 @@
     setText(c.inflight, d ? fmtInt(d.in_flight) : "–");
     setText(c.waiting, fmtInt(sumOf(counts, WAITING)));
     setText(c.dead, fmtInt(counts.dead));
+    const paused = badge[0] === "Paused";
+    setText(c.toggle, paused ? "Resume" : "Pause");
+    c.toggle.dataset.appAction = paused ? "resume" : "pause";
+    setAttr(c.toggle, "aria-label", (paused ? "Resume app " : "Pause app ") + name);
   }, MAX_APP_ROWS);
+
+  // Pause by hand (asks why: the reason is logged and shown to everyone) or resume: ends
+  // any pause, the gateway's own quota or config pauses too. Needs a key with admin scope.
+  async function appAction(name, action, button) {
+    let body;
+    if (action === "pause") {
+      const reason = prompt(`Pause app ${name}: why? (shown to everyone and logged)`);
+      if (reason === null || !reason.trim()) return;
+      body = { reason: reason.trim() };
+    }
+    const gen = generation;
+    button.disabled = true;
+    try {
+      await api("POST", `/v1/apps/${encodeURIComponent(name)}/${action}`, body);
+      if (gen !== generation) return;
+      toast(`App ${name} ${action === "pause" ? "paused" : "resumed"}.`);
+      const s = await api("GET", "/v1/stats");
+      if (gen === generation) onStats(s);
+    } catch (e) {
+      if (gen === generation) toast(explain(e, `${action} the app`), true);
+    } finally {
+      button.disabled = false;
+    }
+  }
 
   function renderApps(s) {
     const names = appNames(s);

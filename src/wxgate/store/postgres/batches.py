@@ -93,7 +93,7 @@ async def _set_rate(conn: Conn, batch_id: str, rate_per_s: float | None, now: fl
     await conn.execute(
         "UPDATE messages SET not_before = $1, "
         "due_at = CASE WHEN due_at IS NULL THEN NULL ELSE $1 END "
-        "WHERE batch_id = $2 AND status = 'retrying' AND not_before > $1",
+        "WHERE batch_id = $2 AND status IN ('queued', 'retrying') AND not_before > $1",
         now,
         batch_id,
     )

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import asyncpg
 
 from wxgate.models import BATCH_HELD, BatchStatus, ErrorInfo, Message, SendResult, Status
-from wxgate.store.base import CancelOutcome, receipt_status
+from wxgate.store.base import CancelOutcome, receipt_status, released_status
 from wxgate.store.coalesce import Coalescer
 from wxgate.store.postgres import outbox
 from wxgate.store.postgres.batches import BATCH_STATUS, PENDING_SQL
@@ -122,7 +122,7 @@ async def _retry(
     )
     if found is None:
         return False
-    status = Status.RETRYING.value
+    status = released_status(error, count_attempt).value
     due_at: float | None = at
     finished_at: float | None = None
     batch_id = found[0]

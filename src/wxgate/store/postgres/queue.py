@@ -18,6 +18,7 @@ import asyncpg
 from wxgate.errors import StoreError, StoreUnavailable, ValidationError
 from wxgate.models import BATCH_HELD, Batch, BatchStatus, EnqueueResult, Message, Status, StoreStats
 from wxgate.store.coalesce import Coalescer
+from wxgate.store.idempotency import duplicate
 from wxgate.store.postgres import batches, find, migrate, outbox, shared
 from wxgate.store.postgres.batches import ACTIVE_SQL, BATCH_STATUS, PostgresBatches
 from wxgate.store.postgres.connection import maps_pg_errors
@@ -48,13 +49,14 @@ _PRUNE_LOCK = 0x77786761  # "wxga": one process prunes a schema at a time (xact-
 # ---------------------------------------------------------------- enqueue
 
 _CLAIM_KEYS = (
-    "INSERT INTO idempotency (app, key, id) SELECT * FROM unnest($1::text[], $2::text[], "
-    "$3::text[]) ON CONFLICT DO NOTHING RETURNING id"
+    "INSERT INTO idempotency (app, key, id, digest) SELECT * FROM unnest($1::text[], "
+    "$2::text[], $3::text[], $4::text[]) ON CONFLICT DO NOTHING RETURNING id"
 )
 _FIND_KEYS = (
-    "SELECT m.app, m.idempotency_key, m.id, m.status FROM messages m "
+    "SELECT m.app, m.idempotency_key, m.id, m.status, i.digest FROM messages m "
     "JOIN unnest($1::text[], $2::text[]) k(app, key) "
-    "ON m.app = k.app AND m.idempotency_key = k.key"
+    "ON m.app = k.app AND m.idempotency_key = k.key "
+    "LEFT JOIN idempotency i ON i.app = m.app AND i.key = m.idempotency_key"
 )
 
 
@@ -65,15 +67,16 @@ async def _enqueue_many(conn: Conn, calls: Sequence[EnqueueCall]) -> list[list[E
     makes the later message a duplicate of the first.
     """
     keyed = [(m.app, m.idempotency_key) for ms, _, _ in calls for m in ms if m.idempotency_key]
-    prior: dict[tuple[str, str], EnqueueResult] = {}
+    prior: dict[tuple[str, str], tuple[EnqueueResult, str | None]] = {}  # with its digest
     if keyed:
         found = await conn.fetch(_FIND_KEYS, [a for a, _ in keyed], [k for _, k in keyed])
-        for app, key, msg_id, status in found:
-            prior[(app, key)] = EnqueueResult(msg_id, STATUSES[status], False)
+        for app, key, msg_id, status, digest in found:
+            prior[(app, key)] = (EnqueueResult(msg_id, STATUSES[status], False), digest)
     held: dict[str, bool] = {}
     out: list[list[EnqueueResult]] = []
     rows: list[tuple[Any, ...]] = []
     new_keys: dict[tuple[str, str], str] = {}
+    new_digests: list[str | None] = []  # in new_keys' order
     for messages, batch, now in calls:
         if batch is not None:
             held[batch.id] = batch.status in BATCH_HELD
@@ -84,15 +87,16 @@ async def _enqueue_many(conn: Conn, calls: Sequence[EnqueueCall]) -> list[list[E
             if key is not None:
                 seen = prior.get((m.app, key))
                 if seen is not None:
-                    results.append(EnqueueResult(seen.id, seen.status, False))
+                    results.append(duplicate(seen[0], seen[1], m.idempotency_digest))
                     continue
             status = Status.SCHEDULED if m.not_before > now else Status.QUEUED
             parked = m.batch_id is not None and await _held(conn, m.batch_id, held)
             rows.append(message_row(m, status.value, now, parked))
             result = EnqueueResult(m.id, status, True)
             if key is not None:
-                prior[(m.app, key)] = result
+                prior[(m.app, key)] = (result, m.idempotency_digest)
                 new_keys[(m.app, key)] = m.id
+                new_digests.append(m.idempotency_digest)
             results.append(result)
         out.append(results)
     if new_keys:
@@ -103,10 +107,12 @@ async def _enqueue_many(conn: Conn, calls: Sequence[EnqueueCall]) -> list[list[E
             [a for a, _ in new_keys],
             [k for _, k in new_keys],
             list(new_keys.values()),
+            new_digests,
         )
         if len(claimed) < len(new_keys):
             won = {r[0] for r in claimed}
-            await _lost_races(conn, out, won, new_keys)
+            digests = dict(zip(new_keys.values(), new_digests, strict=True))
+            await _lost_races(conn, out, won, new_keys, digests)
             rows = [r for r in rows if r[11] is None or r[0] in won]
     if rows:
         await conn.execute(INSERT_MESSAGES, *columns_of(rows))
@@ -118,20 +124,22 @@ async def _lost_races(
     out: list[list[EnqueueResult]],
     inserted: set[str],
     new_keys: dict[tuple[str, str], str],
+    digests: dict[str, str | None],
 ) -> None:
-    """Messages whose key another transaction committed first: answer with that one's id."""
+    """Messages whose key another transaction committed first: answer with that one's id
+    (a conflict when its body fingerprint, `digests` by message id, differs)."""
     lost = {mid: k for k, mid in new_keys.items() if mid not in inserted}
     found = await conn.fetch(
         _FIND_KEYS, [a for a, _ in lost.values()], [k for _, k in lost.values()]
     )
-    winners = {(a, k): EnqueueResult(i, STATUSES[s], False) for a, k, i, s in found}
+    winners = {(a, k): (EnqueueResult(i, STATUSES[s], False), d) for a, k, i, s, d in found}
     for results in out:
         for j, r in enumerate(results):
             if r.created and r.id in lost:
                 winner = winners.get(lost[r.id])
                 if winner is None:
                     raise StoreError("enqueue: an idempotency key was taken and released")
-                results[j] = winner
+                results[j] = duplicate(winner[0], winner[1], digests.get(r.id))
 
 
 async def _held(conn: Conn, batch_id: str, cache: dict[str, bool]) -> bool:

@@ -193,20 +193,25 @@ class PostgresSharedState(PostgresConnection):
     @maps_pg_errors
     async def get_pauses(self) -> list[AppPause]:
         rows = await self._p.fetch(
-            "SELECT app, until, reason, errcode FROM pauses WHERE until > $1 ORDER BY app",
+            "SELECT app, until, reason, errcode, by_whom FROM pauses WHERE until > $1 ORDER BY app",
             self._clock.now(),
         )
-        return [AppPause(app=a, until=u, reason=r, errcode=e) for a, u, r, e in rows]
+        return [AppPause(app=a, until=u, reason=r, errcode=e, by=b) for a, u, r, e, b in rows]
 
     @maps_pg_errors
     async def set_pause(self, pause: AppPause) -> None:
         await self._p.execute(
-            "INSERT INTO pauses VALUES ($1, $2, $3, $4) ON CONFLICT (app) DO UPDATE SET "
-            "until = excluded.until, reason = excluded.reason, errcode = excluded.errcode",
+            # An automatic pause (by NULL) never replaces a hand-made one still in force.
+            "INSERT INTO pauses (app, until, reason, errcode, by_whom) VALUES ($1, $2, $3, $4, "
+            "$5) ON CONFLICT (app) DO UPDATE SET until = excluded.until, reason = "
+            "excluded.reason, errcode = excluded.errcode, by_whom = excluded.by_whom "
+            "WHERE excluded.by_whom IS NOT NULL OR pauses.by_whom IS NULL OR pauses.until <= $6",
             pause.app,
             pause.until,
             pause.reason,
             pause.errcode,
+            pause.by,
+            self._clock.now(),
         )
 
     @maps_pg_errors

@@ -72,6 +72,7 @@ def message_record(msg: Message, status: Status) -> list[str]:
         # `ckey`: its member in the search indexes P:created and P:to:{touser} (redis/find.py)
         dead_member(float(msg.created_at), msg.id),
         msg.touser,
+        msg.idempotency_digest or "",  # kept with the key (store/idempotency.py)
     ]
 
 

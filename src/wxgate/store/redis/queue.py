@@ -22,7 +22,8 @@ Keys under the prefix P (batches: batches.py; tokens, locks, pauses, quotas: sha
                                   the member is the page cursor)
   P:counts                hash    counts by status and app+status (stats() is O(1))
   P:pruned                hash    finished messages prune dropped, by app+status
-  P:idem:{app}:{key}      string  idempotency key -> id
+  P:idem:{app}:{key}      string  idempotency key -> id (the body fingerprint is the message
+                                  hash's `idem_digest` field)
   P:msgid:{app}           hash    WeChat msgid -> id
   P:receipt:{app}:{msgid} hash    a receipt that beat the ack, applied by the ack script
   P:event:{app}:{key}     string  receipt event already seen (1 hour)
@@ -227,7 +228,10 @@ class RedisQueue(RedisBatches):
             self._shared.put(batch.id, batch.shared)
         return [
             EnqueueResult(
-                id=text(reply[i]), status=Status(text(reply[i + 1])), created=bool(reply[i + 2])
+                id=text(reply[i]),
+                status=Status(text(reply[i + 1])),
+                created=reply[i + 2] == 1,
+                conflict=reply[i + 2] == 2,
             )
             for i in range(1, len(reply), 3)
         ]

@@ -36,6 +36,7 @@ REMEMBER_NONCE = script("remember_nonce")
 PUT_LINK = script("put_link")
 SET_CHOICE = script("set_choice")
 INCR_QUOTA = script("incr_quota")
+SET_PAUSE = script("set_pause")
 RELEASE_LOCK = script("release_lock")
 
 
@@ -182,7 +183,12 @@ class RedisSharedState(RedisConnection):
 
     @maps_redis_errors
     async def set_pause(self, pause: AppPause) -> None:
-        await self._r.hset(f"{self._p}:pauses", pause.app, msgspec.json.encode(pause))
+        manual = "1" if pause.by is not None else "0"
+        await self._script(
+            SET_PAUSE,
+            [f"{self._p}:pauses"],
+            [pause.app, msgspec.json.encode(pause), manual, repr(self._clock.now())],
+        )
 
     @maps_redis_errors
     async def clear_pause(self, app: str) -> None:

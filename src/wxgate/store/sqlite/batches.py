@@ -134,7 +134,7 @@ def set_batch_total(conn: Conn, batch_id: str, total: int) -> bool:
 
 _BATCH_RETRIES_NOW = (
     "UPDATE messages SET not_before = ?, due_at = CASE WHEN due_at IS NULL THEN NULL ELSE ? END "
-    "WHERE batch_id = ? AND status = 'retrying' AND not_before > ?"
+    "WHERE batch_id = ? AND status IN ('queued', 'retrying') AND not_before > ?"
 )
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from wxgate.models import BATCH_HELD, BatchStatus, ErrorInfo, Message, SendResult, Status
-from wxgate.store.base import CancelOutcome, receipt_status
+from wxgate.store.base import CancelOutcome, receipt_status, released_status
 from wxgate.store.sqlite import outbox
 from wxgate.store.sqlite.batches import BATCH_STATUS
 from wxgate.store.sqlite.core import SQLiteCore
@@ -180,7 +180,7 @@ def retry(
     found = conn.execute(_FENCED_BATCH, (msg_id, lease_token)).fetchall()
     if not found:
         return False
-    status = Status.RETRYING.value
+    status = released_status(error, count_attempt).value
     due_at: float | None = at
     finished_at: float | None = None
     batch_id = found[0][0]

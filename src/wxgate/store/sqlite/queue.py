@@ -22,6 +22,7 @@ from wxgate.models import (
     Status,
     StoreStats,
 )
+from wxgate.store.idempotency import duplicate
 from wxgate.store.search import MessageQuery
 from wxgate.store.sqlite import batches, find, outbox, redrive
 from wxgate.store.sqlite.core import SQLiteCore
@@ -117,7 +118,8 @@ class SQLiteQueue(SQLiteCore):
 
 # ---------------------------------------------------------------- enqueue
 
-_FIND_KEY = "SELECT id, status FROM messages WHERE app = ? AND idempotency_key = ?"
+_FIND_KEY = "SELECT id, status, idem_digest FROM messages WHERE app = ? AND idempotency_key = ?"
+_SET_DIGEST = "UPDATE messages SET idem_digest = ? WHERE id = ?"
 _COUNT_ADD = (
     "INSERT INTO counts VALUES (?, ?, ?) ON CONFLICT (app, status) DO UPDATE SET n = n + excluded.n"
 )
@@ -141,7 +143,8 @@ def enqueue_many(conn: Conn, calls: Sequence[EnqueueArgs]) -> list[list[EnqueueR
     out: list[list[EnqueueResult]] = []
     rows: dict[str, list[tuple[Any, ...]]] = {}  # statement -> parameters (see message_insert)
     counts: dict[tuple[str, str], int] = {}
-    by_key: dict[tuple[str, str], EnqueueResult] = {}
+    by_key: dict[tuple[str, str], tuple[EnqueueResult, str | None]] = {}  # with its digest
+    digests: list[tuple[str, str]] = []  # (digest, id) of new keyed messages
     held: dict[str, bool] = {}  # batch id -> its messages go in parked (batches.held)
     for messages, batch, now in calls:
         if batch is not None:
@@ -155,10 +158,11 @@ def enqueue_many(conn: Conn, calls: Sequence[EnqueueArgs]) -> list[list[EnqueueR
                 if prior is None:
                     found = conn.execute(_FIND_KEY, app_key).fetchall()
                     if found:
-                        prior = EnqueueResult(found[0][0], STATUSES[found[0][1]], False)
+                        row = found[0]
+                        prior = (EnqueueResult(row[0], STATUSES[row[1]], False), row[2])
                         by_key[app_key] = prior
                 if prior is not None:
-                    results.append(EnqueueResult(prior.id, prior.status, False))
+                    results.append(duplicate(prior[0], prior[1], m.idempotency_digest))
                     continue
             status = Status.SCHEDULED if m.not_before > now else Status.QUEUED
             # A held batch's messages go in parked (due_at NULL) until the batch runs.
@@ -171,7 +175,9 @@ def enqueue_many(conn: Conn, calls: Sequence[EnqueueArgs]) -> list[list[EnqueueR
                 same_shape.append(row)
             result = EnqueueResult(m.id, status, True)
             if key is not None:
-                by_key[(m.app, key)] = result
+                by_key[(m.app, key)] = (result, m.idempotency_digest)
+                if m.idempotency_digest is not None:
+                    digests.append((m.idempotency_digest, m.id))
             results.append(result)
             count_key = (m.app, status.value)
             counts[count_key] = counts.get(count_key, 0) + 1
@@ -183,6 +189,8 @@ def enqueue_many(conn: Conn, calls: Sequence[EnqueueArgs]) -> list[list[EnqueueR
             conn.execute(sql, params[0])
         else:
             conn.executemany(sql, params)
+    if digests:
+        conn.executemany(_SET_DIGEST, digests)
     for (app, status_value), n in counts.items():
         conn.execute(_COUNT_ADD, (app, status_value, n))
     return out

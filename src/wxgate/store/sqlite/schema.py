@@ -55,6 +55,7 @@ CREATE TABLE IF NOT EXISTS messages (
     miniprogram_state TEXT,
     lang TEXT,
     idempotency_key TEXT,
+    idem_digest TEXT,                -- the key's body fingerprint (Message.idempotency_digest)
     batch_id TEXT,
     callback_url TEXT,
     priority TEXT NOT NULL,
@@ -229,7 +230,8 @@ CREATE TABLE IF NOT EXISTS pauses (
     app TEXT PRIMARY KEY,
     until REAL NOT NULL,
     reason TEXT NOT NULL,
-    errcode INTEGER
+    errcode INTEGER,
+    by_whom TEXT                     -- AppPause.by: who paused it by hand; NULL: automatic
 ) WITHOUT ROWID;
 
 CREATE TABLE IF NOT EXISTS quota (
@@ -326,6 +328,8 @@ _ADDED_COLUMNS = (
     ("messages", "shared", "INTEGER"),
     ("receipts", "openid", "TEXT"),
     ("messages", "redrive_rounds", "INTEGER NOT NULL DEFAULT 0"),
+    ("messages", "idem_digest", "TEXT"),
+    ("pauses", "by_whom", "TEXT"),
 )
 
 

@@ -42,7 +42,7 @@ class SQLiteShared(SQLiteCore):
         return await self._read(get_pauses, self._clock.now())
 
     async def set_pause(self, pause: AppPause) -> None:
-        await self._write(set_pause, pause)
+        await self._write(set_pause, pause, self._clock.now())
 
     async def clear_pause(self, app: str) -> None:
         await self._write(clear_pause, app)
@@ -202,11 +202,17 @@ def suppression_counts(conn: Conn) -> dict[str, int]:
     return {str(app): int(n) for app, n in rows}
 
 
-def set_pause(conn: Conn, pause: AppPause) -> None:
-    conn.execute(
-        "INSERT OR REPLACE INTO pauses VALUES (?, ?, ?, ?)",
-        (pause.app, pause.until, pause.reason, pause.errcode),
-    )
+_SET_PAUSE = (
+    "INSERT INTO pauses (app, until, reason, errcode, by_whom) VALUES (?, ?, ?, ?, ?) "
+    "ON CONFLICT (app) DO UPDATE SET until = excluded.until, reason = excluded.reason, "
+    "errcode = excluded.errcode, by_whom = excluded.by_whom "
+    "WHERE excluded.by_whom IS NOT NULL OR pauses.by_whom IS NULL OR pauses.until <= ?"
+)
+
+
+def set_pause(conn: Conn, pause: AppPause, now: float) -> None:
+    """Replace the app's pause, unless an automatic one would replace a hand-made one."""
+    conn.execute(_SET_PAUSE, (pause.app, pause.until, pause.reason, pause.errcode, pause.by, now))
 
 
 def clear_pause(conn: Conn, app: str) -> None:
@@ -237,9 +243,10 @@ def get_token(conn: Conn, app: str) -> TokenEntry | None:
 
 def get_pauses(conn: Conn, now: float) -> list[AppPause]:
     rows = conn.execute(
-        "SELECT app, until, reason, errcode FROM pauses WHERE until > ? ORDER BY app", (now,)
+        "SELECT app, until, reason, errcode, by_whom FROM pauses WHERE until > ? ORDER BY app",
+        (now,),
     ).fetchall()
-    return [AppPause(app=a, until=u, reason=r, errcode=e) for a, u, r, e in rows]
+    return [AppPause(app=a, until=u, reason=r, errcode=e, by=b) for a, u, r, e, b in rows]
 
 
 # ---------------------------------------------------------------- retention

@@ -15,7 +15,7 @@ if field == 'rate' then
   -- Messages the old rate held back wait for later turns: due now, so the new rate decides.
   for _, id in ipairs(redis.call('ZRANGE', bk .. ':ids', 0, -1)) do
     local m = load(id)
-    if m and m.status == 'retrying' and tonumber(m.not_before) > NOWN then
+    if m and (m.status == 'retrying' or m.status == 'queued') and tonumber(m.not_before) > NOWN then
       redis.call('HSET', m.key, 'not_before', NOW)
       if redis.call('ZSCORE', P .. ':delayed', id) then
         redis.call('ZADD', P .. ':delayed', NOW, id)

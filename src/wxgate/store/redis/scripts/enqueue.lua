@@ -1,7 +1,9 @@
 -- ARGV[5] = number of enqueue calls (groups), then one msgpack argument per group:
 -- [batch_id, batch_doc, [[id, app, idempotency_key, batch_id, status, not_before, created_at,
--- doc, cb, shared, ckey, touser], ...], batch_shared] (ckey: the message's member in the
--- search indexes P:created and P:to:{touser}, redis/find.py). Returns per group {'ok', id, status, created(0|1), ...}
+-- doc, cb, shared, ckey, touser, idem_digest], ...], batch_shared] (ckey: the message's member
+-- in the search indexes P:created and P:to:{touser}, redis/find.py). Returns per group
+-- {'ok', id, status, created, ...} (created: 1 new, 0 a duplicate key, 2 a duplicate key whose
+-- stored body fingerprint differs from this one's: a conflict, store/idempotency.py)
 -- or {'err', reason}; a group is checked completely before any of it is written, so each call
 -- is all-or-nothing.
 local out = {}
@@ -13,7 +15,7 @@ for g = 1, tonumber(ARGV[5]) do
   if bid ~= '' and redis.call('EXISTS', bkey(bid)) == 1 then err = 'batch exists: ' .. bid end
   for _, r in ipairs(recs) do
     if err then break end
-    local id, app, idem, status = r[1], r[2], r[3], r[5]
+    local id, app, idem, status, digest = r[1], r[2], r[3], r[5], r[13] or ''
     if ids[id] or redis.call('EXISTS', mkey(id)) == 1 then
       err = 'message id exists: ' .. id
       break
@@ -25,14 +27,16 @@ for g = 1, tonumber(ARGV[5]) do
       if not dup then
         local old = redis.call('GET', ik)
         if old then
-          local st = redis.call('HGET', mkey(old), 'status')
-          if st then dup = {old, st} end
+          local found = redis.call('HMGET', mkey(old), 'status', 'idem_digest')
+          if found[1] then dup = {old, found[1], found[2] or ''} end
         end
       end
-      if not dup then keys[ik] = {id, status} end
+      if not dup then keys[ik] = {id, status, digest} end
     end
     if dup then
-      res[#res + 1] = dup[1]; res[#res + 1] = dup[2]; res[#res + 1] = 0
+      local created = 0
+      if dup[3] ~= '' and digest ~= '' and dup[3] ~= digest then created = 2 end
+      res[#res + 1] = dup[1]; res[#res + 1] = dup[2]; res[#res + 1] = created
     else
       ids[id] = true
       fresh[#fresh + 1] = r
@@ -64,7 +68,7 @@ for g = 1, tonumber(ARGV[5]) do
       redis.call('HSET', mkey(id), 'doc', r[8], 'app', app, 'batch_id', mbid,
         'idem', idem, 'status', status, 'not_before', nb, 'created_at', created,
         'attempts', 0, 'lease_token', 0, 'sid', sid, 'cb', r[9] or '', 'shared', r[10] or '',
-        'ckey', r[11], 'to', r[12])
+        'ckey', r[11], 'to', r[12], 'idem_digest', r[13] or '')
       redis.call('ZADD', P .. ':pending', created, id)
       redis.call('ZADD', P .. ':created', 0, r[11])
       redis.call('ZADD', P .. ':to:' .. r[12], 0, r[11])
