@@ -159,6 +159,9 @@ class Message(msgspec.Struct, kw_only=True):
     # miniprogram and page are still this message's own, in full; the store keeps the shared
     # part once with the batch and per row only what differs (store/batch_shared.py).
     shared: SharedFields | None = None
+    # The W3C trace context the message carries (tracing/context.py: the traceparent, then a
+    # newline and the tracestate if any): the caller's, or the accept span's when tracing.
+    trace: str | None = None
 
 
 class SendResult(msgspec.Struct, frozen=True):
@@ -259,6 +262,7 @@ class WebhookEvent(msgspec.Struct, kw_only=True):
     batch_id: str | None = None
     attempts: int = 0  # POSTs that failed so far
     last_error: str | None = None
+    trace: str | None = None  # the message's trace context (Message.trace), copied with it
 
 
 class WebhookStats(msgspec.Struct):

@@ -68,6 +68,7 @@ def message_record(msg: Message, status: Status) -> list[str]:
         _encoder.encode(doc).decode(),
         msg.callback_url or "",  # `cb`: a final status queues a webhook event (outbox.py)
         "" if own is None else "1",  # `shared`: doc.data is the message's own (see above)
+        msg.trace or "",  # `tr`: copied into its webhook events (doc keeps it for reads)
     ]
 
 

@@ -75,7 +75,8 @@ CREATE TABLE IF NOT EXISTS messages (
     due_at REAL,                     -- see the module docstring
     notes BLOB,                      -- msgspec JSON list of accept-time notes, or NULL
     -- 1: data is the row's own (what differs from its batch's), the rest is the batch's
-    shared INTEGER
+    shared INTEGER,
+    trace TEXT                       -- W3C trace context (models.Message.trace), or NULL
 );
 CREATE INDEX IF NOT EXISTS messages_due
     ON messages (app, due_at, batch_id) WHERE due_at IS NOT NULL;
@@ -230,7 +231,8 @@ CREATE TABLE IF NOT EXISTS webhooks (
     attempts INTEGER NOT NULL DEFAULT 0,
     last_error TEXT,
     failed_at REAL,                  -- set when given up on
-    due_at REAL                      -- next try, or the lease's end; NULL once failed
+    due_at REAL,                     -- next try, or the lease's end; NULL once failed
+    trace TEXT                       -- the message's trace context, passed to the receiver
 );
 CREATE INDEX IF NOT EXISTS webhooks_due ON webhooks (due_at) WHERE due_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS webhooks_failed ON webhooks (failed_at) WHERE failed_at IS NOT NULL;
@@ -289,6 +291,8 @@ _ADDED_COLUMNS = (
     ("messages", "notes", "BLOB"),
     ("messages", "shared", "INTEGER"),
     ("receipts", "openid", "TEXT"),
+    ("messages", "trace", "TEXT"),
+    ("webhooks", "trace", "TEXT"),
 )
 
 

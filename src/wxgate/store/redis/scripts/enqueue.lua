@@ -1,6 +1,6 @@
 -- ARGV[5] = number of enqueue calls (groups), then one msgpack argument per group:
 -- [batch_id, batch_doc, [[id, app, idempotency_key, batch_id, status, not_before, created_at,
--- doc, cb, shared], ...], batch_shared]. Returns per group {'ok', id, status, created(0|1), ...}
+-- doc, cb, shared, tr], ...], batch_shared]. Returns per group {'ok', id, status, created(0|1), ...}
 -- or {'err', reason}; a group is checked completely before any of it is written, so each call
 -- is all-or-nothing.
 local out = {}
@@ -62,7 +62,8 @@ for g = 1, tonumber(ARGV[5]) do
       end
       redis.call('HSET', mkey(id), 'doc', r[8], 'app', app, 'batch_id', mbid,
         'idem', idem, 'status', status, 'not_before', nb, 'created_at', created,
-        'attempts', 0, 'lease_token', 0, 'sid', sid, 'cb', r[9] or '', 'shared', r[10] or '')
+        'attempts', 0, 'lease_token', 0, 'sid', sid, 'cb', r[9] or '', 'shared', r[10] or '',
+        'tr', r[11] or '')
       redis.call('ZADD', P .. ':pending', created, id)
       if idem ~= '' then redis.call('SET', P .. ':idem:' .. app .. ':' .. idem, id) end
       if mbid ~= '' then redis.call('ZADD', bkey(mbid) .. ':ids', 0, id) end
