@@ -29,6 +29,7 @@ from wxgate.policy.errcodes import config_pause_s, describe
 from wxgate.policy.ratelimit import next_minute, next_shanghai_midnight, shanghai_day
 from wxgate.settings import AppSettings, WorkerSettings
 from wxgate.store.base import Store
+from wxgate.tracing import NO_SPAN, NO_TRACER, AttrValue, Span, Tracer
 from wxgate.wechat.tokens import TokenBroker
 
 log = logging.getLogger("wxgate.delivery")
@@ -70,8 +71,10 @@ class Dispatcher:
         metrics: DeliveryMetrics | None = None,
         *,
         send_timeout_s: float = 10.0,
+        tracer: Tracer = NO_TRACER,
     ) -> None:
         self._store = store
+        self._tracer = tracer
         self._broker = broker
         self._settings = worker_settings
         self._clock = clock
@@ -233,11 +236,29 @@ class Dispatcher:
             await self._set_pause(state, pause)
             return await self.release(message, "quota", min(pause.until, now + PAUSE_RECHECK_S))
 
+        tracer = self._tracer
+        if not tracer.enabled:
+            return await self._send(message, state, NO_SPAN)
+        # One span per send attempt, a child of the message's accept span (its kept context).
+        attrs: dict[str, AttrValue] = {
+            "wxgate.message_id": message.id,
+            "wxgate.app": message.app,
+            "wxgate.attempt": message.attempts + 1,
+        }
+        with tracer.start("wxgate.send", message.trace, attrs, "client") as span:
+            outcome = await self._send(message, state, span)
+            span.set("wxgate.outcome", outcome.value)
+            return outcome
+
+    async def _send(self, message: Message, state: AppState, span: Span) -> Outcome:
+        """The send itself and its outcome in the store; `span` records errcode and
+        disposition (the attempt span, or NO_SPAN with tracing off)."""
+        app = state.settings
         started = self._clock.monotonic()
         try:
             msgid = await self._broker.send(app, message)
         except WeChatError as exc:
-            return await self._on_error(message, state, exc)
+            return await self._on_error(message, state, exc, span)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bug of ours: count it, so it cannot loop forever
@@ -248,8 +269,10 @@ class Dispatcher:
                 extra=_context(message),
             )
             err = WeChatError(ERRCODE_INTERNAL, f"internal error: {type(exc).__name__}")
-            return await self._on_error(message, state, err)
+            return await self._on_error(message, state, err, span)
         latency_s = self._clock.monotonic() - started
+        span.set("wechat.errcode", 0)
+        span.set("wxgate.disposition", Disposition.OK.value)
         state.breaker.record(True)
         if state.adaptive is not None:
             state.adaptive.record(False)
@@ -263,8 +286,13 @@ class Dispatcher:
             self._metrics.on_receipt(message.app, status.value, message.created_at, now)
         return Outcome.SENT
 
-    async def _on_error(self, message: Message, state: AppState, exc: WeChatError) -> Outcome:
+    async def _on_error(
+        self, message: Message, state: AppState, exc: WeChatError, span: Span = NO_SPAN
+    ) -> Outcome:
         disposition = exc.disposition
+        span.set("wechat.errcode", exc.errcode)
+        span.set("wxgate.disposition", disposition.value)
+        span.error(f"errcode {exc.errcode}")
         self._metrics.on_failed(message.app, disposition.value, exc.errcode)
         error = ErrorInfo(exc.errcode, exc.errmsg[:MAX_ERRMSG])
         now = self._clock.now()

@@ -8,11 +8,12 @@ for its accept, send attempts, receipt and status webhook (docs/architecture.md,
 
 from wxgate.tracing.build import build_tracer
 from wxgate.tracing.context import from_headers, to_headers
-from wxgate.tracing.tracer import NO_SPAN, NO_TRACER, NoTracer, Span, Tracer
+from wxgate.tracing.tracer import NO_SPAN, NO_TRACER, AttrValue, NoTracer, Span, Tracer
 
 __all__ = [
     "NO_SPAN",
     "NO_TRACER",
+    "AttrValue",
     "NoTracer",
     "Span",
     "Tracer",

@@ -12,6 +12,24 @@ from wxgate.tracing.tracer import NO_TRACER, Tracer
 INSTALL_HINT = "pip install 'wxgate[tracing]'"
 
 
+def check_available(settings: TracingSettings) -> None:
+    """ConfigError now, before anything starts, when tracing is configured but the extra is
+    not installed (the gateway refuses to run silently untraced)."""
+    if settings.endpoint is None:
+        return
+    try:
+        from wxgate.tracing import otel  # noqa: F401
+    except ImportError as exc:
+        raise _missing(exc) from None
+
+
+def _missing(exc: ImportError) -> ConfigError:
+    return ConfigError(
+        f"tracing.endpoint is set but OpenTelemetry is not installed ({exc.name}): "
+        f"{INSTALL_HINT}, or remove [tracing] endpoint"
+    )
+
+
 def build_tracer(settings: TracingSettings, exporter: Any = None) -> Tracer:
     """`exporter`: an OpenTelemetry SpanExporter to use instead of OTLP (tests give the SDK's
     in-memory one; spans are then exported as they end, not in batches)."""
@@ -20,10 +38,7 @@ def build_tracer(settings: TracingSettings, exporter: Any = None) -> Tracer:
     try:
         from wxgate.tracing import otel
     except ImportError as exc:
-        raise ConfigError(
-            f"tracing.endpoint is set but OpenTelemetry is not installed ({exc.name}): "
-            f"{INSTALL_HINT}, or remove [tracing] endpoint"
-        ) from None
+        raise _missing(exc) from None
     if exporter is None:
         assert settings.endpoint is not None
         return otel.OTelTracer(
