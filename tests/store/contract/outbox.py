@@ -181,8 +181,7 @@ class OutboxContract:
         plain = await enqueue_one(store, clock, callback_url=HOOK)
         batch = make_batch(clock, 2)
         members = [
-            make_message(clock, batch_id=batch.id, callback_url=HOOK, trace=trace)
-            for _ in range(2)
+            make_message(clock, batch_id=batch.id, callback_url=HOOK, trace=trace) for _ in range(2)
         ]
         await store.enqueue(members, batch=batch)
         assert (await must_get(store, single)).trace == trace
