@@ -62,8 +62,9 @@ for g = 1, tonumber(ARGV[5]) do
       end
       redis.call('HSET', mkey(id), 'doc', r[8], 'app', app, 'batch_id', mbid,
         'idem', idem, 'status', status, 'not_before', nb, 'created_at', created,
-        'attempts', 0, 'lease_token', 0, 'sid', sid, 'cb', r[9] or '', 'shared', r[10] or '',
-        'tr', r[11] or '')
+        'attempts', 0, 'lease_token', 0, 'sid', sid, 'cb', r[9] or '', 'shared', r[10] or '')
+      -- `tr`: the trace context its webhook events copy (emit); absent without one
+      if r[11] and r[11] ~= '' then redis.call('HSET', mkey(id), 'tr', r[11]) end
       redis.call('ZADD', P .. ':pending', created, id)
       if idem ~= '' then redis.call('SET', P .. ':idem:' .. app .. ':' .. idem, id) end
       if mbid ~= '' then redis.call('ZADD', bkey(mbid) .. ':ids', 0, id) end
