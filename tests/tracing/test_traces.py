@@ -9,6 +9,7 @@ trace; with tracing off nothing is recorded and the caller's own traceparent is 
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -217,6 +218,35 @@ async def test_a_batch_is_one_trace_for_all_its_messages(
 
         found = await wait_until(sends, 20, "both batch messages sent")
     assert _parent(accept) == CALLER_SPAN and (accept.attributes or {})["wxgate.recipients"] == 2
+    assert {(_hex(s)[0], _parent(s)) for s in found} == {(CALLER_TRACE, _hex(accept)[1])}
+
+
+async def test_a_streamed_batch_is_one_trace_too(
+    tmp_path: Path, receiver: Receiver, exporter: InMemorySpanExporter
+) -> None:
+    lines = [
+        json.dumps({"header": {"template_id": TEMPLATE, "data": DATA}}),
+        *(json.dumps({"touser": f"o_s{i}"}) for i in range(3)),
+    ]
+    async with rig(tmp_path, receiver, _tracer(exporter)) as r:
+        headers = {"traceparent": CALLER, "Content-Type": "application/x-ndjson"}
+        async with r.api.session.post(
+            "/v1/batches", data="\n".join(lines).encode(), headers=headers
+        ) as resp:
+            answer = await resp.json()
+            assert resp.status == 202, answer
+        [accept] = [
+            s
+            for s in exporter.get_finished_spans()
+            if (s.attributes or {}).get("wxgate.batch_id") == answer["id"]
+        ]
+
+        def sends() -> list[ReadableSpan]:
+            found = [s for s in exporter.get_finished_spans() if s.name == "wxgate.send"]
+            return found if len(found) >= 3 else []
+
+        found = await wait_until(sends, 20, "the streamed batch's messages sent")
+    assert _parent(accept) == CALLER_SPAN and (accept.attributes or {})["wxgate.recipients"] == 3
     assert {(_hex(s)[0], _parent(s)) for s in found} == {(CALLER_TRACE, _hex(accept)[1])}
 
 
