@@ -76,7 +76,10 @@ CREATE TABLE IF NOT EXISTS messages (
     notes BLOB,                      -- msgspec JSON list of accept-time notes, or NULL
     -- 1: data is the row's own (what differs from its batch's), the rest is the batch's
     shared INTEGER,
-    trace TEXT                       -- W3C trace context (models.Message.trace), or NULL
+    -- W3C trace context (models.Message.trace), or NULL. No comma in a comment on the line
+    -- before a last column: SQLite's DROP COLUMN (tests make older files with it) takes
+    -- that comma for the separator and leaves the ")" inside the comment.
+    trace TEXT
 );
 CREATE INDEX IF NOT EXISTS messages_due
     ON messages (app, due_at, batch_id) WHERE due_at IS NOT NULL;
@@ -231,8 +234,9 @@ CREATE TABLE IF NOT EXISTS webhooks (
     attempts INTEGER NOT NULL DEFAULT 0,
     last_error TEXT,
     failed_at REAL,                  -- set when given up on
-    due_at REAL,                     -- next try, or the lease's end; NULL once failed
-    trace TEXT                       -- the message's trace context, passed to the receiver
+    due_at REAL,                     -- next try or the end of the lease; NULL once failed
+    -- the message's trace context, passed on to the receiver
+    trace TEXT
 );
 CREATE INDEX IF NOT EXISTS webhooks_due ON webhooks (due_at) WHERE due_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS webhooks_failed ON webhooks (failed_at) WHERE failed_at IS NOT NULL;
