@@ -172,6 +172,9 @@ class Message(msgspec.Struct, kw_only=True):
     # Rounds of the app's scheduled redrive (settings `[[apps.redrive]]`) this message has had:
     # each moved it from dead back to queued. A requeue by hand does not count.
     redrive_rounds: int = 0
+    # The W3C trace context the message carries (tracing/context.py: the traceparent, then a
+    # newline and the tracestate if any): the caller's, or the accept span's when tracing.
+    trace: str | None = None
 
 
 class SendResult(msgspec.Struct, frozen=True):
@@ -281,6 +284,7 @@ class WebhookEvent(msgspec.Struct, kw_only=True):
     batch_id: str | None = None
     attempts: int = 0  # POSTs that failed so far
     last_error: str | None = None
+    trace: str | None = None  # the message's trace context (Message.trace), copied with it
 
 
 class WebhookStats(msgspec.Struct):

@@ -11,6 +11,7 @@ no workers; `worker` runs the delivery pool and serves only the probe routes (/h
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import socket
@@ -36,6 +37,7 @@ from wxgate.policy.errcodes import known_codes
 from wxgate.settings import Settings, parse_bind
 from wxgate.store.base import Store
 from wxgate.store.factory import open_store
+from wxgate.tracing import Tracer, build_tracer
 from wxgate.wechat.client import WeChatClient
 from wxgate.wechat.templates import TemplateCatalog
 from wxgate.wechat.tokens import TokenBroker
@@ -72,8 +74,13 @@ class Runtime:
         role: Role = "all",
         reuse_port: bool = False,
         sock: socket.socket | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
+        """`tracer`: spans go there (tests give one over an in-memory exporter); by default
+        the one `[tracing]` configures, which this runtime flushes and stops at close."""
         self.settings = settings
+        self._own_tracer = tracer is None
+        self.tracer: Tracer = build_tracer(settings.tracing) if tracer is None else tracer
         self.clock: Clock = clock or SystemClock()
         self.role = parse_role(role)
         self.reuse_port = reuse_port
@@ -123,6 +130,10 @@ class Runtime:
         self._stack = stack = contextlib.AsyncExitStack()
         self._drain = True
         try:
+            if self._own_tracer:
+                # Last: flushes the drain's spans too; in a thread, as the exporter may wait
+                # for a slow collector.
+                stack.push_async_callback(asyncio.to_thread, self.tracer.shutdown)
             store = await self._open_store(stack)
             broker = await self._open_wechat(stack, store)
             if self.role in ("worker", "all"):
@@ -182,6 +193,7 @@ class Runtime:
             self.clock,
             metrics=self.metrics,
             send_timeout_s=s.wechat.total_timeout_s,
+            tracer=self.tracer,
         )
         self.pool = pool = WorkerPool(store, dispatcher, s.workers, self.clock)
         self.metrics.bind_pool(pool)
@@ -195,6 +207,7 @@ class Runtime:
             self.clock,
             metrics=self.metrics,
             busy=lambda: pool.held >= busy_at,  # a send backlog: webhooks yield the CPU
+            tracer=self.tracer,
         )
         await self.webhooks.start()
         self.redriver = Redriver(
@@ -223,6 +236,7 @@ class Runtime:
             wake=self.pool.wake if self.pool is not None else None,
             templates=self.templates,
             probes_only=self.role == "worker",
+            tracer=self.tracer,
         )
         return app
 

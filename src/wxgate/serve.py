@@ -37,6 +37,7 @@ from wxgate.sim.config import Faults, SimApp, SimConfig
 from wxgate.sim.runner import Simulator
 from wxgate.store.factory import open_store
 from wxgate.supervisor import Supervisor, check_port_free
+from wxgate.tracing.build import check_available as check_tracing
 
 log = logging.getLogger("wxgate")
 # Stores every process (and machine) shares: what --processes N needs.
@@ -135,6 +136,7 @@ def check_options(base: Settings, opts: ServeOptions) -> Settings:
     if opts.processes < 1:
         raise ConfigError("--processes must be >= 1")
     settings = apply_overrides(base, opts)
+    check_tracing(settings.tracing)
     if opts.processes > 1:
         store_url = opts.store if opts.sandbox else settings.store.url
         if store_url is None and opts.sandbox:

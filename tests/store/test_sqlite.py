@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -29,6 +30,7 @@ from wxgate.models import (
     TokenEntry,
     new_id,
 )
+from wxgate.store.base import CancelOutcome
 from wxgate.store.factory import open_store, sqlite_path
 from wxgate.store.sqlite import SQLiteStore
 from wxgate.store.sqlite.schema import DDL, _split
@@ -435,6 +437,10 @@ async def test_batch_file_of_the_previous_version_still_reads_and_sends(
     # The previous version's DDL: today's without messages.shared and the batch_shared table.
     old_ddl, table = DDL.split("CREATE TABLE IF NOT EXISTS batch_shared", 1)
     old_ddl += table.split(");", 1)[1]
+    # Older still than the trace columns of messages and webhooks (a later addition).
+    old_ddl = "\n".join(x for x in old_ddl.splitlines() if not x.lstrip().startswith("--"))
+    old_ddl = re.sub(r",([^\n]*)\n\s*trace TEXT\n", r"\1\n", old_ddl)
+    assert "trace" not in old_ddl
     # ... and without messages.redrive_rounds, which came later still
     rounds = "\n    redrive_rounds INTEGER NOT NULL DEFAULT 0  -- scheduled redrive rounds"
     rounds += " (store/base.py)\n"
@@ -476,6 +482,42 @@ async def test_batch_file_of_the_previous_version_still_reads_and_sends(
         batch, msgs = _shared_batch(clock, 2)  # and new batches go into the upgraded file
         await s.enqueue(msgs, batch)
         assert (await must_get(s, msgs[1].id)).data == msgs[1].data
+    finally:
+        await s.close()
+
+
+async def test_a_file_before_trace_columns_gets_them_at_open(
+    clock: FakeClock, db_path: str
+) -> None:
+    """messages.trace and webhooks.trace are added to an older file at open; its messages
+    read with no trace, and new ones keep theirs through to their webhook events."""
+    s = SQLiteStore(db_path, clock, retention_s=3600)
+    await s.open()
+    await s.close()
+    conn = sqlite3.connect(db_path)
+    conn.execute("ALTER TABLE messages DROP COLUMN trace")
+    conn.execute("ALTER TABLE webhooks DROP COLUMN trace")
+    conn.execute(
+        "INSERT INTO messages (id, app, kind, touser, template_id, data, callback_url, priority, "
+        "created_at, not_before, status, updated_at, due_at) VALUES ('old1', 'app_a', "
+        "'template', 'o_1', 'tpl', ?, 'https://hooks.example/h', 'normal', 5.0, 5.0, "
+        "'queued', 5.0, 5.0)",
+        ('{"first":{"value":"hi"}}',),
+    )
+    conn.execute("INSERT INTO counts VALUES ('app_a', 'queued', 1)")
+    conn.commit()
+    conn.close()
+    s = SQLiteStore(db_path, clock, retention_s=3600)
+    await s.open()
+    try:
+        assert (await must_get(s, "old1")).trace is None
+        trace = f"00-{'ab' * 16}-{'cd' * 8}-01"
+        new = await enqueue_one(s, clock, callback_url="https://hooks.example/h", trace=trace)
+        assert (await must_get(s, new)).trace == trace
+        assert await s.cancel("old1") == CancelOutcome.CANCELLED
+        assert await s.cancel(new) == CancelOutcome.CANCELLED
+        events = await s.lease_webhooks(10, LEASE_S, clock.now())
+        assert {(e.message_id, e.trace) for e in events} == {("old1", None), (new, trace)}
     finally:
         await s.close()
 

@@ -28,6 +28,7 @@ from wxgate.sandbox import free_port
 from wxgate.settings import Settings, from_dict
 from wxgate.sim.config import Faults, SimApp, SimConfig
 from wxgate.sim.testing import SimHandle, running_simulator
+from wxgate.tracing import Tracer
 
 API_KEY = "e2e-key"
 TEMPLATE = "tpl_order"
@@ -363,16 +364,18 @@ async def running_rig(
     sim_clock: Clock | None = None,
     sim_kw: Mapping[str, Any] | None = None,
     app_overrides: Mapping[str, Any] | None = None,
+    tracer: Tracer | None = None,
     **sections: Mapping[str, Any],
 ) -> AsyncIterator[Rig]:
-    """The simulator and an in-process Runtime (SQLite file in tmp_path), wired both ways."""
+    """The simulator and an in-process Runtime (SQLite file in tmp_path), wired both ways;
+    `tracer` as Runtime's."""
     port = free_port()
     config = sim_config(port, apps, latency_ms=latency_ms, **(sim_kw or {}))
     async with running_simulator(config, clock=sim_clock) as sim:
         settings = build_settings(
             tmp_path, port, sim.base_url, apps, app_overrides=app_overrides, **sections
         )
-        async with Runtime(settings, clock=gw_clock) as runtime:
+        async with Runtime(settings, clock=gw_clock, tracer=tracer) as runtime:
             api = Api(runtime.url)
             try:
                 yield Rig(sim, runtime, api, settings, port)

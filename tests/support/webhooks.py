@@ -24,6 +24,7 @@ class Delivery:
     path: str
     signature_ok: bool
     answered: int  # the HTTP status we gave (0: none, the request hung)
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -44,7 +45,7 @@ class Receiver:
         event_id = request.headers.get("X-Wxgate-Event-Id", "")
         ok = verify_webhook(SECRET, dict(request.headers), raw)
         self.tries[event_id] += 1
-        entry = Delivery(event_id, json.loads(raw), request.path, ok, 0)
+        entry = Delivery(event_id, json.loads(raw), request.path, ok, 0, dict(request.headers))
         self.deliveries.append(entry)
         if self.hang:
             await self.released.wait()

@@ -34,6 +34,7 @@ from wxgate.clock import Clock
 from wxgate.metrics import UNROUTED
 from wxgate.settings import Settings
 from wxgate.store.base import Store
+from wxgate.tracing import NO_TRACER, Tracer
 
 _UNAUTHORIZED = {"WWW-Authenticate": 'Bearer realm="wxgate"'}
 
@@ -96,6 +97,7 @@ def create_app(
     templates: TemplateSource | None = None,
     *,
     probes_only: bool = False,
+    tracer: Tracer = NO_TRACER,
 ) -> web.Application:
     """The API on `store`; `probes_only`: only /healthz, /readyz and /metrics (a worker-only
     process: put behind a load balancer by mistake, it answers 404 rather than taking API
@@ -114,6 +116,7 @@ def create_app(
         metrics=metrics or NoApiMetrics(),
         wake=wake or (lambda: None),
         templates=templates,
+        tracer=tracer,
     )
     # Routes read bodies through body.read_limited with their own limit (batches may be larger
     # than single messages); client_max_size is the backstop for anything using request.read().

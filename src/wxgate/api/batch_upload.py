@@ -66,8 +66,11 @@ def check_rate(rate_per_s: float | None, field: str = "rate_per_s") -> None:
 class StreamedBatch:
     """One upload: `await StreamedBatch(ctx, request, mime).run()`."""
 
-    def __init__(self, ctx: ApiContext, request: web.Request, mime: str) -> None:
+    def __init__(
+        self, ctx: ApiContext, request: web.Request, mime: str, trace: str | None = None
+    ) -> None:
         self.ctx = ctx
+        self.trace = trace  # kept by every message (tracing/context.py)
         self.request = request
         self.mime = mime
         self.batch: Batch | None = None
@@ -150,7 +153,14 @@ class StreamedBatch:
         body = header.as_batch_in([Recipient("-")])
         hosts = callback_hosts(self.request)
         _, [proto] = batch_from(
-            body, self.ctx.apps[app], now, new_id(), 1, key_hosts=hosts, limits=self.limits
+            body,
+            self.ctx.apps[app],
+            now,
+            new_id(),
+            1,
+            key_hosts=hosts,
+            limits=self.limits,
+            trace=self.trace,
         )
         return proto
 

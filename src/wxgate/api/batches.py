@@ -32,6 +32,7 @@ from wxgate.models import (
     BatchStatus,
     new_id,
 )
+from wxgate.tracing import NO_SPAN, Span, from_headers
 
 _DECODER = msgspec.json.Decoder(BatchIn)
 _PATCH = msgspec.json.Decoder(BatchPatch)
@@ -45,10 +46,22 @@ class BatchRoutes:
         self.ctx = ctx
 
     async def create(self, request: web.Request) -> web.Response:
+        """As MessageRoutes.create for a trace context: every message of the batch keeps the
+        caller's (tracing off) or this accept span's."""
+        trace = from_headers(request.headers)
+        tracer = self.ctx.tracer
+        if not tracer.enabled:
+            return await self._create(request, trace, NO_SPAN)
+        with tracer.start("wxgate.accept", trace, {"http.route": "/v1/batches"}, "server") as span:
+            return await self._create(request, span.context(trace), span)
+
+    async def _create(self, request: web.Request, trace: str | None, span: Span) -> web.Response:
         ctx = self.ctx
         mime = (request.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
         if mime in _STREAM_TYPES:
-            accepted = await StreamedBatch(ctx, request, mime).run()
+            accepted = await StreamedBatch(ctx, request, mime, trace).run()
+            span.set("wxgate.batch_id", accepted.id)
+            span.set("wxgate.recipients", accepted.total)
             return json_response(accepted, status=202)
         body = await read_json(request, _DECODER, ctx.max_batch_body_bytes)
         check_rate(body.rate_per_s)
@@ -63,7 +76,10 @@ class BatchRoutes:
             server.max_batch_recipients,
             key_hosts=callback_hosts(request),
             limits=DataLimits.of(server),
+            trace=trace,
         )
+        span.set("wxgate.batch_id", batch.id)
+        span.set("wxgate.recipients", batch.total)
         batch.rate_per_s = body.rate_per_s
         if app.validate != "off":
             await checked_batch(ctx.templates, app, messages, body.recipients)

@@ -141,9 +141,24 @@ class CallbackRoutes:
                 r.msgid,
             )
             return
-        updated = await store.record_receipt(
-            app.name, r.msgid, r.status, r.event_key, r.openid, message_id=linked_to
-        )
+        tracer = self.ctx.tracer
+        if tracer.enabled and known is not None:
+            # A child of the message's accept span. A receipt that beats the ack (known is
+            # None) is applied by the ack later and gets no span of its own.
+            attrs = {
+                "wxgate.message_id": known.id,
+                "wxgate.app": app.name,
+                "wechat.status": r.status,
+            }
+            with tracer.start("wxgate.receipt", known.trace, attrs, "consumer") as span:
+                updated = await store.record_receipt(
+                    app.name, r.msgid, r.status, r.event_key, r.openid, message_id=linked_to
+                )
+                span.set("wxgate.status", "duplicate" if updated is None else updated.status.value)
+        else:
+            updated = await store.record_receipt(
+                app.name, r.msgid, r.status, r.event_key, r.openid, message_id=linked_to
+            )
         if updated is not None:
             self.ctx.metrics.on_receipt(
                 app.name, updated.status.value, updated.created_at, self.ctx.clock.now()

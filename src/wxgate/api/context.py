@@ -15,6 +15,7 @@ from wxgate.clock import Clock
 from wxgate.models import TokenEntry
 from wxgate.settings import AppSettings, Settings
 from wxgate.store.base import Store
+from wxgate.tracing import NO_TRACER, Tracer
 
 StatsExtra = Callable[[], Awaitable[dict[str, Any]]]
 
@@ -88,6 +89,8 @@ class ApiContext:
     wake: Callable[[], None] = lambda: None
     # The cached template lists behind apps' `validate` (None: no app validates).
     templates: TemplateSource | None = None
+    # Spans for accepts and receipts (tracing off: the no-op tracer).
+    tracer: Tracer = NO_TRACER
 
     @property
     def max_body_bytes(self) -> int:

@@ -236,13 +236,14 @@ def batch_from(
     *,
     key_hosts: Sequence[str] | None = None,
     limits: DataLimits = DEFAULT_LIMITS,
+    trace: str | None = None,
 ) -> tuple[Batch, list[Message]]:
     """The Batch record and one Message per recipient; recipient data overrides shared data.
 
     The shared fields are one SharedFields object, referenced by the batch and every message
     (the store keeps them once); a recipient without data of its own shares the shared data
     object itself. Data over `limits` is a 413 (data_limits.py). `key_hosts` as for
-    message_from."""
+    message_from. `trace`: the trace context every message keeps (tracing/context.py)."""
     total = len(body.recipients)
     if total == 0:
         raise invalid("recipients", "must not be empty")
@@ -280,6 +281,7 @@ def batch_from(
         status=Status.EXPIRED if expired else Status.QUEUED,
         finished_at=now if expired else None,
         shared=common,
+        trace=trace,
     )
     messages: list[Message] = []
     append = messages.append

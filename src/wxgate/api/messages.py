@@ -20,6 +20,7 @@ from wxgate.api.template_check import checked_message
 from wxgate.errors import StoreTimeout
 from wxgate.models import PENDING_STATUSES, Accepted, MessageIn, Status, new_id
 from wxgate.store.base import CancelOutcome
+from wxgate.tracing import NO_SPAN, Span, from_headers
 
 _DECODER = msgspec.json.Decoder(MessageIn)
 
@@ -33,7 +34,19 @@ class MessageRoutes:
         self.ctx = ctx
 
     async def create(self, request: web.Request) -> web.Response:
-        """Validate, then answer 202 only once the store has committed (accepted = durable)."""
+        """Validate, then answer 202 only once the store has committed (accepted = durable).
+
+        A valid W3C traceparent (tracestate) is kept with the message: as it came with tracing
+        off, else as the context of this accept's span, the parent of the message's others."""
+        trace = from_headers(request.headers)
+        tracer = self.ctx.tracer
+        if not tracer.enabled:
+            return await self._create(request, trace, NO_SPAN)
+        attrs = {"http.route": "/v1/messages"}
+        with tracer.start("wxgate.accept", trace, attrs, "server") as span:
+            return await self._create(request, span.context(trace), span)
+
+    async def _create(self, request: web.Request, trace: str | None, span: Span) -> web.Response:
         ctx = self.ctx
         body = await read_json(request, _DECODER, ctx.max_body_bytes)
         app = resolve_app(ctx.apps, body.app)
@@ -43,6 +56,9 @@ class MessageRoutes:
         message = message_from(body, app, ctx.clock.now(), new_id(), key, hosts)
         if key is not None:
             message.idempotency_digest = body_digest(body, app.name, message.data)
+        message.trace = trace
+        span.set("wxgate.message_id", message.id)
+        span.set("wxgate.app", app.name)
         check_message_data(message.data, ctx.settings.server.max_data_bytes)
         if app.validate != "off":
             message = await checked_message(ctx.templates, app, message)

@@ -57,6 +57,15 @@ def _limit(most: int, default: int) -> tuple[str, str, Schema, str]:
 _STREAM_TYPES = ("application/x-ndjson", "text/csv")
 
 _ID = (("id", "path", "string", "Message or batch id"),)
+# W3C trace context (tracing/context.py): kept with the message, passed to its webhooks.
+_TRACE_HEADERS: tuple[tuple[str, Schema, str], ...] = (
+    (
+        "traceparent",
+        {"type": "string"},
+        "W3C trace context; a malformed one is ignored (a new trace starts), never refused",
+    ),
+    ("tracestate", {"type": "string"}, "W3C vendor trace state"),
+)
 _APP = (("app", "path", "string", "App name from the gateway's settings"),)
 _SIG = (
     ("signature", "query", "string", "sha1 signature (plain mode)"),
@@ -82,6 +91,7 @@ ROUTES: tuple[Route, ...] = (
                     "Same key and body: a repeat returns the first id (202); the same key "
                     "with another body is 409 idempotency_conflict",
                 ),
+                *_TRACE_HEADERS,
             ),
             description="Answered only after the message is committed to the store.",
         ),
@@ -180,6 +190,7 @@ ROUTES: tuple[Route, ...] = (
                 ),
                 ("rate_per_s", "query", "number", "Streamed bodies: the batch's own send rate"),
             ),
+            headers=_TRACE_HEADERS,
             description=(
                 "A JSON body (BatchIn) is one commit of up to server.max_batch_recipients. "
                 "With Content-Type application/x-ndjson (one {touser, data} per line, optionally "

@@ -39,6 +39,7 @@ from wxgate.policy.receipt_links import Finish
 from wxgate.settings import AppSettings, WorkerSettings
 from wxgate.store.base import Store
 from wxgate.store.receipt_links import ReceiptLinker
+from wxgate.tracing import NO_SPAN, NO_TRACER, AttrValue, Span, Tracer
 from wxgate.wechat.tokens import TokenBroker
 
 log = logging.getLogger("wxgate.delivery")
@@ -84,8 +85,10 @@ class Dispatcher:
         metrics: DeliveryMetrics | None = None,
         *,
         send_timeout_s: float = 10.0,
+        tracer: Tracer = NO_TRACER,
     ) -> None:
         self._store = store
+        self._tracer = tracer
         self._broker = broker
         self._settings = worker_settings
         self._clock = clock
@@ -270,6 +273,24 @@ class Dispatcher:
             await self._set_pause(state, pause)
             return await self.release(message, "quota", min(pause.until, now + PAUSE_RECHECK_S))
 
+        tracer = self._tracer
+        if not tracer.enabled:
+            return await self._send(message, state, NO_SPAN)
+        # One span per send attempt, a child of the message's accept span (its kept context).
+        attrs: dict[str, AttrValue] = {
+            "wxgate.message_id": message.id,
+            "wxgate.app": message.app,
+            "wxgate.attempt": message.attempts + 1,
+        }
+        with tracer.start("wxgate.send", message.trace, attrs, "client") as span:
+            outcome = await self._send(message, state, span)
+            span.set("wxgate.outcome", outcome.value)
+            return outcome
+
+    async def _send(self, message: Message, state: AppState, span: Span) -> Outcome:
+        """The send itself and its outcome in the store; `span` records errcode and
+        disposition (the attempt span, or NO_SPAN with tracing off)."""
+        app = state.settings
         started = self._clock.monotonic()
         try:
             msgid = await self._broker.send(app, message)
@@ -277,7 +298,7 @@ class Dispatcher:
             if linked:
                 lost = isinstance(exc, OutcomeUnknown)
                 await self._finish_link(message, Finish.UNKNOWN if lost else Finish.REFUSED, None)
-            return await self._on_error(message, state, exc)
+            return await self._on_error(message, state, exc, span)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bug of ours: count it, so it cannot loop forever
@@ -290,9 +311,11 @@ class Dispatcher:
                 extra=_context(message),
             )
             err = WeChatError(ERRCODE_INTERNAL, f"internal error: {type(exc).__name__}")
-            return await self._on_error(message, state, err)
+            return await self._on_error(message, state, err, span)
         latency_s = self._clock.monotonic() - started
         self.outages.answered(message.app)
+        span.set("wechat.errcode", 0)
+        span.set("wxgate.disposition", Disposition.OK.value)
         state.breaker.record(True)
         if state.adaptive is not None:
             state.adaptive.record(False)
@@ -339,8 +362,13 @@ class Dispatcher:
         if updated is not None:
             self._metrics.on_receipt(message.app, updated.status.value, message.created_at, now)
 
-    async def _on_error(self, message: Message, state: AppState, exc: WeChatError) -> Outcome:
+    async def _on_error(
+        self, message: Message, state: AppState, exc: WeChatError, span: Span = NO_SPAN
+    ) -> Outcome:
         disposition = exc.disposition
+        span.set("wechat.errcode", exc.errcode)
+        span.set("wxgate.disposition", disposition.value)
+        span.error(f"errcode {exc.errcode}")
         self._metrics.on_failed(message.app, disposition.value, exc.errcode)
         if isinstance(exc, TransportError):
             self.outages.failed(message.app, exc.errmsg)

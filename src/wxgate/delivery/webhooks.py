@@ -51,6 +51,7 @@ from wxgate.policy.webhook_signature import (
 )
 from wxgate.settings import AppSettings, WebhookSettings
 from wxgate.store.base import Store
+from wxgate.tracing import NO_TRACER, AttrValue, Tracer, to_headers
 
 log = logging.getLogger("wxgate.webhooks")
 
@@ -119,10 +120,12 @@ class WebhookSender:
         busy: Callable[[], bool] | None = None,
         rand: Callable[[], float] = random.random,
         resolver: AbstractResolver | None = None,
+        tracer: Tracer = NO_TRACER,
     ) -> None:
         """`resolver`: what caller-chosen names are resolved with before the address check
         (aiohttp's default resolver unless given; tests give one that answers as told)."""
         self._store = store
+        self._tracer = tracer
         self._apps = dict(apps)
         self._settings = settings
         self._clock = clock
@@ -241,7 +244,10 @@ class WebhookSender:
 
     # ------------------------------------------------------------------ one event
 
-    def _headers(self, event: WebhookEvent, body: bytes) -> dict[str, str]:
+    def _headers(self, event: WebhookEvent, body: bytes, trace: str | None) -> dict[str, str]:
+        """`trace`: the W3C traceparent (tracestate) the receiver gets, the message's kept
+        one, or this POST's span's when tracing (not covered by the signature: tracing
+        infrastructure may rewrite it)."""
         ts = int(self._clock.now())
         headers = {
             "Content-Type": "application/json",
@@ -249,6 +255,8 @@ class WebhookSender:
             EVENT_ID_HEADER: event.id,
             TIMESTAMP_HEADER: str(ts),
         }
+        if trace is not None:
+            headers.update(to_headers(trace))
         app = self._apps.get(event.app)
         secret = app.webhook_secret if app is not None else ""
         if secret:
@@ -283,7 +291,7 @@ class WebhookSender:
             return f"refused: {host} is not a canonical IP address"
         return literal_refusal(host, self._allowed)
 
-    async def _post(self, event: WebhookEvent) -> tuple[str | None, bool]:
+    async def _post(self, event: WebhookEvent, trace: str | None) -> tuple[str | None, bool]:
         """(None, False) when the receiver took it (2xx), else (why not, whether it is for
         good: a refusal that no retry can change)."""
         trusted = self._trusted(event)
@@ -297,7 +305,10 @@ class WebhookSender:
         body = event_body(event)
         try:
             async with session.post(
-                event.url, data=body, headers=self._headers(event, body), allow_redirects=False
+                event.url,
+                data=body,
+                headers=self._headers(event, body, trace),
+                allow_redirects=False,
             ) as resp:
                 if 200 <= resp.status < 300:
                     return None, False
@@ -331,7 +342,23 @@ class WebhookSender:
         )
 
     async def _deliver(self, event: WebhookEvent) -> None:
-        error, permanent = await self._post(event)
+        tracer = self._tracer
+        if not tracer.enabled:
+            error, permanent = await self._post(event, event.trace)
+        else:
+            # One span per POST, a child of the message's accept span; the receiver's work
+            # joins the trace through the traceparent it is sent.
+            attrs: dict[str, AttrValue] = {
+                "wxgate.message_id": event.message_id,
+                "wxgate.app": event.app,
+                "wxgate.event_id": event.id,
+                "wxgate.status": event.status,
+                "wxgate.attempt": event.attempts + 1,
+            }
+            with tracer.start("wxgate.webhook", event.trace, attrs, "client") as span:
+                error, permanent = await self._post(event, span.context(event.trace))
+                if error is not None:
+                    span.error(error)
         try:
             if error is None:
                 await self._store.webhook_delivered(event.id)

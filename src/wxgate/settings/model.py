@@ -300,6 +300,16 @@ class TemplateSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
     fetch_timeout_s: float = 5.0  # a first load longer than this accepts unchecked
 
 
+class TracingSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """OpenTelemetry traces (wxgate/tracing): exported over OTLP/HTTP only when `endpoint` is
+    set, which needs the optional extra (`pip install wxgate[tracing]`). Without an endpoint
+    the caller's traceparent is still kept and passed on to status webhooks, nothing else."""
+
+    endpoint: str | None = None  # e.g. "http://otel-collector:4318/v1/traces"
+    service_name: str = "wxgate"
+    sample_ratio: float = 1.0  # of new traces; a caller's sampled flag is followed (parent-based)
+
+
 class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     server: ServerSettings = msgspec.field(default_factory=ServerSettings)
     store: StoreSettings = msgspec.field(default_factory=StoreSettings)
@@ -307,6 +317,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     workers: WorkerSettings = msgspec.field(default_factory=WorkerSettings)
     webhooks: WebhookSettings = msgspec.field(default_factory=WebhookSettings)
     templates: TemplateSettings = msgspec.field(default_factory=TemplateSettings)
+    tracing: TracingSettings = msgspec.field(default_factory=TracingSettings)
     apps: list[AppSettings] = msgspec.field(default_factory=list)
 
     def app(self, name: str | None) -> AppSettings:
@@ -339,6 +350,8 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             if app.get("webhook_secret"):
                 app["webhook_secret"] = MASK
         raw["store"]["url"] = _mask_url(raw["store"]["url"])
+        if raw["tracing"]["endpoint"]:
+            raw["tracing"]["endpoint"] = _mask_url(raw["tracing"]["endpoint"])
         return raw
 
     def __repr__(self) -> str:

@@ -184,6 +184,7 @@ def validate(settings: Settings) -> Settings:
     _validate_bounds(settings.server)
     _validate_adaptive(settings.workers.adaptive)
     _validate_webhooks(settings)
+    _validate_tracing(settings)
     return settings
 
 
@@ -223,6 +224,16 @@ def _validate_store_url(url: str) -> None:
             "store.url: must start with sqlite://, postgresql:// or one of " + ", ".join(SCHEMES)
         )
     parse_redis_url(url)
+
+
+def _validate_tracing(settings: Settings) -> None:
+    t = settings.tracing
+    if t.endpoint is not None and not t.endpoint.startswith(("http://", "https://")):
+        raise ConfigError("tracing.endpoint: expected an http:// or https:// OTLP/HTTP URL")
+    if not 0.0 <= t.sample_ratio <= 1.0:
+        raise ConfigError("tracing.sample_ratio: must be between 0 and 1")
+    if not t.service_name.strip():
+        raise ConfigError("tracing.service_name: must not be empty")
 
 
 def _validate_webhooks(settings: Settings) -> None:

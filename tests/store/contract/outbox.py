@@ -168,3 +168,46 @@ class OutboxContract:
             seen.add(event.id)
             assert await store.webhook_delivered(event.id)
             assert await store.requeue([msg_id]) == 1
+
+    # ------------------------------------------------------------------ trace context
+
+    async def test_trace_context_kept_with_the_message_and_its_events(
+        self, store: Store, clock: FakeClock
+    ) -> None:
+        """Message.trace round-trips through every read, and every status event of the
+        message carries it (the webhook POST passes it on as traceparent/tracestate)."""
+        trace = f"00-{'4b' * 16}-{'00f0' * 4}-01\nvendor=abc,other@x=1"
+        single = await enqueue_one(store, clock, callback_url=HOOK, trace=trace)
+        plain = await enqueue_one(store, clock, callback_url=HOOK)
+        batch = make_batch(clock, 2)
+        members = [
+            make_message(clock, batch_id=batch.id, callback_url=HOOK, trace=trace) for _ in range(2)
+        ]
+        await store.enqueue(members, batch=batch)
+        assert (await must_get(store, single)).trace == trace
+        assert (await must_get(store, plain)).trace is None
+        leased = {m.id: m for m in await store.lease(10, LEASE_S, clock.now())}
+        assert leased[single].trace == trace and leased[plain].trace is None
+        assert {leased[m.id].trace for m in members} == {trace}
+        page, _ = await store.batch_messages(batch.id)
+        assert {m.trace for m in page} == {trace}
+        assert await store.ack(single, leased[single].lease_token, SendResult(81, clock.now()))
+        assert await store.ack(plain, leased[plain].lease_token, SendResult(82, clock.now()))
+        assert await store.record_receipt("app_a", 81, "success", "ev-81")
+        a, b = members
+        assert await store.dead(a.id, leased[a.id].lease_token, ErrorInfo(40003, "bad openid"))
+        [dead], _ = await store.dead_letters()
+        assert dead.trace == trace
+        await store.retry(b.id, leased[b.id].lease_token, clock.now() + 60, None, False)
+        assert await store.set_batch_status(batch.id, "cancelled")  # the batch-cancel event
+        events = await store.lease_webhooks(100, LEASE_S, clock.now())
+        got = sorted((e.message_id, e.status, e.trace) for e in events)
+        assert got == sorted(
+            [
+                (single, "sent", trace),
+                (single, "delivered", trace),
+                (plain, "sent", None),
+                (a.id, "dead", trace),
+                (b.id, "cancelled", trace),
+            ]
+        )

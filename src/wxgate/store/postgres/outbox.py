@@ -18,19 +18,19 @@ from wxgate.store.postgres.rows import from_i64
 
 Conn = asyncpg.Connection
 
-_COLS = "message_id, app, status, url, occurred_at, errcode, errmsg, wechat_msgid, batch_id"
+_COLS = "message_id, app, status, url, occurred_at, errcode, errmsg, wechat_msgid, batch_id, trace"
 # The snapshot comes from the message row as the status change left it; a success carries no
 # error (the row keeps the last failed attempt's).
 _EMIT = (
     f"INSERT INTO webhooks ({_COLS}, due_at) SELECT id, app, status, callback_url, $1, "
     "CASE WHEN status IN ('sent', 'delivered') THEN NULL ELSE last_errcode END, "
     "CASE WHEN status IN ('sent', 'delivered') THEN NULL ELSE last_errmsg END, "
-    "wechat_msgid, batch_id, $1 FROM messages "
+    "wechat_msgid, batch_id, trace, $1 FROM messages "
     "WHERE id = ANY($2::text[]) AND callback_url IS NOT NULL ORDER BY id"
 )
 _EMIT_BATCH_CANCEL = (
     f"INSERT INTO webhooks ({_COLS}, due_at) SELECT id, app, 'cancelled', callback_url, $1, "
-    "last_errcode, last_errmsg, wechat_msgid, batch_id, $1 FROM messages "
+    "last_errcode, last_errmsg, wechat_msgid, batch_id, trace, $1 FROM messages "
     "WHERE batch_id = $2 AND status IN ('queued', 'scheduled', 'retrying') "
     "AND callback_url IS NOT NULL"
 )
@@ -70,8 +70,9 @@ def _event(r: Any) -> WebhookEvent:
         errmsg=r[7],
         wechat_msgid=None if msgid is None else from_i64(msgid),
         batch_id=r[9],
-        attempts=r[10],
-        last_error=r[11],
+        trace=r[10],
+        attempts=r[11],
+        last_error=r[12],
     )
 
 

@@ -15,7 +15,7 @@ COLUMNS = (
     "id, app, kind, touser, template_id, data, url, miniprogram, page, miniprogram_state, "
     "lang, idempotency_key, batch_id, callback_url, priority, created_at, not_before, "
     "expire_at, status, attempts, last_errcode, last_errmsg, wechat_msgid, receipt, sent_at, "
-    "finished_at, updated_at, lease_token, notes, shared, redrive_rounds"
+    "finished_at, updated_at, lease_token, notes, shared, redrive_rounds, trace"
 )
 # The same list qualified by the table alias `m` (statements that join).
 M_COLUMNS = ", ".join(f"m.{c.strip()}" for c in COLUMNS.split(","))
@@ -45,6 +45,7 @@ INSERT_COLUMNS = (
     ("due_at", "float8"),
     ("notes", "text"),
     ("shared", "int4"),
+    ("trace", "text"),
 )
 _names = ", ".join(n for n, _ in INSERT_COLUMNS)
 _arrays = ", ".join(f"${i}::{t}[]" for i, (_, t) in enumerate(INSERT_COLUMNS, start=1))
@@ -108,6 +109,7 @@ def message_row(m: Message, status: str, now: float, parked: bool) -> tuple[Any,
         None if parked else float(m.not_before),
         None if m.notes is None else text(m.notes),
         shared,
+        m.trace,
     )
 
 
@@ -152,4 +154,5 @@ def row_message(r: Any) -> Message:
         notes=None if r[28] is None else _decode_notes(r[28]),
         shared=None if r[29] is None else UNRESOLVED,
         redrive_rounds=r[30] or 0,
+        trace=r[31],
     )

@@ -73,6 +73,7 @@ def message_record(msg: Message, status: Status) -> list[str]:
         dead_member(float(msg.created_at), msg.id),
         msg.touser,
         msg.idempotency_digest or "",  # kept with the key (store/idempotency.py)
+        msg.trace or "",  # `tr`: copied into its webhook events (doc keeps it for reads)
     ]
 
 

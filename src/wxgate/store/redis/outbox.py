@@ -31,6 +31,7 @@ _FIELDS = (
     "batch_id",
     "attempts",
     "last_error",
+    "trace",
 )
 _PRUNE_CHUNK = 200
 
@@ -50,7 +51,7 @@ def _opt_str(raw: bytes | str | None) -> str | None:
 
 def decode_event(values: Sequence[bytes | str | None]) -> WebhookEvent:
     """An event from LEASE's reply row: the id, then the _FIELDS values."""
-    eid, msg_id, app, status, url, at, errcode, errmsg, msgid, batch, attempts, last = values
+    eid, msg_id, app, status, url, at, errcode, errmsg, msgid, batch, attempts, last, tr = values
     return WebhookEvent(
         id=text(eid or ""),
         message_id=text(msg_id or ""),
@@ -64,6 +65,7 @@ def decode_event(values: Sequence[bytes | str | None]) -> WebhookEvent:
         batch_id=_opt_str(batch),
         attempts=int(attempts or 0),
         last_error=_opt_str(last),
+        trace=_opt_str(tr),
     )
 
 

@@ -19,7 +19,7 @@ COLUMNS = (
     "id, app, kind, touser, template_id, data, url, miniprogram, page, miniprogram_state, "
     "lang, idempotency_key, batch_id, callback_url, priority, created_at, not_before, "
     "expire_at, status, attempts, last_errcode, last_errmsg, wechat_msgid, receipt, sent_at, "
-    "finished_at, updated_at, lease_token, notes, shared, redrive_rounds"
+    "finished_at, updated_at, lease_token, notes, shared, redrive_rounds, trace"
 )
 
 # A new message's columns: always bound, then the optional ones, bound only when set.
@@ -39,6 +39,7 @@ _INSERT_OPTIONAL = (
     "notes",
     "due_at",
     "shared",
+    "trace",
 )
 _INSERTS: dict[tuple[bool, ...], str] = {}
 
@@ -102,6 +103,7 @@ def message_insert(
         None if notes is None else _encode(notes).decode(),
         None if parked else m.not_before,
         shared,
+        m.trace,
     )
     present = tuple([v is not None for v in optional])
     sql = _INSERTS.get(present) or _insert_sql(present)
@@ -156,6 +158,7 @@ def row_message(r: Any) -> Message:
         # Filled in by the store from the batch (SharedCache.fill) before anyone sees it.
         shared=None if r[29] is None else UNRESOLVED,
         redrive_rounds=r[30] or 0,
+        trace=r[31],
     )
 
 

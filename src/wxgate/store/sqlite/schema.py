@@ -77,7 +77,11 @@ CREATE TABLE IF NOT EXISTS messages (
     notes BLOB,                      -- msgspec JSON list of accept-time notes, or NULL
     -- 1: data is the row's own (what differs from its batch's), the rest is the batch's
     shared INTEGER,
-    redrive_rounds INTEGER NOT NULL DEFAULT 0  -- scheduled redrive rounds (store/base.py)
+    redrive_rounds INTEGER NOT NULL DEFAULT 0,  -- scheduled redrive rounds (store/base.py)
+    -- W3C trace context (models.Message.trace), or NULL. No comma in a comment on the line
+    -- before a last column: SQLite's DROP COLUMN (tests make older files with it) takes
+    -- that comma for the separator and leaves the ")" inside the comment.
+    trace TEXT
 );
 CREATE INDEX IF NOT EXISTS messages_due
     ON messages (app, due_at, batch_id) WHERE due_at IS NOT NULL;
@@ -257,7 +261,9 @@ CREATE TABLE IF NOT EXISTS webhooks (
     attempts INTEGER NOT NULL DEFAULT 0,
     last_error TEXT,
     failed_at REAL,                  -- set when given up on
-    due_at REAL                      -- next try, or the lease's end; NULL once failed
+    due_at REAL,                     -- next try or the end of the lease; NULL once failed
+    -- the message's trace context, passed on to the receiver
+    trace TEXT
 );
 CREATE INDEX IF NOT EXISTS webhooks_due ON webhooks (due_at) WHERE due_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS webhooks_failed ON webhooks (failed_at) WHERE failed_at IS NOT NULL;
@@ -330,6 +336,8 @@ _ADDED_COLUMNS = (
     ("messages", "redrive_rounds", "INTEGER NOT NULL DEFAULT 0"),
     ("messages", "idem_digest", "TEXT"),
     ("pauses", "by_whom", "TEXT"),
+    ("messages", "trace", "TEXT"),
+    ("webhooks", "trace", "TEXT"),
 )
 
 

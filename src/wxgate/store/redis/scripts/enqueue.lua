@@ -1,6 +1,6 @@
 -- ARGV[5] = number of enqueue calls (groups), then one msgpack argument per group:
 -- [batch_id, batch_doc, [[id, app, idempotency_key, batch_id, status, not_before, created_at,
--- doc, cb, shared, ckey, touser, idem_digest], ...], batch_shared] (ckey: the message's member
+-- doc, cb, shared, ckey, touser, idem_digest, tr], ...], batch_shared] (ckey: the message's member
 -- in the search indexes P:created and P:to:{touser}, redis/find.py). Returns per group
 -- {'ok', id, status, created, ...} (created: 1 new, 0 a duplicate key, 2 a duplicate key whose
 -- stored body fingerprint differs from this one's: a conflict, store/idempotency.py)
@@ -69,6 +69,8 @@ for g = 1, tonumber(ARGV[5]) do
         'idem', idem, 'status', status, 'not_before', nb, 'created_at', created,
         'attempts', 0, 'lease_token', 0, 'sid', sid, 'cb', r[9] or '', 'shared', r[10] or '',
         'ckey', r[11], 'to', r[12], 'idem_digest', r[13] or '')
+      -- `tr`: the trace context its webhook events copy (emit); absent without one
+      if r[14] and r[14] ~= '' then redis.call('HSET', mkey(id), 'tr', r[14]) end
       redis.call('ZADD', P .. ':pending', created, id)
       redis.call('ZADD', P .. ':created', 0, r[11])
       redis.call('ZADD', P .. ':to:' .. r[12], 0, r[11])

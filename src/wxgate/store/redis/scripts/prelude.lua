@@ -12,7 +12,7 @@ local FINAL = {sent = true, delivered = true, blocked = true, failed = true, dea
 -- The public fields (returned to Python, in this order), then the ones only scripts use.
 local FIELDS = {unpack(MESSAGE_FIELDS)}
 local NPUBLIC = #FIELDS
-for _, f in ipairs({'app', 'batch_id', 'sid', 'idem', 'lease_until', 'created_at', 'cb'}) do
+for _, f in ipairs({'app', 'batch_id', 'sid', 'idem', 'lease_until', 'created_at', 'cb', 'tr'}) do
   FIELDS[#FIELDS + 1] = f
 end
 local IX = {}  -- field name -> position in FIELDS
@@ -138,7 +138,8 @@ local function emit(m, status, errcode, errmsg, msgid)
   redis.call('HSET', P .. ':wh:' .. eid, 'message_id', m.id, 'app', m.app, 'status', status,
     'url', url, 'occurred_at', NOW, 'errcode', errcode or m.raw[IX.last_errcode] or '',
     'errmsg', errmsg or m.raw[IX.last_errmsg] or '',
-    'wechat_msgid', msgid or m.raw[IX.wechat_msgid] or '', 'batch_id', m.batch, 'attempts', 0)
+    'wechat_msgid', msgid or m.raw[IX.wechat_msgid] or '', 'batch_id', m.batch, 'attempts', 0,
+    'trace', m.raw[IX.tr] or '')
   redis.call('ZADD', P .. ':wh:due', NOW, eid)
 end
 
