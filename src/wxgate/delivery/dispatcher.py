@@ -275,7 +275,7 @@ class Dispatcher:
 
         tracer = self._tracer
         if not tracer.enabled:
-            return await self._send(message, state, NO_SPAN)
+            return await self._send(message, state, NO_SPAN, linked)
         # One span per send attempt, a child of the message's accept span (its kept context).
         attrs: dict[str, AttrValue] = {
             "wxgate.message_id": message.id,
@@ -283,13 +283,14 @@ class Dispatcher:
             "wxgate.attempt": message.attempts + 1,
         }
         with tracer.start("wxgate.send", message.trace, attrs, "client") as span:
-            outcome = await self._send(message, state, span)
+            outcome = await self._send(message, state, span, linked)
             span.set("wxgate.outcome", outcome.value)
             return outcome
 
-    async def _send(self, message: Message, state: AppState, span: Span) -> Outcome:
+    async def _send(self, message: Message, state: AppState, span: Span, linked: bool) -> Outcome:
         """The send itself and its outcome in the store; `span` records errcode and
-        disposition (the attempt span, or NO_SPAN with tracing off)."""
+        disposition (the attempt span, or NO_SPAN with tracing off); `linked`: a subscribe
+        send whose receipt link must hear how it ended."""
         app = state.settings
         started = self._clock.monotonic()
         try:
