@@ -132,6 +132,12 @@ async def test_supervised_processes_log_json_with_their_index(
     with _serve(config, {}, *args, "--log-format", "json") as proc:
         url = f"http://127.0.0.1:{port}"
         await wait_until(lambda: _ready(url, proc), 60, "the group to be ready", interval_s=0.05)
+
+        def group_banner() -> bool:
+            # One child answering /readyz is not both: the banner waits for every child.
+            return "wxgate listening on" in (tmp_path / "stdout").read_text(encoding="utf-8")
+
+        await wait_until(group_banner, 60, "every child to be ready", interval_s=0.05)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
     records = _records(tmp_path / "stderr")

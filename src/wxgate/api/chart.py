@@ -32,6 +32,6 @@ class ChartRoutes:
                 raise invalid("since", "expected epoch seconds") from None
             if not math.isfinite(value):
                 raise invalid("since", "expected epoch seconds")
-            since = max(oldest, int(value))
+            since = int(min(max(oldest, value), now + 1))  # the future holds nothing yet
         rows = await self.ctx.store.throughput(since)
         return json_response(ThroughputHistory(now, list(KINDS), [list(r) for r in rows]))

@@ -22,6 +22,8 @@ from wxgate.models import Status
 from wxgate.store.search import MAX_LIMIT, MessageQuery
 
 DEFAULT_LIMIT = 50
+# The last second of year 9999: past it an epoch time is a typo, and stores' integers overflow.
+MAX_EPOCH_S = 253_402_300_799
 MAX_TEXT = 256  # an openid is 28 characters, ids 24: anything longer finds nothing anyway
 
 
@@ -40,13 +42,13 @@ def _time(request: web.Request, name: str) -> float | None:
         value = float(raw)
     except ValueError:
         raise invalid(name, "expected epoch seconds") from None
-    if not math.isfinite(value) or value < 0:
-        raise invalid(name, "expected epoch seconds")
+    if not math.isfinite(value) or not 0 <= value <= MAX_EPOCH_S:
+        raise invalid(name, f"expected epoch seconds (0-{MAX_EPOCH_S})")
     return value
 
 
 def _status(request: web.Request) -> Status | None:
-    raw = request.query.get("status") or None
+    raw = request.query.get("status")
     if raw is None:
         return None
     try:
@@ -57,9 +59,8 @@ def _status(request: web.Request) -> Status | None:
 
 def query_of(request: web.Request, known_apps: Container[str]) -> MessageQuery:
     """The query string as a MessageQuery; 400 naming the first bad parameter."""
+    # until <= since is a valid query that finds nothing (since <= created_at < until).
     since, until = _time(request, "since"), _time(request, "until")
-    if since is not None and until is not None and until <= since:
-        raise invalid("until", "must be after since")
     return MessageQuery(
         app=app_filter(known_apps, _text(request, "app"), request),
         touser=_text(request, "touser"),

@@ -13,6 +13,7 @@ from wxgate.api.batch_results import FORMATS
 from wxgate.api.batches import MAX_LIST
 from wxgate.api.deadletters import ERRCODE_MAX, ERRCODE_MIN, MAX_LIMIT
 from wxgate.api.find import DEFAULT_LIMIT as FIND_DEFAULT_LIMIT
+from wxgate.api.find import MAX_EPOCH_S
 from wxgate.api.operation import Op, Route, Schema
 from wxgate.api.schemas import (
     AccessToken,
@@ -124,10 +125,15 @@ ROUTES: tuple[Route, ...] = (
                 (
                     "since",
                     "query",
-                    {"type": "number", "minimum": 0},
+                    {"type": "number", "minimum": 0, "maximum": MAX_EPOCH_S},
                     "Created at or after (epoch s)",
                 ),
-                ("until", "query", {"type": "number", "minimum": 0}, "Created before (epoch s)"),
+                (
+                    "until",
+                    "query",
+                    {"type": "number", "minimum": 0, "maximum": MAX_EPOCH_S},
+                    "Created before (epoch s)",
+                ),
                 ("cursor", "query", "string", "next_cursor of the previous page"),
                 _limit(FIND_MAX_LIMIT, FIND_DEFAULT_LIMIT),
             ),
@@ -271,7 +277,7 @@ ROUTES: tuple[Route, ...] = (
             "Change the batch's own send rate while it runs",
             ("200", BatchProgress),
             BatchPatch,
-            ("400", "401", "403", "404", "409", "415"),
+            ("400", "401", "403", "404", "409", "413", "415"),
             _ID,
         ),
     ),
@@ -329,7 +335,7 @@ ROUTES: tuple[Route, ...] = (
             "Requeue dead letters by ids or filter",
             ("200", Requeued),
             RequeueIn,
-            ("400", "401", "403", "415"),
+            ("400", "401", "403", "413", "415"),
         ),
     ),
     Route(
