@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.support.wait import wait_until
+from support.wait import wait_until
 
 
 class GatedRuns:
