@@ -136,6 +136,11 @@ def main() -> int:
         help="one extra py-spy-profiled run of each variant that misses a target",
     )
     ap.add_argument(
+        "--profile-store",
+        choices=("sqlite", "redis", "postgres"),
+        help="with --profile: profile the first missing variant of this store (default: any)",
+    )
+    ap.add_argument(
         "--redis",
         action="store_true",
         help="add the Redis rows of P1/P3 in --quick mode (on by default in --full)",
@@ -217,6 +222,7 @@ def main() -> int:
         redis_why=redis_why,
         pg_why=pg_why,
         profile=args.profile,
+        profile_store=args.profile_store,
         command=cmd,
         log=lambda m: print(m, flush=True),
     )

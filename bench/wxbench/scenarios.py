@@ -58,6 +58,7 @@ class Ctx:
     command: str
     log: Callable[[str], None] = print
     pg_why: str | None = "not asked for (--postgres)"  # None = PostgreSQL available
+    profile_store: str | None = None  # --profile-store: profile that store's variants only
 
     def d(self, quick: Any, full: Any) -> Any:
         return quick if self.mode == "quick" else full
@@ -223,6 +224,8 @@ def _profiled(
         return None
     missed = {r["name"] for r in rows if r["met"] is False}
     for v in variants:
+        if ctx.profile_store is not None and v.store != ctx.profile_store:
+            continue
         if v.side == "ours" and v.processes == 1 and v.label in missed:
             ctx.log(f"    {scen}: profiling {v.label} (py-spy, one extra run)")
             try:

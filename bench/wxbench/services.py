@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -312,7 +313,9 @@ def redis_ready(url: str = REDIS_URL) -> str | None:
 
 # ------------------------------------------------------------------------------ postgresql
 
-PG_ADMIN = ("127.0.0.1", 5432)
+# WXBENCH_PG_PORT points the bench at another local server (e.g. a private one started
+# with shared_preload_libraries = pg_stat_statements, for a per-statement profile).
+PG_ADMIN = ("127.0.0.1", int(os.environ.get("WXBENCH_PG_PORT", "5432")))
 PG_DB = "wxgate_bench"
 PG_URL = f"postgresql://postgres@{PG_ADMIN[0]}:{PG_ADMIN[1]}/{PG_DB}"
 

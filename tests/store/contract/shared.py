@@ -142,3 +142,29 @@ class SharedContract:
         assert waits[3:6] == [pytest.approx(0.2), pytest.approx(0.4), pytest.approx(0.6)]
         assert waits[6] == 0  # app_b's own bucket
         assert waits[7] == pytest.approx(0.8)
+
+    async def test_concurrent_rate_takes_refill_as_one_by_one(
+        self, store: Store, clock: FakeClock
+    ) -> None:
+        """A group of takes on buckets that already exist, at times that move on inside the
+        group (and once back), ends where the same takes made one by one end."""
+        t = clock.now()
+        assert await store.take_rate("app_a", 5.0, 3.0, 3, t) == 0  # bucket empty at t
+        assert await store.take_rate("app_b", 5.0, 3.0, 1, t) == 0
+        waits = await asyncio.gather(
+            store.take_rate("app_a", 5.0, 3.0, 1, t + 0.4),  # 2 refilled -> 1 left
+            store.take_rate("app_b", 5.0, 3.0, 3, t + 0.1),  # 2 + 0.5 - 3 = -0.5 owed
+            store.take_rate("app_a", 5.0, 3.0, 2, t + 0.2),  # time never moves back: -1
+            store.take_rate("app_a", 5.0, 3.0, 1, t + 1.0),  # -1 + 3 = 2 -> 1 left
+            store.take_rate("app_a", 5.0, 3.0, 2, t + 1.0),  # -> -1 owed
+        )
+        assert waits == [
+            0,
+            pytest.approx(0.1),
+            pytest.approx(0.2),
+            0,
+            pytest.approx(0.2),
+        ]
+        # The buckets were written back: the next take sees what the group left.
+        assert await store.take_rate("app_a", 5.0, 3.0, 1, t + 1.0) == pytest.approx(0.4)
+        assert await store.take_rate("app_b", 5.0, 3.0, 1, t + 0.1) == pytest.approx(0.3)

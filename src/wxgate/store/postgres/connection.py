@@ -70,6 +70,16 @@ def maps_pg_errors(
     return wrapper
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """The pool's reset on release, which here sends nothing: asyncpg's default sends
+    `pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL` on every release, one
+    round trip per store call (as many RESET ALLs as group commits in pg_stat_statements).
+    Pool connections keep no session state to undo: advisory locks are transaction-scoped,
+    no cursor outlives its transaction, LISTEN has its own connection (wakeups.py), settings
+    are the connection's startup ones. A transaction left open is still rolled back (asyncpg
+    does that before calling this)."""
+
+
 class PostgresConnection:
     """The pool and the settings every role reads."""
 
@@ -119,6 +129,7 @@ class PostgresConnection:
             # A connection idle this long is closed and replaced on demand: after a failover
             # the pool refills from the new primary instead of keeping dead sockets.
             max_inactive_connection_lifetime=60.0,
+            reset=_keep_session,
         )
 
     def _settings(self) -> dict[str, str]:
