@@ -17,9 +17,10 @@ pool's are); rate = messages / time to ack them all. It isolates what the topolo
 "3 prefixes" variants emulate the per-app hash tags of docs/architecture.md §4.5.1 (designed,
 not built) with today's code: the same 6 apps split over 3 RedisStores, each with its own key
 prefix (so its own `{prefix}` slot on Cluster, chosen so the 3 land on 3 different masters),
-and each loop leasing a third of its 128 from every store at once, then acking them. On
-Cluster that is the Redis-side ceiling of spreading apps over the shards; on one primary it is
-what the extra per-store calls cost without a spread.
+and each loop leasing a third of its 128 (or, in the "128 each" rows, 128) from every store
+at once, then acking them. On Cluster that is the Redis-side ceiling of spreading apps over
+the shards; on one primary it is what the extra per-store calls cost without a spread.
+`--delivery-only` skips P1.
 """
 
 from __future__ import annotations
@@ -159,9 +160,9 @@ async def delivery_run(url: str, n: int, prefix: str) -> float:
         await store.close()
 
 
-async def spread_run(url: str, n: int, prefixes: list[str]) -> float:
+async def spread_run(url: str, n: int, prefixes: list[str], share: int) -> float:
     """The delivery loop of `delivery_run` over one store per prefix: app i goes to store
-    i % len(prefixes), and each loop leases an equal share from every store concurrently."""
+    i % len(prefixes), and each loop leases `share` from every store concurrently."""
     clock = SystemClock()
     stores = [RedisStore(url, clock, retention_s=3600, key_prefix=p) for p in prefixes]
     for store in stores:
@@ -172,7 +173,6 @@ async def spread_run(url: str, n: int, prefixes: list[str]) -> float:
             mine = [m for m in msgs if APPS.index(m.app) % len(stores) == k]
             for start in range(0, len(mine), 1000):
                 await store.enqueue(mine[start : start + 1000])
-        share = -(-LEASE_N // len(stores))
         done = 0
         t0 = time.monotonic()
 
@@ -205,6 +205,9 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--duration", type=float, default=4.0)
     ap.add_argument("--messages", type=int, default=20_000)
+    ap.add_argument(
+        "--delivery-only", action="store_true", help="skip P1 (the gateway and wrk runs)"
+    )
     args = ap.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     p1: dict[str, list[dict[str, float]]] = {"acks0": [], "acks1": [], "cluster": []}
@@ -214,6 +217,8 @@ def main() -> int:
         "cluster": [],
         "lone primary, 3 prefixes": [],
         "cluster, 3 prefixes on 3 masters": [],
+        "lone primary, 3 prefixes, 128 each": [],
+        "cluster, 3 prefixes on 3 masters, 128 each": [],
     }
     with primary_with_replica() as primary, RedisServer() as lone, RedisCluster() as cluster:
         variants: dict[str, Callable[[int], dict[str, float]]] = {
@@ -228,7 +233,7 @@ def main() -> int:
             "cluster": lambda k: p1_run("cluster", cluster.url(), "", args.duration, k),
         }
         for k in range(args.runs):
-            for name, run in variants.items():
+            for name, run in variants.items() if not args.delivery_only else ():
                 with contextlib.closing(redis.Redis(port=primary.port)) as c:
                     c.flushall()
                 p1[name].append(run(k))
@@ -239,15 +244,27 @@ def main() -> int:
                 rate = asyncio.run(delivery_run(url, args.messages, prefix))
                 deliver[name].append(rate)
                 print(f"deliver {name} run {k + 1}: {rate:,.0f}/s", flush=True)
+            third = -(-LEASE_N // 3)
             spreads = {
-                "lone primary, 3 prefixes": (lone.url(), [f"bs{k}p{j}" for j in range(3)]),
+                "lone primary, 3 prefixes": (lone.url(), [f"bs{k}p{j}" for j in range(3)], third),
                 "cluster, 3 prefixes on 3 masters": (
                     cluster.url(),
                     spread_prefixes(cluster, f"bs{k}c"),
+                    third,
+                ),
+                "lone primary, 3 prefixes, 128 each": (
+                    lone.url(),
+                    [f"bf{k}p{j}" for j in range(3)],
+                    LEASE_N,
+                ),
+                "cluster, 3 prefixes on 3 masters, 128 each": (
+                    cluster.url(),
+                    spread_prefixes(cluster, f"bf{k}c"),
+                    LEASE_N,
                 ),
             }
-            for name, (url, prefixes) in spreads.items():
-                rate = asyncio.run(spread_run(url, args.messages, prefixes))
+            for name, (url, prefixes, share) in spreads.items():
+                rate = asyncio.run(spread_run(url, args.messages, prefixes, share))
                 deliver[name].append(rate)
                 print(f"deliver {name} run {k + 1}: {rate:,.0f}/s", flush=True)
     print("\n| variant | accepted/s | p99 ms | p50 ms |\n|---|---:|---:|---:|")
@@ -256,7 +273,7 @@ def main() -> int:
         "acks1": "one primary + replica, min_replica_acks 1",
         "cluster": "3-master Cluster",
     }
-    for name, rows in p1.items():
+    for name, rows in p1.items() if not args.delivery_only else ():
         print(
             f"| {labels[name]} | {_median([r['rate'] for r in rows])} | "
             f"{_median([r['p99_ms'] for r in rows])} | {_median([r['p50_ms'] for r in rows])} |"
