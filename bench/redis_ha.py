@@ -267,7 +267,8 @@ def main() -> int:
                 rate = asyncio.run(spread_run(url, args.messages, prefixes, share))
                 deliver[name].append(rate)
                 print(f"deliver {name} run {k + 1}: {rate:,.0f}/s", flush=True)
-    print("\n| variant | accepted/s | p99 ms | p50 ms |\n|---|---:|---:|---:|")
+    if not args.delivery_only:
+        print("\n| variant | accepted/s | p99 ms | p50 ms |\n|---|---:|---:|---:|")
     labels = {
         "acks0": "one primary + replica, min_replica_acks 0",
         "acks1": "one primary + replica, min_replica_acks 1",
