@@ -13,6 +13,14 @@ The delivery figure is the store alone, in this process: `--messages` enqueued o
 then 4 concurrent loops each leasing 128 and acking them (the acks coalesced as the delivery
 pool's are); rate = messages / time to ack them all. It isolates what the topology changes
 (the store round trips), not the whole P3 pipeline with its WeChat calls.
+
+"3 prefixes" variants emulate the per-app hash tags of docs/architecture.md §4.5.1 (designed,
+not built) with today's code: the same 6 apps split over 3 RedisStores, each with its own key
+prefix (so its own `{prefix}` slot on Cluster, chosen so the 3 land on 3 different masters),
+and each loop leasing a third of its 128 (or, in the "128 each" rows, 128) from every store
+at once, then acking them. On Cluster that is the Redis-side ceiling of spreading apps over
+the shards; on one primary it is what the extra per-store calls cost without a spread.
+`--delivery-only` skips P1.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(BENCH.parent / "tests"))
 
 import redis  # noqa: E402
+from redis.crc import key_slot  # noqa: E402
 from wxbench.loadgen import run_wrk  # noqa: E402
 from wxbench.procs import free_port  # noqa: E402
 from wxbench.services import API_KEY, message_body, start_gateway, write_gateway_config  # noqa: E402
@@ -90,6 +99,22 @@ def p1_run(
     return {"rate": res.ok_per_s, "p99_ms": res.latency_ms["p99"], "p50_ms": res.latency_ms["p50"]}
 
 
+def spread_prefixes(cluster: RedisCluster, base: str, count: int = 3) -> list[str]:
+    """`count` key prefixes whose `{prefix}` tags are owned by `count` different masters (CLUSTER
+    SLOTS of the running cluster), so each store of a spread run is on a shard of its own."""
+    with contextlib.closing(redis.Redis(port=cluster.ports[0])) as c:
+        ranges = [(int(r[0]), int(r[1]), int(r[2][1])) for r in c.execute_command("CLUSTER SLOTS")]
+    chosen: dict[int, str] = {}
+    i = 0
+    while len(chosen) < count:
+        prefix = f"{base}s{i}"
+        slot = key_slot(f"{{{prefix}}}".encode())
+        owner = next(port for lo, hi, port in ranges if lo <= slot <= hi)
+        chosen.setdefault(owner, prefix)
+        i += 1
+    return list(chosen.values())
+
+
 def _messages(n: int, now: float) -> list[Message]:
     return [
         Message(
@@ -135,15 +160,66 @@ async def delivery_run(url: str, n: int, prefix: str) -> float:
         await store.close()
 
 
+async def spread_run(url: str, n: int, prefixes: list[str], share: int) -> float:
+    """The delivery loop of `delivery_run` over one store per prefix: app i goes to store
+    i % len(prefixes), and each loop leases `share` from every store concurrently."""
+    clock = SystemClock()
+    stores = [RedisStore(url, clock, retention_s=3600, key_prefix=p) for p in prefixes]
+    for store in stores:
+        await store.open()
+    try:
+        msgs = _messages(n, clock.now())
+        for k, store in enumerate(stores):
+            mine = [m for m in msgs if APPS.index(m.app) % len(stores) == k]
+            for start in range(0, len(mine), 1000):
+                await store.enqueue(mine[start : start + 1000])
+        done = 0
+        t0 = time.monotonic()
+
+        async def one(store: RedisStore) -> int:
+            leased = await store.lease(share, 60, clock.now())
+            sent = SendResult(wechat_msgid=1, sent_at=clock.now())
+            await asyncio.gather(*(store.ack(m.id, m.lease_token, sent) for m in leased))
+            return len(leased)
+
+        async def loop() -> None:
+            nonlocal done
+            while True:
+                got = sum(await asyncio.gather(*(one(s) for s in stores)))
+                if not got:
+                    return
+                done += got
+
+        await asyncio.gather(*(loop() for _ in range(LOOPS)))
+        elapsed = time.monotonic() - t0
+        if done != n:
+            raise RuntimeError(f"acked {done} of {n}")
+        return n / elapsed
+    finally:
+        for store in stores:
+            await store.close()
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--duration", type=float, default=4.0)
     ap.add_argument("--messages", type=int, default=20_000)
+    ap.add_argument(
+        "--delivery-only", action="store_true", help="skip P1 (the gateway and wrk runs)"
+    )
     args = ap.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     p1: dict[str, list[dict[str, float]]] = {"acks0": [], "acks1": [], "cluster": []}
-    deliver: dict[str, list[float]] = {"primary + replica": [], "lone primary": [], "cluster": []}
+    deliver: dict[str, list[float]] = {
+        "primary + replica": [],
+        "lone primary": [],
+        "cluster": [],
+        "lone primary, 3 prefixes": [],
+        "cluster, 3 prefixes on 3 masters": [],
+        "lone primary, 3 prefixes, 128 each": [],
+        "cluster, 3 prefixes on 3 masters, 128 each": [],
+    }
     with primary_with_replica() as primary, RedisServer() as lone, RedisCluster() as cluster:
         variants: dict[str, Callable[[int], dict[str, float]]] = {
             "acks0": lambda k: p1_run("acks0", primary.url(), "", args.duration, k),
@@ -157,7 +233,7 @@ def main() -> int:
             "cluster": lambda k: p1_run("cluster", cluster.url(), "", args.duration, k),
         }
         for k in range(args.runs):
-            for name, run in variants.items():
+            for name, run in variants.items() if not args.delivery_only else ():
                 with contextlib.closing(redis.Redis(port=primary.port)) as c:
                     c.flushall()
                 p1[name].append(run(k))
@@ -168,13 +244,37 @@ def main() -> int:
                 rate = asyncio.run(delivery_run(url, args.messages, prefix))
                 deliver[name].append(rate)
                 print(f"deliver {name} run {k + 1}: {rate:,.0f}/s", flush=True)
-    print("\n| variant | accepted/s | p99 ms | p50 ms |\n|---|---:|---:|---:|")
+            third = -(-LEASE_N // 3)
+            spreads = {
+                "lone primary, 3 prefixes": (lone.url(), [f"bs{k}p{j}" for j in range(3)], third),
+                "cluster, 3 prefixes on 3 masters": (
+                    cluster.url(),
+                    spread_prefixes(cluster, f"bs{k}c"),
+                    third,
+                ),
+                "lone primary, 3 prefixes, 128 each": (
+                    lone.url(),
+                    [f"bf{k}p{j}" for j in range(3)],
+                    LEASE_N,
+                ),
+                "cluster, 3 prefixes on 3 masters, 128 each": (
+                    cluster.url(),
+                    spread_prefixes(cluster, f"bf{k}c"),
+                    LEASE_N,
+                ),
+            }
+            for name, (url, prefixes, share) in spreads.items():
+                rate = asyncio.run(spread_run(url, args.messages, prefixes, share))
+                deliver[name].append(rate)
+                print(f"deliver {name} run {k + 1}: {rate:,.0f}/s", flush=True)
+    if not args.delivery_only:
+        print("\n| variant | accepted/s | p99 ms | p50 ms |\n|---|---:|---:|---:|")
     labels = {
         "acks0": "one primary + replica, min_replica_acks 0",
         "acks1": "one primary + replica, min_replica_acks 1",
         "cluster": "3-master Cluster",
     }
-    for name, rows in p1.items():
+    for name, rows in p1.items() if not args.delivery_only else ():
         print(
             f"| {labels[name]} | {_median([r['rate'] for r in rows])} | "
             f"{_median([r['p99_ms'] for r in rows])} | {_median([r['p50_ms'] for r in rows])} |"
