@@ -8,13 +8,12 @@ repeats, so an id names one event forever (the receiver's dedupe key).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import asyncpg
 
 from wxgate.models import WebhookEvent, WebhookStats
 from wxgate.store.postgres.connection import PostgresConnection, maps_pg_errors
-from wxgate.store.postgres.rows import from_i64
+from wxgate.store.webhook_rows import event_key, row_event
 
 Conn = asyncpg.Connection
 
@@ -56,34 +55,6 @@ _LEASE = (
 )
 
 
-def _event(r: Any) -> WebhookEvent:
-    seq, message_id = r[0], str(r[1])
-    msgid = r[8]
-    return WebhookEvent(
-        id=f"evt_{message_id}_{seq}",
-        message_id=message_id,
-        app=str(r[2]),
-        status=str(r[3]),
-        url=str(r[4]),
-        occurred_at=r[5],
-        errcode=r[6],
-        errmsg=r[7],
-        wechat_msgid=None if msgid is None else from_i64(msgid),
-        batch_id=r[9],
-        trace=r[10],
-        attempts=r[11],
-        last_error=r[12],
-    )
-
-
-def _key(event_id: str) -> tuple[int, str] | None:
-    """(seq, message id) of an event id; None for an id this store never made."""
-    head, sep, tail = event_id.rpartition("_")
-    if not sep or not head.startswith("evt_") or not tail.isdigit() or len(tail) > 18:
-        return None
-    return int(tail), head[4:]
-
-
 async def _delivered(conn: Conn, seq: int, message_id: str) -> bool:
     done = await conn.fetchval(
         "DELETE FROM webhooks WHERE seq = $1 AND message_id = $2 AND due_at IS NOT NULL "
@@ -113,16 +84,16 @@ class PostgresOutbox(PostgresConnection):
         if n <= 0:
             return []
         rows = await self._p.fetch(_LEASE, now + lease_s, now, n)
-        return [_event(r) for r in sorted(rows, key=lambda r: r[0])]
+        return [row_event(r) for r in sorted(rows, key=lambda r: r[0])]
 
     @maps_pg_errors
     async def webhook_delivered(self, event_id: str) -> bool:
-        key = _key(event_id)
+        key = event_key(event_id)
         return key is not None and await self._tx(_delivered, *key)
 
     @maps_pg_errors
     async def webhook_retry(self, event_id: str, at: float, error: str) -> bool:
-        key = _key(event_id)
+        key = event_key(event_id)
         if key is None:
             return False
         done = await self._p.fetchval(
@@ -136,7 +107,7 @@ class PostgresOutbox(PostgresConnection):
 
     @maps_pg_errors
     async def webhook_failed(self, event_id: str, error: str) -> bool:
-        key = _key(event_id)
+        key = event_key(event_id)
         if key is None:
             return False
         done = await self._p.fetchval(

@@ -10,11 +10,10 @@ schema.DDL; reads (`stats`) run on the reader thread.
 
 from __future__ import annotations
 
-from typing import Any
-
 from wxgate.models import WebhookEvent, WebhookStats
 from wxgate.store.sqlite.core import SQLiteCore
-from wxgate.store.sqlite.rows import Conn, from_i64
+from wxgate.store.sqlite.rows import Conn
+from wxgate.store.webhook_rows import event_key, row_event
 
 
 class SQLiteOutbox(SQLiteCore):
@@ -79,34 +78,6 @@ _TAKE = (
 )
 
 
-def _event(r: Any) -> WebhookEvent:
-    seq, message_id = r[0], str(r[1])
-    msgid = r[8]
-    return WebhookEvent(
-        id=f"evt_{message_id}_{seq}",
-        message_id=message_id,
-        app=str(r[2]),
-        status=str(r[3]),
-        url=str(r[4]),
-        occurred_at=r[5],
-        errcode=r[6],
-        errmsg=r[7],
-        wechat_msgid=None if msgid is None else from_i64(msgid),
-        batch_id=r[9],
-        trace=r[10],
-        attempts=r[11],
-        last_error=r[12],
-    )
-
-
-def _key(event_id: str) -> tuple[int, str] | None:
-    """(seq, message id) of an event id; None for an id this store never made."""
-    head, sep, tail = event_id.rpartition("_")
-    if not sep or not head.startswith("evt_") or not tail.isdigit():
-        return None
-    return int(tail), head[4:]
-
-
 def lease(conn: Conn, n: int, lease_s: float, now: float) -> list[WebhookEvent]:
     if n <= 0:
         return []
@@ -115,7 +86,7 @@ def lease(conn: Conn, n: int, lease_s: float, now: float) -> list[WebhookEvent]:
         return []
     rows = conn.execute(_TAKE, (now + lease_s, _json_list(seqs))).fetchall()
     rows.sort(key=lambda r: r[0])
-    return [_event(r) for r in rows]
+    return [row_event(r) for r in rows]
 
 
 def _json_list(values: list[int]) -> str:
@@ -123,7 +94,7 @@ def _json_list(values: list[int]) -> str:
 
 
 def delivered(conn: Conn, event_id: str) -> bool:
-    key = _key(event_id)
+    key = event_key(event_id)
     if key is None:
         return False
     cur = conn.execute(
@@ -136,7 +107,7 @@ def delivered(conn: Conn, event_id: str) -> bool:
 
 
 def retry(conn: Conn, event_id: str, at: float, error: str) -> bool:
-    key = _key(event_id)
+    key = event_key(event_id)
     if key is None:
         return False
     cur = conn.execute(
@@ -148,7 +119,7 @@ def retry(conn: Conn, event_id: str, at: float, error: str) -> bool:
 
 
 def failed(conn: Conn, event_id: str, error: str, now: float) -> bool:
-    key = _key(event_id)
+    key = event_key(event_id)
     if key is None:
         return False
     cur = conn.execute(
