@@ -1072,20 +1072,21 @@
     const iSent = kinds.indexOf("sent") + 1;
     const iFailed = kinds.indexOf("failed") + 1;
     const bySecond = new Map((body.seconds || []).map((r) => [r[0], r]));
-    const firstLive = points.length ? points[0].t : Infinity;
     const hist = [];
     let sent = 0;
-    // Every second from the first counted one to the last finished one; missing ones are 0.
+    // Every second from the first counted one to the current one (counted so far); missing
+    // ones are 0. The ring wins over live points sampled meanwhile (a poll can answer before
+    // the history does): those from before the current second are dropped, not the ring's.
     const first = body.seconds && body.seconds.length ? body.seconds[0][0] : body.now;
-    for (let sec = first; sec < body.now; sec += 1) {
+    for (let sec = first; sec <= body.now; sec += 1) {
       const t = (sec + 1) * 1000; // a second's count is known at its end
-      if (t >= firstLive) break;
       const r = bySecond.get(sec);
       const ok = r ? Number(r[iSent]) || 0 : 0;
       sent += ok;
       hist.push({ t, ok, failed: r ? Number(r[iFailed]) || 0 : 0, gap: false });
     }
-    points = hist.concat(points);
+    const end = body.now * 1000;
+    points = hist.concat(points.filter((p) => p.t > end)).sort((a, b) => a.t - b.t);
     const chart = $("chart");
     setAttr(chart, "data-history-points", hist.length);
     setAttr(chart, "data-history-sent", sent);
