@@ -81,7 +81,8 @@ async def test_a_202_waits_for_a_replica_and_a_503_retry_is_safe() -> None:
             assert (await store.ack(leased.id, leased.lease_token, sent)) is not None
             mirror = redis.Redis(port=replica.port, socket_timeout=5, decode_responses=True)
             with contextlib.closing(mirror):
-                assert mirror.hget(f"wxacks:msg:{first}", "status") == "sent"
+                key = f"{{wxacks:{leased.app}}}:msg:{first}"  # the app's keys (redis/queue.py)
+                assert mirror.hget(key, "status") == "sent"
 
             # The replica gone: the next ack is refused as unconfirmed, not silently a success.
             replica.kill()

@@ -120,7 +120,7 @@ async def test_prune_drops_the_consumers_of_processes_that_died(
     )
     await live.open()
     raw = Redis.from_url(redis_url)
-    key = f"{prefix}:due:app_a"
+    key = f"{{{prefix}:app_a}}:due"
     try:
         await enqueue_one(live, clock)
         assert await live.lease(10, LEASE_S, clock.now())  # "live" joins; the first prune ran
@@ -155,14 +155,15 @@ async def test_batch_work_a_dead_process_left_is_finished_by_prune(
     await dying.enqueue(msgs)
     assert await dying.lease(10, LEASE_S, clock.now()) == []  # parked; its first prune ran
     # The status change alone, as the dying process got it done.
-    assert await dying._msg_script(batches.BATCH_STATUS, batch.id, "running", "loading") == 1
+    status_change = (batches.BATCH_STATUS, batch.id, "running", "loading")
+    assert await dying._msg_script("app_a", *status_change) == 1
     raw = Redis.from_url(redis_url)
     try:
-        assert await raw.smembers(f"{prefix}:batch_work") == {batch.id.encode()}
+        assert await raw.smembers(f"{{{prefix}:app_a}}:batch_work") == {batch.id.encode()}
         assert await dying.lease(10, LEASE_S, clock.now()) == []  # still parked
         leased = await other.lease(2000, LEASE_S, clock.now())  # its first prune works it off
         assert {m.id for m in leased} == {m.id for m in msgs}
-        assert await raw.smembers(f"{prefix}:batch_work") == set()
+        assert await raw.smembers(f"{{{prefix}:app_a}}:batch_work") == set()
     finally:
         await raw.aclose()
 
@@ -271,9 +272,13 @@ async def test_finished_messages_leave_after_retention(store: RedisStore, clock:
     assert again.created and again.id != done
     # ... and so did its entries in the search indexes (redis/find.py)
     redis = store._r
-    created = [m.decode() for m in await redis.zrange(f"{store._p}:created", 0, -1)]
+    a = store._a("app_a")
+    created = [m.decode() for m in await redis.zrange(f"{a}:created", 0, -1)]
     assert not any(m.endswith(done) for m in created) and len(created) == 2
-    assert await redis.zcard(f"{store._p}:to:o_user_1") == 2  # the two still kept
+    assert await redis.zcard(f"{a}:to:o_user_1") == 2  # the two still kept
+    # ... and its locator (message id -> app), the deployment's key, with it
+    assert await redis.exists(store._loc(done)) == 0
+    assert await redis.get(store._loc(waiting)) == b"app_a"
     page, _ = await store.find_messages(MessageQuery(touser="o_user_1"), limit=10)
     assert {m.id for m in page} == {waiting, again.id}
 
@@ -303,7 +308,7 @@ async def test_acked_stream_entries_are_trimmed(
     raw = Redis.from_url(redis_url)
     try:
         # Trimming drops whole stream nodes (100 entries by default), never live entries.
-        assert await raw.xlen(f"{prefix}:due:app_a") <= 200
+        assert await raw.xlen(f"{{{prefix}:app_a}}:due") <= 200
     finally:
         await raw.aclose()
 
@@ -345,10 +350,10 @@ async def test_batch_docs_keep_only_their_own_data(
     await stores[0].enqueue(msgs, batch)
     raw = Redis.from_url(redis_url)
     try:
-        docs = [await raw.hget(f"{prefix}:msg:{m.id}", "doc") for m in msgs]
+        docs = [await raw.hget(f"{{{prefix}:app_a}}:msg:{m.id}", "doc") for m in msgs]
         assert all(d is not None and b"xxxx" not in d for d in docs)
-        assert len(await raw.hget(f"{prefix}:batch:{batch.id}", "shared") or b"") > 2000
-        assert b"xxxx" not in (await raw.hget(f"{prefix}:batch:{batch.id}", "doc") or b"")
+        assert len(await raw.hget(f"{{{prefix}:app_a}}:batch:{batch.id}", "shared") or b"") > 2000
+        assert b"xxxx" not in (await raw.hget(f"{{{prefix}:app_a}}:batch:{batch.id}", "doc") or b"")
     finally:
         await raw.aclose()
     for m in msgs:

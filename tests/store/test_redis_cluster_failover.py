@@ -27,7 +27,7 @@ async def test_the_store_follows_a_cluster_failover() -> None:
         await store.open()
         try:
             before = [r.id for r in await store.enqueue([make_message(clock) for _ in range(20)])]
-            owner = cluster.slot_owner(f"{{{prefix}}}:counts")
+            owner = cluster.slot_owner(f"{{{prefix}:app_a}}:counts")
             cluster.wait_replicated(owner)
             cluster.kill(owner)
 
@@ -39,7 +39,7 @@ async def test_the_store_follows_a_cluster_failover() -> None:
                 return True
 
             await wait_until(written, 60, "a write after the replica's promotion")
-            assert cluster.slot_owner(f"{{{prefix}}}:counts") != owner
+            assert cluster.slot_owner(f"{{{prefix}:app_a}}:counts") != owner
             await store.ping()
             for msg_id in before:
                 found = await store.get(msg_id)

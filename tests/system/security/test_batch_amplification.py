@@ -132,6 +132,16 @@ async def test_taking_a_batch_holds_memory_by_the_request_not_per_recipient(
     assert peak < 3 * len(raw) + RECIPIENTS * 4096, f"peak {peak} for a {len(raw)}-byte batch"
 
 
+async def _keys_of(admin: Redis, prefix: str) -> list[bytes]:
+    """Every key a store with `prefix` wrote: the deployment's (`prefix:`) and each app's
+    (`{prefix:app}:`, redis/queue.py)."""
+    return [
+        key
+        for pattern in (f"{prefix}:*", f"{{{prefix}:*")
+        async for key in admin.scan_iter(match=pattern, count=1000)
+    ]
+
+
 async def test_redis_keeps_a_batch_shared_data_once(redis_url: str) -> None:
     """The same batch on Redis: MEMORY USAGE of every key the store wrote for it."""
     prefix = f"wxamp{uuid.uuid4().hex[:8]}"
@@ -146,14 +156,15 @@ async def test_redis_keeps_a_batch_shared_data_once(redis_url: str) -> None:
         batch, messages = batch_from(body, APP, clock.now(), "b_redis", RECIPIENTS, limits=limits)
         await store.enqueue(messages, batch)
         used = 0
-        async for key in admin.scan_iter(match=f"{prefix}:*", count=1000):
+        for key in await _keys_of(admin, prefix):
             used += int(await admin.memory_usage(key, samples=0) or 0)
+        assert used > RECIPIENTS * 100, f"{used} bytes: the scan missed the store's keys"
         assert used < 2 * len(raw) + RECIPIENTS * REDIS_MESSAGE_OVERHEAD, f"{used} bytes"
         leased = await store.lease(RECIPIENTS, 30.0, clock.now())
         assert len(leased) == RECIPIENTS
         assert all(m.data["first"] == {"value": "x" * SHARED_BYTES} for m in leased)
     finally:
-        async for key in admin.scan_iter(match=f"{prefix}:*", count=1000):
+        for key in await _keys_of(admin, prefix):
             await admin.delete(key)
         await admin.aclose()
         await store.close()

@@ -24,8 +24,8 @@ __all__ = ["CONSUMER_IDLE_MAX_S", "RedisStore"]
 
 class RedisStore(RedisQueue, RedisBatches, RedisSharedState, RedisOutbox):
     """Store (store/base.py) on Redis >= 7.0, one node, Sentinel or Cluster: its four
-    roles as mixins over one RedisConnection (RedisQueue builds on RedisBatches). Mixins, not
-    delegates: a call is one method lookup, as before the split."""
+    roles as mixins over one RedisConnection (RedisQueue builds on RedisBatches), each app's
+    keys in a hash slot of their own. Mixins, not delegates: a call is one method lookup."""
 
     def __init__(
         self,
@@ -56,6 +56,7 @@ class RedisStore(RedisQueue, RedisBatches, RedisSharedState, RedisOutbox):
             replica_ack_timeout_ms=replica_ack_timeout_ms,
         )
         self._init_batches()
+        self._init_outbox()
         self._init_queue(consumer, consumer_idle_max_s)
         self._init_shared()
 

@@ -7,16 +7,26 @@ ROLE, refusing it unless it answers `master` (a node Sentinel has just demoted, 
 primary restarted with its stale data, never gets a write); a READONLY reply drops the
 connection (redis-py), so nothing is cached past a failover.
 
-Cluster: every key is under the hash tag `{prefix}` (one slot, so one shard: compatible, not
-spread) and every script declares a key of that slot, so the cluster client routes it to the
-shard that owns the slot and follows MOVED/ASK after a resharding or failover.
+Keyspaces (the same on every topology; braces are plain characters outside Cluster):
+- an app's own, `{prefix:app}:...` (`_a(app)`): its messages, queue, indexes, counters,
+  batches and outbox. Every message script runs on one app's keys only and declares the
+  app's anchor `{prefix:app}:counts`, so on Cluster each app lives in one hash slot and
+  different apps spread over the shards;
+- the deployment's, under `_p` (`{prefix}` on Cluster, one slot; `prefix` otherwise): the
+  small shared structures written outside message scripts (the apps registry, batch ->
+  app and message id -> app locators, tokens, locks, pauses, quotas, rates, the chart ring).
+The cluster client routes a script to the shard of its declared key and follows MOVED/ASK
+after a resharding or failover.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import hashlib
 import math
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
@@ -33,6 +43,7 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import (
     AskError,
     ClusterError,
+    NoScriptError,
     OutOfMemoryError,
     ReadOnlyError,
     RedisError,
@@ -77,10 +88,12 @@ _UNAVAILABLE_REPLIES = (
     "ASK",
     "OOM",
 )
+_APPS_TTL_S = 1.0  # how stale this process's copy of the apps registry may be
 _READY_TTL_MS = 60_000  # the readiness probe's key only needs to outlive the probe
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
 _S = TypeVar("_S", bound="RedisConnection")
+Call = tuple[str, Sequence[str], Sequence[Any]]  # a script's source, keys and arguments
 
 
 def maps_redis_errors(
@@ -170,9 +183,16 @@ class RedisConnection:
         if cluster and ("{" in key_prefix or "}" in key_prefix):
             raise StoreError("redis key prefix must not contain { or } (the store adds its tag)")
         self._p = f"{{{key_prefix}}}" if cluster else key_prefix
+        self._key_prefix = key_prefix
         # A key of the prefix's slot that every script declares (KEYS[1] when it names none of
         # its own): what a cluster client routes by, and what proxies insist on.
         self._anchor = f"{self._p}:counts"
+        # The apps registry as this process last read it (or wrote it): lease, stats and the
+        # other fan-out reads walk it; re-read at most every _APPS_TTL_S.
+        self._apps: set[str] = set()
+        self._apps_read_at = -math.inf
+        self._registering = asyncio.Lock()
+        self._shas: dict[str, str] = {}
         if min_replica_acks and cluster:
             raise StoreError("min_replica_acks is not supported on Redis Cluster")
         self._min_replica_acks = min_replica_acks
@@ -279,40 +299,124 @@ class RedisConnection:
             script = self._scripts[source] = AsyncScript(redis, source)
         return await script(keys=keys or (self._anchor,), args=args, client=redis)
 
-    async def _replicated_script(
-        self, source: str, keys: Sequence[str], args: Sequence[Any]
-    ) -> Any:
-        """`_script`, then (with min_replica_acks) WAIT on the same connection, in one pipeline
-        (enqueue and ack group commits, and leases):
-        WAIT counts the replicas that have this connection's writes, so it must follow the
-        script on its connection. Fewer than asked within the timeout -> StoreUnavailable (503):
-        the write is on the primary and may yet replicate or be lost in a failover, and the
-        caller's retry (same Idempotency-Key, or the same ack's lease token) is safe."""
-        if not self._min_replica_acks:
-            return await self._script(source, keys, args)
+    async def _msg_script(self, app: str, source: str, *args: Any) -> Any:
+        """Run a message script on `app`'s keys with the shared leading arguments (see
+        scripts/prelude.lua)."""
+        return await self._script(source, (self._anchor_of(app),), self._msg_args(app, args))
+
+    def _msg_call(self, app: str, source: str, *args: Any) -> Call:
+        """A message script call for `_run_scripts`."""
+        return source, (self._anchor_of(app),), self._msg_args(app, args)
+
+    def _msg_args(self, app: str, args: Sequence[Any]) -> list[Any]:
+        return [self._a(app), self._group, repr(self._clock.now()), self._finished_ttl_s, *args]
+
+    # ------------------------------------------------------------------ keyspaces
+
+    def _a(self, app: str) -> str:
+        """The prefix of `app`'s own keys: one hash tag per app (see the module docstring)."""
+        return f"{{{self._key_prefix}:{app}}}"
+
+    def _anchor_of(self, app: str) -> str:
+        return f"{self._a(app)}:counts"
+
+    def _loc(self, msg_id: str) -> str:
+        """The locator of a message: its id -> its app, for calls that name only an id. Not
+        under the deployment's tag: on Cluster, locators spread over the shards by id."""
+        return f"{self._key_prefix}:loc:{msg_id}"
+
+    async def _app_names(self, fresh: bool = False) -> list[str]:
+        """Every app that ever had a message here (sorted): the registry, cached."""
+        now = time.monotonic()
+        if fresh or now - self._apps_read_at > _APPS_TTL_S:
+            self._apps_read_at = now
+            self._apps |= {text(a) for a in await self._r.smembers(f"{self._p}:apps")}
+        return sorted(self._apps)
+
+    async def _register_apps(self, apps: Iterable[str]) -> None:
+        """Add apps to the registry before their first message is written, so a message is
+        never in an app the fan-out reads do not walk."""
+        if not set(apps) - self._apps:
+            return
+        async with self._registering:  # one write for a burst of first messages
+            new = set(apps) - self._apps
+            if new:
+                await self._r.sadd(f"{self._p}:apps", *sorted(new))
+                self._apps |= new
+
+    async def _locate(self, ids: Sequence[str]) -> dict[str, str]:
+        """Message id -> app for the ids whose locator exists (one read each, one pipeline)."""
+        if not ids:
+            return {}
+        async with self._r.pipeline(transaction=False) as pipe:
+            for msg_id in ids:
+                pipe.get(self._loc(msg_id))
+            found = await pipe.execute()
+        return {i: text(a) for i, a in zip(ids, found, strict=True) if a is not None}
+
+    async def _run_scripts(self, calls: Sequence[Call], *, replicate: bool = False) -> list[Any]:
+        """Several script calls in one round trip (see `_pipeline`)."""
+        if not calls:
+            return []
+        return (await self._pipeline((), calls, replicate=replicate))[1]
+
+    async def _pipeline(
+        self,
+        first: Sequence[tuple[Any, ...]],
+        calls: Sequence[Call],
+        *,
+        replicate: bool = False,
+    ) -> tuple[list[Any], list[Any]]:
+        """Commands (`first`), then script calls, in one round trip: one pipeline on one
+        Redis, in order (then, with min_replica_acks and `replicate`, WAIT on the same
+        connection). On Cluster the commands go first as one pipeline (the client splits it
+        per node, in no set order between nodes), then the scripts concurrently, each to the
+        shard of its key. A script Redis lost (a restart empties its cache) is loaded and the
+        scripts (not the commands) run again when none of them ran. Returns both replies."""
         redis = self._r
-        if not isinstance(redis, Redis):  # refused in __init__: WAIT is per shard there
-            raise StoreError("min_replica_acks is not supported on Redis Cluster")
-        script = self._scripts.get(source)
-        if script is None:
-            script = self._scripts[source] = AsyncScript(redis, source)
-        keys = keys or (self._anchor,)
-        async with redis.pipeline(transaction=False) as pipe:
-            # Loaded by execute() if Redis lost it (typed for sync Script; it reads .sha, .script).
-            pipe.scripts.add(script)  # type: ignore[arg-type]
-            pipe.evalsha(script.sha, len(keys), *keys, *args)
-            pipe.execute_command("WAIT", self._min_replica_acks, self._replica_ack_timeout_ms)
-            reply, acked = await pipe.execute()
-        if int(acked) < self._min_replica_acks:
+        if not isinstance(redis, Redis):
+            done: list[Any] = []
+            if first:
+                async with redis.pipeline(transaction=False) as cpipe:
+                    for command in first:
+                        cpipe.execute_command(*command)
+                    done = await cpipe.execute()
+            replies = await asyncio.gather(*(self._script(s, k, a) for s, k, a in calls))
+            return done, list(replies)
+        wait = replicate and self._min_replica_acks > 0
+        head: list[Any] = []
+        for attempt in range(2):
+            async with redis.pipeline(transaction=False) as pipe:
+                if attempt == 0:
+                    for command in first:
+                        pipe.execute_command(*command)
+                for source, keys, args in calls:
+                    pipe.evalsha(self._sha(source), len(keys), *keys, *args)
+                if wait:
+                    pipe.execute_command(
+                        "WAIT", self._min_replica_acks, self._replica_ack_timeout_ms
+                    )
+                replies = await pipe.execute(raise_on_error=False)
+            if attempt == 0:
+                head, replies = replies[: len(first)], replies[len(first) :]
+            lost = [r for r in replies[: len(calls)] if isinstance(r, NoScriptError)]
+            if attempt == 0 and lost and len(lost) == len(calls):
+                for source in {c[0] for c in calls}:
+                    await redis.script_load(source)
+                continue
+            break
+        for reply in (*head, *replies):
+            if isinstance(reply, Exception):
+                raise reply
+        if wait and int(replies[-1]) < self._min_replica_acks:
             raise StoreUnavailable(
-                f"redis: {acked} of {self._min_replica_acks} replica(s) confirmed the write "
-                f"within {self._replica_ack_timeout_ms} ms"
+                f"redis: {replies[-1]} of {self._min_replica_acks} replica(s) confirmed the "
+                f"write within {self._replica_ack_timeout_ms} ms"
             )
-        return reply
+        return head, replies[: len(calls)]
 
-    async def _msg_script(self, source: str, *args: Any) -> Any:
-        """Run a message script with the shared leading arguments (see scripts/prelude.lua)."""
-        return await self._script(source, (self._anchor,), self._msg_args(args))
-
-    def _msg_args(self, args: Sequence[Any]) -> list[Any]:
-        return [self._p, self._group, repr(self._clock.now()), self._finished_ttl_s, *args]
+    def _sha(self, source: str) -> str:
+        sha = self._shas.get(source)
+        if sha is None:
+            sha = self._shas[source] = hashlib.sha1(source.encode()).hexdigest()
+        return sha

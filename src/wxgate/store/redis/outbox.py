@@ -1,19 +1,23 @@
 """RedisStore's WebhookOutbox role: the sender's side of the events the message scripts write.
 
 The message scripts (scripts/prelude.lua, `emit`) write an event in the same script as the
-status change that caused it. Keys under the prefix P:
-  P:wh:{event id}   hash    the event (models.WebhookEvent fields, attempts, last_error)
-  P:wh:due          zset    pending events by when they are due: the next try, or the end of
+status change that caused it, so an app's events live under its prefix A (queue.py):
+  A:wh:{event id}   hash    the event (models.WebhookEvent fields, attempts, last_error)
+  A:wh:due          zset    pending events by when they are due: the next try, or the end of
                             the lease of one being POSTed (an expired lease is due again)
-  P:wh:failed       zset    events given up on, by when; dropped after retention_s
-  P:wh:counts       hash    `delivered`: events the receivers took, ever
-  P:wh:seq          counter the event id suffix (`evt_{message id}_{seq}`), never reused
-Pending events have no TTL: an event is kept until it is delivered or given up on.
+  A:wh:failed       zset    events given up on, by when; dropped after retention_s
+  A:wh:counts       hash    `delivered`: events the receivers took, ever
+  A:wh:seq          counter the event id suffix (`evt_{message id}_{seq}`), never reused
+Pending events have no TTL: an event is kept until it is delivered or given up on. Leases go
+round the apps in shares, as message leases do; the sender's calls after a lease find the
+event's app from the lease (or the message's locator, or by asking each app).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from typing import Any
 
 from wxgate.models import WebhookEvent, WebhookStats
 from wxgate.store.redis.connection import RedisConnection, maps_redis_errors, text
@@ -34,6 +38,7 @@ _FIELDS = (
     "trace",
 )
 _PRUNE_CHUNK = 200
+_LEASE_ROUNDS = 3  # share-outs per lease call, as for messages (queue.py)
 
 LEASE = script("webhook_lease", EVENT_FIELDS=_FIELDS, PRUNE_CHUNK=_PRUNE_CHUNK)
 DELIVERED = script("webhook_delivered")
@@ -72,34 +77,109 @@ def decode_event(values: Sequence[bytes | str | None]) -> WebhookEvent:
 class RedisOutbox(RedisConnection):
     """The WebhookOutbox methods of RedisStore (store/base.py)."""
 
+    def _init_outbox(self) -> None:
+        self._events_held: dict[str, str] = {}  # event id -> app, for what this process leased
+        self._events_turn = 0
+
     @maps_redis_errors
     async def lease_webhooks(self, n: int, lease_s: float, now: float) -> list[WebhookEvent]:
         if n <= 0:
             return []
+        apps = await self._app_names()
+        if not apps:
+            return []
+        self._events_turn += 1
+        start = self._events_turn % len(apps)
+        active = apps[start:] + apps[:start]
         cutoff = repr(now - self._retention_s)
-        rows = await self._script(LEASE, (), [self._p, repr(now), repr(now + lease_s), n, cutoff])
-        return [decode_event(r) for r in rows]
+        out: list[WebhookEvent] = []
+        for _ in range(_LEASE_ROUNDS):
+            remaining = n - len(out)
+            if remaining <= 0 or not active:
+                break
+            share = math.ceil(remaining / len(active))
+            wants: list[tuple[str, int]] = []
+            for app in active:
+                want = min(share, remaining - sum(w for _, w in wants))
+                if want > 0:
+                    wants.append((app, want))
+            replies = await self._run_scripts(
+                [
+                    (
+                        LEASE,
+                        (self._anchor_of(app),),
+                        [self._a(app), repr(now), repr(now + lease_s), want, cutoff],
+                    )
+                    for app, want in wants
+                ]
+            )
+            active = []
+            for (app, want), rows in zip(wants, replies, strict=True):
+                for row in rows:
+                    event = decode_event(row)
+                    self._events_held[event.id] = app
+                    out.append(event)
+                if len(rows) == want:
+                    active.append(app)
+        return out
+
+    async def _event_app(self, event_id: str) -> str | None:
+        """The app whose outbox holds the event: from this process's lease, the message's
+        locator (`evt_{message id}_{seq}`), or, once prune dropped the message, by asking
+        each app's outbox."""
+        app = self._events_held.pop(event_id, None)
+        if app is not None:
+            return app
+        msg_id = event_id.removeprefix("evt_").rpartition("_")[0]
+        if msg_id:
+            found = await self._r.get(self._loc(msg_id))
+            if found is not None:
+                return text(found)
+        apps = await self._app_names()
+        if not apps:
+            return None
+        async with self._r.pipeline(transaction=False) as pipe:
+            for a in apps:
+                pipe.exists(f"{self._a(a)}:wh:{event_id}")
+            there = await pipe.execute()
+        return next((a for a, hit in zip(apps, there, strict=True) if hit), None)
+
+    async def _event_script(self, source: str, event_id: str, *args: Any) -> bool:
+        app = await self._event_app(event_id)
+        if app is None:
+            return False
+        keys = (self._anchor_of(app),)
+        return bool(await self._script(source, keys, [self._a(app), event_id, *args]))
 
     @maps_redis_errors
     async def webhook_delivered(self, event_id: str) -> bool:
-        return bool(await self._script(DELIVERED, (), [self._p, event_id]))
+        return await self._event_script(DELIVERED, event_id)
 
     @maps_redis_errors
     async def webhook_retry(self, event_id: str, at: float, error: str) -> bool:
-        return bool(await self._script(RETRY, (), [self._p, event_id, repr(at), error]))
+        return await self._event_script(RETRY, event_id, repr(at), error)
 
     @maps_redis_errors
     async def webhook_failed(self, event_id: str, error: str) -> bool:
         # Redis drops it a day after the lease's prune should have: only if that stalls.
         ttl_s = self._finished_ttl_s
         now = repr(self._clock.now())
-        return bool(await self._script(FAILED, (), [self._p, event_id, error, now, ttl_s]))
+        return await self._event_script(FAILED, event_id, error, now, ttl_s)
 
     @maps_redis_errors
     async def webhook_stats(self) -> WebhookStats:
+        apps = await self._app_names()
+        if not apps:
+            return WebhookStats(pending=0, failed=0, delivered=0)
         async with self._r.pipeline(transaction=False) as pipe:
-            pipe.zcard(f"{self._p}:wh:due")
-            pipe.zcard(f"{self._p}:wh:failed")
-            pipe.hget(f"{self._p}:wh:counts", "delivered")
-            pending, failed, delivered = await pipe.execute()
-        return WebhookStats(pending=int(pending), failed=int(failed), delivered=int(delivered or 0))
+            for app in apps:
+                a = self._a(app)
+                pipe.zcard(f"{a}:wh:due")
+                pipe.zcard(f"{a}:wh:failed")
+                pipe.hget(f"{a}:wh:counts", "delivered")
+            found = await pipe.execute()
+        return WebhookStats(
+            pending=sum(int(x) for x in found[0::3]),
+            failed=sum(int(x) for x in found[1::3]),
+            delivered=sum(int(x or 0) for x in found[2::3]),
+        )

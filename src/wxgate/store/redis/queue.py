@@ -4,45 +4,53 @@ Due work sits in one Stream per app read through one consumer group per deployme
 time-based (scheduled sends, retries, lease expiry) sits in sorted sets judged by the `now`
 callers pass, so the store keeps the contract under a fake clock too.
 
-Keys under the prefix P (batches: batches.py; tokens, locks, pauses, quotas: shared.py):
-  P:msg:{id}              hash    a message (codec.py); Redis drops it retention_s + 1 day
+Keys under an app's prefix A = `{prefix:app}` (one hash slot per app on Cluster; batches:
+batches.py; the outbox: outbox.py):
+  A:msg:{id}              hash    a message (codec.py); Redis drops it retention_s + 1 day
                                   after it finished, a safety net behind the lease's prune
-  P:due:{app}, P:apps     stream per app + the set of apps; consumer group `group`; acked
+  A:due                   stream  the app's due messages; consumer group `group`; acked
                                   entries are trimmed below the oldest unacked one
-  P:delayed               zset    scheduled/retrying messages by not_before, moved to the
+  A:delayed               zset    scheduled/retrying messages by not_before, moved to the
                                   stream by the lease script once due
-  P:inflight              zset    leased messages by lease_until. An expired lease goes back to
-                                  its stream and is re-leased with a new, larger token from
-                                  P:seq: what XAUTOCLAIM would do, but in the callers' time
+  A:inflight              zset    leased messages by lease_until. An expired lease goes back to
+                                  the stream and is re-leased with a new, larger token from
+                                  A:seq: what XAUTOCLAIM would do, but in the callers' time
                                   rather than Redis idle time (the contract, fake clocks)
-  P:pending               zset    waiting messages by created_at (oldest_pending_at)
-  P:done                  list    "{finished_at}|{id}" in finishing order, pruned after
+  A:pending               zset    waiting messages by created_at (oldest_pending_at)
+  A:done                  list    "{finished_at}|{id}" in finishing order, pruned after
                                   retention together with counts, indexes and the idem key
-  P:dead                  zset    dead letters, member "{time:020.6f}:{id}" (lex = time order,
+  A:dead                  zset    dead letters, member "{time:020.6f}:{id}" (lex = time order,
                                   the member is the page cursor)
-  P:counts                hash    counts by status and app+status (stats() is O(1))
-  P:pruned                hash    finished messages prune dropped, by app+status
-  P:idem:{app}:{key}      string  idempotency key -> id (the body fingerprint is the message
+  A:counts                hash    counts by status and app+status (stats() sums the apps')
+  A:pruned                hash    finished messages prune dropped, by app+status
+  A:idem:{app}:{key}      string  idempotency key -> id (the body fingerprint is the message
                                   hash's `idem_digest` field)
-  P:msgid:{app}           hash    WeChat msgid -> id
-  P:receipt:{app}:{msgid} hash    a receipt that beat the ack, applied by the ack script
-  P:event:{app}:{key}     string  receipt event already seen (1 hour)
+  A:msgid:{app}           hash    WeChat msgid -> id
+  A:receipt:{app}:{msgid} hash    a receipt that beat the ack, applied by the ack script
+  A:event:{app}:{key}     string  receipt event already seen (1 hour)
+Keys under the deployment's prefix P:
+  P:apps                  set     every app that had a message (written before its first)
+  P:loc:{id}              string  message id -> app, written before the message, dropped by
+                                  prune with it: for calls that name only an id (get, cancel,
+                                  requeue; a worker's ack of what it leased needs none)
 
-Fairness: the lease script reads the apps round-robin in equal shares (the start rotates per
-call); an app that runs dry gives its share to the others. Leasing a message whose lease had
-expired adds one to the `e:{app}` field of P:counts (StoreStats.lease_expirations).
+Fairness: a lease reads the apps round-robin in equal shares (the start rotates per call, per
+process), one script call per app, all in one round trip; an app that runs dry gives its share
+to the others in a second round. Leasing a message whose lease had expired adds one to the
+`e:{app}` field of A:counts (StoreStats.lease_expirations).
 
 Lease expiry compares the lease_until one process wrote with another's `now`: keep the
 machines' clocks synchronised (NTP); skew lengthens or shortens a lease by the skew.
 
-Round trips: concurrent enqueue and ack calls are coalesced into one script call each (group
-commit); lease takes n messages per call.
+Round trips: concurrent enqueue and ack calls of one app are coalesced into one script call
+each (group commit); lease takes n messages per call.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import secrets
 import socket
@@ -79,7 +87,7 @@ from wxgate.store.redis.codec import (
     message_record,
     pack,
 )
-from wxgate.store.redis.connection import maps_redis_errors, text
+from wxgate.store.redis.connection import Call, maps_redis_errors, text
 from wxgate.store.redis.scripts import message_script, script
 from wxgate.store.search import MessageQuery
 
@@ -90,6 +98,7 @@ _COALESCE_MAX_CALLS = 256
 _PROMOTE_CAP = 2000
 _READ_CAP_FACTOR = 8
 _PRUNE_EVERY_S = 60.0
+_LEASE_ROUNDS = 3  # share-outs per lease call: an app that runs dry leaves its share to others
 # A consumer this long without reading its app's stream belongs to a process that died
 # without closing (kill -9, a lost node); the prune removes it from the group. A live process
 # that comes back to the stream later is simply added again by XREADGROUP.
@@ -128,38 +137,65 @@ class RedisQueue(RedisBatches):
     def _init_queue(self, consumer: str | None, consumer_idle_max_s: float) -> None:
         self.consumer = consumer or _default_consumer()
         self._consumer_idle_max_ms = int(consumer_idle_max_s * 1000)
-        self._enqueues: Coalescer[bytes, list[Any]] = Coalescer(
-            self._run_enqueues, _COALESCE_MAX_CALLS
-        )
-        self._acks: Coalescer[list[str], int | bytes | str] = Coalescer(
-            self._run_acks, _COALESCE_MAX_CALLS
-        )
+        # Group commits per app: one app's calls share a script (and its slot on Cluster).
+        self._enqueues: dict[str, Coalescer[_Enqueue, list[Any]]] = {}
+        self._acks: dict[str, Coalescer[list[str], int | bytes | str]] = {}
+        # What this process leased and has not finished yet: id -> app, so the worker's
+        # ack, retry, dead or expire needs no locator read.
+        self._held: dict[str, str] = {}
+        self._turn = 0
         self._next_prune = 0.0
 
+    def _enqueuer(self, app: str) -> Coalescer[_Enqueue, list[Any]]:
+        c = self._enqueues.get(app)
+        if c is None:
+
+            async def run(items: list[_Enqueue]) -> list[list[Any]]:
+                return await self._run_enqueues(app, items)
+
+            c = self._enqueues[app] = Coalescer(run, _COALESCE_MAX_CALLS)
+        return c
+
+    def _acker(self, app: str) -> Coalescer[list[str], int | bytes | str]:
+        c = self._acks.get(app)
+        if c is None:
+
+            async def run(acks: list[list[str]]) -> list[int | bytes | str]:
+                return await self._run_acks(app, acks)
+
+            c = self._acks[app] = Coalescer(run, _COALESCE_MAX_CALLS)
+        return c
+
     async def _drain_queue(self) -> None:
-        """Let coalesced enqueues and acks finish, then leave the consumer group."""
-        await self._enqueues.wait_idle()
-        await self._acks.wait_idle()
+        """Let coalesced enqueues and acks finish, then leave the consumer groups."""
+        for e in list(self._enqueues.values()):
+            await e.wait_idle()
+        for a in list(self._acks.values()):
+            await a.wait_idle()
         await self._leave_group()
 
     async def _leave_group(self) -> None:
         """Drop this process's consumer from every app's group, so restarts do not pile them up.
 
-        Safe with leases still held: lease expiry is tracked in P:inflight, not in the group's
+        Safe with leases still held: lease expiry is tracked in A:inflight, not in the group's
         pending list, so another process re-leases them on time either way. Best effort: a
         process that dies without closing leaves its (empty) consumer behind.
         """
         redis = self._r
         try:
-            apps = await redis.smembers(f"{self._p}:apps")
+            apps = await self._app_names(fresh=True)
             async with redis.pipeline(transaction=False) as pipe:
                 for app in apps:
-                    pipe.xgroup_delconsumer(
-                        f"{self._p}:due:{text(app)}", self._group, self.consumer
-                    )
+                    pipe.xgroup_delconsumer(f"{self._a(app)}:due", self._group, self.consumer)
                 await pipe.execute(raise_on_error=False)
         except (RedisError, OSError):
             pass
+
+    async def _app_of(self, msg_id: str) -> str | None:
+        app = self._held.get(msg_id)
+        if app is None:
+            app = (await self._locate([msg_id])).get(msg_id)
+        return app
 
     # ------------------------------------------------------------------ messages
 
@@ -205,7 +241,37 @@ class RedisQueue(RedisBatches):
     async def _enqueue_group(
         self, messages: Sequence[Message], batch: Batch | None
     ) -> list[EnqueueResult]:
+        """One call's messages, split by app: one script per app (a call naming several apps
+        is all-or-nothing per app; the gateway's calls name one)."""
         now = self._clock.now()
+        by_app: dict[str, list[int]] = {}
+        for i, msg in enumerate(messages):
+            by_app.setdefault(msg.app, []).append(i)
+        if batch is not None:
+            by_app.setdefault(batch.app, [])
+        await self._register_apps(by_app)
+        replies = await asyncio.gather(
+            *(
+                self._enqueue_app(
+                    app,
+                    [messages[i] for i in where],
+                    batch if batch is not None and batch.app == app else None,
+                    now,
+                )
+                for app, where in by_app.items()
+            )
+        )
+        results: list[EnqueueResult | None] = [None] * len(messages)
+        for where, reply in zip(by_app.values(), replies, strict=True):
+            for i, result in zip(where, reply, strict=True):
+                results[i] = result
+        if batch is not None and batch.shared is not None:
+            self._shared.put(batch.id, batch.shared)
+        return [r for r in results if r is not None]
+
+    async def _enqueue_app(
+        self, app: str, messages: list[Message], batch: Batch | None, now: float
+    ) -> list[EnqueueResult]:
         records = [
             message_record(msg, Status.SCHEDULED if msg.not_before > now else Status.QUEUED)
             for msg in messages
@@ -218,14 +284,13 @@ class RedisQueue(RedisBatches):
                 encode_batch_shared(batch),
             ]
         )
+        item = _Enqueue(group, [m.id for m in messages], batch)
         if len(messages) > _COALESCE_MAX_MESSAGES:
-            [reply] = await self._run_enqueues([group])
+            [reply] = await self._run_enqueues(app, [item])
         else:
-            reply = await self._enqueues.submit(group)
+            reply = await self._enqueuer(app).submit(item)
         if reply[0] != b"ok":
             raise StoreError(f"enqueue refused: {text(reply[1])}")
-        if batch is not None and batch.shared is not None:
-            self._shared.put(batch.id, batch.shared)
         return [
             EnqueueResult(
                 id=text(reply[i]),
@@ -236,11 +301,42 @@ class RedisQueue(RedisBatches):
             for i in range(1, len(reply), 3)
         ]
 
-    async def _run_enqueues(self, groups: list[bytes]) -> list[list[Any]]:
-        replies: list[list[Any]] = await self._replicated_script(
-            ENQUEUE, (), self._msg_args([len(groups), *groups])
-        )
-        return replies
+    async def _run_enqueues(self, app: str, items: list[_Enqueue]) -> list[list[Any]]:
+        """One app's group commit. The deployment's keys go first, in the same round trip
+        (before the script on one Redis; a step ahead of it on Cluster): each message's
+        locator (SET NX) and a new batch's registry entries, so nothing is ever stored that
+        get() or recent_batches cannot find. What a refused or duplicate enqueue made of
+        them is removed after."""
+        first: list[tuple[Any, ...]] = []
+        for item in items:
+            if item.batch is not None:
+                b = item.batch
+                first.append(("HSETNX", f"{self._p}:batch_app", b.id, app))
+                first.append(("ZADD", f"{self._p}:batches", "NX", repr(b.created_at), b.id))
+            first.extend(("SET", self._loc(i), app, "NX") for i in item.ids)
+        call = self._msg_call(app, ENQUEUE, len(items), *(item.group for item in items))
+        made, [replies] = await self._pipeline(first, [call], replicate=True)
+        undo: list[tuple[Any, ...]] = []
+        at = 0
+        for item, reply in zip(items, replies, strict=True):
+            ok = reply[0] == b"ok"
+            if item.batch is not None:
+                if not ok and made[at]:  # a batch this call registered, not an existing one
+                    undo.append(("HDEL", f"{self._p}:batch_app", item.batch.id))
+                    undo.append(("ZREM", f"{self._p}:batches", item.batch.id))
+                at += 2
+            for k, msg_id in enumerate(item.ids):
+                fresh = ok and text(reply[1 + 3 * k]) == msg_id and reply[3 + 3 * k] == 1
+                if made[at + k] and not fresh:
+                    undo.append(("DEL", self._loc(msg_id)))
+            at += len(item.ids)
+        if undo:
+            with contextlib.suppress(RedisError, OSError):
+                async with self._r.pipeline(transaction=False) as pipe:
+                    for command in undo:
+                        pipe.execute_command(*command)
+                    await pipe.execute()
+        return list(replies)
 
     @maps_redis_errors
     async def lease(
@@ -251,46 +347,92 @@ class RedisQueue(RedisBatches):
         if now >= self._next_prune:
             self._next_prune = now + _PRUNE_EVERY_S
             await self._prune(now)
-        # With min_replica_acks, the lease (and so every accept before it: one replication
-        # stream) is on the replicas before anything is sent: a message whose POST got a 503
-        # is never delivered from a primary that dies before replicating it, only for the
-        # caller's retry to make it again under a new id.
-        replies = await self._replicated_script(
-            LEASE,
-            (),
-            [
-                self._p,
-                self._group,
-                repr(now),
-                self._finished_ttl_s,
-                self.consumer,
-                n,
-                repr(now + lease_s),
-                _PROMOTE_CAP,
-                max(1000, n * _READ_CAP_FACTOR),
-                *sorted(exclude_apps),
-            ],
-        )
-        return await self._shared.filled(decode_messages(replies))
+        apps = [a for a in await self._app_names() if a not in exclude_apps]
+        if not apps:
+            return []
+        self._turn += 1
+        start = self._turn % len(apps)
+        active = apps[start:] + apps[:start]
+        out: list[Message] = []
+        for _ in range(_LEASE_ROUNDS):
+            remaining = n - len(out)
+            if remaining <= 0 or not active:
+                break
+            share = math.ceil(remaining / len(active))
+            wants: list[tuple[str, int]] = []
+            for app in active:
+                want = min(share, remaining - sum(w for _, w in wants))
+                if want > 0:
+                    wants.append((app, want))
+            # With min_replica_acks, the lease (and so every accept before it: one
+            # replication stream) is on the replicas before anything is sent: a message
+            # whose POST got a 503 is never delivered from a primary that dies before
+            # replicating it, only for the caller's retry to make it again under a new id.
+            replies = await self._run_scripts(
+                [self._lease_call(app, want, now, lease_s) for app, want in wants],
+                replicate=True,
+            )
+            active = []
+            for (app, want), reply in zip(wants, replies, strict=True):
+                leased = decode_messages(reply)
+                out += leased
+                for m in leased:
+                    self._held[m.id] = app
+                if len(leased) == want:  # may have more: a share of the next round
+                    active.append(app)
+        return await self._shared.filled(out)
+
+    def _lease_call(self, app: str, n: int, now: float, lease_s: float) -> Call:
+        args = [
+            self._a(app),
+            self._group,
+            repr(now),
+            self._finished_ttl_s,
+            self.consumer,
+            n,
+            repr(now + lease_s),
+            _PROMOTE_CAP,
+            max(1000, n * _READ_CAP_FACTOR),
+        ]
+        return LEASE, (self._anchor_of(app),), args
 
     async def _prune(self, now: float) -> None:
-        """Drop messages finished more than retention_s ago, with their counts and indexes."""
+        """Drop messages finished more than retention_s ago, with their counts, indexes and
+        locators, app by app; finish batch work a process left half done."""
         cutoff = repr(now - self._retention_s)
-        while await self._msg_script(PRUNE, cutoff, _PRUNE_CHUNK) == _PRUNE_CHUNK:
-            pass
-        for batch_id in await self._r.smembers(f"{self._p}:batch_work"):
-            await self._batch_work(text(batch_id))
+        for app in await self._app_names(fresh=True):
+            while True:
+                consumed, gone, gone_batches = await self._msg_script(
+                    app, PRUNE, cutoff, _PRUNE_CHUNK
+                )
+                await self._forget(gone, gone_batches)
+                if int(consumed) < _PRUNE_CHUNK:
+                    break
+            for batch_id in await self._r.smembers(f"{self._a(app)}:batch_work"):
+                await self._batch_work(app, text(batch_id))
         await self._drop_dead_consumers()
+
+    async def _forget(self, ids: Sequence[bytes], batch_ids: Sequence[bytes]) -> None:
+        """The deployment's entries for messages and batches prune dropped."""
+        if not ids and not batch_ids:
+            return
+        async with self._r.pipeline(transaction=False) as pipe:
+            for msg_id in ids:
+                pipe.delete(self._loc(text(msg_id)))
+            for batch_id in batch_ids:
+                pipe.zrem(f"{self._p}:batches", batch_id)
+                pipe.hdel(f"{self._p}:batch_app", batch_id)
+            await pipe.execute()
 
     async def _drop_dead_consumers(self) -> None:
         """Remove other processes' consumers idle past consumer_idle_max_s from every group.
 
-        Safe even if one still had entries pending: lease expiry lives in P:inflight, not in
+        Safe even if one still had entries pending: lease expiry lives in A:inflight, not in
         the group's pending list (see _leave_group).
         """
         redis = self._r
-        for app in await redis.smembers(f"{self._p}:apps"):
-            key = f"{self._p}:due:{text(app)}"
+        for app in await self._app_names():
+            key = f"{self._a(app)}:due"
             try:
                 for c in await redis.xinfo_consumers(key, self._group):
                     name = text(c["name"])
@@ -301,17 +443,19 @@ class RedisQueue(RedisBatches):
 
     @maps_redis_errors
     async def ack(self, msg_id: str, lease_token: int, result: SendResult) -> Status | None:
+        app = await self._app_of(msg_id)
+        if app is None:
+            return None
         msgid = "" if result.wechat_msgid is None else str(result.wechat_msgid)
         ack = [msg_id, str(lease_token), msgid, repr(result.sent_at)]
-        done = await self._acks.submit(ack)
+        done = await self._acker(app).submit(ack)
+        self._held.pop(msg_id, None)
         # The script answers 0 for a fenced ack, else the status the message ends in.
         return None if isinstance(done, int) else Status(text(done))
 
-    async def _run_acks(self, acks: list[list[str]]) -> list[int | bytes | str]:
-        results: list[int | bytes | str] = await self._replicated_script(
-            ACK, (), self._msg_args([pack(acks)])
-        )
-        return results
+    async def _run_acks(self, app: str, acks: list[list[str]]) -> list[int | bytes | str]:
+        [results] = await self._run_scripts([self._msg_call(app, ACK, pack(acks))], replicate=True)
+        return list(results)
 
     @maps_redis_errors
     async def retry(
@@ -322,8 +466,12 @@ class RedisQueue(RedisBatches):
         error: ErrorInfo | None,
         count_attempt: bool,
     ) -> bool:
+        app = await self._app_of(msg_id)
+        if app is None:
+            return False
         # A release (no error, not counted) is `retrying` too, as in SQLite: stats agree.
         done = await self._msg_script(
+            app,
             RETRY,
             msg_id,
             lease_token,
@@ -332,34 +480,50 @@ class RedisQueue(RedisBatches):
             "" if error is None else error.errcode,
             "" if error is None else error.errmsg,
         )
+        self._held.pop(msg_id, None)
         return bool(done)
 
     @maps_redis_errors
     async def dead(self, msg_id: str, lease_token: int, error: ErrorInfo) -> bool:
+        app = await self._app_of(msg_id)
+        if app is None:
+            return False
         member = dead_member(self._clock.now(), msg_id)
         done = await self._msg_script(
-            DEAD, msg_id, lease_token, error.errcode, error.errmsg, member
+            app, DEAD, msg_id, lease_token, error.errcode, error.errmsg, member
         )
+        self._held.pop(msg_id, None)
         return bool(done)
 
     @maps_redis_errors
     async def expire(self, msg_id: str, lease_token: int) -> bool:
-        return bool(await self._msg_script(EXPIRE, msg_id, lease_token))
+        app = await self._app_of(msg_id)
+        if app is None:
+            return False
+        done = await self._msg_script(app, EXPIRE, msg_id, lease_token)
+        self._held.pop(msg_id, None)
+        return bool(done)
 
     @maps_redis_errors
     async def cancel(self, msg_id: str) -> str:
-        return text(await self._msg_script(CANCEL, msg_id))
+        app = await self._app_of(msg_id)
+        if app is None:
+            return "not_found"
+        return text(await self._msg_script(app, CANCEL, msg_id))
 
     @maps_redis_errors
     async def get(self, msg_id: str) -> Message | None:
-        found = decode_message(await self._r.hmget(f"{self._p}:msg:{msg_id}", MESSAGE_FIELDS))
+        app = await self._app_of(msg_id)
+        if app is None:
+            return None
+        found = decode_message(await self._r.hmget(f"{self._a(app)}:msg:{msg_id}", MESSAGE_FIELDS))
         return await self._shared.filled_one(found)
 
     @maps_redis_errors
     async def find_by_wechat_msgid(self, app: str, wechat_msgid: int) -> Message | None:
-        flat = await self._script(
-            FIND_BY_MSGID, [f"{self._p}:msgid:{app}"], [f"{self._p}:msg:", str(wechat_msgid)]
-        )
+        a = self._a(app)
+        keys, args = [f"{a}:msgid:{app}"], [f"{a}:msg:", str(wechat_msgid)]
+        flat = await self._script(FIND_BY_MSGID, keys, args)
         return await self._shared.filled_one(decode_message(flat) if flat else None)
 
     @maps_redis_errors
@@ -373,6 +537,7 @@ class RedisQueue(RedisBatches):
         message_id: str | None = None,
     ) -> Message | None:
         flat = await self._msg_script(
+            app,
             RECEIPT,
             app,
             str(wechat_msgid),
@@ -388,17 +553,23 @@ class RedisQueue(RedisBatches):
 
     @maps_redis_errors
     async def stats(self) -> StoreStats:
+        """The apps' counters summed: one pipeline, three reads per app."""
+        apps = await self._app_names()
         async with self._r.pipeline(transaction=False) as pipe:
-            pipe.hgetall(f"{self._p}:counts")
-            pipe.zrange(f"{self._p}:pending", 0, 0, withscores=True)
-            pipe.hgetall(f"{self._p}:pruned")
-            counts, oldest, pruned = await pipe.execute()
+            for app in apps:
+                a = self._a(app)
+                pipe.hgetall(f"{a}:counts")
+                pipe.zrange(f"{a}:pending", 0, 0, withscores=True)
+                pipe.hgetall(f"{a}:pruned")
+            replies = await pipe.execute() if apps else []
+        counts = merge_counts(replies[0::3])
+        oldest = [float(o[0][1]) for o in replies[1::3] if o]
         by_status, by_app = decode_counts(counts)
         return StoreStats(
             by_status=by_status,
             by_app=by_app,
-            oldest_pending_at=float(oldest[0][1]) if oldest else None,
-            pruned_by_app=decode_counts(pruned)[1],
+            oldest_pending_at=min(oldest) if oldest else None,
+            pruned_by_app=decode_counts(merge_counts(replies[2::3]))[1],
             lease_expirations=decode_expirations(counts),
         )
 
@@ -410,16 +581,31 @@ class RedisQueue(RedisBatches):
         cursor: str | None = None,
         limit: int = 100,
     ) -> tuple[list[Message], str | None]:
-        reply = await self._msg_script(
-            DEAD_LETTERS,
-            app or "",
-            "" if errcode is None else errcode,
-            cursor or "",
-            max(1, limit),
-            _DEAD_SCAN_BUDGET,
+        """One app's page, or every app's pages merged newest first: a page holds only what
+        is newer than the furthest point any app stopped looking (its cursor), so a later
+        page never skips one."""
+        apps = [app] if app is not None else await self._app_names()
+        limit = max(1, limit)
+        args = ("" if errcode is None else errcode, cursor or "", limit, _DEAD_SCAN_BUDGET)
+        replies = await self._run_scripts(
+            [self._msg_call(a, DEAD_LETTERS, a if app is not None else "", *args) for a in apps]
         )
-        next_cursor = text(reply[0]) or None
-        return await self._shared.filled(decode_messages(reply[1:])), next_cursor
+        rows: list[tuple[str, Any]] = []
+        floor = ""  # members below the highest cursor of an app with more wait
+        for reply in replies:
+            more = text(reply[0])
+            if more:
+                floor = max(floor, more)
+            rows += [(text(m), v) for m, v in zip(reply[1], reply[2:], strict=True)]
+        rows.sort(key=lambda r: r[0], reverse=True)
+        shown = [r for r in rows if not floor or r[0] >= floor]
+        page = shown[:limit]
+        next_cursor: str | None = None
+        if len(shown) > limit:
+            next_cursor = page[-1][0]
+        elif floor:
+            next_cursor = floor
+        return await self._shared.filled(decode_messages([v for _, v in page])), next_cursor
 
     @maps_redis_errors
     async def redrive(
@@ -440,7 +626,7 @@ class RedisQueue(RedisBatches):
         total, cursor = 0, ""
         while total < limit:
             moved, cursor = await self._msg_script(
-                REDRIVE, app, codes, cursor, upper, max_rounds, limit - total, _REQUEUE_CHUNK
+                app, REDRIVE, app, codes, cursor, upper, max_rounds, limit - total, _REQUEUE_CHUNK
             )
             total += int(moved)
             cursor = text(cursor)
@@ -452,7 +638,9 @@ class RedisQueue(RedisBatches):
     async def find_messages(
         self, query: MessageQuery, cursor: str | None = None, limit: int = 50
     ) -> tuple[list[Message], str | None]:
-        page, next_cursor = await find.find_messages(self._r, self._p, query, cursor, limit)
+        apps = [query.app] if query.app is not None else await self._app_names()
+        prefixes = {app: self._a(app) for app in apps}
+        page, next_cursor = await find.find_messages(self._r, prefixes, query, cursor, limit)
         return await self._shared.filled(page), next_cursor
 
     @maps_redis_errors
@@ -464,13 +652,42 @@ class RedisQueue(RedisBatches):
     ) -> int:
         filters = (app or "", "" if errcode is None else errcode)
         if ids is not None:
-            moved, _ = await self._msg_script(REQUEUE, "ids", *filters, "", 0, *ids)
-            return int(moved)
-        total, cursor = 0, ""
-        while True:
-            moved, cursor = await self._msg_script(
-                REQUEUE, "filter", *filters, cursor, _REQUEUE_CHUNK
+            by_app: dict[str, list[str]] = {}
+            for msg_id, owner in (await self._locate(list(ids))).items():
+                by_app.setdefault(owner, []).append(msg_id)
+            replies = await self._run_scripts(
+                [
+                    self._msg_call(owner, REQUEUE, "ids", *filters, "", 0, *owned)
+                    for owner, owned in by_app.items()
+                ]
             )
-            total += int(moved)
-            if not cursor:
-                return total
+            return sum(int(moved) for moved, _ in replies)
+        total = 0
+        for owner in [app] if app is not None else await self._app_names():
+            cursor = ""
+            while True:
+                moved, cursor = await self._msg_script(
+                    owner, REQUEUE, "filter", *filters, cursor, _REQUEUE_CHUNK
+                )
+                total += int(moved)
+                if not cursor:
+                    break
+        return total
+
+
+class _Enqueue(msgspec.Struct, frozen=True):
+    """One enqueue call's share of a group commit: its packed script argument, the ids it
+    writes (their locators go first) and its new batch, if any."""
+
+    group: bytes
+    ids: list[str]
+    batch: Batch | None
+
+
+def merge_counts(hashes: Sequence[dict[bytes, bytes]]) -> dict[bytes, bytes]:
+    """Several apps' counter hashes as one (a field in several is summed)."""
+    total: dict[bytes, int] = {}
+    for fields in hashes:
+        for field, value in fields.items():
+            total[field] = total.get(field, 0) + int(value)
+    return {f: str(v).encode() for f, v in total.items()}

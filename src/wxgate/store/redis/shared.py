@@ -1,7 +1,8 @@
 """RedisStore's SharedState role: what every process shares through Redis, access tokens,
 locks, app pauses, daily quota counters, rate buckets, callback nonces and receipt links.
 
-Keys under the prefix P: P:token:{app} (TokenEntry JSON), P:lock:{name} (hash owner + until),
+Keys under the deployment's prefix P (one slot on Cluster: take_rates updates several
+apps' buckets in one script): P:token:{app} (TokenEntry JSON), P:lock:{name} (hash owner + until),
 P:pauses (hash app -> AppPause JSON), P:quota:{app}:{day} (counter, 2 days), P:rate:{app}
 (hash tokens + ts), P:nonce:{app}:{nonce} (hash digest + until: a WeChat callback's nonce),
 P:link:{app}:{key} (hash v + blob + until: sends awaiting a receipt without a msgid),
@@ -157,8 +158,10 @@ class RedisSharedState(RedisConnection):
         self, app: str, openid: str, template_id: str, accepted: bool, at: float
     ) -> bool:
         p = self._p
-        keys = [f"{p}:choice:{app}", f"{p}:suppressed:{app}", f"{p}:suppressed_apps"]
-        args = [f"{openid}:{template_id}", repr(at), 0 if accepted else 1, app]
+        if not accepted:  # listed first: suppression_counts may then find the app with none
+            await self._r.sadd(f"{p}:suppressed_apps", app)
+        keys = [f"{p}:choice:{app}", f"{p}:suppressed:{app}"]
+        args = [f"{openid}:{template_id}", repr(at), 0 if accepted else 1]
         return bool(await self._script(SET_CHOICE, keys, args))
 
     @maps_redis_errors

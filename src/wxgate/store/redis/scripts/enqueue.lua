@@ -1,4 +1,6 @@
--- ARGV[5] = number of enqueue calls (groups), then one msgpack argument per group:
+-- One app's enqueues (the registry of batches by time, P:batches, and the locators are the
+-- deployment's: redis/queue.py writes them first). ARGV[5] = number of enqueue calls (groups),
+-- then one msgpack argument per group:
 -- [batch_id, batch_doc, [[id, app, idempotency_key, batch_id, status, not_before, created_at,
 -- doc, cb, shared, ckey, touser, idem_digest, tr], ...], batch_shared] (ckey: the message's member
 -- in the search indexes P:created and P:to:{touser}, redis/find.py). Returns per group
@@ -85,9 +87,6 @@ for g = 1, tonumber(ARGV[5]) do
       if type(rate) == 'number' then
         redis.call('HSET', P .. ':batch_rates', bid, string.format('%.17g', rate))
       end
-      -- %.17g: a bare Lua number would reach Redis rounded to 14 digits
-      local created = string.format('%.17g', cjson.decode(bdoc).created_at)
-      redis.call('ZADD', P .. ':batches', created, bid)
     end
     out[g] = res
   end

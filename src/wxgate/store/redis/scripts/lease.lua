@@ -1,18 +1,17 @@
--- ARGV[5] consumer, [6] n, [7] lease_until, [8] promote cap, [9] max entries read, [10..] excluded
--- apps. Returns the leased messages (MESSAGE_FIELDS values each).
+-- One app's lease (redis/queue.py spreads a lease over the apps, round-robin). ARGV[5]
+-- consumer, [6] n, [7] lease_until, [8] promote cap, [9] max entries read. Returns the leased
+-- messages (MESSAGE_FIELDS values each).
 --
--- 1. Due scheduled/retrying messages move from P:delayed to their app's stream.
--- 2. Expired leases (lease_until <= now) move to the tail of their app's stream, still
---    `sending` under the old token until someone leases them (the old holder may still ack).
--- 3. Apps are read round-robin (the start rotates per call) in equal shares, each app's stream
---    through the consumer group, until n are leased or every app ran dry. Entries of messages
---    that are no longer due are acked and skipped; those of paused batches are parked in the
---    batch's set until it runs again; those of cancelled batches cancel their message.
--- 4. Each stream read is trimmed below its oldest unacked entry.
+-- 1. Due scheduled/retrying messages move from P:delayed to the app's stream.
+-- 2. Expired leases (lease_until <= now) move to the tail of the stream, still `sending`
+--    under the old token until someone leases them (the old holder may still ack).
+-- 3. The stream is read through the consumer group until n are leased or it runs dry.
+--    Entries of messages that are no longer due are acked and skipped; those of paused
+--    batches are parked in the batch's set until it runs again; those of cancelled batches
+--    cancel their message.
+-- 4. The stream is trimmed below its oldest unacked entry.
 local consumer, n, lu = ARGV[5], tonumber(ARGV[6]), ARGV[7]
 local cap, read_cap = tonumber(ARGV[8]), tonumber(ARGV[9])
-local excluded = {}
-for i = 10, #ARGV do excluded[ARGV[i]] = true end
 
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. ':delayed', '-inf', NOW, 'LIMIT', 0, cap)) do
   redis.call('ZREM', P .. ':delayed', id)
@@ -32,7 +31,7 @@ end
 local token = redis.call('INCRBY', P .. ':seq', n) - n
 local batch_status = {}
 
-local function take(app, eid, id)
+local function take(eid, id)
   local m = load(id)
   if not m or m.sid ~= eid then return nil end
   local due = PENDING[m.status] or (m.status == 'sending' and tonumber(m.lease_until) <= NOWN)
@@ -88,45 +87,27 @@ local function trim(sk, last_read)
   if floor then redis.call('XTRIM', sk, 'MINID', '~', floor) end
 end
 
-local apps = redis.call('SMEMBERS', P .. ':apps')
-table.sort(apps)
-local active = {}
-for _, app in ipairs(apps) do
-  if not excluded[app] then active[#active + 1] = app end
-end
-local out, remaining, reads, last_read = {}, n, 0, {}
-local turn = redis.call('INCR', P .. ':rr')
-while remaining > 0 and #active > 0 and reads < read_cap do
-  local share = math.ceil(remaining / #active)
-  local still = {}
-  for k = 0, #active - 1 do
-    local app = active[((turn + k) % #active) + 1]
-    local want = math.min(share, remaining)
-    if want > 0 and reads < read_cap then
-      local sk = skey(app)
-      local entries = readgroup(sk, want)
-      reads = reads + #entries
-      local skipped = {}
-      for _, e in ipairs(entries) do
-        local leased = take(app, e[1], e[2][2])
-        if leased then
-          out[#out + 1] = leased
-          remaining = remaining - 1
-        else
-          skipped[#skipped + 1] = e[1]
-        end
-      end
-      for i = 1, #skipped, 500 do  -- unpack() has a stack limit
-        redis.call('XACK', sk, G, unpack(skipped, i, math.min(i + 499, #skipped)))
-      end
-      if #entries > 0 then last_read[sk] = entries[#entries][1] end
-      if #entries == want then still[#still + 1] = app end
-    elseif want == 0 then
-      still[#still + 1] = app
+local out, remaining, reads, sk, last = {}, n, 0, DUE, nil
+while remaining > 0 and reads < read_cap do
+  local want = math.min(remaining, read_cap - reads)
+  local entries = readgroup(sk, want)
+  reads = reads + #entries
+  local skipped = {}
+  for _, e in ipairs(entries) do
+    local leased = take(e[1], e[2][2])
+    if leased then
+      out[#out + 1] = leased
+      remaining = remaining - 1
+    else
+      skipped[#skipped + 1] = e[1]
     end
   end
-  active = still
+  for i = 1, #skipped, 500 do  -- unpack() has a stack limit
+    redis.call('XACK', sk, G, unpack(skipped, i, math.min(i + 499, #skipped)))
+  end
+  if #entries > 0 then last = entries[#entries][1] end
+  if #entries < want then break end
 end
-for sk, last in pairs(last_read) do trim(sk, last) end
+if last then trim(sk, last) end
 flush()
 return out

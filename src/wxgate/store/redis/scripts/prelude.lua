@@ -1,6 +1,8 @@
 -- What every message script starts with (the loader puts it before each one's own text).
--- ARGV[1..4] = prefix, consumer group, now (epoch s as an exact decimal string), and the TTL
--- (s) Redis keeps a finished message as a safety net should `prune` stop running.
+-- ARGV[1..4] = the app's key prefix `{prefix:app}` (every key a message script touches is
+-- one app's: one hash slot on Cluster), consumer group, now (epoch s as an exact decimal
+-- string), and the TTL (s) Redis keeps a finished message as a safety net should `prune` stop
+-- running.
 -- MESSAGE_FIELDS and DEAD_TIME_WIDTH are defined by the loader from redis/codec.py.
 local P, G, NOW, TTL = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local NOWN = tonumber(NOW)
@@ -21,15 +23,8 @@ local COUNTS = P .. ':counts'
 local DEAD_ID_AT = DEAD_TIME_WIDTH + 2  -- dead-letter members are "{time, fixed width}:{id}"
 
 local function mkey(id) return P .. ':msg:' .. id end
-local SKEYS = {}
-local function skey(app)
-  local k = SKEYS[app]
-  if not k then
-    k = P .. ':due:' .. app
-    SKEYS[app] = k
-  end
-  return k
-end
+local DUE = P .. ':due'
+local function skey(app) return DUE end  -- the app's stream (P is the app's)
 local function bkey(batch) return P .. ':batch:' .. batch end
 
 -- One HMGET per message: m.raw keeps the values so scripts can patch and return them.
@@ -89,19 +84,11 @@ local function flush()
   TALLY = {}
 end
 
--- Append a due message to its app's stream (the group is made with the stream, from 0);
--- returns the entry id, which the caller stores as the message's `sid`.
-local KNOWN_APPS = {}
+-- Append a due message to its app's stream; returns the entry id, which the caller stores as
+-- the message's `sid`. The consumer group is made by the first read (lease.lua), from 0, so
+-- no entry added before it is missed.
 local function xadd(id, app)
-  local sk = skey(app)
-  local sid = redis.call('XADD', sk, '*', 'id', id)
-  if not KNOWN_APPS[app] then
-    KNOWN_APPS[app] = true
-    if redis.call('SADD', P .. ':apps', app) == 1 then
-      redis.pcall('XGROUP', 'CREATE', sk, G, '0')
-    end
-  end
-  return sid
+  return redis.call('XADD', skey(app), '*', 'id', id)
 end
 local function enstream(m)
   redis.call('HSET', m.key, 'sid', xadd(m.id, m.app))

@@ -1,9 +1,10 @@
--- ARGV[5] cutoff (finished at or before it are dropped), [6] limit. Returns how many list
--- entries were consumed. Counts, indexes and the idempotency key leave with the message, so
+-- ARGV[5] cutoff (finished at or before it are dropped), [6] limit. Returns {how many list
+-- entries were consumed, {ids of the messages dropped}, {ids of the batches dropped}}: their
+-- locators and registry entries are the deployment's keys, which Python removes. Counts, indexes and the idempotency key leave with the message, so
 -- stats stay exact. An entry whose message finished again later (requeued) is just consumed.
 local cutoff, limit = tonumber(ARGV[5]), tonumber(ARGV[6])
 local dk = P .. ':done'
-local n = 0
+local n, gone, gone_batches = 0, {}, {}
 while n < limit do
   local head = redis.call('LINDEX', dk, 0)
   if not head then break end
@@ -39,14 +40,15 @@ while n < limit do
       redis.call('ZREM', bk .. ':ids', id)
       if redis.call('ZCARD', bk .. ':ids') == 0 then
         redis.call('DEL', bk, bk .. ':counts', bk .. ':parked', bk .. ':errcodes')
-        redis.call('ZREM', P .. ':batches', m.batch)
+        gone_batches[#gone_batches + 1] = m.batch
         redis.call('HDEL', P .. ':batch_rates', m.batch)
         TALLY[bk .. ':counts'] = nil  -- flush() must not bring the deleted keys back
         TALLY[bk .. ':errcodes'] = nil
       end
     end
     redis.call('DEL', m.key)
+    gone[#gone + 1] = id
   end
 end
 flush()
-return n
+return {n, gone, gone_batches}

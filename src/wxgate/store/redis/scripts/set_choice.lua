@@ -1,6 +1,6 @@
 -- KEYS[1] P:choice:{app} (hash "openid:template" -> "at|rejected"), KEYS[2]
--- P:suppressed:{app} (set of the rejected "openid:template"), KEYS[3] P:suppressed_apps;
--- ARGV field, at, rejected (1/0), app. A choice older than the stored one changes nothing: 0.
+-- P:suppressed:{app} (set of the rejected "openid:template"); ARGV field, at, rejected (1/0).
+-- A choice older than the stored one changes nothing: 0.
 local old = redis.call('HGET', KEYS[1], ARGV[1])
 if old then
   local at = tonumber(string.match(old, '^([^|]+)'))
@@ -9,7 +9,6 @@ end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. '|' .. ARGV[3])
 if ARGV[3] == '1' then
   redis.call('SADD', KEYS[2], ARGV[1])
-  redis.call('SADD', KEYS[3], ARGV[4])
 else
   redis.call('SREM', KEYS[2], ARGV[1])
 end

@@ -1,4 +1,4 @@
--- ARGV[1] prefix, [2] event id, [3] error, [4] now, [5] TTL (s) of the kept event.
+-- ARGV[1] the app's prefix {prefix:app}, [2] event id, [3] error, [4] now, [5] TTL (s) of the kept event.
 local P, eid = ARGV[1], ARGV[2]
 if redis.call('ZREM', P .. ':wh:due', eid) == 0 then return 0 end
 local key = P .. ':wh:' .. eid

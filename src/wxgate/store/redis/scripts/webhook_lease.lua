@@ -1,5 +1,5 @@
--- ARGV[1] prefix, [2] now, [3] lease until, [4] n, [5] failed-before cutoff. Returns
--- {event id, EVENT_FIELDS values...} per leased event, oldest due first. EVENT_FIELDS and
+-- ARGV[1] the app's prefix {prefix:app}, [2] now, [3] lease until, [4] n, [5] failed-before
+-- cutoff. Returns {event id, EVENT_FIELDS values...} per leased event, oldest due first. EVENT_FIELDS and
 -- PRUNE_CHUNK are defined by the loader (redis/outbox.py).
 local P, NOW, LU, N = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local due, failed = P .. ':wh:due', P .. ':wh:failed'
