@@ -9,17 +9,22 @@ support modules, tests/support/redis_*.py, so the bench and the tests run the sa
 stopped at the end. P1 is the harness's (wxbench): a role=api gateway process, wrk -c64 after
 a 1 s warm-up, runs of the variants interleaved, medians with the min-max spread.
 
-The delivery figure is the store alone, in this process: `--messages` enqueued over 6 apps,
-then 4 concurrent loops each leasing 128 and acking them (the acks coalesced as the delivery
-pool's are); rate = messages / time to ack them all. It isolates what the topology changes
-(the store round trips), not the whole P3 pipeline with its WeChat calls.
-
-"3 prefixes" variants emulate the per-app hash tags of docs/architecture.md §4.5.1 (designed,
-not built) with today's code: the same 6 apps split over 3 RedisStores, each with its own key
-prefix (so its own `{prefix}` slot on Cluster, chosen so the 3 land on 3 different masters),
-and each loop leasing a third of its 128 (or, in the "128 each" rows, 128) from every store
-at once, then acking them. On Cluster that is the Redis-side ceiling of spreading apps over
-the shards; on one primary it is what the extra per-store calls cost without a spread.
+The delivery figure is the store alone, in this process: one RedisStore (key prefix
+`wxgate`, the default), `--messages` enqueued over its apps, then 4 concurrent loops each
+leasing 128 and acking them (the acks coalesced as the delivery pool's are); rate = messages /
+time to ack them all. It isolates what the topology changes (the store round trips), not the
+whole P3 pipeline with its WeChat calls. Every app's keys sit under a hash tag of its own,
+`{prefix:app}` (src/wxgate/store/redis/connection.py), so on the Cluster different apps land on
+different slots; the variants:
+- one primary, 3 apps, against the 3-master Cluster with 3 apps whose tags 3 different masters
+  own (chosen from the cluster's slot map) and with 3 random app names (drawn from a seeded
+  generator, a new draw each run, landing wherever CRC16 puts them: often two on one master;
+  each run prints the masters);
+- one primary, 6 apps (app0..app5), against the Cluster with the same 6 names, and a primary
+  with a replica (appendonly no, no WAIT: min_replica_acks 0) with them.
+Each delivery run also prints the CPU the client (this process) and every redis-server it uses
+spent over the lease + ack phase, as a share of one core (INFO cpu; the JSON's cpu_by_run).
+Before each delivery run the nodes it uses are flushed (FLUSHALL), so every run starts empty.
 `--delivery-only` skips P1.
 """
 
@@ -29,11 +34,13 @@ import argparse
 import asyncio
 import contextlib
 import json
+import random
 import statistics
 import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
@@ -52,7 +59,7 @@ from wxgate.models import Message, SendResult  # noqa: E402
 from wxgate.store.redis import RedisStore  # noqa: E402
 
 OUT = BENCH / "out" / "redis_ha"
-APPS = [f"app{i}" for i in range(6)]
+PREFIX = "wxgate"
 LEASE_N = 128
 LOOPS = 4
 
@@ -99,27 +106,62 @@ def p1_run(
     return {"rate": res.ok_per_s, "p99_ms": res.latency_ms["p99"], "p50_ms": res.latency_ms["p50"]}
 
 
-def spread_prefixes(cluster: RedisCluster, base: str, count: int = 3) -> list[str]:
-    """`count` key prefixes whose `{prefix}` tags are owned by `count` different masters (CLUSTER
-    SLOTS of the running cluster), so each store of a spread run is on a shard of its own."""
+def _slot_owners(cluster: RedisCluster) -> list[tuple[int, int, int]]:
+    """(first slot, last slot, master port) of every range in CLUSTER SLOTS, by first slot."""
     with contextlib.closing(redis.Redis(port=cluster.ports[0])) as c:
-        ranges = [(int(r[0]), int(r[1]), int(r[2][1])) for r in c.execute_command("CLUSTER SLOTS")]
+        rows = c.execute_command("CLUSTER SLOTS")
+    return sorted((int(r[0]), int(r[1]), int(r[2][1])) for r in rows)
+
+
+def owner_of(ranges: list[tuple[int, int, int]], app: str) -> int:
+    """The master port owning the slot of `app`'s tag `{PREFIX:app}`."""
+    slot = key_slot(f"{{{PREFIX}:{app}}}".encode())
+    return next(port for lo, hi, port in ranges if lo <= slot <= hi)
+
+
+def spread_apps(ranges: list[tuple[int, int, int]], count: int = 3) -> list[str]:
+    """The first `count` of app0, app1, ... whose tags `count` different masters own."""
     chosen: dict[int, str] = {}
     i = 0
     while len(chosen) < count:
-        prefix = f"{base}s{i}"
-        slot = key_slot(f"{{{prefix}}}".encode())
-        owner = next(port for lo, hi, port in ranges if lo <= slot <= hi)
-        chosen.setdefault(owner, prefix)
+        chosen.setdefault(owner_of(ranges, f"app{i}"), f"app{i}")
         i += 1
     return list(chosen.values())
 
 
-def _messages(n: int, now: float) -> list[Message]:
+def random_apps(run: int, count: int = 3) -> list[str]:
+    """`count` app names drawn from a generator seeded by the run: not chosen by their slot."""
+    rng = random.Random(run)
+    return [f"app-{rng.getrandbits(24):06x}" for _ in range(count)]
+
+
+def landing(ranges: list[tuple[int, int, int]], apps: list[str]) -> str:
+    """Which master each app's tag is on (m0 owns the lowest slots), e.g. `app0:m1 app1:m0`."""
+    masters = [port for _, _, port in ranges]
+    return " ".join(f"{a}:m{masters.index(owner_of(ranges, a))}" for a in apps)
+
+
+def server_cpu(ports: list[int]) -> list[float]:
+    """CPU seconds (user + sys) each redis-server has used so far (INFO cpu)."""
+    out = []
+    for port in ports:
+        with contextlib.closing(redis.Redis(port=port)) as c:
+            info = c.info("cpu")
+        out.append(float(info["used_cpu_user"]) + float(info["used_cpu_sys"]))
+    return out
+
+
+def flush(ports: list[int]) -> None:
+    for port in ports:
+        with contextlib.closing(redis.Redis(port=port)) as c:
+            c.flushall()
+
+
+def _messages(n: int, now: float, apps: list[str]) -> list[Message]:
     return [
         Message(
             id=f"m{i:08d}",
-            app=APPS[i % len(APPS)],
+            app=apps[i % len(apps)],
             touser=f"o_{i}",
             template_id="tpl",
             data={"thing1": {"value": "x"}},
@@ -130,15 +172,21 @@ def _messages(n: int, now: float) -> list[Message]:
     ]
 
 
-async def delivery_run(url: str, n: int, prefix: str) -> float:
+async def delivery_run(
+    url: str, n: int, apps: list[str], ports: list[int]
+) -> tuple[float, dict[str, Any]]:
+    """Messages acked per second, and the CPU the client (this process) and each redis-server
+    of `ports` used over the lease + ack phase, as a share of one core (1.0 = a core busy)."""
     clock = SystemClock()
-    store = RedisStore(url, clock, retention_s=3600, key_prefix=prefix)
+    store = RedisStore(url, clock, retention_s=3600, key_prefix=PREFIX)
     await store.open()
     try:
-        msgs = _messages(n, clock.now())
+        msgs = _messages(n, clock.now(), apps)
         for start in range(0, n, 1000):
             await store.enqueue(msgs[start : start + 1000])
         done = 0
+        servers0 = server_cpu(ports)
+        cpu0 = time.process_time()
         t0 = time.monotonic()
 
         async def loop() -> None:
@@ -153,51 +201,13 @@ async def delivery_run(url: str, n: int, prefix: str) -> float:
 
         await asyncio.gather(*(loop() for _ in range(LOOPS)))
         elapsed = time.monotonic() - t0
+        client = (time.process_time() - cpu0) / elapsed
+        servers = [(b - a) / elapsed for a, b in zip(servers0, server_cpu(ports), strict=True)]
         if done != n:
             raise RuntimeError(f"acked {done} of {n}")
-        return n / elapsed
+        return n / elapsed, {"client": round(client, 2), "servers": [round(x, 2) for x in servers]}
     finally:
         await store.close()
-
-
-async def spread_run(url: str, n: int, prefixes: list[str], share: int) -> float:
-    """The delivery loop of `delivery_run` over one store per prefix: app i goes to store
-    i % len(prefixes), and each loop leases `share` from every store concurrently."""
-    clock = SystemClock()
-    stores = [RedisStore(url, clock, retention_s=3600, key_prefix=p) for p in prefixes]
-    for store in stores:
-        await store.open()
-    try:
-        msgs = _messages(n, clock.now())
-        for k, store in enumerate(stores):
-            mine = [m for m in msgs if APPS.index(m.app) % len(stores) == k]
-            for start in range(0, len(mine), 1000):
-                await store.enqueue(mine[start : start + 1000])
-        done = 0
-        t0 = time.monotonic()
-
-        async def one(store: RedisStore) -> int:
-            leased = await store.lease(share, 60, clock.now())
-            sent = SendResult(wechat_msgid=1, sent_at=clock.now())
-            await asyncio.gather(*(store.ack(m.id, m.lease_token, sent) for m in leased))
-            return len(leased)
-
-        async def loop() -> None:
-            nonlocal done
-            while True:
-                got = sum(await asyncio.gather(*(one(s) for s in stores)))
-                if not got:
-                    return
-                done += got
-
-        await asyncio.gather(*(loop() for _ in range(LOOPS)))
-        elapsed = time.monotonic() - t0
-        if done != n:
-            raise RuntimeError(f"acked {done} of {n}")
-        return n / elapsed
-    finally:
-        for store in stores:
-            await store.close()
 
 
 def main() -> int:
@@ -211,15 +221,17 @@ def main() -> int:
     args = ap.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     p1: dict[str, list[dict[str, float]]] = {"acks0": [], "acks1": [], "cluster": []}
+    six = [f"app{i}" for i in range(6)]
     deliver: dict[str, list[float]] = {
-        "primary + replica": [],
-        "lone primary": [],
-        "cluster": [],
-        "lone primary, 3 prefixes": [],
-        "cluster, 3 prefixes on 3 masters": [],
-        "lone primary, 3 prefixes, 128 each": [],
-        "cluster, 3 prefixes on 3 masters, 128 each": [],
+        "one primary, 3 apps": [],
+        "3-master Cluster, 3 apps on 3 masters": [],
+        "3-master Cluster, 3 random app names": [],
+        "one primary, 6 apps": [],
+        "3-master Cluster, 6 apps": [],
+        "one primary + replica, 6 apps": [],
     }
+    placed: dict[str, list[str]] = {name: [] for name in deliver if "Cluster" in name}
+    cpu: dict[str, list[dict[str, Any]]] = {name: [] for name in deliver}
     with primary_with_replica() as primary, RedisServer() as lone, RedisCluster() as cluster:
         variants: dict[str, Callable[[int], dict[str, float]]] = {
             "acks0": lambda k: p1_run("acks0", primary.url(), "", args.duration, k),
@@ -238,35 +250,35 @@ def main() -> int:
                     c.flushall()
                 p1[name].append(run(k))
                 print(f"P1 {name} run {k + 1}: {p1[name][-1]}", flush=True)
-            stores = {"primary + replica": primary.url(), "lone primary": lone.url()}
-            for name, url in {**stores, "cluster": cluster.url()}.items():
-                prefix = f"bd{k}{name.replace(' ', '')}"
-                rate = asyncio.run(delivery_run(url, args.messages, prefix))
-                deliver[name].append(rate)
-                print(f"deliver {name} run {k + 1}: {rate:,.0f}/s", flush=True)
-            third = -(-LEASE_N // 3)
-            spreads = {
-                "lone primary, 3 prefixes": (lone.url(), [f"bs{k}p{j}" for j in range(3)], third),
-                "cluster, 3 prefixes on 3 masters": (
+            ranges = _slot_owners(cluster)
+            masters = [port for _, _, port in ranges]
+            runs: dict[str, tuple[str, list[int], list[str]]] = {
+                "one primary, 3 apps": (lone.url(), [lone.port], six[:3]),
+                "3-master Cluster, 3 apps on 3 masters": (
                     cluster.url(),
-                    spread_prefixes(cluster, f"bs{k}c"),
-                    third,
+                    masters,
+                    spread_apps(ranges),
                 ),
-                "lone primary, 3 prefixes, 128 each": (
-                    lone.url(),
-                    [f"bf{k}p{j}" for j in range(3)],
-                    LEASE_N,
-                ),
-                "cluster, 3 prefixes on 3 masters, 128 each": (
-                    cluster.url(),
-                    spread_prefixes(cluster, f"bf{k}c"),
-                    LEASE_N,
-                ),
+                "3-master Cluster, 3 random app names": (cluster.url(), masters, random_apps(k)),
+                "one primary, 6 apps": (lone.url(), [lone.port], six),
+                "3-master Cluster, 6 apps": (cluster.url(), masters, six),
+                "one primary + replica, 6 apps": (primary.url(), [primary.port], six),
             }
-            for name, (url, prefixes, share) in spreads.items():
-                rate = asyncio.run(spread_run(url, args.messages, prefixes, share))
+            for name, (url, ports, apps) in runs.items():
+                flush(ports)
+                rate, used = asyncio.run(delivery_run(url, args.messages, apps, ports))
                 deliver[name].append(rate)
-                print(f"deliver {name} run {k + 1}: {rate:,.0f}/s", flush=True)
+                cpu[name].append(used)
+                where = ""
+                if name in placed:
+                    placed[name].append(landing(ranges, apps))
+                    where = f" [{placed[name][-1]}]"
+                print(
+                    f"deliver {name} run {k + 1}: {rate:,.0f}/s{where} "
+                    f"cpu client {used['client']}, redis {used['servers']}",
+                    flush=True,
+                )
+            flush([lone.port, primary.port, *masters])
     if not args.delivery_only:
         print("\n| variant | accepted/s | p99 ms | p50 ms |\n|---|---:|---:|---:|")
     labels = {
@@ -282,7 +294,27 @@ def main() -> int:
     print("\n| store | lease+ack messages/s |\n|---|---:|")
     for name, rates in deliver.items():
         print(f"| {name} | {_median(rates)} |")
-    (OUT / "results.json").write_text(json.dumps({"p1": p1, "deliver": deliver}, indent=1))
+    for name, rows in placed.items():
+        print(f"{name}, masters by run: " + "; ".join(rows))
+    for name, base in (
+        ("3-master Cluster, 3 apps on 3 masters", "one primary, 3 apps"),
+        ("3-master Cluster, 3 random app names", "one primary, 3 apps"),
+        ("3-master Cluster, 6 apps", "one primary, 6 apps"),
+    ):
+        ratio = statistics.median(deliver[name]) / statistics.median(deliver[base])
+        paired = [c / b for c, b in zip(deliver[name], deliver[base], strict=True)]
+        print(
+            f"{name} / {base}: {ratio:.2f}x the medians; by run "
+            + ", ".join(f"{r:.2f}x" for r in paired)
+        )
+    out = {
+        "p1": p1,
+        "deliver": deliver,
+        "masters_by_run": placed,
+        "cpu_by_run": cpu,
+        "messages": args.messages,
+    }
+    (OUT / "results.json").write_text(json.dumps(out, indent=1))
     return 0
 
 

@@ -57,6 +57,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from wxgate.clock import Clock
 from wxgate.errors import StoreError, StoreUnavailable
 from wxgate.settings.redis_urls import RedisTarget, parse_redis_url
+from wxgate.store.redis.layout import Migration
 
 # BusyLoadingError (Redis still loading its data after a restart) is a ConnectionError. A Redis
 # at its maxmemory (OOM, with the noeviction policy it must run with) refuses writes until
@@ -232,6 +233,7 @@ class RedisConnection:
         redis = self._client()
         try:
             await redis.ping()
+            await Migration(redis, self._p, self._a, self._loc).ensure()
         except BaseException:
             self._redis = redis
             await self._close_connection()

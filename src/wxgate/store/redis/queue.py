@@ -28,11 +28,13 @@ batches.py; the outbox: outbox.py):
   A:msgid:{app}           hash    WeChat msgid -> id
   A:receipt:{app}:{msgid} hash    a receipt that beat the ack, applied by the ack script
   A:event:{app}:{key}     string  receipt event already seen (1 hour)
-Keys under the deployment's prefix P:
+Keys of the deployment (P: the prefix, `{prefix}` on Cluster):
   P:apps                  set     every app that had a message (written before its first)
-  P:loc:{id}              string  message id -> app, written before the message, dropped by
+  prefix:loc:{id}         string  message id -> app, written before the message, dropped by
                                   prune with it: for calls that name only an id (get, cancel,
-                                  requeue; a worker's ack of what it leased needs none)
+                                  requeue; a worker's ack of what it leased needs none).
+                                  Untagged: on Cluster, spread over the shards by id
+  P:layout                string  the key layout's version (layout.py)
 
 Fairness: a lease reads the apps round-robin in equal shares (the start rotates per call, per
 process), one script call per app, all in one round trip; an app that runs dry gives its share
