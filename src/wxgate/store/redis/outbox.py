@@ -39,6 +39,7 @@ _FIELDS = (
 )
 _PRUNE_CHUNK = 200
 _LEASE_ROUNDS = 3  # share-outs per lease call, as for messages (queue.py)
+_HELD_MAX = 100_000  # leased event ids remembered; past it, outcomes find the app again
 
 LEASE = script("webhook_lease", EVENT_FIELDS=_FIELDS, PRUNE_CHUNK=_PRUNE_CHUNK)
 DELIVERED = script("webhook_delivered")
@@ -114,6 +115,8 @@ class RedisOutbox(RedisConnection):
                 ]
             )
             active = []
+            if len(self._events_held) > _HELD_MAX:  # outcomes that never came: start over
+                self._events_held.clear()
             for (app, want), rows in zip(wants, replies, strict=True):
                 for row in rows:
                     event = decode_event(row)

@@ -101,6 +101,7 @@ _PROMOTE_CAP = 2000
 _READ_CAP_FACTOR = 8
 _PRUNE_EVERY_S = 60.0
 _LEASE_ROUNDS = 3  # share-outs per lease call: an app that runs dry leaves its share to others
+_HELD_MAX = 200_000  # leased ids remembered; past it, outcomes read the locator instead
 # A consumer this long without reading its app's stream belongs to a process that died
 # without closing (kill -9, a lost node); the prune removes it from the group. A live process
 # that comes back to the stream later is simply added again by XREADGROUP.
@@ -378,6 +379,8 @@ class RedisQueue(RedisBatches):
             for (app, want), reply in zip(wants, replies, strict=True):
                 leased = decode_messages(reply)
                 out += leased
+                if len(self._held) > _HELD_MAX:  # lost track (calls that never came): start over
+                    self._held.clear()
                 for m in leased:
                     self._held[m.id] = app
                 if len(leased) == want:  # may have more: a share of the next round

@@ -28,7 +28,9 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. ':inflight', '-inf', NOW, '
   end
 end
 
-local token = redis.call('INCRBY', P .. ':seq', n) - n
+-- Tokens are taken from A:seq on the first lease of the call, so an app with nothing due
+-- costs no write.
+local token = nil
 local batch_status = {}
 
 local function take(eid, id)
@@ -58,6 +60,7 @@ local function take(eid, id)
     return nil
   end
   if m.status == 'sending' then bump(COUNTS, 'e:' .. m.app, 1) end  -- an expired lease
+  if not token then token = redis.call('INCRBY', P .. ':seq', n) - n end
   token = token + 1
   redis.call('HSET', m.key, 'status', 'sending', 'lease_token', token, 'lease_until', lu,
     'updated_at', NOW)
