@@ -5,17 +5,21 @@ webhook. The old store is data/redis_layout_v1.json (made by data/make_redis_lay
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from redis.asyncio import Redis, RedisCluster
 
+from support.redis_server import RedisServer
 from support.store import LEASE_S, make_message
+from support.wait import wait_until
 from wxgate.clock import FakeClock
-from wxgate.errors import StoreError
+from wxgate.errors import StoreError, StoreUnavailable
 from wxgate.models import SendResult, Status
 from wxgate.store.redis import RedisStore
 from wxgate.store.redis.layout import LAYOUT, Migration
@@ -173,3 +177,32 @@ async def test_a_layout_newer_than_the_code_is_refused(redis_url: str) -> None:
     finally:
         await raw.delete(f"{prefix}:layout")
         await _close(raw)
+
+
+async def test_a_replica_opens_not_ready_but_an_old_layout_there_is_refused() -> None:
+    with RedisServer() as primary, RedisServer() as replica:
+        admin = redis.Redis(port=replica.port, socket_timeout=5)
+        with contextlib.closing(admin):
+            admin.replicaof("127.0.0.1", primary.port)
+
+            def synced() -> bool:
+                return admin.info("replication").get("master_link_status") == "up"
+
+            await wait_until(synced, 30, "the replica synced")  # not LOADING any more
+            # A store never opened on the primary: the replica opens it, not ready.
+            fresh = RedisStore(replica.url(), FakeClock(), retention_s=3600, key_prefix="wxnew")
+            await fresh.open()
+            try:
+                with pytest.raises(StoreUnavailable):
+                    await fresh.ping()
+            finally:
+                await fresh.close()
+            # The old layout, replicated: only a primary can move it, so the replica refuses.
+            old, _ = await _old_store(primary.url())
+            marker = f"{old._p}:counts"
+            await wait_until(lambda: bool(admin.exists(marker)), 30, "the old keys replicated")
+            on_replica = RedisStore(
+                replica.url(), FakeClock(), retention_s=3600, key_prefix=old._key_prefix
+            )
+            with pytest.raises(StoreUnavailable, match="old key layout"):
+                await on_replica.open()

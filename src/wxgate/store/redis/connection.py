@@ -57,7 +57,9 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from wxgate.clock import Clock
 from wxgate.errors import StoreError, StoreUnavailable
 from wxgate.settings.redis_urls import RedisTarget, parse_redis_url
+from wxgate.store.coalesce import Coalescer
 from wxgate.store.redis.layout import Migration
+from wxgate.store.redis.refusals import UNAVAILABLE_REPLIES
 
 # BusyLoadingError (Redis still loading its data after a restart) is a ConnectionError. A Redis
 # at its maxmemory (OOM, with the noeviction policy it must run with) refuses writes until
@@ -75,19 +77,6 @@ _UNREACHABLE = (
     SlotNotCoveredError,
     ConnectionError,
     TimeoutError,
-)
-# Replies that mean "this node cannot take the write now" however they reach us (a plain
-# reply, or an error raised inside a script, which Redis prefixes the same way).
-_UNAVAILABLE_REPLIES = (
-    "READONLY",
-    "NOREPLICAS",
-    "MASTERDOWN",
-    "CLUSTERDOWN",
-    "TRYAGAIN",
-    "LOADING",
-    "MOVED",
-    "ASK",
-    "OOM",
 )
 _APPS_TTL_S = 1.0  # how stale this process's copy of the apps registry may be
 _READY_TTL_MS = 60_000  # the readiness probe's key only needs to outlive the probe
@@ -116,7 +105,7 @@ def maps_redis_errors(
         except _UNREACHABLE as exc:
             raise StoreUnavailable(f"redis unreachable: {exc}") from exc
         except ResponseError as exc:
-            if str(exc).startswith(_UNAVAILABLE_REPLIES):
+            if str(exc).startswith(UNAVAILABLE_REPLIES):
                 raise StoreUnavailable(f"redis cannot take writes: {exc}") from exc
             raise StoreError(f"redis: {exc}") from exc
         except RedisError as exc:
@@ -192,7 +181,7 @@ class RedisConnection:
         # other fan-out reads walk it; re-read at most every _APPS_TTL_S.
         self._apps: set[str] = set()
         self._apps_read_at = -math.inf
-        self._registering = asyncio.Lock()
+        self._registrations: Coalescer[frozenset[str], None] = Coalescer(self._add_apps, 256)
         self._shas: dict[str, str] = {}
         if min_replica_acks and cluster:
             raise StoreError("min_replica_acks is not supported on Redis Cluster")
@@ -338,13 +327,19 @@ class RedisConnection:
     async def _register_apps(self, apps: Iterable[str]) -> None:
         """Add apps to the registry before their first message is written, so a message is
         never in an app the fan-out reads do not walk."""
-        if not set(apps) - self._apps:
-            return
-        async with self._registering:  # one write for a burst of first messages
-            new = set(apps) - self._apps
-            if new:
-                await self._r.sadd(f"{self._p}:apps", *sorted(new))
-                self._apps |= new
+        new = frozenset(apps) - self._apps
+        if new:
+            # Coalesced: one write for a burst of first messages, whose callers all resume
+            # together (a lock would let them on one per loop turn, splitting the group
+            # commits that follow into small ones for good).
+            await self._registrations.submit(new)
+
+    async def _add_apps(self, batches: list[frozenset[str]]) -> list[None]:
+        new = frozenset().union(*batches) - self._apps
+        if new:
+            await self._r.sadd(f"{self._p}:apps", *sorted(new))
+            self._apps |= new
+        return [None] * len(batches)
 
     async def _locate(self, ids: Sequence[str]) -> dict[str, str]:
         """Message id -> app for the ids whose locator exists (one read each, one pipeline)."""
@@ -356,11 +351,13 @@ class RedisConnection:
             found = await pipe.execute()
         return {i: text(a) for i, a in zip(ids, found, strict=True) if a is not None}
 
-    async def _run_scripts(self, calls: Sequence[Call], *, replicate: bool = False) -> list[Any]:
+    async def _run_scripts(
+        self, calls: Sequence[Call], *, replicate: bool = False, keep_errors: bool = False
+    ) -> list[Any]:
         """Several script calls in one round trip (see `_pipeline`)."""
         if not calls:
             return []
-        return (await self._pipeline((), calls, replicate=replicate))[1]
+        return (await self._pipeline((), calls, replicate=replicate, keep_errors=keep_errors))[1]
 
     async def _pipeline(
         self,
@@ -368,13 +365,16 @@ class RedisConnection:
         calls: Sequence[Call],
         *,
         replicate: bool = False,
+        keep_errors: bool = False,
     ) -> tuple[list[Any], list[Any]]:
         """Commands (`first`), then script calls, in one round trip: one pipeline on one
         Redis, in order (then, with min_replica_acks and `replicate`, WAIT on the same
         connection). On Cluster the commands go first as one pipeline (the client splits it
         per node, in no set order between nodes), then the scripts concurrently, each to the
         shard of its key. A script Redis lost (a restart empties its cache) is loaded and the
-        scripts (not the commands) run again when none of them ran. Returns both replies."""
+        scripts (not the commands) run again when none of them ran. Returns both replies;
+        with `keep_errors`, a script's error is its reply (the calls of one round trip are
+        separate commits: one app's failure is not another's)."""
         redis = self._r
         if not isinstance(redis, Redis):
             done: list[Any] = []
@@ -383,8 +383,10 @@ class RedisConnection:
                     for command in first:
                         cpipe.execute_command(*command)
                     done = await cpipe.execute()
-            replies = await asyncio.gather(*(self._script(s, k, a) for s, k, a in calls))
-            return done, list(replies)
+            each: list[Any] = await asyncio.gather(
+                *(self._script(s, k, a) for s, k, a in calls), return_exceptions=keep_errors
+            )
+            return done, each
         wait = replicate and self._min_replica_acks > 0
         head: list[Any] = []
         for attempt in range(2):
@@ -407,7 +409,7 @@ class RedisConnection:
                     await redis.script_load(source)
                 continue
             break
-        for reply in (*head, *replies):
+        for reply in (*head, *replies[len(calls) :], *([] if keep_errors else replies)):
             if isinstance(reply, Exception):
                 raise reply
         if wait and int(replies[-1]) < self._min_replica_acks:

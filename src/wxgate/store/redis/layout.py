@@ -21,10 +21,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from redis.asyncio import Redis, RedisCluster
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError, ResponseError
 
 from wxgate.errors import StoreError, StoreUnavailable
 from wxgate.store.redis.codec import DEAD_TIME_WIDTH
+from wxgate.store.redis.refusals import refuses_writes
 
 LAYOUT = 2
 _CHUNK = 500
@@ -80,7 +81,21 @@ class Migration:
                     )
                 if found == LAYOUT:
                     return
-            if await self.r.set(self.lock, self.owner, nx=True, px=_LOCK_MS):
+            try:
+                locked = await self.r.set(self.lock, self.owner, nx=True, px=_LOCK_MS)
+            except RedisError as exc:
+                if not refuses_writes(exc):
+                    raise
+                # A replica, a primary short of replicas, a cluster down: no write now, so the
+                # store opens not ready (/readyz 503) rather than not at all, unless it holds
+                # the old layout, which must be moved before anything is served.
+                if await self._is_v1():
+                    raise StoreUnavailable(
+                        f"redis: the store holds the old key layout and cannot take writes "
+                        f"({exc}); start wxgate once the primary takes writes to move it"
+                    ) from None
+                return
+            if locked:
                 try:
                     if await self._is_v1():
                         await self._move_all()

@@ -60,6 +60,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import msgspec
+from redis.asyncio import RedisCluster
 from redis.exceptions import RedisError
 
 from wxgate.errors import StoreError
@@ -140,41 +141,24 @@ class RedisQueue(RedisBatches):
     def _init_queue(self, consumer: str | None, consumer_idle_max_s: float) -> None:
         self.consumer = consumer or _default_consumer()
         self._consumer_idle_max_ms = int(consumer_idle_max_s * 1000)
-        # Group commits per app: one app's calls share a script (and its slot on Cluster).
-        self._enqueues: dict[str, Coalescer[_Enqueue, list[Any]]] = {}
-        self._acks: dict[str, Coalescer[list[str], int | bytes | str]] = {}
+        # Group commits: concurrent calls share one round trip, one script call per app in
+        # it (each app's keys are in a slot of their own on Cluster).
+        self._enqueues: Coalescer[_Enqueue, list[Any]] = Coalescer(
+            self._run_enqueues, _COALESCE_MAX_CALLS
+        )
+        self._acks: Coalescer[tuple[str, list[str]], Any] = Coalescer(
+            self._run_acks, _COALESCE_MAX_CALLS
+        )
         # What this process leased and has not finished yet: id -> app, so the worker's
         # ack, retry, dead or expire needs no locator read.
         self._held: dict[str, str] = {}
         self._turn = 0
         self._next_prune = 0.0
 
-    def _enqueuer(self, app: str) -> Coalescer[_Enqueue, list[Any]]:
-        c = self._enqueues.get(app)
-        if c is None:
-
-            async def run(items: list[_Enqueue]) -> list[list[Any]]:
-                return await self._run_enqueues(app, items)
-
-            c = self._enqueues[app] = Coalescer(run, _COALESCE_MAX_CALLS)
-        return c
-
-    def _acker(self, app: str) -> Coalescer[list[str], int | bytes | str]:
-        c = self._acks.get(app)
-        if c is None:
-
-            async def run(acks: list[list[str]]) -> list[int | bytes | str]:
-                return await self._run_acks(app, acks)
-
-            c = self._acks[app] = Coalescer(run, _COALESCE_MAX_CALLS)
-        return c
-
     async def _drain_queue(self) -> None:
         """Let coalesced enqueues and acks finish, then leave the consumer groups."""
-        for e in list(self._enqueues.values()):
-            await e.wait_idle()
-        for a in list(self._acks.values()):
-            await a.wait_idle()
+        await self._enqueues.wait_idle()
+        await self._acks.wait_idle()
         await self._leave_group()
 
     async def _leave_group(self) -> None:
@@ -253,17 +237,16 @@ class RedisQueue(RedisBatches):
         if batch is not None:
             by_app.setdefault(batch.app, [])
         await self._register_apps(by_app)
-        replies = await asyncio.gather(
-            *(
-                self._enqueue_app(
-                    app,
-                    [messages[i] for i in where],
-                    batch if batch is not None and batch.app == app else None,
-                    now,
-                )
-                for app, where in by_app.items()
+        calls = [
+            self._enqueue_app(
+                app,
+                [messages[i] for i in where],
+                batch if batch is not None and batch.app == app else None,
+                now,
             )
-        )
+            for app, where in by_app.items()
+        ]
+        replies = [await calls[0]] if len(calls) == 1 else await asyncio.gather(*calls)
         results: list[EnqueueResult | None] = [None] * len(messages)
         for where, reply in zip(by_app.values(), replies, strict=True):
             for i, result in zip(where, reply, strict=True):
@@ -287,11 +270,13 @@ class RedisQueue(RedisBatches):
                 encode_batch_shared(batch),
             ]
         )
-        item = _Enqueue(group, [m.id for m in messages], batch)
+        item = _Enqueue(app, group, [m.id for m in messages], batch)
         if len(messages) > _COALESCE_MAX_MESSAGES:
-            [reply] = await self._run_enqueues(app, [item])
+            [reply] = await self._run_enqueues([item])
         else:
-            reply = await self._enqueuer(app).submit(item)
+            reply = await self._enqueues.submit(item)
+        if isinstance(reply, Exception):
+            raise reply
         if reply[0] != b"ok":
             raise StoreError(f"enqueue refused: {text(reply[1])}")
         return [
@@ -304,42 +289,82 @@ class RedisQueue(RedisBatches):
             for i in range(1, len(reply), 3)
         ]
 
-    async def _run_enqueues(self, app: str, items: list[_Enqueue]) -> list[list[Any]]:
-        """One app's group commit. The deployment's keys go first, in the same round trip
-        (before the script on one Redis; a step ahead of it on Cluster): each message's
-        locator (SET NX) and a new batch's registry entries, so nothing is ever stored that
-        get() or recent_batches cannot find. What a refused or duplicate enqueue made of
+    async def _run_enqueues(self, items: list[_Enqueue]) -> list[list[Any]]:
+        """A group commit: one enqueue script per app, in one round trip. The deployment's
+        keys go first (before the scripts on one Redis; a step ahead of them on Cluster):
+        the messages' locators and new batches' registry entries, so nothing is ever stored
+        that get() or recent_batches cannot find. What a refused or duplicate enqueue left of
         them is removed after."""
+        by_app: dict[str, list[int]] = {}
+        for k, item in enumerate(items):
+            by_app.setdefault(item.app, []).append(k)
         first: list[tuple[Any, ...]] = []
-        for item in items:
+        locs = [x for item in items for i in item.ids for x in (self._loc(i), item.app)]
+        if locs and isinstance(self._r, RedisCluster):  # the locators' slots differ
+            first += [("SET", locs[j], locs[j + 1]) for j in range(0, len(locs), 2)]
+        elif locs:
+            first.append(("MSET", *locs))
+        registered: dict[int, int] = {}  # item -> its batch's HSETNX among `first`
+        for k, item in enumerate(items):
             if item.batch is not None:
                 b = item.batch
-                first.append(("HSETNX", f"{self._p}:batch_app", b.id, app))
+                registered[k] = len(first)
+                first.append(("HSETNX", f"{self._p}:batch_app", b.id, item.app))
                 first.append(("ZADD", f"{self._p}:batches", "NX", repr(b.created_at), b.id))
-            first.extend(("SET", self._loc(i), app, "NX") for i in item.ids)
-        call = self._msg_call(app, ENQUEUE, len(items), *(item.group for item in items))
-        made, [replies] = await self._pipeline(first, [call], replicate=True)
+        calls = [
+            self._msg_call(app, ENQUEUE, len(where), *(items[k].group for k in where))
+            for app, where in by_app.items()
+        ]
+        made, per_app = await self._pipeline(first, calls, replicate=True, keep_errors=True)
+        replies: list[Any] = [[] for _ in items]
+        for where, app_replies in zip(by_app.values(), per_app, strict=True):
+            for k in where:  # an app's script failed: its calls fail (and only they)
+                replies[k] = app_replies
+            if not isinstance(app_replies, Exception):
+                for k, reply in zip(where, app_replies, strict=True):
+                    replies[k] = reply
+        await self._undo_enqueues(items, replies, made, registered)
+        return replies
+
+    async def _undo_enqueues(
+        self,
+        items: list[_Enqueue],
+        replies: list[list[Any]],
+        made: list[Any],
+        registered: dict[int, int],
+    ) -> None:
+        """Remove the locators of ids that stored nothing (a duplicate's new id, or every
+        id of a refused call whose message does not exist), and the registry entries of a
+        refused call's new batch."""
         undo: list[tuple[Any, ...]] = []
-        at = 0
-        for item, reply in zip(items, replies, strict=True):
-            ok = reply[0] == b"ok"
-            if item.batch is not None:
-                if not ok and made[at]:  # a batch this call registered, not an existing one
+        refused: list[tuple[str, str]] = []
+        for k, (item, reply) in enumerate(zip(items, replies, strict=True)):
+            if isinstance(reply, Exception) or reply[0] != b"ok":
+                refused += [(item.app, i) for i in item.ids]
+                if item.batch is not None and made[registered[k]]:  # registered by this call
                     undo.append(("HDEL", f"{self._p}:batch_app", item.batch.id))
                     undo.append(("ZREM", f"{self._p}:batches", item.batch.id))
-                at += 2
-            for k, msg_id in enumerate(item.ids):
-                fresh = ok and text(reply[1 + 3 * k]) == msg_id and reply[3 + 3 * k] == 1
-                if made[at + k] and not fresh:
+                continue
+            for j, msg_id in enumerate(item.ids):
+                if text(reply[1 + 3 * j]) != msg_id:  # a duplicate: answered with the first id
                     undo.append(("DEL", self._loc(msg_id)))
-            at += len(item.ids)
-        if undo:
-            with contextlib.suppress(RedisError, OSError):
+        if not undo and not refused:
+            return
+        with contextlib.suppress(RedisError, OSError):
+            if refused:
                 async with self._r.pipeline(transaction=False) as pipe:
-                    for command in undo:
-                        pipe.execute_command(*command)
-                    await pipe.execute()
-        return list(replies)
+                    for app, msg_id in refused:
+                        pipe.exists(f"{self._a(app)}:msg:{msg_id}")
+                    there = await pipe.execute()
+                undo += [
+                    ("DEL", self._loc(msg_id))
+                    for (_, msg_id), kept in zip(refused, there, strict=True)
+                    if not kept
+                ]
+            async with self._r.pipeline(transaction=False) as pipe:
+                for command in undo:
+                    pipe.execute_command(*command)
+                await pipe.execute()
 
     @maps_redis_errors
     async def lease(
@@ -453,14 +478,30 @@ class RedisQueue(RedisBatches):
             return None
         msgid = "" if result.wechat_msgid is None else str(result.wechat_msgid)
         ack = [msg_id, str(lease_token), msgid, repr(result.sent_at)]
-        done = await self._acker(app).submit(ack)
+        done = await self._acks.submit((app, ack))
+        if isinstance(done, Exception):
+            raise done
         self._held.pop(msg_id, None)
         # The script answers 0 for a fenced ack, else the status the message ends in.
         return None if isinstance(done, int) else Status(text(done))
 
-    async def _run_acks(self, app: str, acks: list[list[str]]) -> list[int | bytes | str]:
-        [results] = await self._run_scripts([self._msg_call(app, ACK, pack(acks))], replicate=True)
-        return list(results)
+    async def _run_acks(self, acks: list[tuple[str, list[str]]]) -> list[Any]:
+        """A group commit of acks: one script per app, in one round trip."""
+        by_app: dict[str, list[int]] = {}
+        for k, (app, _) in enumerate(acks):
+            by_app.setdefault(app, []).append(k)
+        calls = [
+            self._msg_call(app, ACK, pack([acks[k][1] for k in where]))
+            for app, where in by_app.items()
+        ]
+        results: list[Any] = [0] * len(acks)
+        per_app = await self._run_scripts(calls, replicate=True, keep_errors=True)
+        for where, done in zip(by_app.values(), per_app, strict=True):
+            for k, one in zip(
+                where, [done] * len(where) if isinstance(done, Exception) else done, strict=True
+            ):
+                results[k] = one  # an app's script failed: its acks fail (and only they)
+        return results
 
     @maps_redis_errors
     async def retry(
@@ -681,9 +722,10 @@ class RedisQueue(RedisBatches):
 
 
 class _Enqueue(msgspec.Struct, frozen=True):
-    """One enqueue call's share of a group commit: its packed script argument, the ids it
-    writes (their locators go first) and its new batch, if any."""
+    """One enqueue call's share of a group commit: its app, its packed script argument, the
+    ids it writes (their locators go first) and its new batch, if any."""
 
+    app: str
     group: bytes
     ids: list[str]
     batch: Batch | None
