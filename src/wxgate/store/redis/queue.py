@@ -231,12 +231,19 @@ class RedisQueue(RedisBatches):
         """One call's messages, split by app: one script per app (a call naming several apps
         is all-or-nothing per app; the gateway's calls name one)."""
         now = self._clock.now()
-        by_app: dict[str, list[int]] = {}
-        for i, msg in enumerate(messages):
-            by_app.setdefault(msg.app, []).append(i)
+        apps = {msg.app for msg in messages}
         if batch is not None:
-            by_app.setdefault(batch.app, [])
-        await self._register_apps(by_app)
+            apps.add(batch.app)
+        await self._register_apps(apps)
+        if len(apps) == 1:  # every call the gateway makes
+            [app] = apps
+            results = await self._enqueue_app(app, messages, batch, now)
+            if batch is not None and batch.shared is not None:
+                self._shared.put(batch.id, batch.shared)
+            return results
+        by_app: dict[str, list[int]] = {app: [] for app in sorted(apps)}
+        for i, msg in enumerate(messages):
+            by_app[msg.app].append(i)
         calls = [
             self._enqueue_app(
                 app,
@@ -246,17 +253,17 @@ class RedisQueue(RedisBatches):
             )
             for app, where in by_app.items()
         ]
-        replies = [await calls[0]] if len(calls) == 1 else await asyncio.gather(*calls)
-        results: list[EnqueueResult | None] = [None] * len(messages)
+        replies = await asyncio.gather(*calls)
+        placed: list[EnqueueResult | None] = [None] * len(messages)
         for where, reply in zip(by_app.values(), replies, strict=True):
             for i, result in zip(where, reply, strict=True):
-                results[i] = result
+                placed[i] = result
         if batch is not None and batch.shared is not None:
             self._shared.put(batch.id, batch.shared)
-        return [r for r in results if r is not None]
+        return [r for r in placed if r is not None]
 
     async def _enqueue_app(
-        self, app: str, messages: list[Message], batch: Batch | None, now: float
+        self, app: str, messages: Sequence[Message], batch: Batch | None, now: float
     ) -> list[EnqueueResult]:
         records = [
             message_record(msg, Status.SCHEDULED if msg.not_before > now else Status.QUEUED)
