@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from redis.asyncio import Redis, RedisCluster
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisError
 
 from wxgate.errors import StoreError, StoreUnavailable
 from wxgate.store.redis.codec import DEAD_TIME_WIDTH
@@ -348,19 +348,28 @@ class Migration:
         return replies
 
     async def _move(self, moves: Sequence[tuple[str, str]]) -> None:
-        """Rename keys; on Cluster, where a key cannot be renamed into another slot, copy
-        (DUMP + RESTORE, TTL kept) and delete. A key already moved is skipped."""
-        for src, dst in moves:
-            if not self.cluster:
-                try:
-                    await self.r.rename(src, dst)
-                except ResponseError as exc:
-                    if "no such key" not in str(exc).lower():
-                        raise
-                continue
-            dump = await self.r.dump(src)
+        """Rename keys, a chunk per round trip; on Cluster, where a key cannot be renamed
+        into another slot, copy (DUMP + RESTORE, TTL kept) and delete. A key already moved
+        is skipped."""
+        if not moves:
+            return
+        if not self.cluster:
+            async with self.r.pipeline(transaction=False) as pipe:
+                for src, dst in moves:
+                    pipe.rename(src, dst)
+                done = await pipe.execute(raise_on_error=False)
+            for reply in done:
+                if isinstance(reply, Exception) and "no such key" not in str(reply).lower():
+                    raise reply
+            return
+        found = await self._pipe([c for src, _ in moves for c in (("DUMP", src), ("PTTL", src))])
+        copies: list[tuple[Any, ...]] = []
+        gone: list[tuple[Any, ...]] = []
+        for k, (src, dst) in enumerate(moves):
+            dump, ttl = found[2 * k], found[2 * k + 1]
             if dump is None:
                 continue
-            ttl = await self.r.pttl(src)
-            await self.r.restore(dst, max(0, int(ttl)), dump, replace=True)
-            await self.r.delete(src)
+            copies.append(("RESTORE", dst, max(0, int(ttl)), dump, "REPLACE"))
+            gone.append(("DEL", src))
+        await self._pipe(copies)
+        await self._pipe(gone)
