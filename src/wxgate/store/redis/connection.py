@@ -13,8 +13,8 @@ Keyspaces (the same on every topology; braces are plain characters outside Clust
   app's anchor `{prefix:app}:counts`, so on Cluster each app lives in one hash slot and
   different apps spread over the shards;
 - the deployment's, under `_p` (`{prefix}` on Cluster, one slot; `prefix` otherwise): the
-  small shared structures written outside message scripts (the apps registry, batch ->
-  app and message id -> app locators, tokens, locks, pauses, quotas, rates, the chart ring).
+  small shared structures written outside message scripts (the apps registry, batch -> app,
+  tokens, locks, pauses, quotas, rates, the chart ring).
 The cluster client routes a script to the shard of its declared key and follows MOVED/ASK
 after a resharding or failover.
 """
@@ -222,7 +222,7 @@ class RedisConnection:
         redis = self._client()
         try:
             await redis.ping()
-            await Migration(redis, self._p, self._a, self._loc).ensure()
+            await Migration(redis, self._p, self._a).ensure()
         except BaseException:
             self._redis = redis
             await self._close_connection()
@@ -311,11 +311,6 @@ class RedisConnection:
     def _anchor_of(self, app: str) -> str:
         return f"{self._a(app)}:counts"
 
-    def _loc(self, msg_id: str) -> str:
-        """The locator of a message: its id -> its app, for calls that name only an id. Not
-        under the deployment's tag: on Cluster, locators spread over the shards by id."""
-        return f"{self._key_prefix}:loc:{msg_id}"
-
     async def _app_names(self, fresh: bool = False) -> list[str]:
         """Every app that ever had a message here (sorted): the registry, cached."""
         now = time.monotonic()
@@ -342,14 +337,24 @@ class RedisConnection:
         return [None] * len(batches)
 
     async def _locate(self, ids: Sequence[str]) -> dict[str, str]:
-        """Message id -> app for the ids whose locator exists (one read each, one pipeline)."""
-        if not ids:
+        """Message id -> app for the ids that exist, asking every app (one pipeline; calls
+        that name only an id: cancel, requeue by id). Linear in the apps, and no write per
+        message: a locator key per message cost every enqueue more than these calls."""
+        apps = await self._app_names()
+        if not ids or not apps:
             return {}
         async with self._r.pipeline(transaction=False) as pipe:
             for msg_id in ids:
-                pipe.get(self._loc(msg_id))
+                for app in apps:
+                    pipe.exists(f"{self._a(app)}:msg:{msg_id}")
             found = await pipe.execute()
-        return {i: text(a) for i, a in zip(ids, found, strict=True) if a is not None}
+        out: dict[str, str] = {}
+        for i, msg_id in enumerate(ids):
+            for j, app in enumerate(apps):
+                if found[i * len(apps) + j]:
+                    out[msg_id] = app
+                    break
+        return out
 
     async def _run_scripts(
         self, calls: Sequence[Call], *, replicate: bool = False, keep_errors: bool = False

@@ -3,7 +3,7 @@ wxgate to the current one, done once at `open` by whichever process gets there f
 
 Layout 1 kept every key under the deployment's prefix P (one `{prefix}` tag on Cluster: one
 shard). Layout 2 (queue.py's docstring) keeps each app's keys under `{prefix:app}` and adds the
-message and batch locators. The move is chunked and resumable: every step can run again after
+batch -> app map. The move is chunked and resumable: every step can run again after
 a crash part-way (a key moved is no longer found under its old name; counters are written as
 values, not added), under a lock other processes wait on, and the marker is set last, so no
 process serves a half-moved store. Stop the processes of the older version first: one still
@@ -54,12 +54,10 @@ class Migration:
         redis: Redis | RedisCluster,
         p: str,
         app_prefix: Callable[[str], str],
-        locator: Callable[[str], str],
     ) -> None:
         self.r = redis
         self.p = p
         self.a = app_prefix
-        self.loc = locator
         self.cluster = isinstance(redis, RedisCluster)
         self.apps: set[str] = set()
         self.owner = secrets.token_hex(8)
@@ -124,11 +122,12 @@ class Migration:
 
     async def _move_all(self) -> None:
         self.apps = {_s(a) for a in await self.r.smembers(f"{self.p}:apps")}
-        await self._messages()
         # Longest names first: app "a:b"'s keys are moved before app "a"'s pattern sees them.
         for app in sorted(self.apps, key=len, reverse=True):
             await self._app_keys(app)
         await self._batches()
+        # The indexes are split by each message's app, read where the message still is: so
+        # before the messages move (a run cut short here finds the rest where they were).
         for name in ("delayed", "inflight", "pending"):
             await self._split_zset(f"{self.p}:{name}", lambda m: m)
         for name in ("dead", "created"):
@@ -138,6 +137,7 @@ class Migration:
         await self._done()
         await self._counters()
         await self._outbox()
+        await self._messages()
         if self.apps:
             await self.r.sadd(f"{self.p}:apps", *sorted(self.apps))
         for name in ("counts", "pruned", "seq", "rr", "batch_rates", "batch_work", "wh:seq"):
@@ -145,22 +145,21 @@ class Migration:
         await self.r.delete(f"{self.p}:wh:counts")
 
     async def _messages(self) -> None:
-        """Each message hash to its app's prefix, its locator written first."""
+        """Each message hash to its app's prefix."""
         start = len(f"{self.p}:msg:")
         async for keys in self._scan_chunks(f"{_glob(self.p)}:msg:*"):
             apps = await self._pipe([("HGET", k, "app") for k in keys])
             moves: list[tuple[str, str]] = []
-            locs: list[tuple[Any, ...]] = []
             for key, app in zip(keys, apps, strict=True):
-                if app is None:
-                    continue
-                msg_id, owner = key[start:], _s(app)
-                self.apps.add(owner)
-                locs.append(("SET", self.loc(msg_id), owner))
-                moves.append((key, f"{self.a(owner)}:msg:{msg_id}"))
-            await self._pipe(locs)
+                if app is not None:
+                    self.apps.add(_s(app))
+                    moves.append((key, f"{self.a(_s(app))}:msg:{key[start:]}"))
             await self._move(moves)
             await self._renew()
+
+    async def _owners(self, ids: Sequence[str]) -> list[Any]:
+        """The app of each message, from its hash where layout 1 keeps it (None: gone)."""
+        return await self._pipe([("HGET", f"{self.p}:msg:{i}", "app") for i in ids])
 
     async def _app_keys(self, app: str) -> None:
         """The keys named by app: its stream, msgid map, idempotency keys, early receipts and
@@ -214,14 +213,14 @@ class Migration:
 
     async def _split_zset(self, key: str, id_of: Callable[[str], str]) -> None:
         """A sorted set of every app's members into one per app (same name under each app's
-        prefix), by the locators; members of messages gone are dropped."""
+        prefix), by each message's app; members of messages gone are dropped."""
         rest = key[len(self.p) :]
         while True:
             chunk = await self._zchunk(key)
             if not chunk:
                 return
             members = chunk
-            owners = await self._pipe([("GET", self.loc(id_of(m))) for m, _ in members])
+            owners = await self._owners([id_of(m) for m, _ in members])
             adds: list[tuple[Any, ...]] = []
             for (member, score), owner in zip(members, owners, strict=True):
                 if owner is not None:
@@ -237,7 +236,7 @@ class Migration:
             entries = [_s(e) for e in await self.r.lrange(key, 0, _CHUNK - 1)]
             if not entries:
                 return
-            owners = await self._pipe([("GET", self.loc(e.split("|", 1)[1])) for e in entries])
+            owners = await self._owners([e.split("|", 1)[1] for e in entries])
             pushes = [
                 ("RPUSH", f"{self.a(_s(owner))}:done", entry)
                 for entry, owner in zip(entries, owners, strict=True)

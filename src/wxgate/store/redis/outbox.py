@@ -10,7 +10,7 @@ status change that caused it, so an app's events live under its prefix A (queue.
   A:wh:seq          counter the event id suffix (`evt_{message id}_{seq}`), never reused
 Pending events have no TTL: an event is kept until it is delivered or given up on. Leases go
 round the apps in shares, as message leases do; the sender's calls after a lease find the
-event's app from the lease (or the message's locator, or by asking each app).
+event's app from the lease (or by asking each app).
 """
 
 from __future__ import annotations
@@ -127,17 +127,11 @@ class RedisOutbox(RedisConnection):
         return out
 
     async def _event_app(self, event_id: str) -> str | None:
-        """The app whose outbox holds the event: from this process's lease, the message's
-        locator (`evt_{message id}_{seq}`), or, once prune dropped the message, by asking
-        each app's outbox."""
+        """The app whose outbox holds the event: from this process's lease, or by asking
+        each app's outbox (one round trip)."""
         app = self._events_held.pop(event_id, None)
         if app is not None:
             return app
-        msg_id = event_id.removeprefix("evt_").rpartition("_")[0]
-        if msg_id:
-            found = await self._r.get(self._loc(msg_id))
-            if found is not None:
-                return text(found)
         apps = await self._app_names()
         if not apps:
             return None

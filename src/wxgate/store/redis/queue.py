@@ -30,11 +30,9 @@ batches.py; the outbox: outbox.py):
   A:event:{app}:{key}     string  receipt event already seen (1 hour)
 Keys of the deployment (P: the prefix, `{prefix}` on Cluster):
   P:apps                  set     every app that had a message (written before its first)
-  prefix:loc:{id}         string  message id -> app, written before the message, dropped by
-                                  prune with it: for calls that name only an id (get, cancel,
-                                  requeue; a worker's ack of what it leased needs none).
-                                  Untagged: on Cluster, spread over the shards by id
   P:layout                string  the key layout's version (layout.py)
+A call that names only a message id (get, cancel, requeue by id) asks every app in one
+round trip; a worker's ack, retry, dead or expire of what it leased knows the app.
 
 Fairness: a lease reads the apps round-robin in equal shares (the start rotates per call, per
 process), one script call per app, all in one round trip; an app that runs dry gives its share
@@ -60,7 +58,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import msgspec
-from redis.asyncio import RedisCluster
 from redis.exceptions import RedisError
 
 from wxgate.errors import StoreError
@@ -102,7 +99,7 @@ _PROMOTE_CAP = 2000
 _READ_CAP_FACTOR = 8
 _PRUNE_EVERY_S = 60.0
 _LEASE_ROUNDS = 3  # share-outs per lease call: an app that runs dry leaves its share to others
-_HELD_MAX = 200_000  # leased ids remembered; past it, outcomes read the locator instead
+_HELD_MAX = 200_000  # leased ids remembered; past it, outcomes ask every app instead
 # A consumer this long without reading its app's stream belongs to a process that died
 # without closing (kill -9, a lost node); the prune removes it from the group. A live process
 # that comes back to the stream later is simply added again by XREADGROUP.
@@ -150,7 +147,7 @@ class RedisQueue(RedisBatches):
             self._run_acks, _COALESCE_MAX_CALLS
         )
         # What this process leased and has not finished yet: id -> app, so the worker's
-        # ack, retry, dead or expire needs no locator read.
+        # ack, retry, dead or expire need not ask every app.
         self._held: dict[str, str] = {}
         self._turn = 0
         self._next_prune = 0.0
@@ -297,20 +294,14 @@ class RedisQueue(RedisBatches):
         ]
 
     async def _run_enqueues(self, items: list[_Enqueue]) -> list[list[Any]]:
-        """A group commit: one enqueue script per app, in one round trip. The deployment's
-        keys go first (before the scripts on one Redis; a step ahead of them on Cluster):
-        the messages' locators and new batches' registry entries, so nothing is ever stored
-        that get() or recent_batches cannot find. What a refused or duplicate enqueue left of
-        them is removed after."""
+        """A group commit: one enqueue script per app, in one round trip. A new batch's
+        registry entries (the deployment's keys) go first (before the scripts on one Redis;
+        a step ahead of them on Cluster), so recent_batches and get_batch find every batch
+        stored; a refused call's are removed after."""
         by_app: dict[str, list[int]] = {}
         for k, item in enumerate(items):
             by_app.setdefault(item.app, []).append(k)
         first: list[tuple[Any, ...]] = []
-        locs = [x for item in items for i in item.ids for x in (self._loc(i), item.app)]
-        if locs and isinstance(self._r, RedisCluster):  # the locators' slots differ
-            first += [("SET", locs[j], locs[j + 1]) for j in range(0, len(locs), 2)]
-        elif locs:
-            first.append(("MSET", *locs))
         registered: dict[int, int] = {}  # item -> its batch's HSETNX among `first`
         for k, item in enumerate(items):
             if item.batch is not None:
@@ -330,48 +321,19 @@ class RedisQueue(RedisBatches):
             if not isinstance(app_replies, Exception):
                 for k, reply in zip(where, app_replies, strict=True):
                     replies[k] = reply
-        await self._undo_enqueues(items, replies, made, registered)
-        return replies
-
-    async def _undo_enqueues(
-        self,
-        items: list[_Enqueue],
-        replies: list[list[Any]],
-        made: list[Any],
-        registered: dict[int, int],
-    ) -> None:
-        """Remove the locators of ids that stored nothing (a duplicate's new id, or every
-        id of a refused call whose message does not exist), and the registry entries of a
-        refused call's new batch."""
         undo: list[tuple[Any, ...]] = []
-        refused: list[tuple[str, str]] = []
-        for k, (item, reply) in enumerate(zip(items, replies, strict=True)):
-            if isinstance(reply, Exception) or reply[0] != b"ok":
-                refused += [(item.app, i) for i in item.ids]
-                if item.batch is not None and made[registered[k]]:  # registered by this call
-                    undo.append(("HDEL", f"{self._p}:batch_app", item.batch.id))
-                    undo.append(("ZREM", f"{self._p}:batches", item.batch.id))
-                continue
-            for j, msg_id in enumerate(item.ids):
-                if text(reply[1 + 3 * j]) != msg_id:  # a duplicate: answered with the first id
-                    undo.append(("DEL", self._loc(msg_id)))
-        if not undo and not refused:
-            return
-        with contextlib.suppress(RedisError, OSError):
-            if refused:
+        for k, item in enumerate(items):
+            refused = isinstance(replies[k], Exception) or replies[k][0] != b"ok"
+            if refused and item.batch is not None and made[registered[k]]:
+                undo.append(("HDEL", f"{self._p}:batch_app", item.batch.id))
+                undo.append(("ZREM", f"{self._p}:batches", item.batch.id))
+        if undo:
+            with contextlib.suppress(RedisError, OSError):
                 async with self._r.pipeline(transaction=False) as pipe:
-                    for app, msg_id in refused:
-                        pipe.exists(f"{self._a(app)}:msg:{msg_id}")
-                    there = await pipe.execute()
-                undo += [
-                    ("DEL", self._loc(msg_id))
-                    for (_, msg_id), kept in zip(refused, there, strict=True)
-                    if not kept
-                ]
-            async with self._r.pipeline(transaction=False) as pipe:
-                for command in undo:
-                    pipe.execute_command(*command)
-                await pipe.execute()
+                    for command in undo:
+                        pipe.execute_command(*command)
+                    await pipe.execute()
+        return replies
 
     @maps_redis_errors
     async def lease(
@@ -434,28 +396,24 @@ class RedisQueue(RedisBatches):
         return LEASE, (self._anchor_of(app),), args
 
     async def _prune(self, now: float) -> None:
-        """Drop messages finished more than retention_s ago, with their counts, indexes and
-        locators, app by app; finish batch work a process left half done."""
+        """Drop messages finished more than retention_s ago, with their counts and indexes,
+        app by app; finish batch work a process left half done."""
         cutoff = repr(now - self._retention_s)
         for app in await self._app_names(fresh=True):
             while True:
-                consumed, gone, gone_batches = await self._msg_script(
-                    app, PRUNE, cutoff, _PRUNE_CHUNK
-                )
-                await self._forget(gone, gone_batches)
+                consumed, gone_batches = await self._msg_script(app, PRUNE, cutoff, _PRUNE_CHUNK)
+                await self._forget(gone_batches)
                 if int(consumed) < _PRUNE_CHUNK:
                     break
             for batch_id in await self._r.smembers(f"{self._a(app)}:batch_work"):
                 await self._batch_work(app, text(batch_id))
         await self._drop_dead_consumers()
 
-    async def _forget(self, ids: Sequence[bytes], batch_ids: Sequence[bytes]) -> None:
-        """The deployment's entries for messages and batches prune dropped."""
-        if not ids and not batch_ids:
+    async def _forget(self, batch_ids: Sequence[bytes]) -> None:
+        """The deployment's entries for the batches prune dropped."""
+        if not batch_ids:
             return
         async with self._r.pipeline(transaction=False) as pipe:
-            for msg_id in ids:
-                pipe.delete(self._loc(text(msg_id)))
             for batch_id in batch_ids:
                 pipe.zrem(f"{self._p}:batches", batch_id)
                 pipe.hdel(f"{self._p}:batch_app", batch_id)
@@ -566,10 +524,15 @@ class RedisQueue(RedisBatches):
 
     @maps_redis_errors
     async def get(self, msg_id: str) -> Message | None:
-        app = await self._app_of(msg_id)
-        if app is None:
+        held = self._held.get(msg_id)
+        apps = [held] if held is not None else await self._app_names()
+        if not apps:
             return None
-        found = decode_message(await self._r.hmget(f"{self._a(app)}:msg:{msg_id}", MESSAGE_FIELDS))
+        async with self._r.pipeline(transaction=False) as pipe:  # every app's, one round trip
+            for app in apps:
+                pipe.hmget(f"{self._a(app)}:msg:{msg_id}", MESSAGE_FIELDS)
+            rows = await pipe.execute()
+        found = next((m for m in map(decode_message, rows) if m is not None), None)
         return await self._shared.filled_one(found)
 
     @maps_redis_errors
@@ -730,7 +693,7 @@ class RedisQueue(RedisBatches):
 
 class _Enqueue(msgspec.Struct, frozen=True):
     """One enqueue call's share of a group commit: its app, its packed script argument, the
-    ids it writes (their locators go first) and its new batch, if any."""
+    ids it writes and its new batch, if any."""
 
     app: str
     group: bytes

@@ -1,5 +1,5 @@
--- One app's enqueues (the registry of batches by time, P:batches, and the locators are the
--- deployment's: redis/queue.py writes them first). ARGV[5] = number of enqueue calls (groups),
+-- One app's enqueues (the registry of batches, P:batches and P:batch_app, is the
+-- deployment's: redis/queue.py writes it first). ARGV[5] = number of enqueue calls (groups),
 -- then one msgpack argument per group:
 -- [batch_id, batch_doc, [[id, app, idempotency_key, batch_id, status, not_before, created_at,
 -- doc, cb, shared, ckey, touser, idem_digest, tr], ...], batch_shared] (ckey: the message's member

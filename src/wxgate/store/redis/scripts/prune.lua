@@ -1,10 +1,10 @@
 -- ARGV[5] cutoff (finished at or before it are dropped), [6] limit. Returns {how many list
--- entries were consumed, {ids of the messages dropped}, {ids of the batches dropped}}: their
--- locators and registry entries are the deployment's keys, which Python removes. Counts, indexes and the idempotency key leave with the message, so
+-- entries were consumed, {ids of the batches dropped}}: their registry entries are the
+-- deployment's keys, which Python removes. Counts, indexes and the idempotency key leave with the message, so
 -- stats stay exact. An entry whose message finished again later (requeued) is just consumed.
 local cutoff, limit = tonumber(ARGV[5]), tonumber(ARGV[6])
 local dk = P .. ':done'
-local n, gone, gone_batches = 0, {}, {}
+local n, gone_batches = 0, {}
 while n < limit do
   local head = redis.call('LINDEX', dk, 0)
   if not head then break end
@@ -47,8 +47,7 @@ while n < limit do
       end
     end
     redis.call('DEL', m.key)
-    gone[#gone + 1] = id
   end
 end
 flush()
-return {n, gone, gone_batches}
+return {n, gone_batches}
