@@ -381,6 +381,14 @@ class RedisConnection:
         with `keep_errors`, a script's error is its reply (the calls of one round trip are
         separate commits: one app's failure is not another's)."""
         redis = self._r
+        wait = replicate and self._min_replica_acks > 0
+        if len(calls) == 1 and not first and not wait:  # one app's call: no pipeline needed
+            try:
+                return [], [await self._script(*calls[0])]
+            except Exception as exc:
+                if not keep_errors:
+                    raise
+                return [], [exc]
         if not isinstance(redis, Redis):
             done: list[Any] = []
             if first:
@@ -392,7 +400,6 @@ class RedisConnection:
                 *(self._script(s, k, a) for s, k, a in calls), return_exceptions=keep_errors
             )
             return done, each
-        wait = replicate and self._min_replica_acks > 0
         head: list[Any] = []
         for attempt in range(2):
             async with redis.pipeline(transaction=False) as pipe:
