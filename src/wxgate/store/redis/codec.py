@@ -175,7 +175,7 @@ def decode_batch(
 
 
 def decode_expirations(raw: dict[bytes, bytes]) -> dict[str, int]:
-    """Lease expirations by app: the `e:{app}` fields of the P:counts hash."""
+    """Lease expirations by app: the `e:{app}` fields of a counts hash (A:counts, queue.py)."""
     out: dict[str, int] = {}
     for field, value in raw.items():
         name = field.decode()
@@ -185,8 +185,9 @@ def decode_expirations(raw: dict[bytes, bytes]) -> dict[str, int]:
 
 
 def decode_counts(raw: dict[bytes, bytes]) -> tuple[dict[str, int], dict[str, dict[str, int]]]:
-    """The P:counts hash as (by status, by app and status); every status appears in the first
-    (as SQLite reports them), only non-zero ones in the second."""
+    """A counts hash (an app's A:counts, or several summed) as (by status, by app and
+    status); every status appears in the first (as SQLite reports them), only non-zero ones
+    in the second."""
     by_status: dict[str, int] = {s.value: 0 for s in Status}
     by_app: dict[str, dict[str, int]] = {}
     for field, value in raw.items():

@@ -5,14 +5,15 @@ Each script is a .lua file here (package data); `script` puts together the text 
 `#!lua` line, the Python constants it names (`local NAME = value`), the shared snippets it
 includes (message scripts include prelude.lua), then its own file.
 
-Scripts name most of their keys from a prefix (ARGV) and declare one key of the prefix's slot
-(KEYS[1], connection.py): on Redis Cluster the store tags the prefix `{prefix}`, so every key
-is in that one slot and a script runs on the shard that owns it; proxies that refuse
-`numkeys = 0` accept them too. Redis >= 7.0 (the `#!lua` line). Message scripts share
-prelude.lua and take ARGV[1..4] = prefix, consumer group, now (epoch s as an exact decimal
-string), and the TTL (s) Redis keeps a finished message as a safety net should `prune` stop
-running. Writing scripts start with `#!lua`: Redis then refuses them up front when it is out of
-memory instead of failing half-way, which keeps enqueue all-or-nothing.
+Scripts name most of their keys from a prefix (ARGV) and declare one key of that prefix's
+slot (KEYS[1], connection.py). A message script's prefix is one app's, `{prefix:app}`, so
+every key it touches is in that app's hash slot and it runs on the shard that owns it, on
+Redis Cluster too; proxies that refuse `numkeys = 0` accept them. Redis >= 7.0 (the `#!lua`
+line). Message scripts share prelude.lua and take ARGV[1..4] = the app's prefix, consumer
+group, now (epoch s as an exact decimal string), and the TTL (s) Redis keeps a finished
+message as a safety net should `prune` stop running. Writing scripts start with `#!lua`:
+Redis then refuses them up front when it is out of memory instead of failing half-way, which
+keeps enqueue all-or-nothing.
 
 Cost rules (Redis runs one script at a time, so its time per message caps the whole
 deployment): counters are tallied in Lua and written once per script call; acked stream entries
