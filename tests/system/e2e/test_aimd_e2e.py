@@ -26,8 +26,13 @@ ADAPTIVE = {
     "min_samples": 5,
     "threshold": 0.2,
     "increase_ratio": 0.25,  # +50/s per clean interval: back to the maximum within ~1 s
-    "floor_per_s": 5.0,
+    # Above the default 5/s: from this floor the rate is back to MAX_RATE in 4 clean
+    # intervals even when a loaded machine stretches the burst over many halvings.
+    "floor_per_s": 25.0,
 }
+# A burst of 50% -1 sits right at the breaker's default failure ratio (0.5), so whether it
+# opens (and stops every send for open_s) would be a coin toss: this test is about the rate.
+BREAKER = {"failure_ratio": 0.95, "consecutive_failures": 1000}
 
 
 @pytest.fixture(params=["sqlite", "redis", "postgres"])
@@ -66,7 +71,11 @@ async def test_a_burst_of_busy_halves_the_rate_and_it_recovers(
         tmp_path,
         (app,),
         app_overrides={"rate_per_s": MAX_RATE},
-        workers={"adaptive": ADAPTIVE, "retry": {"max_attempts": 30, "base_s": 0.05, "cap_s": 0.2}},
+        workers={
+            "adaptive": ADAPTIVE,
+            "breaker": BREAKER,
+            "retry": {"max_attempts": 30, "base_s": 0.05, "cap_s": 0.2},
+        },
         store=store,
     ) as rig:
         assert await _rate(rig, app.name) == MAX_RATE
