@@ -58,9 +58,12 @@ class RedisBatches(RedisConnection):
                     self._batch_apps[bid] = text(app)
         return {b: self._batch_apps[b] for b in batch_ids if b in self._batch_apps}
 
+    async def _batch_app(self, batch_id: str) -> str | None:
+        return (await self._apps_of_batches([batch_id])).get(batch_id)
+
     async def _batch_key(self, batch_id: str) -> str | None:
         """The batch's hash key under its app's prefix, or None for an unknown batch."""
-        app = (await self._apps_of_batches([batch_id])).get(batch_id)
+        app = await self._batch_app(batch_id)
         return None if app is None else f"{self._a(app)}:batch:{batch_id}"
 
     async def _load_shared(self, batch_ids: Sequence[str]) -> dict[str, SharedFields]:
@@ -116,7 +119,7 @@ class RedisBatches(RedisConnection):
 
     async def _change_batch(self, batch_id: str, status: str, expect: str, quiet: str = "") -> bool:
         """BATCH_STATUS, then the work it queued for the batch's messages."""
-        app = (await self._apps_of_batches([batch_id])).get(batch_id)
+        app = await self._batch_app(batch_id)
         if app is None:
             return False
         done = await self._msg_script(app, BATCH_STATUS, batch_id, status, expect, quiet)
@@ -135,7 +138,7 @@ class RedisBatches(RedisConnection):
             pass
 
     async def _set_batch_field(self, batch_id: str, field: str, value: str) -> bool:
-        app = (await self._apps_of_batches([batch_id])).get(batch_id)
+        app = await self._batch_app(batch_id)
         if app is None:
             return False
         return bool(await self._msg_script(app, BATCH_FIELD, batch_id, field, value))
@@ -166,7 +169,7 @@ class RedisBatches(RedisConnection):
     ) -> tuple[list[Message], str | None]:
         """Pages in id order (the batch's ids are a sorted set, all scores 0: lex order)."""
         limit = max(1, limit)
-        app = (await self._apps_of_batches([batch_id])).get(batch_id)
+        app = await self._batch_app(batch_id)
         if app is None:
             return [], None
         a = self._a(app)

@@ -79,9 +79,11 @@ _UNREACHABLE = (
     TimeoutError,
 )
 _APPS_TTL_S = 1.0  # how stale this process's copy of the apps registry may be
+_LEASE_ROUNDS = 3  # share-outs per lease call: an app that runs dry leaves its share to others
 _READY_TTL_MS = 60_000  # the readiness probe's key only needs to outlive the probe
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
+_T = TypeVar("_T")
 _S = TypeVar("_S", bound="RedisConnection")
 Call = tuple[str, Sequence[str], Sequence[Any]]  # a script's source, keys and arguments
 
@@ -168,15 +170,12 @@ class RedisConnection:
         self._target: RedisTarget = parse_redis_url(url)
         self._url = url
         self._clock = clock
-        # Cluster: one hash tag for every key, so every script's keys share a slot.
+        # Cluster: the deployment's shared keys under one hash tag, so they share a slot.
         cluster = self._target.topology == "cluster"
         if cluster and ("{" in key_prefix or "}" in key_prefix):
             raise StoreError("redis key prefix must not contain { or } (the store adds its tag)")
         self._p = f"{{{key_prefix}}}" if cluster else key_prefix
         self._key_prefix = key_prefix
-        # A key of the prefix's slot that every script declares (KEYS[1] when it names none of
-        # its own): what a cluster client routes by, and what proxies insist on.
-        self._anchor = f"{self._p}:counts"
         # The apps registry as this process last read it (or wrote it): lease, stats and the
         # other fan-out reads walk it; re-read at most every _APPS_TTL_S.
         self._apps: set[str] = set()
@@ -288,7 +287,7 @@ class RedisConnection:
         script = self._scripts.get(source)
         if script is None:
             script = self._scripts[source] = AsyncScript(redis, source)
-        return await script(keys=keys or (self._anchor,), args=args, client=redis)
+        return await script(keys=keys, args=args, client=redis)
 
     async def _msg_script(self, app: str, source: str, *args: Any) -> Any:
         """Run a message script on `app`'s keys with the shared leading arguments (see
@@ -310,6 +309,41 @@ class RedisConnection:
 
     def _anchor_of(self, app: str) -> str:
         return f"{self._a(app)}:counts"
+
+    async def _share_out(
+        self,
+        apps: Sequence[str],
+        turn: int,
+        n: int,
+        take: Callable[[list[tuple[str, int]]], Awaitable[list[list[_T]]]],
+    ) -> list[_T]:
+        """Up to `n` items leased from `apps` round-robin (message and webhook leases): the
+        start rotated by `turn`, each app asked for an equal share in one `take` round trip
+        (app, want pairs -> each app's items), then the apps that filled their share asked
+        for what is still missing, up to _LEASE_ROUNDS rounds."""
+        if not apps:
+            return []
+        start = turn % len(apps)
+        active = [*apps[start:], *apps[:start]]
+        out: list[_T] = []
+        for _ in range(_LEASE_ROUNDS):
+            remaining = n - len(out)
+            if remaining <= 0 or not active:
+                break
+            share = math.ceil(remaining / len(active))
+            wants: list[tuple[str, int]] = []
+            for app in active:
+                want = min(share, remaining)
+                if want <= 0:
+                    break
+                wants.append((app, want))
+                remaining -= want
+            active = []
+            for (app, want), items in zip(wants, await take(wants), strict=True):
+                out += items
+                if len(items) == want:  # may have more: a share of the next round
+                    active.append(app)
+        return out
 
     async def _app_names(self, fresh: bool = False) -> list[str]:
         """Every app that ever had a message here (sorted): the registry, cached."""
@@ -336,23 +370,25 @@ class RedisConnection:
             self._apps |= new
         return [None] * len(batches)
 
-    async def _locate(self, ids: Sequence[str]) -> dict[str, str]:
-        """Message id -> app for the ids that exist, asking every app (one pipeline; calls
-        that name only an id: cancel, requeue by id). Linear in the apps, and no write per
-        message: a locator key per message cost every enqueue more than these calls."""
+    async def _locate(self, ids: Sequence[str], kind: str = "msg") -> dict[str, str]:
+        """Id -> app for the ids whose `{app prefix}:{kind}:{id}` key exists (messages, or
+        "wh" webhook events), asking every app (one pipeline; calls that name only an id:
+        cancel, requeue by id, a webhook outcome this process did not lease). Linear in the
+        apps, and no write per message: a locator key per message cost every enqueue more
+        than these calls."""
         apps = await self._app_names()
         if not ids or not apps:
             return {}
         async with self._r.pipeline(transaction=False) as pipe:
-            for msg_id in ids:
+            for one in ids:
                 for app in apps:
-                    pipe.exists(f"{self._a(app)}:msg:{msg_id}")
+                    pipe.exists(f"{self._a(app)}:{kind}:{one}")
             found = await pipe.execute()
         out: dict[str, str] = {}
-        for i, msg_id in enumerate(ids):
+        for i, one in enumerate(ids):
             for j, app in enumerate(apps):
                 if found[i * len(apps) + j]:
-                    out[msg_id] = app
+                    out[one] = app
                     break
         return out
 

@@ -15,7 +15,6 @@ event's app from the lease (or by asking each app).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -38,7 +37,6 @@ _FIELDS = (
     "trace",
 )
 _PRUNE_CHUNK = 200
-_LEASE_ROUNDS = 3  # share-outs per lease call, as for messages (queue.py)
 _HELD_MAX = 100_000  # leased event ids remembered; past it, outcomes find the app again
 
 LEASE = script("webhook_lease", EVENT_FIELDS=_FIELDS, PRUNE_CHUNK=_PRUNE_CHUNK)
@@ -86,24 +84,10 @@ class RedisOutbox(RedisConnection):
     async def lease_webhooks(self, n: int, lease_s: float, now: float) -> list[WebhookEvent]:
         if n <= 0:
             return []
-        apps = await self._app_names()
-        if not apps:
-            return []
         self._events_turn += 1
-        start = self._events_turn % len(apps)
-        active = apps[start:] + apps[:start]
         cutoff = repr(now - self._retention_s)
-        out: list[WebhookEvent] = []
-        for _ in range(_LEASE_ROUNDS):
-            remaining = n - len(out)
-            if remaining <= 0 or not active:
-                break
-            share = math.ceil(remaining / len(active))
-            wants: list[tuple[str, int]] = []
-            for app in active:
-                want = min(share, remaining - sum(w for _, w in wants))
-                if want > 0:
-                    wants.append((app, want))
+
+        async def take(wants: list[tuple[str, int]]) -> list[list[WebhookEvent]]:
             replies = await self._run_scripts(
                 [
                     (
@@ -114,17 +98,15 @@ class RedisOutbox(RedisConnection):
                     for app, want in wants
                 ]
             )
-            active = []
             if len(self._events_held) > _HELD_MAX:  # outcomes that never came: start over
                 self._events_held.clear()
-            for (app, want), rows in zip(wants, replies, strict=True):
-                for row in rows:
-                    event = decode_event(row)
+            leased = [[decode_event(row) for row in rows] for rows in replies]
+            for (app, _), events in zip(wants, leased, strict=True):
+                for event in events:
                     self._events_held[event.id] = app
-                    out.append(event)
-                if len(rows) == want:
-                    active.append(app)
-        return out
+            return leased
+
+        return await self._share_out(await self._app_names(), self._events_turn, n, take)
 
     async def _event_app(self, event_id: str) -> str | None:
         """The app whose outbox holds the event: from this process's lease, or by asking
@@ -132,14 +114,7 @@ class RedisOutbox(RedisConnection):
         app = self._events_held.pop(event_id, None)
         if app is not None:
             return app
-        apps = await self._app_names()
-        if not apps:
-            return None
-        async with self._r.pipeline(transaction=False) as pipe:
-            for a in apps:
-                pipe.exists(f"{self._a(a)}:wh:{event_id}")
-            there = await pipe.execute()
-        return next((a for a, hit in zip(apps, there, strict=True) if hit), None)
+        return (await self._locate([event_id], "wh")).get(event_id)
 
     async def _event_script(self, source: str, event_id: str, *args: Any) -> bool:
         app = await self._event_app(event_id)

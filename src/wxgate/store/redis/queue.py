@@ -50,7 +50,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import os
 import secrets
 import socket
@@ -98,7 +97,6 @@ _COALESCE_MAX_CALLS = 256
 _PROMOTE_CAP = 2000
 _READ_CAP_FACTOR = 8
 _PRUNE_EVERY_S = 60.0
-_LEASE_ROUNDS = 3  # share-outs per lease call: an app that runs dry leaves its share to others
 _HELD_MAX = 200_000  # leased ids remembered; past it, outcomes ask every app instead
 # A consumer this long without reading its app's stream belongs to a process that died
 # without closing (kill -9, a lost node); the prune removes it from the group. A live process
@@ -345,22 +343,9 @@ class RedisQueue(RedisBatches):
             self._next_prune = now + _PRUNE_EVERY_S
             await self._prune(now)
         apps = [a for a in await self._app_names() if a not in exclude_apps]
-        if not apps:
-            return []
         self._turn += 1
-        start = self._turn % len(apps)
-        active = apps[start:] + apps[:start]
-        out: list[Message] = []
-        for _ in range(_LEASE_ROUNDS):
-            remaining = n - len(out)
-            if remaining <= 0 or not active:
-                break
-            share = math.ceil(remaining / len(active))
-            wants: list[tuple[str, int]] = []
-            for app in active:
-                want = min(share, remaining - sum(w for _, w in wants))
-                if want > 0:
-                    wants.append((app, want))
+
+        async def take(wants: list[tuple[str, int]]) -> list[list[Message]]:
             # With min_replica_acks, the lease (and so every accept before it: one
             # replication stream) is on the replicas before anything is sent: a message
             # whose POST got a 503 is never delivered from a primary that dies before
@@ -369,16 +354,15 @@ class RedisQueue(RedisBatches):
                 [self._lease_call(app, want, now, lease_s) for app, want in wants],
                 replicate=True,
             )
-            active = []
-            for (app, want), reply in zip(wants, replies, strict=True):
-                leased = decode_messages(reply)
-                out += leased
-                if len(self._held) > _HELD_MAX:  # lost track (calls that never came): start over
-                    self._held.clear()
-                for m in leased:
+            if len(self._held) > _HELD_MAX:  # lost track (calls that never came): start over
+                self._held.clear()
+            leased = [decode_messages(reply) for reply in replies]
+            for (app, _), msgs in zip(wants, leased, strict=True):
+                for m in msgs:
                     self._held[m.id] = app
-                if len(leased) == want:  # may have more: a share of the next round
-                    active.append(app)
+            return leased
+
+        out = await self._share_out(apps, self._turn, n, take)
         return await self._shared.filled(out)
 
     def _lease_call(self, app: str, n: int, now: float, lease_s: float) -> Call:
